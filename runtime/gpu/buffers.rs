@@ -1,0 +1,101 @@
+//! Buffer helpers: creation from host data, and readback (tests and the few
+//! bytes of sampled token ids per step).
+
+use wgpu::util::DeviceExt;
+
+use super::context::GpuContext;
+use crate::{HearthError, Result};
+
+pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::COPY_SRC);
+
+/// A storage buffer with its logical length in bytes.
+pub struct GpuBuffer {
+    pub buffer: wgpu::Buffer,
+    pub len: u64,
+}
+
+impl GpuContext {
+    /// Storage buffer initialised from `data` (padded to 4 bytes; never zero-sized).
+    pub fn buffer_from<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        if bytes.is_empty() || bytes.len() % 4 != 0 {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
+            return self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: &padded,
+                usage: STORAGE,
+            });
+        }
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: STORAGE,
+        })
+    }
+
+    /// Zeroed storage buffer of `bytes` (rounded up to 4, at least 4).
+    pub fn buffer_zeroed(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).div_ceil(4) * 4,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Uniform buffer holding one `Pod` value (written again with `queue.write_buffer`).
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// Copies `bytes` bytes from `src` into host memory (async; works on wasm32 too).
+    pub async fn read_bytes(&self, src: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
+        let size = bytes.div_ceil(4) * 4;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(src, offset, &staging, 0, size);
+        self.queue.submit(Some(enc.finish()));
+        let slice = staging.slice(..);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait()?;
+        rx.await
+            .map_err(|_| HearthError::Gpu("readback cancelled".into()))?
+            .map_err(|e| HearthError::Gpu(format!("buffer map failed: {e}")))?;
+        let data = slice
+            .get_mapped_range()
+            .map_err(|e| HearthError::Gpu(format!("buffer map range failed: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(data[..bytes as usize].to_vec())
+    }
+}
+
+/// Native test/CLI helper: reads `n` f32 values from the start of `src`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn readback_f32(ctx: &GpuContext, src: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+    let bytes = pollster::block_on(ctx.read_bytes(src, 0, (n * 4) as u64))?;
+    Ok(bytemuck::cast_slice(&bytes).to_vec())
+}
+
+/// Native test/CLI helper: reads `n` u32 values from the start of `src`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn readback_u32(ctx: &GpuContext, src: &wgpu::Buffer, n: usize) -> Result<Vec<u32>> {
+    let bytes = pollster::block_on(ctx.read_bytes(src, 0, (n * 4) as u64))?;
+    Ok(bytemuck::cast_slice(&bytes).to_vec())
+}

@@ -1,0 +1,240 @@
+//! Device creation with limits and features negotiated from the real adapter.
+
+use std::sync::Arc;
+
+use crate::{HearthError, Result};
+
+use super::shader::PipelineCache;
+
+/// What the caller wants from the device; every field has an env-var twin
+/// (see [`GpuOptions::from_env`]) so tests and users can force fallbacks.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// Adapter index (as listed by `hearth info`) or a case-insensitive substring of its name.
+    pub adapter: Option<String>,
+    /// Don't use `shader-f16` even if the adapter has it.
+    pub no_f16: bool,
+    /// Don't use subgroup operations even if the adapter has them.
+    pub no_subgroups: bool,
+    /// Pretend the adapter's max storage binding is at most this many bytes
+    /// (exercises the row-split path).
+    pub max_binding: Option<u64>,
+}
+
+impl GpuOptions {
+    /// `HEARTH_ADAPTER`, `HEARTH_NO_F16=1`, `HEARTH_NO_SUBGROUPS=1`, `HEARTH_MAX_BINDING=<bytes>`.
+    pub fn from_env() -> Self {
+        let flag = |k: &str| {
+            std::env::var(k)
+                .map(|v| !v.is_empty() && v != "0")
+                .unwrap_or(false)
+        };
+        GpuOptions {
+            adapter: std::env::var("HEARTH_ADAPTER").ok().filter(|s| !s.is_empty()),
+            no_f16: flag("HEARTH_NO_F16"),
+            no_subgroups: flag("HEARTH_NO_SUBGROUPS"),
+            max_binding: std::env::var("HEARTH_MAX_BINDING")
+                .ok()
+                .and_then(|s| s.parse().ok()),
+        }
+    }
+}
+
+/// Optional capabilities actually enabled on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub f16: bool,
+    pub subgroups: bool,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+    /// Effective max bytes of one storage binding (after any forced cap), a multiple of 256.
+    pub max_binding: u64,
+    pub max_buffer: u64,
+    pub max_workgroup_size_x: u32,
+    pub max_invocations: u32,
+    pub max_workgroup_storage: u32,
+    pub max_storage_buffers_per_stage: u32,
+    pub max_workgroups_per_dim: u32,
+}
+
+/// One line of `hearth info`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub subgroup_sizes: (u32, u32),
+    pub max_storage_binding: u64,
+    pub max_buffer: u64,
+    pub max_workgroup_invocations: u32,
+    pub max_workgroup_storage: u32,
+    pub max_storage_buffers_per_stage: u32,
+    pub timestamp_query: bool,
+}
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub caps: Caps,
+    pub(crate) pipelines: PipelineCache,
+}
+
+fn instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    // Keep validation off by default; WGPU_VALIDATION=1 turns it on via with_env.
+    if std::env::var("WGPU_VALIDATION").is_err() {
+        desc.flags = wgpu::InstanceFlags::empty();
+    }
+    wgpu::Instance::new(desc)
+}
+
+fn summarize(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
+    let info = a.get_info();
+    let l = a.limits();
+    let f = a.features();
+    AdapterSummary {
+        index,
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        shader_f16: f.contains(wgpu::Features::SHADER_F16),
+        subgroups: f.contains(wgpu::Features::SUBGROUP),
+        subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
+        max_storage_binding: l.max_storage_buffer_binding_size as u64,
+        max_buffer: l.max_buffer_size,
+        max_workgroup_invocations: l.max_compute_invocations_per_workgroup,
+        max_workgroup_storage: l.max_compute_workgroup_storage_size,
+        max_storage_buffers_per_stage: l.max_storage_buffers_per_shader_stage,
+        timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+    }
+}
+
+/// Lists the adapters wgpu can reach, in the order `--adapter N` uses.
+pub async fn list_adapters() -> Vec<AdapterSummary> {
+    let inst = instance();
+    inst.enumerate_adapters(wgpu::Backends::all())
+        .await
+        .iter()
+        .enumerate()
+        .map(|(i, a)| summarize(i, a))
+        .collect()
+}
+
+impl GpuContext {
+    pub async fn new(opts: &GpuOptions) -> Result<Arc<GpuContext>> {
+        let inst = instance();
+        let adapter = match &opts.adapter {
+            Some(sel) => {
+                let all = inst.enumerate_adapters(wgpu::Backends::all()).await;
+                let pick = match sel.parse::<usize>() {
+                    Ok(i) => all.into_iter().nth(i),
+                    Err(_) => {
+                        let s = sel.to_lowercase();
+                        all.into_iter()
+                            .find(|a| a.get_info().name.to_lowercase().contains(&s))
+                    }
+                };
+                pick.ok_or_else(|| {
+                    HearthError::Gpu(format!(
+                        "no adapter matches `{sel}` (see `hearth info` for the list)"
+                    ))
+                })?
+            }
+            None => inst
+                .request_adapter(&wgpu::RequestAdapterOptions {
+                    power_preference: wgpu::PowerPreference::HighPerformance,
+                    force_fallback_adapter: false,
+                    compatible_surface: None,
+                    apply_limit_buckets: false,
+                })
+                .await
+                .map_err(|e| {
+                    HearthError::Gpu(format!(
+                        "no GPU adapter found ({e}); on Linux without a GPU install Mesa's \
+                         lavapipe (`apt-get install mesa-vulkan-drivers`)"
+                    ))
+                })?,
+        };
+        Self::from_adapter(adapter, opts).await
+    }
+
+    /// Native convenience wrapper around [`GpuContext::new`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(opts: &GpuOptions) -> Result<Arc<GpuContext>> {
+        pollster::block_on(Self::new(opts))
+    }
+
+    pub async fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Arc<Self>> {
+        let info = adapter.get_info();
+        let have = adapter.features();
+        let mut features = wgpu::Features::empty();
+        let f16 = have.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
+        let subgroups = have.contains(wgpu::Features::SUBGROUP) && !opts.no_subgroups;
+        if f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
+        // Ask for everything the adapter offers: kernels specialise to it.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("hearth"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| HearthError::Gpu(format!("request_device failed: {e}")))?;
+        let mut max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        if let Some(cap) = opts.max_binding {
+            max_binding = max_binding.min(cap.max(256));
+        }
+        max_binding &= !255;
+        let caps = Caps {
+            f16,
+            subgroups,
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            max_binding,
+            max_buffer: limits.max_buffer_size,
+            max_workgroup_size_x: limits.max_compute_workgroup_size_x,
+            max_invocations: limits.max_compute_invocations_per_workgroup,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+        };
+        tracing::info!(adapter = %info.name, backend = ?info.backend, ?caps, "GPU device ready");
+        Ok(Arc::new(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            caps,
+            pipelines: PipelineCache::default(),
+        }))
+    }
+
+    pub fn adapter_name(&self) -> String {
+        format!("{} ({:?})", self.info.name, self.info.backend)
+    }
+
+    /// Blocks (natively) until all submitted work is done.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| HearthError::Gpu(format!("device poll failed: {e}")))
+    }
+}

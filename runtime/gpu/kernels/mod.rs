@@ -1,0 +1,32 @@
+//! One typed launcher per kernel. Conventions every launcher follows:
+//! - `new(ctx, ...)` builds the pipeline (cached) and the bind group once,
+//!   with the static shape in a small uniform buffer;
+//! - `record(&self, pass, n_tokens)` only dispatches: per-step sizes come from
+//!   the shared [`StepInfo`] uniform (written once per step) and the dispatch
+//!   size computed from `n_tokens` on the host;
+//! - a `*_ref` CPU function is the oracle the tests compare against.
+
+pub mod elementwise;
+
+use bytemuck::{Pod, Zeroable};
+
+/// Per-step values shared by all kernels of a forward pass (binding 0 of every kernel that needs it).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+pub struct StepInfo {
+    /// Token rows in this step (prefill chunk and/or decode tokens of all sequences).
+    pub n_tokens: u32,
+    /// Sequences in this step.
+    pub n_seqs: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Splits `groups` workgroups over x and y so neither exceeds the per-dimension limit.
+pub fn grid(groups: u32, max_per_dim: u32) -> (u32, u32) {
+    if groups <= max_per_dim {
+        (groups.max(1), 1)
+    } else {
+        let y = groups.div_ceil(max_per_dim);
+        (groups.div_ceil(y), y)
+    }
+}

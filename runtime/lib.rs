@@ -1,0 +1,18 @@
+//! Hearth: a cross-vendor LLM inference runtime on wgpu.
+//!
+//! The crate is organised as the architecture document describes:
+//! `gpu` (device, kernels), `model` (config, loaders, forward pass),
+//! `quant` (block formats), `kv` (paged KV cache), `engine` (sampling,
+//! generation), `text` (tokenizer, chat templates) and `reference`
+//! (the plain f32 CPU forward pass that tests compare against).
+
+pub mod engine;
+pub mod error;
+pub mod gpu;
+pub mod kv;
+pub mod model;
+pub mod quant;
+pub mod reference;
+pub mod text;
+
+pub use error::{HearthError, Result};

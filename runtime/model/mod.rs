@@ -1,0 +1,9 @@
+//! Model description, file loaders and the GPU forward pass.
+
+pub mod config;
+pub mod source;
+pub mod tensor;
+
+pub use config::{Architecture, ModelConfig, RopeLayout, RopeScaling};
+pub use source::WeightSource;
+pub use tensor::{DType, HostTensor};

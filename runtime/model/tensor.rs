@@ -1,0 +1,129 @@
+//! Host-side tensors as they come out of a model file, before they go to the GPU.
+
+use std::borrow::Cow;
+
+use crate::{HearthError, Result};
+
+/// Element or block formats a weight can be stored in, on the host and on the GPU.
+/// Quantized formats follow GGUF's block semantics (32 elements per block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+}
+
+impl DType {
+    /// Elements per block (1 for plain floats).
+    pub fn block_elems(self) -> usize {
+        match self {
+            DType::F32 | DType::F16 | DType::BF16 => 1,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+        }
+    }
+
+    /// Bytes per block in the GGUF (host) byte layout.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::Q8_0 => 34,
+            DType::Q4_0 => 18,
+            DType::Q4_1 => 20,
+        }
+    }
+
+    pub fn is_quantized(self) -> bool {
+        self.block_elems() > 1
+    }
+
+    /// Bytes that `n` elements take in the host layout; errors if `n` is not a
+    /// whole number of blocks or the size overflows.
+    pub fn bytes_for(self, n: usize) -> Result<usize> {
+        let be = self.block_elems();
+        if n % be != 0 {
+            return Err(HearthError::InvalidFile(format!(
+                "{n} elements is not a multiple of the {self:?} block size {be}"
+            )));
+        }
+        (n / be)
+            .checked_mul(self.block_bytes())
+            .ok_or_else(|| HearthError::InvalidFile(format!("tensor size overflows ({n} elements)")))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::Q8_0 => "q8_0",
+            DType::Q4_0 => "q4_0",
+            DType::Q4_1 => "q4_1",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<DType> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            "bf16" => DType::BF16,
+            "q8_0" | "q8" => DType::Q8_0,
+            "q4_0" => DType::Q4_0,
+            "q4_1" => DType::Q4_1,
+            other => {
+                return Err(HearthError::InvalidRequest(format!(
+                    "unknown dtype `{other}` (expected f32, f16, bf16, q8_0, q4_0 or q4_1)"
+                )))
+            }
+        })
+    }
+}
+
+/// A tensor borrowed from (or decoded out of) a model file.
+/// `shape` is row-major, outermost first, as PyTorch writes it: a linear
+/// layer's weight is `[out_features, in_features]`; GGUF's reversed dims are
+/// turned around by the GGUF reader.
+#[derive(Debug, Clone)]
+pub struct HostTensor<'a> {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub data: Cow<'a, [u8]>,
+}
+
+impl HostTensor<'_> {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// `[rows, cols]` for a 2-D tensor, `[1, n]` for a vector.
+    pub fn rows_cols(&self) -> (usize, usize) {
+        match self.shape.as_slice() {
+            [n] => (1, *n),
+            [r, c] => (*r, *c),
+            _ => (
+                self.shape[..self.shape.len() - 1].iter().product(),
+                *self.shape.last().unwrap_or(&1),
+            ),
+        }
+    }
+
+    /// Dequantized/converted copy as f32 (for the CPU reference and for re-quantization).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        crate::quant::dequantize(self.dtype, &self.data, self.numel())
+    }
+
+    pub fn expect_shape(&self, expected: &[usize]) -> Result<()> {
+        if self.shape != expected {
+            return Err(HearthError::ShapeMismatch {
+                name: self.name.clone(),
+                expected: expected.to_vec(),
+                found: self.shape.clone(),
+            });
+        }
+        Ok(())
+    }
+}

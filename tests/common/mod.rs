@@ -1,0 +1,60 @@
+//! Shared helpers for integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use hearth::gpu::{GpuContext, GpuOptions};
+
+/// A GPU context from the environment (`HEARTH_NO_F16`, `HEARTH_NO_SUBGROUPS`,
+/// `HEARTH_MAX_BINDING`, `HEARTH_ADAPTER`). A missing adapter fails the test:
+/// CI has lavapipe, and a silently skipped GPU test proves nothing.
+pub fn gpu() -> Arc<GpuContext> {
+    GpuContext::new_blocking(&GpuOptions::from_env()).expect("a wgpu adapter (install mesa-vulkan-drivers)")
+}
+
+/// A context with the given forced fallbacks, for tests that cover every path.
+pub fn gpu_with(no_f16: bool, no_subgroups: bool, max_binding: Option<u64>) -> Arc<GpuContext> {
+    let mut o = GpuOptions::from_env();
+    o.no_f16 |= no_f16;
+    o.no_subgroups |= no_subgroups;
+    if max_binding.is_some() {
+        o.max_binding = max_binding;
+    }
+    GpuContext::new_blocking(&o).expect("a wgpu adapter (install mesa-vulkan-drivers)")
+}
+
+/// All capability variants this adapter can run: (f16 on/off) x (subgroups on/off).
+pub fn all_variants() -> Vec<Arc<GpuContext>> {
+    let mut v = Vec::new();
+    for &(nf, ns) in &[(false, false), (true, false), (false, true), (true, true)] {
+        let c = gpu_with(nf, ns, None);
+        if !v.iter().any(|o: &Arc<GpuContext>| o.caps == c.caps) {
+            v.push(c);
+        }
+    }
+    v
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (xorshift; no test depends on a crate's RNG stream).
+pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let tol = atol + rtol * w.abs();
+        assert!(
+            (g - w).abs() <= tol && g.is_finite(),
+            "{what}: index {i}: got {g}, want {w} (tol {tol})"
+        );
+    }
+}

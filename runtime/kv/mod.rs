@@ -1,1 +1,16 @@
-//! TODO
+//! Paged KV cache: a pool of fixed-size blocks shared by all sequences
+//! ([`pool`]), one block table per sequence ([`block_table`]), the per-layer
+//! GPU buffers ([`gpu`], native and wasm) and a CPU reference of paged
+//! attention ([`reference`]) that the reference forward pass and the tests use.
+
+pub mod block_table;
+pub mod gpu;
+pub mod pool;
+pub mod reference;
+
+pub use block_table::BlockTable;
+pub use gpu::KvBuffers;
+pub use pool::{KvDtype, KvLayout, KvPool};
+
+/// Default tokens per block.
+pub const DEFAULT_BLOCK_SIZE: u32 = 16;

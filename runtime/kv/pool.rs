@@ -1,0 +1,226 @@
+//! The block pool: a free list and reference counts over `num_blocks`
+//! physical blocks, sized once from a memory budget so that an over-long
+//! workload gets [`HearthError::OutOfKvMemory`] instead of an allocation failure.
+
+use crate::{HearthError, Result};
+
+/// Element type of the cached K/V values. Quantized forms come later, hence an enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KvDtype {
+    /// Two halves packed per u32 word (`pack2x16float`); works without `shader-f16`.
+    #[default]
+    F16,
+    /// Exact; for tests and for users who trade memory for bit-exactness.
+    F32,
+}
+
+impl KvDtype {
+    pub fn bytes(self) -> u64 {
+        match self {
+            KvDtype::F16 => 2,
+            KvDtype::F32 => 4,
+        }
+    }
+}
+
+/// Shape of the cache; the GPU layout of one layer's K (and V) buffer is
+/// `[block][kv_head][slot][head_dim]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLayout {
+    pub n_layers: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    pub block_size: u32,
+}
+
+impl KvLayout {
+    /// Elements of one block of K (or V) in one layer.
+    pub fn block_elems(&self) -> u64 {
+        self.n_kv_heads as u64 * self.block_size as u64 * self.head_dim as u64
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct KvPool {
+    layout: KvLayout,
+    dtype: KvDtype,
+    /// Free block ids; allocation pops from the end, so low ids go first.
+    free: Vec<u32>,
+    refs: Vec<u32>,
+}
+
+impl KvPool {
+    /// Bytes one block costs in one layer's K buffer (the V buffer costs the same).
+    pub fn block_bytes_per_layer(layout: &KvLayout, dtype: KvDtype) -> u64 {
+        layout.block_elems() * dtype.bytes()
+    }
+
+    /// Sizes the pool from `budget_bytes` (K and V of all layers). The block
+    /// count is capped so that one layer's K buffer fits one storage binding
+    /// (`max_binding`): beyond that the kernels could not address it.
+    pub fn new(
+        layout: KvLayout,
+        dtype: KvDtype,
+        budget_bytes: u64,
+        max_binding: u64,
+    ) -> Result<Self> {
+        if layout.n_layers == 0 || layout.n_kv_heads == 0 || layout.block_size == 0 {
+            return Err(HearthError::Config(format!("invalid KV layout {layout:?}")));
+        }
+        if layout.head_dim == 0 || layout.head_dim % 2 != 0 || layout.head_dim > 256 {
+            return Err(HearthError::Unsupported(format!(
+                "head_dim {} (the attention kernels need an even head_dim <= 256)",
+                layout.head_dim
+            )));
+        }
+        let per_layer = Self::block_bytes_per_layer(&layout, dtype);
+        let per_block_all = per_layer * 2 * layout.n_layers as u64;
+        let by_budget = budget_bytes / per_block_all;
+        let by_binding = max_binding / per_layer;
+        let num_blocks = by_budget.min(by_binding).min(u32::MAX as u64 / 2);
+        if num_blocks < by_budget {
+            tracing::info!(
+                by_budget,
+                num_blocks,
+                max_binding,
+                "KV budget capped: one layer's K buffer must fit one storage binding"
+            );
+        }
+        if num_blocks == 0 {
+            return Err(HearthError::OutOfKvMemory(format!(
+                "a budget of {budget_bytes} bytes holds no KV block ({per_block_all} bytes per block of {} tokens)",
+                layout.block_size
+            )));
+        }
+        Ok(Self::with_blocks(layout, dtype, num_blocks as u32))
+    }
+
+    /// A pool of exactly `num_blocks` blocks (tests, or a caller that sized it itself).
+    pub fn with_blocks(layout: KvLayout, dtype: KvDtype, num_blocks: u32) -> Self {
+        KvPool {
+            layout,
+            dtype,
+            free: (0..num_blocks).rev().collect(),
+            refs: vec![0; num_blocks as usize],
+        }
+    }
+
+    pub fn layout(&self) -> &KvLayout {
+        &self.layout
+    }
+    pub fn dtype(&self) -> KvDtype {
+        self.dtype
+    }
+    pub fn block_size(&self) -> u32 {
+        self.layout.block_size
+    }
+    pub fn num_blocks(&self) -> u32 {
+        self.refs.len() as u32
+    }
+    pub fn free_blocks(&self) -> u32 {
+        self.free.len() as u32
+    }
+    pub fn used_blocks(&self) -> u32 {
+        self.num_blocks() - self.free_blocks()
+    }
+    pub fn ref_count(&self, block: u32) -> u32 {
+        self.refs.get(block as usize).copied().unwrap_or(0)
+    }
+
+    /// `n` blocks with reference count 1, or an error (and no change) if fewer are free.
+    pub fn allocate(&mut self, n: usize) -> Result<Vec<u32>> {
+        if n > self.free.len() {
+            return Err(HearthError::OutOfKvMemory(format!(
+                "need {n} blocks, {} of {} free",
+                self.free.len(),
+                self.num_blocks()
+            )));
+        }
+        let blocks = self.free.split_off(self.free.len() - n);
+        let blocks: Vec<u32> = blocks.into_iter().rev().collect();
+        for &b in &blocks {
+            self.refs[b as usize] = 1;
+        }
+        Ok(blocks)
+    }
+
+    /// Adds a reference to an allocated block (a second sequence shares it).
+    pub fn retain(&mut self, block: u32) -> Result<()> {
+        match self.refs.get_mut(block as usize) {
+            Some(r) if *r > 0 => {
+                *r += 1;
+                Ok(())
+            }
+            _ => Err(HearthError::OutOfKvMemory(format!(
+                "retain of unallocated KV block {block}"
+            ))),
+        }
+    }
+
+    /// Drops one reference from each block; a block returns to the free list at zero.
+    /// All ids are checked before any is released.
+    pub fn free(&mut self, blocks: &[u32]) -> Result<()> {
+        for &b in blocks {
+            if self.ref_count(b) == 0 {
+                return Err(HearthError::OutOfKvMemory(format!(
+                    "free of unallocated KV block {b}"
+                )));
+            }
+        }
+        for &b in blocks {
+            let r = &mut self.refs[b as usize];
+            *r -= 1;
+            if *r == 0 {
+                self.free.push(b);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> KvLayout {
+        KvLayout {
+            n_layers: 2,
+            n_kv_heads: 3,
+            head_dim: 64,
+            block_size: 16,
+        }
+    }
+
+    #[test]
+    fn sizing_from_budget_and_binding_cap() {
+        let per_layer = 3 * 16 * 64 * 2;
+        let p = KvPool::new(layout(), KvDtype::F16, per_layer * 4 * 10 + 5, 1 << 30).unwrap();
+        assert_eq!(p.num_blocks(), 10);
+        let p = KvPool::new(layout(), KvDtype::F16, 1 << 40, per_layer * 7).unwrap();
+        assert_eq!(p.num_blocks(), 7);
+        assert!(KvPool::new(layout(), KvDtype::F32, 100, 1 << 30).is_err());
+        let mut odd = layout();
+        odd.head_dim = 63;
+        assert!(KvPool::new(odd, KvDtype::F32, 1 << 30, 1 << 30).is_err());
+    }
+
+    #[test]
+    fn allocate_free_exhaust_and_refcount() {
+        let mut p = KvPool::with_blocks(layout(), KvDtype::F16, 5);
+        let a = p.allocate(3).unwrap();
+        assert_eq!(a, vec![0, 1, 2]);
+        assert_eq!((p.used_blocks(), p.free_blocks()), (3, 2));
+        assert!(matches!(p.allocate(3), Err(HearthError::OutOfKvMemory(_))));
+        assert_eq!(p.free_blocks(), 2, "failed allocation changes nothing");
+        p.retain(1).unwrap();
+        p.free(&a).unwrap();
+        assert_eq!(p.used_blocks(), 1);
+        assert_eq!(p.ref_count(1), 1);
+        assert!(p.free(&[0]).is_err(), "double free is an error");
+        assert!(p.retain(4).is_err());
+        assert!(p.retain(99).is_err());
+        p.free(&[1]).unwrap();
+        assert_eq!(p.free_blocks(), 5);
+        assert_eq!(p.allocate(5).unwrap().len(), 5);
+    }
+}

@@ -1,12 +1,16 @@
 //! Block formats: CPU conversion to and from GGUF's byte layouts.
 
+pub mod blocks;
 pub mod pack;
 
 use crate::model::DType;
 use crate::{HearthError, Result};
 
+pub use blocks::quantize;
+
 /// Converts `n` elements stored as `dtype` (GGUF byte layout) to f32.
 pub fn dequantize(dtype: DType, data: &[u8], n: usize) -> Result<Vec<f32>> {
+    // Size checked against the data before allocating, so a bogus `n` cannot allocate.
     let need = dtype.bytes_for(n)?;
     if data.len() < need {
         return Err(HearthError::InvalidFile(format!(
@@ -15,11 +19,7 @@ pub fn dequantize(dtype: DType, data: &[u8], n: usize) -> Result<Vec<f32>> {
             data.len()
         )));
     }
-    match dtype {
-        DType::F32 => Ok(bytemuck::pod_collect_to_vec::<u8, f32>(&data[..need])),
-        _ => Err(HearthError::Unsupported(format!(
-            "dequantize {} (not implemented yet)",
-            dtype.name()
-        ))),
-    }
+    let mut out = vec![0.0f32; n];
+    blocks::dequantize_into(dtype, data, &mut out)?;
+    Ok(out)
 }

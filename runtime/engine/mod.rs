@@ -1,1 +1,5 @@
-//! TODO
+//! Requests, sampling and the generation loop.
+
+pub mod sampling;
+
+pub use sampling::{Candidates, Sampler, SamplingParams};

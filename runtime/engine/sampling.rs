@@ -1,0 +1,276 @@
+//! Token selection from the GPU's top-K candidates.
+//!
+//! The GPU applies penalties and returns, per row, the K best (id, logit)
+//! pairs plus the log-sum-exp of the whole row; only those few bytes come
+//! back. Temperature, top-k, top-p and min-p then act on the candidates. The
+//! candidate list is capped at [`MAX_CANDIDATES`]: with top-k off, tokens
+//! ranked below that are never drawn (their combined mass is negligible for
+//! trained models at usual temperatures; documented in the README).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{HearthError, Result};
+
+/// Most candidates the GPU returns per row.
+pub const MAX_CANDIDATES: usize = 256;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// 0 means off (then [`MAX_CANDIDATES`] bound the draw).
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    /// HF semantics: > 1 discourages tokens already in the prompt or output.
+    pub repetition_penalty: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    /// Same seed, same tokens. `None` draws a seed from the clock.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        Self::default()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(HearthError::InvalidRequest(m));
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            return bad(format!("temperature must be >= 0, got {}", self.temperature));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
+        }
+        if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
+            return bad(format!(
+                "repetition_penalty must be > 0, got {}",
+                self.repetition_penalty
+            ));
+        }
+        if !self.presence_penalty.is_finite() || !self.frequency_penalty.is_finite() {
+            return bad("presence/frequency penalties must be finite".into());
+        }
+        Ok(())
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_k == 1
+    }
+
+    pub fn has_penalties(&self) -> bool {
+        self.repetition_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
+    }
+
+    /// How many candidates the GPU must return for this request (`logprobs` included).
+    pub fn candidates_needed(&self, logprobs: usize) -> usize {
+        let k = if self.is_greedy() {
+            1
+        } else if self.top_k > 0 {
+            self.top_k
+        } else {
+            MAX_CANDIDATES
+        };
+        k.max(logprobs).clamp(1, MAX_CANDIDATES)
+    }
+}
+
+/// One row's candidates as the GPU returns them: best first.
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    pub ids: Vec<u32>,
+    pub logits: Vec<f32>,
+    /// log(sum(exp(logit))) over the whole vocabulary (after penalties).
+    pub logsumexp: f32,
+}
+
+impl Candidates {
+    /// Natural-log probability of candidate `i` under the full softmax.
+    pub fn logprob(&self, i: usize) -> f32 {
+        self.logits[i] - self.logsumexp
+    }
+}
+
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Result<Sampler> {
+        params.validate()?;
+        let seed = params.seed.unwrap_or_else(clock_seed);
+        Ok(Sampler {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            params,
+        })
+    }
+
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Picks a token from `c` (sorted best first, non-empty).
+    pub fn sample(&mut self, c: &Candidates) -> u32 {
+        let p = &self.params;
+        if p.is_greedy() || c.ids.len() == 1 {
+            return c.ids[0];
+        }
+        let k = if p.top_k > 0 { p.top_k.min(c.ids.len()) } else { c.ids.len() };
+        let inv_t = 1.0 / p.temperature as f64;
+        let top = c.logits[0] as f64;
+        let mut probs: Vec<f64> = c.logits[..k]
+            .iter()
+            .map(|&l| ((l as f64 - top) * inv_t).exp())
+            .collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|x| *x /= total);
+        // min-p: drop tokens below min_p x the best token's probability.
+        let mut keep = k;
+        if p.min_p > 0.0 {
+            let floor = probs[0] * p.min_p as f64;
+            keep = probs.iter().take_while(|&&x| x >= floor).count().max(1);
+        }
+        // top-p: smallest prefix whose mass reaches top_p.
+        if p.top_p < 1.0 {
+            let mut acc = 0.0;
+            let mut n = 0;
+            for &x in &probs[..keep] {
+                acc += x;
+                n += 1;
+                if acc >= p.top_p as f64 {
+                    break;
+                }
+            }
+            keep = n.max(1);
+        }
+        let mass: f64 = probs[..keep].iter().sum();
+        let mut r = self.rng.random::<f64>() * mass;
+        for (i, &x) in probs[..keep].iter().enumerate() {
+            if r < x {
+                return c.ids[i];
+            }
+            r -= x;
+        }
+        c.ids[keep - 1]
+    }
+}
+
+fn clock_seed() -> u64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed)
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map(|_| u64::from_le_bytes(b)).unwrap_or(0x5eed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cands(logits: &[f32]) -> Candidates {
+        Candidates {
+            ids: (0..logits.len() as u32).map(|i| i + 100).collect(),
+            logits: logits.to_vec(),
+            logsumexp: 0.0,
+        }
+    }
+
+    fn params(t: f32) -> SamplingParams {
+        SamplingParams {
+            temperature: t,
+            seed: Some(7),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn greedy_takes_first() {
+        let mut s = Sampler::new(params(0.0)).unwrap();
+        assert_eq!(s.sample(&cands(&[3.0, 2.0, 1.0])), 100);
+    }
+
+    #[test]
+    fn same_seed_same_tokens() {
+        let c = cands(&[1.0, 0.9, 0.8, 0.7, 0.6]);
+        let run = || {
+            let mut s = Sampler::new(params(1.0)).unwrap();
+            (0..50).map(|_| s.sample(&c)).collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+        assert!(run().iter().collect::<std::collections::HashSet<_>>().len() > 1);
+    }
+
+    #[test]
+    fn frequencies_follow_softmax() {
+        let logits = [0.0f32, (0.5f32).ln(), (0.25f32).ln()];
+        let mut s = Sampler::new(params(1.0)).unwrap();
+        let c = cands(&logits);
+        let mut counts = [0usize; 3];
+        let n = 40_000;
+        for _ in 0..n {
+            counts[(s.sample(&c) - 100) as usize] += 1;
+        }
+        let want = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0];
+        for i in 0..3 {
+            let got = counts[i] as f64 / n as f64;
+            assert!((got - want[i]).abs() < 0.01, "token {i}: {got} vs {}", want[i]);
+        }
+    }
+
+    #[test]
+    fn top_k_top_p_min_p_restrict_support() {
+        let c = cands(&[2.0, 1.9, 1.8, -5.0, -6.0]);
+        let mut p = params(1.0);
+        p.top_k = 2;
+        let mut s = Sampler::new(p).unwrap();
+        assert!((0..500).all(|_| s.sample(&c) < 102));
+        let mut p = params(1.0);
+        p.top_p = 0.3;
+        let mut s = Sampler::new(p).unwrap();
+        assert!((0..500).all(|_| s.sample(&c) < 102));
+        let mut p = params(1.0);
+        p.min_p = 0.1;
+        let mut s = Sampler::new(p).unwrap();
+        assert!((0..500).all(|_| s.sample(&c) < 103));
+    }
+
+    #[test]
+    fn invalid_params_rejected() {
+        for p in [
+            SamplingParams { temperature: -1.0, ..Default::default() },
+            SamplingParams { top_p: 0.0, ..Default::default() },
+            SamplingParams { min_p: 2.0, ..Default::default() },
+            SamplingParams { repetition_penalty: 0.0, ..Default::default() },
+        ] {
+            assert!(matches!(Sampler::new(p), Err(HearthError::InvalidRequest(_))));
+        }
+    }
+}

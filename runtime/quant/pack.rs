@@ -64,7 +64,7 @@ pub fn check_cols(dtype: DType, cols: usize) -> Result<()> {
     if cols == 0 {
         return Err(HearthError::Unsupported("matrix with zero columns".into()));
     }
-    if dtype.is_quantized() && cols % 32 != 0 {
+    if dtype.is_quantized() && !cols.is_multiple_of(32) {
         return Err(HearthError::Unsupported(format!(
             "{} needs a row length that is a multiple of 32, got {cols}",
             dtype.name()

@@ -7,6 +7,8 @@
 //! - a `*_ref` CPU function is the oracle the tests compare against.
 
 pub mod elementwise;
+pub mod embed;
+pub mod matmul;
 pub mod batch;
 pub mod rmsnorm;
 

@@ -1,0 +1,223 @@
+//! `y = W x (+ bias) (+ y)` for a [`GpuMatrix`] in any format: a
+//! matrix-vector kernel for decode-sized batches and a tiled matrix-matrix
+//! kernel above [`MATVEC_MAX_TOKENS`]. Both dequantize in registers and
+//! accumulate in f32; each row chunk of the matrix is its own dispatch.
+
+use std::sync::Arc;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::grid;
+use crate::gpu::weights::GpuMatrix;
+use crate::gpu::{GpuContext, ShaderSpec};
+use crate::model::DType;
+
+const MATVEC_SRC: &str = concat!(
+    include_str!("../../../shaders/weight_formats.wgsl"),
+    include_str!("../../../shaders/matvec.wgsl")
+);
+const TILED_SRC: &str = concat!(
+    include_str!("../../../shaders/weight_formats.wgsl"),
+    include_str!("../../../shaders/matmul_tiled.wgsl")
+);
+
+/// Token counts up to this use the matrix-vector kernel (each workgroup applies
+/// its weights to this many tokens per read).
+pub const MATVEC_MAX_TOKENS: u32 = 8;
+const MATVEC_WG: u32 = 256;
+/// Invocations per row in the matrix-vector kernel without subgroups.
+const MATVEC_TPR: u32 = 16;
+/// Tile of the matrix-matrix kernel (must match matmul_tiled.wgsl).
+const TILE_TOKENS: u32 = 32;
+const TILE_ROWS: u32 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    rows: u32,
+    cols: u32,
+    row_offset: u32,
+    y_stride: u32,
+    row_words: u32,
+    _p: [u32; 3],
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct MatMulOpts<'a> {
+    /// f32 `[rows]`, added to every token's output.
+    pub bias: Option<&'a wgpu::Buffer>,
+    /// `y += W x` instead of `y = W x` (fuses the residual add).
+    pub accumulate: bool,
+}
+
+/// Which kernel [`MatMul::record_with`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatMulKernel {
+    /// Matrix-vector up to [`MATVEC_MAX_TOKENS`] tokens, tiled above.
+    Auto,
+    MatVec,
+    Tiled,
+}
+
+struct Chunk {
+    rows: u32,
+    matvec: wgpu::BindGroup,
+    tiled: wgpu::BindGroup,
+}
+
+pub struct MatMul {
+    matvec: Arc<wgpu::ComputePipeline>,
+    tiled: Arc<wgpu::ComputePipeline>,
+    chunks: Vec<Chunk>,
+    matvec_rows: u32,
+    max_dim: u32,
+}
+
+/// The `#if` flag naming a weight format in weight_formats.wgsl, plus its family flags.
+pub(crate) fn format_flags(spec: ShaderSpec, dtype: DType) -> ShaderSpec {
+    let q4 = matches!(dtype, DType::Q4_0 | DType::Q4_1);
+    spec.flag("W_F32", dtype == DType::F32)
+        .flag("W_F16", matches!(dtype, DType::F16 | DType::BF16))
+        .flag("W_Q8_0", dtype == DType::Q8_0)
+        .flag("W_Q4_0", dtype == DType::Q4_0)
+        .flag("W_Q4_1", dtype == DType::Q4_1)
+        .flag("W_Q4", q4)
+        .flag("W_QUANT", dtype.is_quantized())
+        .flag("W_FLOAT", !dtype.is_quantized())
+}
+
+/// A bind group with explicit binding numbers (optional bindings leave gaps).
+pub(crate) fn bind_numbered(
+    ctx: &GpuContext,
+    pipeline: &wgpu::ComputePipeline,
+    entries: &[(u32, &wgpu::Buffer)],
+) -> wgpu::BindGroup {
+    let layout = pipeline.get_bind_group_layout(0);
+    let entries: Vec<wgpu::BindGroupEntry> = entries
+        .iter()
+        .map(|&(binding, b)| wgpu::BindGroupEntry {
+            binding,
+            resource: b.as_entire_binding(),
+        })
+        .collect();
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &layout,
+        entries: &entries,
+    })
+}
+
+impl MatMul {
+    /// `x` is f32 `[n_tokens, w.cols()]`, `y` is f32 `[n_tokens, w.rows()]`.
+    pub fn new(
+        ctx: &GpuContext,
+        step: &wgpu::Buffer,
+        w: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        opts: MatMulOpts,
+    ) -> MatMul {
+        // One row per subgroup; the smallest subgroup size gives the most rows a
+        // workgroup can cover (larger subgroups loop over several rows).
+        let matvec_rows = if ctx.caps.subgroups {
+            MATVEC_WG / ctx.caps.subgroup_min_size.clamp(4, MATVEC_WG)
+        } else {
+            MATVEC_WG / MATVEC_TPR
+        };
+        let flags = |spec: ShaderSpec| {
+            format_flags(spec, w.dtype())
+                .flag("BIAS", opts.bias.is_some())
+                .flag("ACCUMULATE", opts.accumulate)
+        };
+        let matvec = ctx.pipeline(
+            &flags(ShaderSpec::new("matvec", MATVEC_SRC))
+                .constant("WG", MATVEC_WG)
+                .constant("ROWS", matvec_rows)
+                .constant("TPR", MATVEC_TPR)
+                .constant("MAX_T", MATVEC_MAX_TOKENS),
+        );
+        let tiled = ctx.pipeline(&flags(ShaderSpec::new("matmul_tiled", TILED_SRC)));
+        let chunks = w
+            .chunks()
+            .iter()
+            .map(|c| {
+                let params = ctx.uniform(
+                    "matmul.params",
+                    &Params {
+                        rows: c.rows,
+                        cols: w.cols() as u32,
+                        row_offset: c.row_start,
+                        y_stride: w.rows() as u32,
+                        row_words: w.row_words() as u32,
+                        _p: [0; 3],
+                    },
+                );
+                let mut entries = vec![(0, step), (1, &params), (2, x), (3, y), (5, &c.qs)];
+                if let Some(b) = opts.bias {
+                    entries.push((4, b));
+                }
+                if let Some(s) = &c.scales {
+                    entries.push((6, s));
+                }
+                Chunk {
+                    rows: c.rows,
+                    matvec: bind_numbered(ctx, &matvec, &entries),
+                    tiled: bind_numbered(ctx, &tiled, &entries),
+                }
+            })
+            .collect();
+        MatMul {
+            matvec,
+            tiled,
+            chunks,
+            matvec_rows,
+            max_dim: ctx.caps.max_workgroups_per_dim,
+        }
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass, n_tokens: u32) {
+        self.record_with(pass, n_tokens, MatMulKernel::Auto);
+    }
+
+    /// [`MatMul::record`] with the kernel choice forced (tests and benchmarks).
+    pub fn record_with(&self, pass: &mut wgpu::ComputePass, n_tokens: u32, kernel: MatMulKernel) {
+        if n_tokens == 0 {
+            return;
+        }
+        let tiled = match kernel {
+            MatMulKernel::Auto => n_tokens > MATVEC_MAX_TOKENS,
+            MatMulKernel::MatVec => false,
+            MatMulKernel::Tiled => true,
+        };
+        let (pipeline, rows_per_wg, tokens_per_wg) = if tiled {
+            (&self.tiled, TILE_ROWS, TILE_TOKENS)
+        } else {
+            (&self.matvec, self.matvec_rows, MATVEC_MAX_TOKENS)
+        };
+        pass.set_pipeline(pipeline);
+        let z = n_tokens.div_ceil(tokens_per_wg).min(self.max_dim);
+        for c in &self.chunks {
+            let (x, y) = grid(c.rows.div_ceil(rows_per_wg), self.max_dim);
+            pass.set_bind_group(0, if tiled { &c.tiled } else { &c.matvec }, &[]);
+            pass.dispatch_workgroups(x, y, z);
+        }
+    }
+}
+
+/// CPU reference: `y[t, r] = sum_k w[r, k] x[t, k]` for row-major `w` `[rows, cols]`
+/// and `x` `[n_tokens, cols]`; `y` is `[n_tokens, rows]`.
+pub fn matmul_ref(w: &[f32], rows: usize, cols: usize, x: &[f32], n_tokens: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; n_tokens * rows];
+    for t in 0..n_tokens {
+        let xt = &x[t * cols..(t + 1) * cols];
+        for r in 0..rows {
+            let wr = &w[r * cols..(r + 1) * cols];
+            y[t * rows + r] = wr
+                .iter()
+                .zip(xt)
+                .map(|(a, b)| (*a as f64) * (*b as f64))
+                .sum::<f64>() as f32;
+        }
+    }
+    y
+}

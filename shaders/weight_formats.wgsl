@@ -1,0 +1,114 @@
+// Weight access shared by matvec, matmul_tiled and embed (prepended to each).
+// A matrix chunk is row-major [params.rows, params.cols] in the GPU layout of
+// runtime/quant/pack.rs; exactly one of W_F32, W_F16, W_Q8_0, W_Q4_0, W_Q4_1
+// is set. The unit of access is a "group" of 8 elements of one row, returned
+// as two vec4 halves whose first columns `group_cols` gives: contiguous for
+// float and Q8_0 rows, (4w, 16+4w) within a block for the Q4 nibble layout.
+// The including kernel declares `params` with `cols` and `row_words`.
+
+#if W_F32
+@group(0) @binding(5) var<storage, read> wq: array<f32>;
+#endif
+#if W_F16
+#if F16
+@group(0) @binding(5) var<storage, read> wq: array<vec2<f16>>;
+#else
+@group(0) @binding(5) var<storage, read> wq: array<u32>;
+#endif
+#endif
+#if W_QUANT
+@group(0) @binding(5) var<storage, read> wq: array<u32>;
+#if W_Q4_1
+#if F16
+@group(0) @binding(6) var<storage, read> wscale: array<vec2<f16>>;
+#else
+@group(0) @binding(6) var<storage, read> wscale: array<u32>;
+#endif
+#else
+#if F16
+@group(0) @binding(6) var<storage, read> wscale: array<f16>;
+#else
+@group(0) @binding(6) var<storage, read> wscale: array<u32>;
+#endif
+#endif
+#endif
+
+struct W8 { lo: vec4<f32>, hi: vec4<f32> }
+
+fn groups_per_row() -> u32 {
+    return (params.cols + 7u) / 8u;
+}
+
+fn group_cols(g: u32) -> vec2<u32> {
+#if W_Q4
+    let c = (g / 4u) * 32u + (g % 4u) * 4u;
+    return vec2<u32>(c, c + 16u);
+#else
+    return vec2<u32>(g * 8u, g * 8u + 4u);
+#endif
+}
+
+#if W_QUANT
+// Scale (Q8_0/Q4_0) or (scale, min) (Q4_1) of block `b`, counted from the chunk's first row.
+fn block_scale(b: u32) -> vec2<f32> {
+#if W_Q4_1
+#if F16
+    return vec2<f32>(wscale[b]);
+#else
+    return unpack2x16float(wscale[b]);
+#endif
+#else
+#if F16
+    return vec2<f32>(f32(wscale[b]), 0.0);
+#else
+    return vec2<f32>(unpack2x16float(wscale[b / 2u])[b % 2u], 0.0);
+#endif
+#endif
+}
+
+fn i8x4(w: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
+}
+#endif
+
+fn load8(r: u32, g: u32) -> W8 {
+#if W_F32
+    let base = r * params.row_words + g * 8u;
+    var v = array<f32, 8>();
+    for (var i = 0u; i < 8u; i++) {
+        if (g * 8u + i < params.cols) { v[i] = wq[base + i]; }
+    }
+    return W8(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+#endif
+#if W_F16
+    let base = r * params.row_words + g * 4u;
+    var v = array<vec2<f32>, 4>();
+    for (var i = 0u; i < 4u; i++) {
+        if (g * 4u + i < params.row_words) {
+#if F16
+            v[i] = vec2<f32>(wq[base + i]);
+#else
+            v[i] = unpack2x16float(wq[base + i]);
+#endif
+        }
+    }
+    return W8(vec4<f32>(v[0], v[1]), vec4<f32>(v[2], v[3]));
+#endif
+#if W_Q8_0
+    let base = r * params.row_words + g * 2u;
+    let d = block_scale(r * (params.cols / 32u) + g / 4u).x;
+    return W8(i8x4(wq[base]) * d, i8x4(wq[base + 1u]) * d);
+#endif
+#if W_Q4
+    let w = wq[r * params.row_words + g];
+    let s = block_scale(r * (params.cols / 32u) + g / 4u);
+    let q = vec4<u32>(w);
+    let lo = vec4<f32>((q >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
+    let hi = vec4<f32>((q >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u));
+#if W_Q4_0
+    return W8((lo - 8.0) * s.x, (hi - 8.0) * s.x);
+#else
+    return W8(lo * s.x + s.y, hi * s.x + s.y);
+#endif
+#endif
+}

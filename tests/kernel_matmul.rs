@@ -1,0 +1,371 @@
+//! Matrix-vector and tiled matrix-matrix kernels against the f64-accumulated
+//! CPU reference on the dequantized weights, for every format, at sizes that
+//! are not multiples of any tile, under every capability variant and with
+//! the matrix split into row chunks.
+
+mod common;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use common::*;
+use hearth::gpu::kernels::matmul::{
+    matmul_ref, MatMul, MatMulKernel, MatMulOpts, MATVEC_MAX_TOKENS,
+};
+use hearth::gpu::kernels::StepInfo;
+use hearth::gpu::weights::GpuMatrix;
+use hearth::gpu::{readback_f32, GpuContext};
+use hearth::model::{DType, HostTensor};
+use hearth::quant::{dequantize, quantize};
+
+const DTYPES: [DType; 5] = [
+    DType::F32,
+    DType::F16,
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+];
+
+/// A `[rows, cols]` tensor of pseudo-random values stored as `dtype`.
+fn tensor(name: &str, dtype: DType, rows: usize, cols: usize, seed: u64) -> HostTensor<'static> {
+    let data = quantize(dtype, &rand_vec(rows * cols, seed)).unwrap();
+    HostTensor {
+        name: name.into(),
+        dtype,
+        shape: vec![rows, cols],
+        data: Cow::Owned(data),
+    }
+}
+
+/// What the GPU should compute with: the weights as the GPU holds them.
+fn weights_f32(t: &HostTensor) -> Vec<f32> {
+    dequantize(t.dtype, &t.data, t.numel()).unwrap()
+}
+
+/// Tolerance per output: accumulation order only, relative to sum |w·x|.
+fn check(got: &[f32], want: &[f32], w: &[f32], x: &[f32], rows: usize, cols: usize, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, e)) in got.iter().zip(want).enumerate() {
+        let (t, r) = (i / rows, i % rows);
+        let mag: f32 = (0..cols)
+            .map(|k| (w[r * cols + k] * x[t * cols + k]).abs())
+            .sum();
+        let tol = 1e-4 * mag + 1e-6;
+        assert!(
+            (g - e).abs() <= tol && g.is_finite(),
+            "{what}: token {t} row {r}: got {g}, want {e} (tol {tol})"
+        );
+    }
+}
+
+struct Run<'a> {
+    n_tokens: u32,
+    kernel: MatMulKernel,
+    bias: Option<&'a [f32]>,
+    y0: Option<&'a [f32]>,
+}
+
+fn run_gpu(ctx: &GpuContext, w: &GpuMatrix, x: &[f32], r: &Run) -> Vec<f32> {
+    let n = r.n_tokens as usize;
+    let step = ctx.uniform(
+        "step",
+        &StepInfo {
+            n_tokens: r.n_tokens,
+            n_seqs: 1,
+            ..Default::default()
+        },
+    );
+    let xb = ctx.buffer_from("x", x);
+    let yb = match r.y0 {
+        Some(y0) => ctx.buffer_from("y", y0),
+        None => ctx.buffer_from("y", &vec![f32::NAN; n * w.rows()]),
+    };
+    let bb = r.bias.map(|b| ctx.buffer_from("bias", b));
+    let opts = MatMulOpts {
+        bias: bb.as_ref(),
+        accumulate: r.y0.is_some(),
+    };
+    let mm = MatMul::new(ctx, &step, w, &xb, &yb, opts);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        mm.record_with(&mut pass, r.n_tokens, r.kernel);
+    }
+    ctx.queue.submit(Some(enc.finish()));
+    readback_f32(ctx, &yb, n * w.rows()).unwrap()
+}
+
+/// Every kernel choice, token count and variant for one matrix.
+fn sweep(ctxs: &[Arc<GpuContext>], dtype: DType, rows: usize, cols: usize, tokens: &[u32]) {
+    let t = tensor("w", dtype, rows, cols, (rows * 1000 + cols) as u64);
+    let wf = weights_f32(&t);
+    let gpu_w: Vec<GpuMatrix> = ctxs
+        .iter()
+        .map(|c| GpuMatrix::upload(c, "w", std::slice::from_ref(&t), None).unwrap())
+        .collect();
+    for &n in tokens {
+        let x = rand_vec(n as usize * cols, 7 + n as u64);
+        let want = matmul_ref(&wf, rows, cols, &x, n as usize);
+        for kernel in [
+            MatMulKernel::Auto,
+            MatMulKernel::MatVec,
+            MatMulKernel::Tiled,
+        ] {
+            let mut outs = Vec::new();
+            for (ctx, w) in ctxs.iter().zip(&gpu_w) {
+                let r = Run {
+                    n_tokens: n,
+                    kernel,
+                    bias: None,
+                    y0: None,
+                };
+                let got = run_gpu(ctx, w, &x, &r);
+                let what = format!(
+                    "{dtype:?} {rows}x{cols} n={n} {kernel:?} caps={:?}",
+                    ctx.caps
+                );
+                check(&got, &want, &wf, &x, rows, cols, &what);
+                outs.push((ctx.caps, got));
+            }
+            // shader-f16 only changes how halves are loaded (f16 → f32 is exact),
+            // so with the same reduction the results are bit-identical.
+            for (ca, a) in &outs {
+                for (cb, b) in &outs {
+                    if ca.subgroups == cb.subgroups && ca.f16 != cb.f16 {
+                        assert_eq!(
+                            a, b,
+                            "{dtype:?} {rows}x{cols} n={n} {kernel:?}: f16 on/off differ"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn sweep_dtype(dtype: DType) {
+    let ctxs = all_variants();
+    let mut shapes = vec![(1, 32, 0), (7, 96, 1), (100, 160, 2), (577, 1024, 3)];
+    if !dtype.is_quantized() {
+        shapes.extend([(5, 33, 1), (33, 577, 2)]);
+    }
+    for (rows, cols, which) in shapes {
+        let tokens: &[u32] = match which {
+            0 => &[1, 3, 17],
+            1 => &[1, 3, MATVEC_MAX_TOKENS, MATVEC_MAX_TOKENS + 1, 17],
+            2 => &[1, 17, 70],
+            _ => &[1, 9],
+        };
+        sweep(&ctxs, dtype, rows, cols, tokens);
+    }
+}
+
+#[test]
+fn f32_matches_reference() {
+    sweep_dtype(DType::F32);
+}
+
+#[test]
+fn f16_matches_reference() {
+    sweep_dtype(DType::F16);
+}
+
+#[test]
+fn q8_0_matches_reference() {
+    sweep_dtype(DType::Q8_0);
+}
+
+#[test]
+fn q4_0_matches_reference() {
+    sweep_dtype(DType::Q4_0);
+}
+
+#[test]
+fn q4_1_matches_reference() {
+    sweep_dtype(DType::Q4_1);
+}
+
+#[test]
+fn large_prefill_batch_matches_reference() {
+    let ctx = gpu();
+    for dtype in [DType::F16, DType::Q4_1] {
+        let (rows, cols, n) = (577usize, 1024usize, 70u32);
+        let t = tensor("w", dtype, rows, cols, 11);
+        let wf = weights_f32(&t);
+        let w = GpuMatrix::upload(&ctx, "w", &[t], None).unwrap();
+        let x = rand_vec(n as usize * cols, 12);
+        let want = matmul_ref(&wf, rows, cols, &x, n as usize);
+        let r = Run {
+            n_tokens: n,
+            kernel: MatMulKernel::Auto,
+            bias: None,
+            y0: None,
+        };
+        check(
+            &run_gpu(&ctx, &w, &x, &r),
+            &want,
+            &wf,
+            &x,
+            rows,
+            cols,
+            &format!("{dtype:?} n=70"),
+        );
+    }
+}
+
+#[test]
+fn row_chunks_from_a_small_binding_limit() {
+    // 4 KiB bindings: every format here needs at least three chunks.
+    let ctx = gpu_with(false, false, Some(4096));
+    for dtype in DTYPES {
+        let (rows, cols) = (100, 160);
+        let t = tensor("w", dtype, rows, cols, 21);
+        let wf = weights_f32(&t);
+        let w = GpuMatrix::upload(&ctx, "w", &[t], None).unwrap();
+        assert!(
+            w.chunks().len() >= 3,
+            "{dtype:?}: {} chunks",
+            w.chunks().len()
+        );
+        for n in [1u32, 5, 17] {
+            let x = rand_vec(n as usize * cols, 22);
+            let want = matmul_ref(&wf, rows, cols, &x, n as usize);
+            for kernel in [MatMulKernel::MatVec, MatMulKernel::Tiled] {
+                let r = Run {
+                    n_tokens: n,
+                    kernel,
+                    bias: None,
+                    y0: None,
+                };
+                let what = format!("{dtype:?} chunked n={n} {kernel:?}");
+                check(
+                    &run_gpu(&ctx, &w, &x, &r),
+                    &want,
+                    &wf,
+                    &x,
+                    rows,
+                    cols,
+                    &what,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bias_and_accumulate() {
+    for ctx in all_variants() {
+        let (rows, cols) = (100, 96);
+        let t = tensor("w", DType::Q8_0, rows, cols, 31);
+        let wf = weights_f32(&t);
+        let w = GpuMatrix::upload(&ctx, "w", &[t], None).unwrap();
+        let bias = rand_vec(rows, 32);
+        for n in [2u32, 19] {
+            let x = rand_vec(n as usize * cols, 33);
+            let y0 = rand_vec(n as usize * rows, 34);
+            let base = matmul_ref(&wf, rows, cols, &x, n as usize);
+            for (use_bias, acc) in [(true, false), (false, true), (true, true)] {
+                let want: Vec<f32> = base
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        v + if use_bias { bias[i % rows] } else { 0.0 }
+                            + if acc { y0[i] } else { 0.0 }
+                    })
+                    .collect();
+                let r = Run {
+                    n_tokens: n,
+                    kernel: MatMulKernel::Auto,
+                    bias: use_bias.then_some(&bias[..]),
+                    y0: acc.then_some(&y0[..]),
+                };
+                let what = format!("bias={use_bias} acc={acc} n={n} caps={:?}", ctx.caps);
+                check(
+                    &run_gpu(&ctx, &w, &x, &r),
+                    &want,
+                    &wf,
+                    &x,
+                    rows,
+                    cols,
+                    &what,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_parts_and_conversion_on_upload() {
+    let ctx = gpu_with(false, false, Some(4096));
+    let cols = 96;
+    let cases: [(DType, Option<DType>); 5] = [
+        (DType::Q8_0, None),
+        (DType::F32, Some(DType::Q4_1)),
+        (DType::Q8_0, Some(DType::Q4_0)),
+        (DType::BF16, None),
+        (DType::F16, Some(DType::F32)),
+    ];
+    for (src, target) in cases {
+        let parts: Vec<HostTensor> = [(7, 1), (5, 2), (40, 3)]
+            .iter()
+            .map(|&(r, s)| tensor(&format!("part{s}"), src, r, cols, s))
+            .collect();
+        let rows: usize = parts.iter().map(|p| p.shape[0]).sum();
+        let src_f32: Vec<f32> = parts.iter().flat_map(weights_f32).collect();
+        let stored = target.unwrap_or(if src == DType::BF16 { DType::F16 } else { src });
+        let wf = dequantize(stored, &quantize(stored, &src_f32).unwrap(), rows * cols).unwrap();
+        let w = GpuMatrix::upload(&ctx, "fused", &parts, target).unwrap();
+        assert_eq!((w.rows(), w.cols(), w.dtype()), (rows, cols, stored));
+        for n in [1u32, 12] {
+            let x = rand_vec(n as usize * cols, 41);
+            let want = matmul_ref(&wf, rows, cols, &x, n as usize);
+            let r = Run {
+                n_tokens: n,
+                kernel: MatMulKernel::Auto,
+                bias: None,
+                y0: None,
+            };
+            let what = format!("{src:?} -> {target:?} n={n}");
+            check(
+                &run_gpu(&ctx, &w, &x, &r),
+                &want,
+                &wf,
+                &x,
+                rows,
+                cols,
+                &what,
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_uploads_are_errors() {
+    let ctx = gpu();
+    let q = tensor("q", DType::Q8_0, 4, 64, 1);
+    let k = tensor("k", DType::Q8_0, 4, 32, 2);
+    assert!(
+        GpuMatrix::upload(&ctx, "qk", &[q.clone(), k], None).is_err(),
+        "cols differ"
+    );
+    let f = tensor("f", DType::F32, 4, 33, 3);
+    assert!(
+        GpuMatrix::upload(&ctx, "f", &[f], Some(DType::Q4_0)).is_err(),
+        "cols % 32"
+    );
+    let mut short = q.clone();
+    short.data = Cow::Owned(q.data[..40].to_vec());
+    assert!(
+        GpuMatrix::upload(&ctx, "short", &[short], None).is_err(),
+        "truncated data"
+    );
+    let h = tensor("h", DType::F16, 4, 64, 4);
+    assert!(
+        GpuMatrix::upload(&ctx, "mixed", &[q, h], None).is_err(),
+        "mixed types"
+    );
+    assert!(
+        GpuMatrix::upload(&ctx, "none", &[], None).is_err(),
+        "no parts"
+    );
+}

@@ -1,6 +1,9 @@
 //! Model description, file loaders and the GPU forward pass.
 
 pub mod config;
+pub mod gguf;
+pub mod hf;
+pub mod load;
 pub mod source;
 pub mod tensor;
 

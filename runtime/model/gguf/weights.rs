@@ -1,0 +1,51 @@
+//! A GGUF file as a WeightSource: canonical names are GGUF's own.
+
+use super::GgufFile;
+use crate::model::{HostTensor, ModelConfig, WeightSource};
+use crate::text::vocab::GgufVocab;
+use crate::Result;
+
+#[derive(Debug)]
+pub struct GgufModel {
+    file: GgufFile,
+    config: ModelConfig,
+}
+
+impl GgufModel {
+    /// Parses the config from the file's metadata (errors for unknown architectures).
+    pub fn new(file: GgufFile) -> Result<Self> {
+        let config = file.config()?;
+        Ok(GgufModel { file, config })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(path: &std::path::Path) -> Result<Self> {
+        Self::new(GgufFile::open(path)?)
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        Self::new(GgufFile::from_bytes(bytes)?)
+    }
+
+    pub fn file(&self) -> &GgufFile {
+        &self.file
+    }
+
+    pub fn vocab(&self) -> Result<GgufVocab> {
+        self.file.vocab()
+    }
+}
+
+impl WeightSource for GgufModel {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn has_tensor(&self, name: &str) -> bool {
+        self.file.has_tensor(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
+        self.file.tensor(name)
+    }
+}

@@ -1,0 +1,419 @@
+//! Hugging Face model directories: `config.json` → ModelConfig, safetensors
+//! shards (single file or `model.safetensors.index.json`) → tensors under
+//! canonical GGUF-style names, and the tokenizer files as text.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::config::names;
+use super::load::FileBytes;
+use super::{Architecture, DType, HostTensor, ModelConfig, RopeLayout, RopeScaling, WeightSource};
+use crate::text::vocab::TokenizerSpec;
+use crate::{HearthError, Result};
+
+/// Maps a Hugging Face tensor name to the canonical name; `None` for tensors
+/// the forward pass does not use (e.g. `rotary_emb.inv_freq`).
+pub fn canonical_name(hf: &str) -> Option<String> {
+    match hf {
+        "model.embed_tokens.weight" => return Some(names::TOKEN_EMBD.into()),
+        "model.norm.weight" => return Some(names::OUTPUT_NORM.into()),
+        "lm_head.weight" => return Some(names::OUTPUT.into()),
+        _ => {}
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, what) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let mapped = match what {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        _ => return None,
+    };
+    Some(names::blk(layer, mapped))
+}
+
+fn cfg_err(m: impl Into<String>) -> HearthError {
+    HearthError::Config(format!("config.json: {}", m.into()))
+}
+
+fn get_usize(obj: &Value, key: &str) -> Result<Option<usize>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|x| usize::try_from(x).ok())
+            .map(Some)
+            .ok_or_else(|| cfg_err(format!("`{key}` must be a non-negative integer, found {v}"))),
+    }
+}
+
+fn req_usize(obj: &Value, key: &str) -> Result<usize> {
+    get_usize(obj, key)?.ok_or_else(|| cfg_err(format!("missing field `{key}`")))
+}
+
+fn get_f32(obj: &Value, key: &str) -> Result<Option<f32>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .map(|x| Some(x as f32))
+            .ok_or_else(|| cfg_err(format!("`{key}` must be a number, found {v}"))),
+    }
+}
+
+fn get_bool(obj: &Value, key: &str) -> Result<Option<bool>> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| cfg_err(format!("`{key}` must be a bool, found {v}"))),
+    }
+}
+
+/// RoPE scaling from a `rope_scaling` / `rope_parameters` object.
+fn rope_scaling(obj: Option<&Value>) -> Result<RopeScaling> {
+    let Some(obj) = obj.filter(|v| !v.is_null()) else {
+        return Ok(RopeScaling::None);
+    };
+    if !obj.is_object() {
+        return Err(cfg_err(format!(
+            "rope scaling must be an object, found {obj}"
+        )));
+    }
+    let ty = obj
+        .get("rope_type")
+        .or_else(|| obj.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let req = |k: &str| -> Result<f32> {
+        get_f32(obj, k)?.ok_or_else(|| cfg_err(format!("rope scaling `{ty}` needs `{k}`")))
+    };
+    Ok(match ty {
+        "default" | "none" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: req("factor")?,
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: req("factor")?,
+            low_freq_factor: req("low_freq_factor")?,
+            high_freq_factor: req("high_freq_factor")?,
+            original_max_position_embeddings: req("original_max_position_embeddings")?,
+        },
+        other => {
+            return Err(HearthError::Unsupported(format!(
+                "RoPE scaling type `{other}` (supported: default, linear, llama3)"
+            )))
+        }
+    })
+}
+
+/// Parses `config.json`. `has_lm_head` says whether the weights carry
+/// `lm_head.weight`; a model without one is tied whatever the config says.
+pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
+    let v: Value =
+        serde_json::from_str(json).map_err(|e| cfg_err(format!("not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(cfg_err("expected a JSON object"));
+    }
+    let arch_name = match v
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(Value::as_str)
+    {
+        Some(a) => a.to_string(),
+        None => match v.get("model_type").and_then(Value::as_str) {
+            Some(t) => t.to_string(),
+            None => return Err(cfg_err("missing field `architectures`")),
+        },
+    };
+    let arch = match arch_name.as_str() {
+        "LlamaForCausalLM" | "llama" => Architecture::Llama,
+        "MistralForCausalLM" | "mistral" => Architecture::Mistral,
+        "Qwen2ForCausalLM" | "qwen2" => Architecture::Qwen2,
+        "Qwen3ForCausalLM" | "qwen3" => Architecture::Qwen3,
+        other => {
+            return Err(HearthError::Unsupported(format!(
+                "architecture `{other}` (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"
+            )))
+        }
+    };
+    let hidden_size = req_usize(&v, "hidden_size")?;
+    let num_heads = req_usize(&v, "num_attention_heads")?;
+    let num_kv_heads = get_usize(&v, "num_key_value_heads")?.unwrap_or(num_heads);
+    let head_dim = match get_usize(&v, "head_dim")? {
+        Some(d) => d,
+        None if num_heads > 0 && hidden_size % num_heads == 0 => hidden_size / num_heads,
+        None => {
+            return Err(cfg_err(format!(
+                "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads} and no head_dim is given"
+            )))
+        }
+    };
+    // Newer configs nest rope_theta and the scaling in `rope_parameters`.
+    let (rope_theta, scaling) = match v.get("rope_parameters").filter(|p| !p.is_null()) {
+        Some(p) => (
+            get_f32(p, "rope_theta")?.or(get_f32(&v, "rope_theta")?),
+            rope_scaling(Some(p))?,
+        ),
+        None => (
+            get_f32(&v, "rope_theta")?,
+            rope_scaling(v.get("rope_scaling"))?,
+        ),
+    };
+    let tied = get_bool(&v, "tie_word_embeddings")?.unwrap_or(false);
+    let cfg = ModelConfig {
+        arch,
+        vocab_size: req_usize(&v, "vocab_size")?,
+        hidden_size,
+        intermediate_size: req_usize(&v, "intermediate_size")?,
+        num_layers: req_usize(&v, "num_hidden_layers")?,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        rms_norm_eps: get_f32(&v, "rms_norm_eps")?.unwrap_or(1e-6),
+        rope_theta: rope_theta.unwrap_or(10000.0),
+        rope_layout: RopeLayout::HalfSplit,
+        rope_scaling: scaling,
+        max_position_embeddings: get_usize(&v, "max_position_embeddings")?.unwrap_or(2048),
+        tie_word_embeddings: tied || !has_lm_head,
+        attention_bias: arch == Architecture::Qwen2
+            || get_bool(&v, "attention_bias")?.unwrap_or(false),
+        qk_norm: arch == Architecture::Qwen3,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+#[derive(Debug)]
+struct Entry {
+    shard: usize,
+    hf_name: String,
+    dtype: Result<DType, String>,
+    shape: Vec<usize>,
+    range: std::ops::Range<usize>,
+}
+
+/// A Hugging Face checkpoint: config plus memory-mapped (or in-memory) shards.
+#[derive(Debug)]
+pub struct HfModel {
+    config: ModelConfig,
+    shards: Vec<FileBytes>,
+    tensors: HashMap<String, Entry>,
+    tokenizer_json: Option<String>,
+    tokenizer_config_json: Option<String>,
+    generation_config_json: Option<String>,
+}
+
+/// Indexes one safetensors shard; the safetensors crate validates the header
+/// (length, JSON, offsets within the buffer) before anything is trusted.
+fn index_shard(
+    name: &str,
+    shard: usize,
+    bytes: &[u8],
+    out: &mut HashMap<String, Entry>,
+) -> Result<()> {
+    let (n, meta) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| HearthError::InvalidFile(format!("safetensors file {name}: {e}")))?;
+    let base = 8 + n;
+    for (hf_name, info) in meta.tensors() {
+        let Some(canon) = canonical_name(&hf_name) else {
+            continue;
+        };
+        let dtype = match info.dtype {
+            safetensors::Dtype::F32 => Ok(DType::F32),
+            safetensors::Dtype::F16 => Ok(DType::F16),
+            safetensors::Dtype::BF16 => Ok(DType::BF16),
+            other => Err(format!("{other:?}")),
+        };
+        let (s, e) = info.data_offsets;
+        let entry = Entry {
+            shard,
+            hf_name: hf_name.clone(),
+            dtype,
+            shape: info.shape.clone(),
+            range: base + s..base + e,
+        };
+        if out.insert(canon, entry).is_some() {
+            return Err(HearthError::InvalidFile(format!(
+                "tensor `{hf_name}` appears in more than one shard"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl HfModel {
+    /// Builds a model from in-memory parts: `config.json` text and the
+    /// safetensors shards as (file name, bytes).
+    pub fn from_parts(config_json: &str, shards: Vec<(String, Vec<u8>)>) -> Result<Self> {
+        Self::build(
+            config_json,
+            shards
+                .into_iter()
+                .map(|(n, b)| (n, FileBytes::Owned(b)))
+                .collect(),
+        )
+    }
+
+    fn build(config_json: &str, shards: Vec<(String, FileBytes)>) -> Result<Self> {
+        if shards.is_empty() {
+            return Err(HearthError::InvalidFile("no safetensors files".into()));
+        }
+        let mut tensors = HashMap::new();
+        let mut bytes = Vec::with_capacity(shards.len());
+        for (i, (name, b)) in shards.into_iter().enumerate() {
+            index_shard(&name, i, &b, &mut tensors)?;
+            bytes.push(b);
+        }
+        let config = parse_config(config_json, tensors.contains_key(names::OUTPUT))?;
+        Ok(HfModel {
+            config,
+            shards: bytes,
+            tensors,
+            tokenizer_json: None,
+            tokenizer_config_json: None,
+            generation_config_json: None,
+        })
+    }
+
+    /// Attaches the tokenizer files (as text) for `tokenizer_spec`.
+    pub fn with_tokenizer(
+        mut self,
+        tokenizer_json: String,
+        tokenizer_config_json: Option<String>,
+        generation_config_json: Option<String>,
+    ) -> Self {
+        self.tokenizer_json = Some(tokenizer_json);
+        self.tokenizer_config_json = tokenizer_config_json;
+        self.generation_config_json = generation_config_json;
+        self
+    }
+
+    /// Opens a directory with `config.json`, the safetensors file(s) and,
+    /// when present, `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(dir: &std::path::Path) -> Result<Self> {
+        let read = |name: &str| -> Result<Option<String>> {
+            let p = dir.join(name);
+            match std::fs::read_to_string(&p) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(HearthError::io(p.display().to_string(), e)),
+            }
+        };
+        let config_json = read("config.json")?.ok_or_else(|| {
+            HearthError::InvalidFile(format!("{} has no config.json", dir.display()))
+        })?;
+        let shard_names: Vec<String> = match read("model.safetensors.index.json")? {
+            Some(index) => shard_names_from_index(&index)?,
+            None if dir.join("model.safetensors").is_file() => vec!["model.safetensors".into()],
+            None => {
+                return Err(HearthError::InvalidFile(format!(
+                    "{} has neither model.safetensors nor model.safetensors.index.json",
+                    dir.display()
+                )))
+            }
+        };
+        let mut shards = Vec::with_capacity(shard_names.len());
+        for name in shard_names {
+            let bytes = FileBytes::map(&dir.join(&name))?;
+            shards.push((name, bytes));
+        }
+        let mut model = Self::build(&config_json, shards)?;
+        model.tokenizer_json = read("tokenizer.json")?;
+        model.tokenizer_config_json = read("tokenizer_config.json")?;
+        model.generation_config_json = read("generation_config.json")?;
+        Ok(model)
+    }
+
+    /// The tokenizer files as text; `tokenizer.json` is required.
+    pub fn tokenizer_spec(&self) -> Result<TokenizerSpec> {
+        let tokenizer_json = self.tokenizer_json.clone().ok_or_else(|| {
+            HearthError::Tokenizer("the model directory has no tokenizer.json".into())
+        })?;
+        Ok(TokenizerSpec::HfJson {
+            tokenizer_json,
+            tokenizer_config_json: self.tokenizer_config_json.clone(),
+            generation_config_json: self.generation_config_json.clone(),
+        })
+    }
+
+    /// Canonical names of the tensors found, sorted.
+    pub fn tensor_names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+/// The distinct shard file names of a `model.safetensors.index.json`, in order.
+pub fn shard_names_from_index(index_json: &str) -> Result<Vec<String>> {
+    let bad = |m: String| HearthError::InvalidFile(format!("model.safetensors.index.json: {m}"));
+    let v: Value =
+        serde_json::from_str(index_json).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("missing object `weight_map`".into()))?;
+    let mut names: Vec<String> = Vec::new();
+    for (tensor, file) in map {
+        let file = file
+            .as_str()
+            .ok_or_else(|| bad(format!("`{tensor}` maps to {file}, not a file name")))?;
+        // Shards live next to the index; refuse paths that would leave the directory.
+        if file.contains('/') || file.contains('\\') || file == ".." || file.is_empty() {
+            return Err(bad(format!("shard name `{file}` is not a plain file name")));
+        }
+        if !names.iter().any(|n| n == file) {
+            names.push(file.to_string());
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        return Err(bad("`weight_map` is empty".into()));
+    }
+    Ok(names)
+}
+
+impl WeightSource for HfModel {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn has_tensor(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
+        let e = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| HearthError::MissingTensor(name.to_string()))?;
+        let dtype = e.dtype.clone().map_err(|d| {
+            HearthError::Unsupported(format!(
+                "tensor `{}` has safetensors dtype {d}; supported are F32, F16 and BF16",
+                e.hf_name
+            ))
+        })?;
+        // read_metadata checked offsets against the buffer and sizes against shapes.
+        Ok(HostTensor {
+            name: name.to_string(),
+            dtype,
+            shape: e.shape.clone(),
+            data: std::borrow::Cow::Borrowed(&self.shards[e.shard][e.range.clone()]),
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Opening a model from a path (a `.gguf` file or a Hugging Face directory),
+//! the bytes a loader owns (memory map natively, a Vec in the browser), and
+//! the shape check every loader's output goes through before the forward pass.
+
+use std::ops::Deref;
+
+use super::config::names;
+use super::WeightSource;
+use crate::text::vocab::TokenizerSpec;
+use crate::{HearthError, Result};
+
+/// The bytes of one model file.
+pub enum FileBytes {
+    Owned(Vec<u8>),
+    #[cfg(not(target_arch = "wasm32"))]
+    Mapped(memmap2::Mmap),
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Owned(v) => v,
+            #[cfg(not(target_arch = "wasm32"))]
+            FileBytes::Mapped(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Debug for FileBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileBytes({} bytes)", self.len())
+    }
+}
+
+impl FileBytes {
+    /// Maps a file read-only.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn map(path: &std::path::Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| HearthError::io(&shown, e))?;
+        // SAFETY: the map is read-only; a model file changed underneath a
+        // running process is outside what any loader can defend against.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| HearthError::io(&shown, e))?;
+        Ok(FileBytes::Mapped(map))
+    }
+}
+
+/// A model ready to be uploaded: its weights and where its tokenizer comes from.
+pub struct LoadedModel {
+    pub weights: Box<dyn WeightSource>,
+    pub tokenizer: TokenizerSpec,
+    /// A short human-readable description ("GGUF v3 llama, 272 tensors").
+    pub source_desc: String,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("config", self.weights.config())
+            .field("source_desc", &self.source_desc)
+            .finish()
+    }
+}
+
+/// Opens a `.gguf` file or a Hugging Face model directory (with `config.json`).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open(path: &std::path::Path) -> Result<LoadedModel> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|e| HearthError::io(&shown, e))?;
+    if meta.is_dir() {
+        if !path.join("config.json").is_file() {
+            return Err(HearthError::InvalidFile(format!(
+                "{shown} is a directory without config.json (expected a Hugging Face model directory)"
+            )));
+        }
+        let hf = super::hf::HfModel::open(path)?;
+        let tokenizer = hf.tokenizer_spec()?;
+        let source_desc = format!(
+            "Hugging Face {:?} model from {shown} ({} tensors)",
+            hf.config().arch,
+            hf.tensor_names().len()
+        );
+        return Ok(LoadedModel {
+            weights: Box::new(hf),
+            tokenizer,
+            source_desc,
+        });
+    }
+    let is_gguf_ext = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let mut magic = [0u8; 4];
+    let has_gguf_magic = {
+        use std::io::Read;
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+            && &magic == b"GGUF"
+    };
+    if !is_gguf_ext && !has_gguf_magic {
+        return Err(HearthError::InvalidFile(format!(
+            "{shown}: expected a .gguf file or a Hugging Face model directory"
+        )));
+    }
+    let model = super::gguf::GgufModel::open(path)?;
+    let tokenizer = TokenizerSpec::Gguf(model.vocab()?);
+    let file = model.file();
+    let source_desc = format!(
+        "GGUF v{} {} from {shown} ({} tensors)",
+        file.version(),
+        file.architecture()?,
+        file.tensor_infos().len()
+    );
+    Ok(LoadedModel {
+        weights: Box::new(model),
+        tokenizer,
+        source_desc,
+    })
+}
+
+/// The tensors the forward pass needs, by canonical name, with the shapes
+/// (PyTorch order) the config implies.
+pub fn expected_tensors(src: &dyn WeightSource) -> Vec<(String, Vec<usize>)> {
+    let c = src.config();
+    let (h, q, kv, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+    let mut v = vec![
+        (names::TOKEN_EMBD.to_string(), vec![c.vocab_size, h]),
+        (names::OUTPUT_NORM.to_string(), vec![h]),
+    ];
+    // A tied model may still ship an output matrix; check it when it does.
+    if !c.tie_word_embeddings || src.has_tensor(names::OUTPUT) {
+        v.push((names::OUTPUT.to_string(), vec![c.vocab_size, h]));
+    }
+    for l in 0..c.num_layers {
+        let mut add = |what: &str, shape: Vec<usize>| v.push((names::blk(l, what), shape));
+        add("attn_norm.weight", vec![h]);
+        add("attn_q.weight", vec![q, h]);
+        add("attn_k.weight", vec![kv, h]);
+        add("attn_v.weight", vec![kv, h]);
+        add("attn_output.weight", vec![h, q]);
+        if c.attention_bias {
+            add("attn_q.bias", vec![q]);
+            add("attn_k.bias", vec![kv]);
+            add("attn_v.bias", vec![kv]);
+        }
+        if c.qk_norm {
+            add("attn_q_norm.weight", vec![c.head_dim]);
+            add("attn_k_norm.weight", vec![c.head_dim]);
+        }
+        add("ffn_norm.weight", vec![h]);
+        add("ffn_gate.weight", vec![f, h]);
+        add("ffn_up.weight", vec![f, h]);
+        add("ffn_down.weight", vec![h, f]);
+    }
+    v
+}
+
+/// Verifies that every tensor the model needs exists, has a supported type
+/// and the shape its config implies: `MissingTensor`, `ShapeMismatch` or
+/// `Unsupported` otherwise, before anything is uploaded.
+pub fn check_shapes(src: &dyn WeightSource) -> Result<()> {
+    for (name, shape) in expected_tensors(src) {
+        src.tensor(&name)?.expect_shape(&shape)?;
+    }
+    Ok(())
+}

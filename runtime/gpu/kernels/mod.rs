@@ -11,6 +11,7 @@ pub mod embed;
 pub mod matmul;
 pub mod batch;
 pub mod rmsnorm;
+pub mod rope;
 
 use bytemuck::{Pod, Zeroable};
 

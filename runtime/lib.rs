@@ -15,4 +15,5 @@ pub mod quant;
 pub mod reference;
 pub mod text;
 
+pub use engine::SamplingParams;
 pub use error::{HearthError, Result};

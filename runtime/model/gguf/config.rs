@@ -19,7 +19,7 @@ impl GgufFile {
     /// A per-model integer that some converters write as a per-layer array;
     /// a uniform array is accepted, a varying one is not supported.
     fn layer_uniform(&self, key: &str) -> Result<Option<usize>> {
-        if let Some(arr) = self.get_array(key)? {
+        if let Some(MetaValue::Array(arr)) = self.get(key) {
             let vals: Vec<Option<u64>> = arr.iter().map(MetaValue::as_u64).collect();
             return match vals.first() {
                 Some(Some(v)) if vals.iter().all(|x| *x == Some(*v)) => Ok(Some(*v as usize)),

@@ -1,0 +1,128 @@
+//! Block formats against golden fixtures from the Python `gguf` package
+//! (tests/fixtures/gen_quant_fixtures.py), plus round-trip error bounds.
+
+use hearth::model::DType;
+use hearth::quant::{blocks, dequantize, quantize};
+use hearth::HearthError;
+
+const FORMATS: [(&str, DType); 5] = [
+    ("f16", DType::F16),
+    ("bf16", DType::BF16),
+    ("q8_0", DType::Q8_0),
+    ("q4_0", DType::Q4_0),
+    ("q4_1", DType::Q4_1),
+];
+
+fn fixture(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/quant")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn quantize_matches_gguf_python_byte_for_byte() {
+    let x = f32s(&fixture("input.f32"));
+    assert_eq!(x.len(), 320);
+    for (name, dtype) in FORMATS {
+        let want = fixture(&format!("{name}.bin"));
+        let got = quantize(dtype, &x).unwrap();
+        assert_eq!(got.len(), want.len(), "{name} size");
+        if let Some(i) = (0..got.len()).find(|&i| got[i] != want[i]) {
+            panic!(
+                "{name}: first differing byte {i} (block {}): got {} want {}",
+                i / dtype.block_bytes(),
+                got[i],
+                want[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn dequantize_matches_gguf_python_value_for_value() {
+    for (name, dtype) in FORMATS {
+        let q = fixture(&format!("{name}.bin"));
+        let want = f32s(&fixture(&format!("{name}.deq.f32")));
+        let got = dequantize(dtype, &q, want.len()).unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                g.to_bits() == w.to_bits() || g == w,
+                "{name}[{i}]: got {g} want {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn f32_is_identity() {
+    let x = f32s(&fixture("input.f32"));
+    let q = quantize(DType::F32, &x).unwrap();
+    assert_eq!(dequantize(DType::F32, &q, x.len()).unwrap(), x);
+}
+
+/// Round trips stay within each format's step: half a quantization step
+/// for Q8_0/Q4_1 (plus f16 rounding of the scale), one step for Q4_0 whose
+/// grid is asymmetric.
+#[test]
+fn round_trip_error_bounds() {
+    let n = 32 * 37;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i as f32 * 0.37).sin() * 3.0) * (1.0 + (i / 32) as f32 * 0.1))
+        .collect();
+    for (_, dtype) in FORMATS {
+        let y = dequantize(dtype, &quantize(dtype, &x).unwrap(), n).unwrap();
+        for (b, (xb, yb)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let (min, max) = xb
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            for (v, r) in xb.iter().zip(yb) {
+                let tol = match dtype {
+                    DType::F16 => v.abs() * 1e-3 + 1e-7,
+                    DType::BF16 => v.abs() * 4e-3 + 1e-30,
+                    DType::Q8_0 => amax / 127.0 * 0.51 + amax * 1e-3,
+                    DType::Q4_0 => amax / 8.0 * 1.01 + amax * 1e-3,
+                    DType::Q4_1 => (max - min) / 15.0 * 0.51 + amax * 2e-3,
+                    DType::F32 => 0.0,
+                };
+                assert!(
+                    (v - r).abs() <= tol,
+                    "{dtype:?} block {b}: {v} -> {r} (tol {tol})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_rounding_and_nan() {
+    // Round to nearest even at the halfway point; NaN stays NaN (quiet).
+    assert_eq!(blocks::f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+    assert_eq!(blocks::f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+    assert_eq!(blocks::f32_to_bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
+    assert!(blocks::bf16_to_f32(blocks::f32_to_bf16(f32::NAN)).is_nan());
+    assert_eq!(blocks::bf16_to_f32(blocks::f32_to_bf16(-2.5)), -2.5);
+}
+
+#[test]
+fn partial_blocks_and_short_data_are_errors() {
+    assert!(matches!(
+        quantize(DType::Q4_0, &[0.0; 33]),
+        Err(HearthError::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        dequantize(DType::Q8_0, &[0u8; 34], 48),
+        Err(HearthError::InvalidFile(_))
+    ));
+    let err = dequantize(DType::Q4_1, &[0u8; 39], 64).unwrap_err();
+    assert!(err.to_string().contains("40 needed"), "{err}");
+    // A huge element count is refused before anything is allocated.
+    assert!(dequantize(DType::F32, &[0u8; 16], usize::MAX / 2).is_err());
+}

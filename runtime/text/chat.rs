@@ -66,13 +66,20 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         let clock = now.clone();
         env.add_function("strftime_now", move |fmt: String| -> String {
             let fixed = clock.load(Ordering::Relaxed);
-            let secs = if fixed == SYSTEM_CLOCK { system_now() } else { fixed };
+            let secs = if fixed == SYSTEM_CLOCK {
+                system_now()
+            } else {
+                fixed
+            };
             strftime(&fmt, secs)
         });
         env.add_template_owned(TEMPLATE_NAME, source.to_string())

@@ -32,13 +32,19 @@ pub fn build(v: &GgufVocab) -> Result<(HfTokenizer, PreTokenizerRecipe)> {
         // Split at the first space after the first character, as llama.cpp
         // does: a merge's left side may itself be a lone space in
         // non-byte-level vocabularies.
-        let Some(pos) = m.char_indices().skip(1).find(|(_, c)| *c == ' ').map(|(i, _)| i) else {
+        let Some(pos) = m
+            .char_indices()
+            .skip(1)
+            .find(|(_, c)| *c == ' ')
+            .map(|(i, _)| i)
+        else {
             continue;
         };
         let (a, b) = (&m[..pos], &m[pos + 1..]);
         // Merges whose parts or result are not in the vocabulary can never
         // fire in llama.cpp either; the tokenizers crate rejects them.
-        if vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")) {
+        if vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}"))
+        {
             merges.push((a.to_string(), b.to_string()));
         }
     }

@@ -37,9 +37,7 @@ pub fn token_type(v: &GgufVocab, id: u32) -> i32 {
     if declared == TYPE_USER_DEFINED || declared == TYPE_UNKNOWN || declared == TYPE_BYTE {
         return declared;
     }
-    let named = [v.bos_token_id, v.eos_token_id, v.eot_token_id]
-        .iter()
-        .any(|x| *x == Some(id));
+    let named = [v.bos_token_id, v.eos_token_id, v.eot_token_id].contains(&Some(id));
     let text = v.tokens.get(id as usize).map(String::as_str).unwrap_or("");
     if named && v.token_types.is_none() || TURN_END_TOKENS.contains(&text) {
         return TYPE_CONTROL;

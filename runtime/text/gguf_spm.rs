@@ -24,7 +24,9 @@ const SPACE: &str = "\u{2581}";
 
 pub fn build(v: &GgufVocab) -> Result<HfTokenizer> {
     let scores = v.scores.as_ref().ok_or_else(|| {
-        HearthError::Tokenizer("GGUF llama (SentencePiece) vocabulary has no tokenizer.ggml.scores".into())
+        HearthError::Tokenizer(
+            "GGUF llama (SentencePiece) vocabulary has no tokenizer.ggml.scores".into(),
+        )
     })?;
     if scores.len() < v.tokens.len() {
         return Err(HearthError::Tokenizer(format!(

@@ -59,7 +59,9 @@ impl Tokenizer {
 
     fn from_gguf(v: &GgufVocab) -> Result<Tokenizer> {
         if v.tokens.is_empty() {
-            return Err(HearthError::Tokenizer("GGUF vocabulary has no tokens".into()));
+            return Err(HearthError::Tokenizer(
+                "GGUF vocabulary has no tokens".into(),
+            ));
         }
         if let Some(t) = &v.token_types {
             if t.len() < v.tokens.len() {
@@ -157,7 +159,11 @@ impl Tokenizer {
             Some(b) => b,
             None => post_bos.is_some() && post_bos == bos,
         } && bos.is_some();
-        let add_eos = config.get("add_eos_token").and_then(Value::as_bool).unwrap_or(false) && eos.is_some();
+        let add_eos = config
+            .get("add_eos_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            && eos.is_some();
 
         let template = match config.get("chat_template") {
             Some(Value::String(s)) => Some(s.clone()),
@@ -177,7 +183,10 @@ impl Tokenizer {
         };
         match generation.get("eos_token_id") {
             Some(Value::Number(n)) => n.as_u64().into_iter().for_each(|id| push(id as u32)),
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).for_each(|id| push(id as u32)),
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_u64)
+                .for_each(|id| push(id as u32)),
             _ => {}
         }
         let source = template.as_deref().unwrap_or(CHATML_TEMPLATE);
@@ -221,7 +230,12 @@ impl Tokenizer {
     /// Like `encode`, but with `parse_special == false` the text of control
     /// tokens is tokenized as plain text (llama.cpp's `parse_special`;
     /// user-defined tokens are still matched, as there).
-    pub fn encode_with(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+    pub fn encode_with(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>> {
         let tok = if parse_special {
             &self.inner
         } else {
@@ -307,7 +321,8 @@ impl Tokenizer {
 
     /// Text of a special token id, for chat templates (`bos_token`, `eos_token`).
     pub fn special_text(&self, id: Option<u32>) -> String {
-        id.and_then(|id| self.inner.id_to_token(id)).unwrap_or_default()
+        id.and_then(|id| self.inner.id_to_token(id))
+            .unwrap_or_default()
     }
 
     pub fn eos_id(&self) -> Option<u32> {

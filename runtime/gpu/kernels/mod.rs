@@ -12,6 +12,8 @@ pub mod matmul;
 pub mod batch;
 pub mod rmsnorm;
 pub mod rope;
+pub mod attention;
+pub mod kv_write;
 
 use bytemuck::{Pod, Zeroable};
 

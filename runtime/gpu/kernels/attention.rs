@@ -1,0 +1,196 @@
+//! Paged attention launcher for prefill and decode rows, with the key range
+//! split across workgroups for long contexts (flash-decoding) and a reduce pass.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::batch::BatchBuffers;
+use crate::gpu::{GpuContext, ShaderSpec};
+use crate::kv::KvDtype;
+use crate::{HearthError, Result};
+
+const SRC: &str = include_str!("../../../shaders/attention.wgsl");
+const SRC_REDUCE: &str = include_str!("../../../shaders/attention_reduce.wgsl");
+/// Invocations per workgroup; each owns 2 element pairs, so head_dim <= 4 * WG.
+const WG: u32 = 64;
+/// Keys per split below which splitting is not worth a second pass.
+const MIN_CHUNK: u32 = 128;
+/// Workgroups that keep a GPU busy; splits stop once rows × heads × splits reach it.
+const TARGET_GROUPS: u32 = 256;
+const MAX_SPLITS: u32 = 64;
+/// Scratch for split partials (further capped by the max binding).
+const SCRATCH_BYTES: u64 = 32 << 20;
+
+/// Static shape of one attention layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttnShape {
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    pub block_size: u32,
+    pub kv_dtype: KvDtype,
+    /// Largest `n_tokens` of a step.
+    pub max_tokens: u32,
+}
+
+impl AttnShape {
+    /// Length of a fused QKV row.
+    pub fn row_stride(&self) -> u32 {
+        (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.n_heads > 0
+            && self.n_kv_heads > 0
+            && self.n_heads % self.n_kv_heads == 0
+            && self.head_dim > 0
+            && self.head_dim % 2 == 0
+            && self.head_dim <= 4 * WG
+            && self.block_size > 0
+            && self.max_tokens > 0
+            && self.max_tokens <= 65535;
+        if ok {
+            Ok(())
+        } else {
+            Err(HearthError::Unsupported(format!(
+                "attention shape {self:?} (needs n_heads % n_kv_heads == 0, even head_dim <= {}, 1..=65535 tokens per step)",
+                4 * WG
+            )))
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n_heads: u32,
+    n_kv_heads: u32,
+    head_dim: u32,
+    block_size: u32,
+    row_stride: u32,
+    group: u32,
+    scale: f32,
+    _p: u32,
+}
+
+pub struct Attention {
+    direct: std::sync::Arc<wgpu::ComputePipeline>,
+    partial: std::sync::Arc<wgpu::ComputePipeline>,
+    reduce: std::sync::Arc<wgpu::ComputePipeline>,
+    bind_direct: wgpu::BindGroup,
+    bind_partial: wgpu::BindGroup,
+    bind_reduce: wgpu::BindGroup,
+    shape: AttnShape,
+    /// Partial entries (row × head × split) the scratch buffer holds.
+    scratch_entries: u32,
+}
+
+impl Attention {
+    /// Reads queries from `qkv` (fused rows, q heads first), K/V from one layer's
+    /// cache buffers, writes `out` `[n_tokens, n_heads * head_dim]` f32.
+    pub fn new(
+        ctx: &GpuContext,
+        shape: &AttnShape,
+        batch: &BatchBuffers,
+        qkv: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) -> Result<Self> {
+        shape.validate()?;
+        let kv16 = shape.kv_dtype == KvDtype::F16;
+        let spec = ShaderSpec::new("attention", SRC)
+            .flag("KV_F16", kv16)
+            .constant("WG", WG);
+        let direct = ctx.pipeline(&spec.clone().flag("DIRECT", true));
+        let partial = ctx.pipeline(&spec);
+        let reduce =
+            ctx.pipeline(&ShaderSpec::new("attention_reduce", SRC_REDUCE).constant("WG", WG));
+        let params = Params {
+            n_heads: shape.n_heads,
+            n_kv_heads: shape.n_kv_heads,
+            head_dim: shape.head_dim,
+            block_size: shape.block_size,
+            row_stride: shape.row_stride(),
+            group: shape.n_heads / shape.n_kv_heads,
+            scale: 1.0 / (shape.head_dim as f32).sqrt(),
+            _p: 0,
+        };
+        let params = ctx.uniform("attention.params", &params);
+        let entry_bytes = (shape.head_dim as u64 + 2) * 4;
+        let scratch_bytes = SCRATCH_BYTES.min(ctx.caps.max_binding);
+        let scratch_entries = ((scratch_bytes - 16) / entry_bytes)
+            .min((shape.max_tokens * shape.n_heads * MAX_SPLITS) as u64)
+            as u32;
+        let scratch = ctx.buffer_zeroed(
+            "attention.scratch",
+            16 + scratch_entries as u64 * entry_bytes,
+        );
+        let common = |dst: &wgpu::Buffer, p: &wgpu::ComputePipeline| {
+            ctx.bind_group(
+                p,
+                &[
+                    &batch.step,
+                    &params,
+                    &batch.positions,
+                    &batch.row_seq,
+                    &batch.seqs,
+                    &batch.block_table,
+                    qkv,
+                    k,
+                    v,
+                    dst,
+                ],
+            )
+        };
+        let bind_direct = common(out, &direct);
+        let bind_partial = common(&scratch, &partial);
+        let bind_reduce = ctx.bind_group(&reduce, &[&batch.step, &params, &scratch, out]);
+        Ok(Attention {
+            direct,
+            partial,
+            reduce,
+            bind_direct,
+            bind_partial,
+            bind_reduce,
+            shape: *shape,
+            scratch_entries,
+        })
+    }
+
+    /// Splits of the key range for a step: enough workgroups to fill the GPU,
+    /// at least `MIN_CHUNK` keys each, within the scratch buffer.
+    pub fn splits_for(&self, n_tokens: u32, max_kv_len: u32) -> u32 {
+        let rows = (n_tokens * self.shape.n_heads).max(1);
+        max_kv_len
+            .div_ceil(MIN_CHUNK)
+            .min(TARGET_GROUPS.div_ceil(rows))
+            .min(self.scratch_entries / rows)
+            .clamp(1, MAX_SPLITS)
+    }
+
+    /// `max_kv_len`: the longest sequence's KV length in this step.
+    pub fn record(&self, pass: &mut wgpu::ComputePass, n_tokens: u32, max_kv_len: u32) {
+        self.record_splits(pass, n_tokens, self.splits_for(n_tokens, max_kv_len));
+    }
+
+    /// Like [`Attention::record`] with an explicit split count (clamped to what fits).
+    pub fn record_splits(&self, pass: &mut wgpu::ComputePass, n_tokens: u32, n_splits: u32) {
+        if n_tokens == 0 {
+            return;
+        }
+        let rows = n_tokens * self.shape.n_heads;
+        let n_splits = n_splits.min(self.scratch_entries / rows.max(1)).max(1);
+        if n_splits == 1 {
+            pass.set_pipeline(&self.direct);
+            pass.set_bind_group(0, &self.bind_direct, &[]);
+            pass.dispatch_workgroups(self.shape.n_heads, n_tokens, 1);
+            return;
+        }
+        pass.set_pipeline(&self.partial);
+        pass.set_bind_group(0, &self.bind_partial, &[]);
+        pass.dispatch_workgroups(self.shape.n_heads, n_tokens, n_splits);
+        pass.set_pipeline(&self.reduce);
+        pass.set_bind_group(0, &self.bind_reduce, &[]);
+        pass.dispatch_workgroups(self.shape.n_heads, n_tokens, 1);
+    }
+}

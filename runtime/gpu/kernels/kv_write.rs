@@ -1,0 +1,91 @@
+//! KV write launcher: K/V heads of the fused QKV rows → the layer's paged cache.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::attention::AttnShape;
+use super::batch::BatchBuffers;
+use super::grid;
+use crate::gpu::{GpuContext, ShaderSpec};
+use crate::kv::KvDtype;
+
+const SRC: &str = include_str!("../../../shaders/kv_write.wgsl");
+const WG: u32 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Params {
+    n_kv_heads: u32,
+    head_dim: u32,
+    block_size: u32,
+    row_stride: u32,
+    k_offset: u32,
+    v_offset: u32,
+    _p: [u32; 2],
+}
+
+pub struct KvWrite {
+    pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+    bind: wgpu::BindGroup,
+    per_row: u32,
+    max_dim: u32,
+}
+
+impl KvWrite {
+    /// `qkv` rows are `[q (n_heads*head_dim) | k | v]`; `k`/`v` are one layer's cache buffers.
+    pub fn new(
+        ctx: &GpuContext,
+        shape: &AttnShape,
+        batch: &BatchBuffers,
+        qkv: &wgpu::Buffer,
+        k: &wgpu::Buffer,
+        v: &wgpu::Buffer,
+    ) -> crate::Result<Self> {
+        shape.validate()?;
+        let spec = ShaderSpec::new("kv_write", SRC)
+            .flag("KV_F16", shape.kv_dtype == KvDtype::F16)
+            .constant("WG", WG);
+        let pipeline = ctx.pipeline(&spec);
+        let q_dim = shape.n_heads * shape.head_dim;
+        let kv_dim = shape.n_kv_heads * shape.head_dim;
+        let params = Params {
+            n_kv_heads: shape.n_kv_heads,
+            head_dim: shape.head_dim,
+            block_size: shape.block_size,
+            row_stride: shape.row_stride(),
+            k_offset: q_dim,
+            v_offset: q_dim + kv_dim,
+            _p: [0; 2],
+        };
+        let params = ctx.uniform("kv_write.params", &params);
+        let bind = ctx.bind_group(
+            &pipeline,
+            &[
+                &batch.step,
+                &params,
+                &batch.positions,
+                &batch.row_seq,
+                &batch.seqs,
+                &batch.block_table,
+                qkv,
+                k,
+                v,
+            ],
+        );
+        Ok(KvWrite {
+            pipeline,
+            bind,
+            per_row: kv_dim / 2,
+            max_dim: ctx.caps.max_workgroups_per_dim,
+        })
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass, n_tokens: u32) {
+        if n_tokens == 0 {
+            return;
+        }
+        let (x, y) = grid((n_tokens * self.per_row).div_ceil(WG), self.max_dim);
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+    }
+}

@@ -1,0 +1,189 @@
+// Paged causal attention for every row of the step (prefill chunks and decode).
+// Workgroup (h, t, split): query head h of row t attends to the split-th part
+// of positions 0..=positions[t] of its sequence, reading K/V through the block
+// table (layout [block][kv_head][slot][head_dim]); GQA kv head = h / group.
+// Online softmax over tiles of WG keys: each invocation scores one key, then
+// owns element pairs (lid, lid + WG) of the accumulator (head_dim <= 4 * WG).
+// DIRECT (one split): writes the normalised output. Otherwise writes the
+// partial (max, sum, acc[head_dim]) to scratch for attention_reduce.wgsl;
+// scratch[0] holds the split count, entries start at 4.
+
+struct Step { n_tokens: u32, n_seqs: u32, _p0: u32, _p1: u32 }
+struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
+// row_stride: QKV row length (elements); k_offset/v_offset unused here (K/V come from the cache).
+struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, block_size: u32, row_stride: u32, group: u32, scale: f32, _p0: u32 }
+
+#if KV_F16
+alias KV2 = u32;
+fn from_kv(w: u32) -> vec2<f32> { return unpack2x16float(w); }
+#else
+alias KV2 = vec2<f32>;
+fn from_kv(w: vec2<f32>) -> vec2<f32> { return w; }
+#endif
+
+@group(0) @binding(0) var<uniform> step: Step;
+@group(0) @binding(1) var<uniform> params: Params;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
+@group(0) @binding(3) var<storage, read> row_seq: array<u32>;
+@group(0) @binding(4) var<storage, read> seqs: array<Seq>;
+@group(0) @binding(5) var<storage, read> block_table: array<u32>;
+@group(0) @binding(6) var<storage, read> qkv: array<vec2<f32>>;
+@group(0) @binding(7) var<storage, read> kc: array<KV2>;
+@group(0) @binding(8) var<storage, read> vc: array<KV2>;
+@group(0) @binding(9) var<storage, read_write> dst: array<f32>;
+
+const NEG: f32 = -1e30;
+
+var<workgroup> q2: array<vec2<f32>, 128>;
+var<workgroup> probs: array<f32, WG>;
+var<workgroup> kbase: array<u32, WG>;
+var<workgroup> red: array<f32, WG>;
+
+struct Lane { lid: u32, sg_lane: u32, sg_id: u32, n_sg: u32 }
+
+#if SUBGROUPS
+fn wg_sum(v: f32, ln: Lane) -> f32 {
+    let s = subgroupAdd(v);
+    if (ln.sg_lane == 0u) { red[ln.sg_id] = s; }
+    workgroupBarrier();
+    var t = 0.0;
+    for (var i = 0u; i < ln.n_sg; i++) { t += red[i]; }
+    workgroupBarrier();
+    return t;
+}
+fn wg_max(v: f32, ln: Lane) -> f32 {
+    let s = subgroupMax(v);
+    if (ln.sg_lane == 0u) { red[ln.sg_id] = s; }
+    workgroupBarrier();
+    var t = NEG;
+    for (var i = 0u; i < ln.n_sg; i++) { t = max(t, red[i]); }
+    workgroupBarrier();
+    return t;
+}
+#else
+fn wg_sum(v: f32, ln: Lane) -> f32 {
+    red[ln.lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (ln.lid < s) { red[ln.lid] += red[ln.lid + s]; }
+        workgroupBarrier();
+    }
+    let t = red[0];
+    workgroupBarrier();
+    return t;
+}
+fn wg_max(v: f32, ln: Lane) -> f32 {
+    red[ln.lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (ln.lid < s) { red[ln.lid] = max(red[ln.lid], red[ln.lid + s]); }
+        workgroupBarrier();
+    }
+    let t = red[0];
+    workgroupBarrier();
+    return t;
+}
+#endif
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32,
+        @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>,
+#if SUBGROUPS
+        @builtin(subgroup_invocation_id) sg_lane: u32,
+        @builtin(subgroup_id) sg_id: u32,
+        @builtin(num_subgroups) n_sg: u32,
+#endif
+) {
+#if SUBGROUPS
+    let ln = Lane(lid, sg_lane, sg_id, n_sg);
+#else
+    let ln = Lane(lid, 0u, 0u, 0u);
+#endif
+    let h = wid.x;
+    let t = wid.y;
+    let split = wid.z;
+    let n_splits = nwg.z;
+    if (t >= step.n_tokens) { return; }
+    let hd = params.head_dim;
+    let half = hd / 2u;
+    let bs = params.block_size;
+    let p = positions[t];
+    let seq = seqs[row_seq[t]];
+    let kvh = h / params.group;
+    let ctx_len = p + 1u;
+    let chunk = (ctx_len + n_splits - 1u) / n_splits;
+    let start = min(split * chunk, ctx_len);
+    let end = min(start + chunk, ctx_len);
+
+    let qbase = (t * params.row_stride + h * hd) / 2u;
+    for (var i = lid; i < half; i += WG) {
+        q2[i] = qkv[qbase + i] * params.scale;
+    }
+    workgroupBarrier();
+
+    var m = NEG;
+    var l = 0.0;
+    var acc0 = vec2<f32>(0.0);
+    var acc1 = vec2<f32>(0.0);
+    for (var j0 = start; j0 < end; j0 += WG) {
+        let j = j0 + lid;
+        var s = NEG;
+        if (j < end) {
+            let blk = block_table[seq.table_offset + j / bs];
+            let kb = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * half;
+            kbase[lid] = kb;
+            var d = 0.0;
+            for (var i = 0u; i < half; i++) {
+                d += dot(q2[i], from_kv(kc[kb + i]));
+            }
+            s = d;
+        }
+        let m_new = max(m, wg_max(s, ln));
+        var pj = 0.0;
+        if (j < end) { pj = exp(s - m_new); }
+        probs[lid] = pj;
+        let alpha = exp(m - m_new);
+        l = l * alpha + wg_sum(pj, ln);
+        acc0 *= alpha;
+        acc1 *= alpha;
+        let n = min(WG, end - j0);
+        for (var jj = 0u; jj < n; jj++) {
+            let w = probs[jj];
+            let vb = kbase[jj];
+            if (lid < half) { acc0 += w * from_kv(vc[vb + lid]); }
+            if (lid + WG < half) { acc1 += w * from_kv(vc[vb + lid + WG]); }
+        }
+        m = m_new;
+        workgroupBarrier();
+    }
+
+#if DIRECT
+    let ob = (t * params.n_heads + h) * hd;
+    let inv = 1.0 / l;
+    if (lid < half) {
+        dst[ob + 2u * lid] = acc0.x * inv;
+        dst[ob + 2u * lid + 1u] = acc0.y * inv;
+    }
+    if (lid + WG < half) {
+        dst[ob + 2u * (lid + WG)] = acc1.x * inv;
+        dst[ob + 2u * (lid + WG) + 1u] = acc1.y * inv;
+    }
+#else
+    let e = (t * params.n_heads + h) * n_splits + split;
+    let sb = 4u + e * (hd + 2u);
+    if (lid == 0u) {
+        dst[sb] = m;
+        dst[sb + 1u] = l;
+        if (e == 0u) { dst[0] = f32(n_splits); }
+    }
+    if (lid < half) {
+        dst[sb + 2u + 2u * lid] = acc0.x;
+        dst[sb + 3u + 2u * lid] = acc0.y;
+    }
+    if (lid + WG < half) {
+        dst[sb + 2u + 2u * (lid + WG)] = acc1.x;
+        dst[sb + 3u + 2u * (lid + WG)] = acc1.y;
+    }
+#endif
+}

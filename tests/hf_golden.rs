@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use hearth::model::load::{open, LoadedModel};
 use hearth::reference::{RefKvCache, RefModel};
-use hearth::text::Tokenizer;
+use hearth::text::{ChatMessage, ChatTemplate, Tokenizer};
 use serde_json::Value;
 
 /// Every case the script writes; `fixture_dirs_are_all_tested` keeps this
@@ -36,6 +36,10 @@ struct Golden {
     prompt: String,
     prompt_ids: Vec<u32>,
     prompt_ids_no_special: Vec<u32>,
+    chat_messages: Vec<ChatMessage>,
+    /// `apply_chat_template(chat_messages, add_generation_prompt=True)`.
+    chat_text: String,
+    chat_ids: Vec<u32>,
     vocab: usize,
     last_logits: Vec<f32>,
     logit_scale: f32,
@@ -80,6 +84,13 @@ impl Golden {
             prompt: field(&v, "prompt").as_str().expect("prompt").to_owned(),
             prompt_ids: u32s(field(&v, "prompt_ids")),
             prompt_ids_no_special: u32s(field(&v, "prompt_ids_no_special")),
+            chat_messages: serde_json::from_value(field(&v, "chat_messages").clone())
+                .expect("chat_messages"),
+            chat_text: field(&v, "chat_text")
+                .as_str()
+                .expect("chat_text")
+                .to_owned(),
+            chat_ids: u32s(field(&v, "chat_ids")),
             vocab: field(&v, "vocab_size").as_u64().expect("vocab_size") as usize,
             last_logits: f32s(field(&v, "last_logits")),
             logit_scale: field(&v, "logit_scale").as_f64().expect("logit_scale") as f32,

@@ -53,6 +53,23 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# The BOS-adding cases use a template that reads `bos_token`, `loop.first`
+# and the `trim` filter, as Llama-3-style templates do.
+BOS_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if loop.first and message['role'] == 'system' %}{{ message['content'] | trim }}\n\n"
+    "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] | trim + '<|im_end|>\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+CHAT_MESSAGES = [
+    {"role": "system", "content": "You are a tiny test model. "},
+    {"role": "user", "content": "  Which ocean is the largest?"},
+    {"role": "assistant", "content": "The Pacific."},
+    {"role": "user", "content": "Thanks!"},
+]
+
 CORPUS = """\
 The hearth is the heart of the house. Small models run on any GPU that wgpu reaches.
 Once upon a time there was a tiny language model that lived in a test fixture.
@@ -203,7 +220,7 @@ def tokenizer_config(add_bos: bool) -> dict:
         "add_eos_token": False,
         "model_max_length": 512,
         "clean_up_tokenization_spaces": False,
-        "chat_template": CHATML_TEMPLATE,
+        "chat_template": BOS_CHAT_TEMPLATE if add_bos else CHATML_TEMPLATE,
     }
 
 
@@ -300,6 +317,10 @@ def make_case(case: dict) -> dict:
     assert raw.encode(prompt, add_special_tokens=False).ids == ids_plain
     assert hf_tok.decode(ids_plain) == prompt, f"{name}: tokenizer does not round-trip"
 
+    chat_text = hf_tok.apply_chat_template(CHAT_MESSAGES, tokenize=False, add_generation_prompt=True)
+    # apply_chat_template(tokenize=True) does not add special tokens again.
+    chat_ids = hf_tok(chat_text, add_special_tokens=False)["input_ids"]
+
     x = torch.tensor([ids])
     with torch.no_grad():
         logits = model(x).logits[0].float()  # [n, vocab]
@@ -354,6 +375,9 @@ def make_case(case: dict) -> dict:
         "prompt": prompt,
         "prompt_ids": ids,
         "prompt_ids_no_special": ids_plain,
+        "chat_messages": CHAT_MESSAGES,
+        "chat_text": chat_text,
+        "chat_ids": chat_ids,
         "vocab_size": VOCAB,
         "last_logits": [sig6(v) for v in logits[-1].tolist()],
         "logit_scale": sig6(float(logits.abs().max())),

@@ -14,6 +14,7 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod attention;
 pub mod kv_write;
+pub mod topk;
 
 use bytemuck::{Pod, Zeroable};
 

@@ -18,6 +18,9 @@ pub struct Tokenizer {
     inner: HfTokenizer,
     /// `inner` with special-token parsing off, built on first use.
     literal: OnceLock<HfTokenizer>,
+    /// One past the largest id (computed once: the crate's own count copies
+    /// the whole vocabulary).
+    vocab_size: usize,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
@@ -113,6 +116,7 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             literal: OnceLock::new(),
+            vocab_size: v.tokens.len(),
             bos,
             eos,
             add_bos: v.add_bos_token.unwrap_or(add_bos_default) && bos.is_some(),
@@ -199,8 +203,12 @@ impl Tokenizer {
             .collect();
         terminators.sort_unstable();
         terminators.into_iter().for_each(|(id, _)| push(id));
-        let vocab_size = inner.get_vocab_size(true) as u64;
-        if let Some(bad) = eos_ids.iter().find(|id| u64::from(**id) >= vocab_size) {
+        let vocab_size = inner
+            .get_vocab(true)
+            .values()
+            .max()
+            .map_or(0, |&m| m as usize + 1);
+        if let Some(bad) = eos_ids.iter().find(|id| **id as usize >= vocab_size) {
             return Err(HearthError::Tokenizer(format!(
                 "eos token id {bad} is outside the vocabulary ({vocab_size} tokens)"
             )));
@@ -209,6 +217,7 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             literal: OnceLock::new(),
+            vocab_size,
             bos,
             eos,
             add_bos,
@@ -300,7 +309,7 @@ impl Tokenizer {
 
     /// Number of ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// The vocabulary entry of `id` (byte-level or `▁` form, not decoded text).

@@ -1,2 +1,114 @@
-//! Micro-benchmark (filled in by the kernel owner).
-fn main() {}
+//! Matrix kernels micro-benchmark: `cargo bench --bench matmul`.
+//!
+//! For each weight format, on SmolLM2-135M's shapes (q/o/gate/up/down and
+//! lm_head): the matrix-vector kernel (1 token) as GB/s of weight bytes read,
+//! and the tiled kernel at 128 tokens as GFLOP/s. Each measurement records
+//! many dispatches into one submit and waits for the queue, so per-submit
+//! overhead is amortised. `HEARTH_BENCH_SECONDS` sets the time per figure
+//! (default 0.5); the `GpuOptions` env vars pick the adapter and fallbacks.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use hearth::gpu::kernels::matmul::{MatMul, MatMulKernel, MatMulOpts};
+use hearth::gpu::kernels::StepInfo;
+use hearth::gpu::weights::GpuMatrix;
+use hearth::gpu::{GpuContext, GpuOptions};
+use hearth::model::{DType, HostTensor};
+
+const PREFILL_TOKENS: u32 = 128;
+
+fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Seconds per call of `record` (many calls per submit, after one warm-up submit).
+fn time_per_call(ctx: &GpuContext, budget: f64, record: &dyn Fn(&mut wgpu::ComputePass)) -> f64 {
+    let submit = |n: usize| {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for _ in 0..n {
+                record(&mut pass);
+            }
+        }
+        let t = Instant::now();
+        ctx.queue.submit(Some(enc.finish()));
+        ctx.wait().expect("device poll");
+        t.elapsed().as_secs_f64()
+    };
+    let once = submit(1).max(1e-6);
+    let iters = ((budget / once) as usize).clamp(1, 2000);
+    submit(iters) / iters as f64
+}
+
+fn main() {
+    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).expect("a wgpu adapter");
+    let budget: f64 = std::env::var("HEARTH_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.5);
+    println!("adapter: {}  caps: {:?}", ctx.adapter_name(), ctx.caps);
+    // SmolLM2-135M: q/o (576x576), gate/up (1536x576), down (576x1536), lm_head (49152x576).
+    let shapes = [(576usize, 576usize), (1536, 576), (576, 1536), (49152, 576)];
+    for dtype in [
+        DType::F32,
+        DType::F16,
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+    ] {
+        for &(rows, cols) in &shapes {
+            let src = HostTensor {
+                name: "w".into(),
+                dtype: DType::F32,
+                shape: vec![rows, cols],
+                data: Cow::Owned(bytemuck::cast_slice(&rand_vec(rows * cols, 1)).to_vec()),
+            };
+            let w = GpuMatrix::upload(&ctx, "w", &[src], Some(dtype)).expect("upload");
+            let n = PREFILL_TOKENS;
+            let step = |n_tokens| {
+                let s = StepInfo {
+                    n_tokens,
+                    n_seqs: 1,
+                    ..Default::default()
+                };
+                ctx.uniform("step", &s)
+            };
+            let (step1, step_n) = (step(1), step(n));
+            let x = ctx.buffer_from("x", &rand_vec(n as usize * cols, 2));
+            let y = ctx.buffer_zeroed("y", (n as usize * rows * 4) as u64);
+            let decode = MatMul::new(&ctx, &step1, &w, &x, &y, MatMulOpts::default());
+            let mm = MatMul::new(&ctx, &step_n, &w, &x, &y, MatMulOpts::default());
+            let tv = time_per_call(&ctx, budget, &|p| {
+                decode.record_with(p, 1, MatMulKernel::MatVec)
+            });
+            let gbs = w.gpu_bytes() as f64 / tv / 1e9;
+            let mut line = format!(
+                "{:>5} {rows:>5}x{cols:<5} matvec {:>9.1} us {:>7.2} GB/s",
+                dtype.name(),
+                tv * 1e6,
+                gbs
+            );
+            if rows <= 1536 {
+                let tm =
+                    time_per_call(&ctx, budget, &|p| mm.record_with(p, n, MatMulKernel::Tiled));
+                let flops = 2.0 * (rows * cols) as f64 * n as f64;
+                line += &format!(
+                    " | tiled x{n} {:>9.1} us {:>7.2} GFLOP/s",
+                    tm * 1e6,
+                    flops / tm / 1e9
+                );
+            }
+            println!("{line}");
+        }
+    }
+}

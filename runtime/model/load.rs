@@ -7,7 +7,9 @@ use std::ops::Deref;
 use super::config::names;
 use super::WeightSource;
 use crate::text::vocab::TokenizerSpec;
-use crate::{HearthError, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::HearthError;
+use crate::Result;
 
 /// The bytes of one model file.
 pub enum FileBytes {

@@ -187,6 +187,16 @@ fn check_case(
         "{what}: decode"
     );
 
+    let chat = ChatTemplate::for_tokenizer(&tok).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = chat.render(&g.chat_messages, true).expect("render");
+    assert_eq!(text, g.chat_text, "{what}: chat template");
+    // The rendered text carries its own BOS, so no special tokens are added.
+    assert_eq!(
+        tok.encode(&text, false).expect("encode"),
+        g.chat_ids,
+        "{what}: chat ids"
+    );
+
     let n = g.prompt_ids.len();
     assert_eq!(
         g.top_ids.len(),

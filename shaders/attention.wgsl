@@ -38,6 +38,7 @@ var<workgroup> q2: array<vec2<f32>, 128>;
 var<workgroup> probs: array<f32, WG>;
 var<workgroup> kbase: array<u32, WG>;
 var<workgroup> red: array<f32, WG>;
+var<workgroup> wg_pos: u32;
 
 struct Lane { lid: u32, sg_lane: u32, sg_id: u32, n_sg: u32 }
 
@@ -108,7 +109,9 @@ fn main(@builtin(local_invocation_index) lid: u32,
     let hd = params.head_dim;
     let half = hd / 2u;
     let bs = params.block_size;
-    let p = positions[t];
+    // Loop bounds must be workgroup-uniform for the barriers inside (browsers check).
+    if (lid == 0u) { wg_pos = positions[t]; }
+    let p = workgroupUniformLoad(&wg_pos);
     let seq = seqs[row_seq[t]];
     let kvh = h / params.group;
     let ctx_len = p + 1u;

@@ -10,7 +10,6 @@ files that are committed.
 """
 
 import json
-import math
 import os
 import shutil
 import sys

@@ -126,6 +126,25 @@ fn unsupported_architecture() {
 }
 
 #[test]
+fn unsupported_model_features() {
+    let mut w = tiny_model("llama", false);
+    w.kv("llama.rope.dimension_count", Val::U32(8));
+    let e = GgufModel::from_bytes(w.build()).unwrap_err();
+    assert!(
+        matches!(&e, HearthError::Unsupported(m) if m.contains("partial rotary")),
+        "{e}"
+    );
+
+    let mut w = tiny_model("llama", false);
+    w.kv("llama.expert_count", Val::U32(8));
+    let e = GgufModel::from_bytes(w.build()).unwrap_err();
+    assert!(
+        matches!(&e, HearthError::Unsupported(m) if m.contains("mixture-of-experts")),
+        "{e}"
+    );
+}
+
+#[test]
 fn missing_metadata_key_is_named() {
     let mut w = tiny_model("llama", false);
     w.kvs.retain(|(k, _)| k != "llama.block_count");
@@ -316,6 +335,14 @@ fn bad_config_json() {
         matches!(&e, HearthError::Unsupported(m) if m.contains("GPT2LMHeadModel")),
         "{e}"
     );
+
+    let c = hf_writer::config("LlamaForCausalLM", json!({"hidden_act": "gelu"}));
+    assert!(matches!(open(&c.to_string()), HearthError::Unsupported(m) if m.contains("gelu")));
+    let c = hf_writer::config(
+        "LlamaForCausalLM",
+        json!({"quantization_config": {"quant_method": "awq"}}),
+    );
+    assert!(matches!(open(&c.to_string()), HearthError::Unsupported(m) if m.contains("awq")));
 
     let e = open("{ not json");
     assert!(

@@ -150,6 +150,22 @@ pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
             )))
         }
     };
+    if let Some(act) = v.get("hidden_act").and_then(Value::as_str) {
+        if act != "silu" {
+            return Err(HearthError::Unsupported(format!(
+                "activation `{act}` (only silu is implemented)"
+            )));
+        }
+    }
+    if let Some(q) = v.get("quantization_config").filter(|q| !q.is_null()) {
+        let method = q
+            .get("quant_method")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        return Err(HearthError::Unsupported(format!(
+            "pre-quantized checkpoint (quant_method `{method}`); use f32/f16/bf16 weights or a GGUF file"
+        )));
+    }
     let hidden_size = req_usize(&v, "hidden_size")?;
     let num_heads = req_usize(&v, "num_attention_heads")?;
     let num_kv_heads = get_usize(&v, "num_key_value_heads")?.unwrap_or(num_heads);

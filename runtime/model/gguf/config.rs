@@ -64,6 +64,21 @@ impl GgufFile {
                 )))
             }
         };
+        // Features the forward pass does not implement are refused up front
+        // rather than producing wrong output.
+        if let Some(rot) = self.get_usize(&k("rope.dimension_count"))? {
+            if rot != head_dim {
+                return Err(HearthError::Unsupported(format!(
+                    "partial rotary embedding ({rot} of {head_dim} dimensions)"
+                )));
+            }
+        }
+        if self.get_usize(&k("expert_count"))?.unwrap_or(0) > 0 {
+            return Err(HearthError::Unsupported(format!(
+                "mixture-of-experts `{arch_name}` model ({} experts)",
+                self.get_usize(&k("expert_count"))?.unwrap_or(0)
+            )));
+        }
         let vocab_size = match self.get_usize(&k("vocab_size"))? {
             Some(v) => v,
             None => self

@@ -33,6 +33,19 @@ pub struct AttnShape {
 }
 
 impl AttnShape {
+    /// The shape of a model's attention over the cache of `pool`.
+    pub fn from_pool(pool: &crate::kv::KvPool, n_heads: u32, max_tokens: u32) -> Self {
+        let l = pool.layout();
+        AttnShape {
+            n_heads,
+            n_kv_heads: l.n_kv_heads,
+            head_dim: l.head_dim,
+            block_size: l.block_size,
+            kv_dtype: pool.dtype(),
+            max_tokens,
+        }
+    }
+
     /// Length of a fused QKV row.
     pub fn row_stride(&self) -> u32 {
         (self.n_heads + 2 * self.n_kv_heads) * self.head_dim

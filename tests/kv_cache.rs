@@ -1,0 +1,99 @@
+//! Host side of the paged KV cache: pool accounting, block tables, and the
+//! CPU paged attention reference against contiguous attention.
+use hearth::kv::reference::{causal_attention_ref, PagedKvRef};
+use hearth::kv::{BlockTable, KvDtype, KvLayout, KvPool};
+use hearth::HearthError;
+
+fn layout(block_size: u32) -> KvLayout {
+    KvLayout {
+        n_layers: 3,
+        n_kv_heads: 2,
+        head_dim: 64,
+        block_size,
+    }
+}
+
+fn vals(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+#[test]
+fn budget_sets_block_count_and_binding_caps_it() {
+    // K+V of 3 layers, f16: 2 * 3 * (2 * 16 * 64 * 2) bytes per block.
+    let per_block = 2 * 3 * 2 * 16 * 64 * 2;
+    let p = KvPool::new(layout(16), KvDtype::F16, per_block * 100 + 1, 128 << 20).unwrap();
+    assert_eq!(p.num_blocks(), 100);
+    let p = KvPool::new(layout(16), KvDtype::F32, per_block * 100, 128 << 20).unwrap();
+    assert_eq!(p.num_blocks(), 50);
+    // One layer's K buffer must fit one binding: 4096 bytes per block per layer.
+    let p = KvPool::new(layout(16), KvDtype::F16, 1 << 40, 4096 * 10).unwrap();
+    assert_eq!(p.num_blocks(), 10);
+    assert!(matches!(
+        KvPool::new(layout(16), KvDtype::F16, 10, 1 << 30),
+        Err(HearthError::OutOfKvMemory(_))
+    ));
+}
+
+#[test]
+fn sequences_share_the_pool_until_exhausted() {
+    let mut pool = KvPool::with_blocks(layout(16), KvDtype::F16, 10);
+    let mut a = BlockTable::new();
+    let mut b = BlockTable::new();
+    a.append(&mut pool, 33).unwrap(); // 3 blocks
+    b.append(&mut pool, 16).unwrap(); // 1 block
+    assert_eq!((pool.used_blocks(), pool.free_blocks()), (4, 6));
+    assert_eq!(b.blocks_needed(1, 16), 1);
+    b.append(&mut pool, 1).unwrap();
+    assert!(a.append(&mut pool, 16 * 6).is_err());
+    assert_eq!(a.len(), 33);
+    // Prefix sharing: b's first block is also referenced by a third table.
+    let shared = b.blocks()[0];
+    pool.retain(shared).unwrap();
+    b.release(&mut pool).unwrap();
+    assert_eq!(pool.ref_count(shared), 1);
+    assert_eq!(pool.used_blocks(), 4);
+    pool.free(&[shared]).unwrap();
+    a.truncate(&mut pool, 17).unwrap();
+    assert_eq!((a.blocks().len(), pool.used_blocks()), (2, 2));
+    a.release(&mut pool).unwrap();
+    assert_eq!(pool.free_blocks(), 10);
+}
+
+#[test]
+fn paged_cpu_attention_equals_contiguous_across_block_boundaries() {
+    let (n_heads, n_kv, hd, bs) = (6usize, 2usize, 16usize, 16u32);
+    let mut pool = KvPool::with_blocks(layout(bs), KvDtype::F32, 64);
+    // Interleave allocations of two sequences so each one's blocks are scattered.
+    let mut t1 = BlockTable::new();
+    let mut t2 = BlockTable::new();
+    for _ in 0..5 {
+        t1.append(&mut pool, 16).unwrap();
+        t2.append(&mut pool, 16).unwrap();
+    }
+    t1.truncate(&mut pool, 70).unwrap();
+    let mut cache = PagedKvRef::new(n_kv, hd, bs as usize, pool.num_blocks() as usize);
+    let kv_dim = n_kv * hd;
+    let k = vals(70 * kv_dim, 1);
+    let v = vals(70 * kv_dim, 2);
+    for p in 0..70 {
+        let r = p * kv_dim..(p + 1) * kv_dim;
+        cache.write(t1.blocks(), p, &k[r.clone()], &v[r]);
+    }
+    for &p in &[0usize, 14, 15, 16, 17, 31, 32, 33, 69] {
+        let q = vals(n_heads * hd, 100 + p as u64);
+        let want = causal_attention_ref(&q, &k, &v, n_heads, n_kv, hd, p + 1);
+        assert_eq!(
+            cache.attend(&q, n_heads, t1.blocks(), p),
+            want,
+            "position {p}"
+        );
+    }
+}

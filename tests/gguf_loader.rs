@@ -268,6 +268,14 @@ fn open_from_disk_and_load_open() {
     );
     assert!(matches!(loaded.tokenizer, TokenizerSpec::Gguf(ref v) if v.tokens.len() == VOCAB));
     check_shapes(loaded.weights.as_ref()).unwrap();
+
+    // Recognised by its magic when the name lacks the extension.
+    let bare = dir.path().join("model.bin");
+    std::fs::copy(&path, &bare).unwrap();
+    assert_eq!(
+        load::open(&bare).unwrap().weights.config().arch,
+        Architecture::Qwen2
+    );
 }
 
 /// The default model. CI fetches it before the tests; skip only when absent.

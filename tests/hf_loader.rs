@@ -61,6 +61,21 @@ fn llama_single_file_maps_names_and_keeps_bytes() {
         assert!(matches!(h.data, Cow::Borrowed(_)));
     }
     assert_eq!(m.tensor_names().len(), ts.len());
+
+    // In-memory parts (the browser path) carry the tokenizer files as text.
+    assert!(matches!(m.tokenizer_spec(), Err(HearthError::Tokenizer(_))));
+    let m = m.with_tokenizer("{}".into(), None, Some(r#"{"eos_token_id":[1,2]}"#.into()));
+    match m.tokenizer_spec().unwrap() {
+        TokenizerSpec::HfJson {
+            tokenizer_json,
+            generation_config_json,
+            ..
+        } => {
+            assert_eq!(tokenizer_json, "{}");
+            assert!(generation_config_json.unwrap().contains("[1,2]"));
+        }
+        other => panic!("expected HfJson, got {other:?}"),
+    }
 }
 
 #[test]

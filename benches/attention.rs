@@ -1,2 +1,85 @@
-//! Micro-benchmark (filled in by the kernel owner).
-fn main() {}
+//! Attention micro-benchmarks: decode (one row, GB/s of KV read) at several
+//! context lengths, and a 512-token prefill (GFLOP/s). `cargo bench --bench attention`.
+use std::time::Instant;
+
+use hearth::gpu::kernels::attention::{Attention, AttnShape};
+use hearth::gpu::kernels::batch::{BatchBuffers, StepMeta};
+use hearth::gpu::{GpuContext, GpuOptions};
+use hearth::kv::KvDtype;
+
+const BS: u32 = 16;
+
+/// Seconds per run of `record`, several runs per submit, after a warm-up.
+fn time(ctx: &GpuContext, record: &dyn Fn(&mut wgpu::ComputePass)) -> f64 {
+    let run = |n: u32| {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for _ in 0..n {
+                record(&mut pass);
+            }
+        }
+        ctx.queue.submit(Some(enc.finish()));
+        ctx.wait().unwrap();
+    };
+    run(1);
+    let t = Instant::now();
+    run(1);
+    let once = t.elapsed().as_secs_f64();
+    let n = ((0.5 / once.max(1e-6)) as u32).clamp(1, 50);
+    let t = Instant::now();
+    run(n);
+    t.elapsed().as_secs_f64() / n as f64
+}
+
+fn main() {
+    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).expect("a wgpu adapter");
+    println!("adapter: {}", ctx.adapter_name());
+    // Llama-3-8B-like head layout.
+    let (n_heads, n_kv, hd) = (32u32, 8u32, 128u32);
+    for dtype in [KvDtype::F16, KvDtype::F32] {
+        for &ctx_len in &[512u32, 2048, 8192] {
+            let shape = AttnShape {
+                n_heads,
+                n_kv_heads: n_kv,
+                head_dim: hd,
+                block_size: BS,
+                kv_dtype: dtype,
+                max_tokens: 512,
+            };
+            let blocks = ctx_len.div_ceil(BS);
+            let batch = BatchBuffers::new(&ctx, 512, 1, blocks, BS);
+            let mut meta = StepMeta::new();
+            let table: Vec<u32> = (0..blocks).rev().collect();
+            meta.push_seq(&[0], ctx_len - 1, &table);
+            batch.write(&ctx.queue, &meta).unwrap();
+            let qkv = ctx.buffer_zeroed("qkv", 512 * shape.row_stride() as u64 * 4);
+            let kv_bytes = (blocks * BS * n_kv * hd) as u64 * dtype.bytes();
+            let k = ctx.buffer_zeroed("k", kv_bytes);
+            let v = ctx.buffer_zeroed("v", kv_bytes);
+            let out = ctx.buffer_zeroed("out", 512 * (n_heads * hd) as u64 * 4);
+            let attn = Attention::new(&ctx, &shape, &batch, &qkv, &k, &v, &out).unwrap();
+            let splits = attn.splits_for(1, ctx_len);
+            let s = time(&ctx, &|p| attn.record(p, 1, ctx_len));
+            let bytes = 2.0 * (ctx_len * n_kv * hd) as f64 * dtype.bytes() as f64;
+            println!(
+                "decode attention {dtype:?} ctx {ctx_len:5} ({n_heads}q/{n_kv}kv x {hd}, {splits} splits): {:8.3} ms  {:6.2} GB/s KV read",
+                s * 1e3,
+                bytes / s / 1e9
+            );
+            if ctx_len == 512 {
+                let mut meta = StepMeta::new();
+                meta.push_seq(&[0; 512], 0, &table);
+                batch.write(&ctx.queue, &meta).unwrap();
+                let s = time(&ctx, &|p| attn.record(p, 512, 512));
+                // QK^T and PV over the causal triangle.
+                let flops = 4.0 * (n_heads * hd) as f64 * (512.0 * 513.0 / 2.0);
+                println!(
+                    "prefill attention {dtype:?} 512 tokens: {:8.3} ms  {:6.2} GFLOP/s",
+                    s * 1e3,
+                    flops / s / 1e9
+                );
+            }
+        }
+    }
+}

@@ -1,2 +1,114 @@
-//! Micro-benchmark (filled in by the kernel owner).
-fn main() {}
+//! Micro-benchmarks of the small kernels of a forward pass (GB/s of memory
+//! traffic): RMSNorm, RoPE, residual add / SiLU·mul, top-K. `cargo bench --bench misc_kernels`.
+use std::time::Instant;
+
+use hearth::gpu::kernels::elementwise::{Elementwise, Op};
+use hearth::gpu::kernels::rmsnorm::RmsNorm;
+use hearth::gpu::kernels::rope::{Rope, RopeLayout};
+use hearth::gpu::kernels::topk::TopK;
+use hearth::gpu::kernels::StepInfo;
+use hearth::gpu::{GpuContext, GpuOptions};
+
+fn time(ctx: &GpuContext, record: &dyn Fn(&mut wgpu::ComputePass)) -> f64 {
+    let run = |n: u32| {
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            for _ in 0..n {
+                record(&mut pass);
+            }
+        }
+        ctx.queue.submit(Some(enc.finish()));
+        ctx.wait().unwrap();
+    };
+    run(1);
+    let t = Instant::now();
+    run(1);
+    let once = t.elapsed().as_secs_f64();
+    let n = ((0.3 / once.max(1e-6)) as u32).clamp(1, 100);
+    let t = Instant::now();
+    run(n);
+    t.elapsed().as_secs_f64() / n as f64
+}
+
+fn report(what: &str, s: f64, bytes: f64) {
+    println!("{what:48} {:9.3} ms  {:7.2} GB/s", s * 1e3, bytes / s / 1e9);
+}
+
+fn main() {
+    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).expect("a wgpu adapter");
+    println!("adapter: {}", ctx.adapter_name());
+    let (hidden, n_heads, n_kv, hd) = (4096u32, 32u32, 8u32, 128u32);
+    for &n in &[1u32, 512] {
+        let step = ctx.uniform(
+            "step",
+            &StepInfo {
+                n_tokens: n,
+                n_seqs: 1,
+                ..Default::default()
+            },
+        );
+        let x = ctx.buffer_zeroed("x", (n * hidden * 4) as u64 * 4);
+        let y = ctx.buffer_zeroed("y", (n * hidden * 4) as u64 * 4);
+        let w = ctx.buffer_zeroed("w", hidden as u64 * 4);
+        let norm = RmsNorm::new(&ctx, &step, &x, &w, &y, hidden, 1e-5);
+        let s = time(&ctx, &|p| norm.record(p, n));
+        report(
+            &format!("rmsnorm {n} x {hidden}"),
+            s,
+            2.0 * (n * hidden) as f64 * 4.0,
+        );
+
+        let add = Elementwise::new(&ctx, Op::Add, &step, &x, &y, hidden);
+        let s = time(&ctx, &|p| add.record(p, n));
+        report(
+            &format!("residual add {n} x {hidden}"),
+            s,
+            3.0 * (n * hidden) as f64 * 4.0,
+        );
+        let ffn = 2 * hidden;
+        let silu = Elementwise::new(&ctx, Op::SiluMul, &step, &x, &y, ffn);
+        let s = time(&ctx, &|p| silu.record(p, n));
+        report(
+            &format!("silu_mul {n} x {ffn}"),
+            s,
+            3.0 * (n * ffn) as f64 * 4.0,
+        );
+
+        let stride = (n_heads + 2 * n_kv) * hd;
+        let pos = ctx.buffer_from("pos", &(0..n).collect::<Vec<u32>>());
+        let qkv = ctx.buffer_zeroed("qkv", (n * stride) as u64 * 4);
+        let inv: Vec<f32> = (0..hd / 2)
+            .map(|i| 500000f32.powf(-2.0 * i as f32 / hd as f32))
+            .collect();
+        let rope = Rope::new(
+            &ctx,
+            &step,
+            &pos,
+            &qkv,
+            &inv,
+            n_heads,
+            n_kv,
+            hd,
+            stride,
+            RopeLayout::HalfSplit,
+        );
+        let s = time(&ctx, &|p| rope.record(p, n));
+        report(
+            &format!("rope {n} x ({n_heads}+{n_kv}) x {hd}"),
+            s,
+            2.0 * (n * (n_heads + n_kv) * hd) as f64 * 4.0,
+        );
+    }
+    for &vocab in &[49152u32, 151936] {
+        let logits: Vec<f32> = (0..vocab)
+            .map(|i| ((i * 2654435761u32) >> 8) as f32 / 1e6)
+            .collect();
+        let buf = ctx.buffer_from("logits", &logits);
+        let topk = TopK::new(&ctx, &buf, 1, vocab, 256);
+        for &k in &[1u32, 40, 256] {
+            let s = time(&ctx, &|p| topk.record(p, 1, k));
+            report(&format!("topk 1 x {vocab} k={k}"), s, vocab as f64 * 4.0);
+        }
+    }
+}

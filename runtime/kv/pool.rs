@@ -67,7 +67,7 @@ impl KvPool {
         if layout.n_layers == 0 || layout.n_kv_heads == 0 || layout.block_size == 0 {
             return Err(HearthError::Config(format!("invalid KV layout {layout:?}")));
         }
-        if layout.head_dim == 0 || layout.head_dim % 2 != 0 || layout.head_dim > 256 {
+        if layout.head_dim == 0 || !layout.head_dim.is_multiple_of(2) || layout.head_dim > 256 {
             return Err(HearthError::Unsupported(format!(
                 "head_dim {} (the attention kernels need an even head_dim <= 256)",
                 layout.head_dim

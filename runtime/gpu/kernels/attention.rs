@@ -54,9 +54,9 @@ impl AttnShape {
     pub fn validate(&self) -> Result<()> {
         let ok = self.n_heads > 0
             && self.n_kv_heads > 0
-            && self.n_heads % self.n_kv_heads == 0
+            && self.n_heads.is_multiple_of(self.n_kv_heads)
             && self.head_dim > 0
-            && self.head_dim % 2 == 0
+            && self.head_dim.is_multiple_of(2)
             && self.head_dim <= 4 * WG
             && self.block_size > 0
             && self.max_tokens > 0

@@ -59,13 +59,19 @@ fn main() {
     println!("adapter: {}  caps: {:?}", ctx.adapter_name(), ctx.caps);
     // SmolLM2-135M: q/o (576x576), gate/up (1536x576), down (576x1536), lm_head (49152x576).
     let shapes = [(576usize, 576usize), (1536, 576), (576, 1536), (49152, 576)];
-    for dtype in [
+    // `HEARTH_BENCH_DTYPES=q4_0,f16` limits the formats.
+    let only = std::env::var("HEARTH_BENCH_DTYPES").unwrap_or_default();
+    let dtypes = [
         DType::F32,
         DType::F16,
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
-    ] {
+    ];
+    for dtype in dtypes
+        .into_iter()
+        .filter(|d| only.is_empty() || only.split(',').any(|o| o == d.name()))
+    {
         for &(rows, cols) in &shapes {
             let src = HostTensor {
                 name: "w".into(),
@@ -98,7 +104,7 @@ fn main() {
                 tv * 1e6,
                 gbs
             );
-            if rows <= 1536 {
+            if rows <= 1536 && std::env::var("HEARTH_BENCH_NO_TILED").is_err() {
                 let tm =
                     time_per_call(&ctx, budget, &|p| mm.record_with(p, n, MatMulKernel::Tiled));
                 let flops = 2.0 * (rows * cols) as f64 * n as f64;

@@ -17,7 +17,8 @@
 #endif
 #endif
 #if W_QUANT
-@group(0) @binding(5) var<storage, read> wq: array<u32>;
+// Vector loads: one block of Q4 values is one vec4, of Q8_0 values two.
+@group(0) @binding(5) var<storage, read> wq: array<vec4<u32>>;
 #if W_Q4_1
 #if F16
 @group(0) @binding(6) var<storage, read> wscale: array<vec2<f16>>;
@@ -34,6 +35,16 @@
 #endif
 
 struct W8 { lo: vec4<f32>, hi: vec4<f32> }
+
+#if W_F16
+fn f16x2(i: u32) -> vec2<f32> {
+#if F16
+    return vec2<f32>(wq[i]);
+#else
+    return unpack2x16float(wq[i]);
+#endif
+}
+#endif
 
 fn groups_per_row() -> u32 {
     return (params.cols + 7u) / 8u;
@@ -71,36 +82,46 @@ fn i8x4(w: u32) -> vec4<f32> {
 }
 #endif
 
+// Columns past `params.cols` read as zero (float rows need not be whole groups).
 fn load8(r: u32, g: u32) -> W8 {
 #if W_F32
     let base = r * params.row_words + g * 8u;
-    var v = array<f32, 8>();
-    for (var i = 0u; i < 8u; i++) {
-        if (g * 8u + i < params.cols) { v[i] = wq[base + i]; }
+    if (g * 8u + 8u <= params.cols) {
+        return W8(vec4<f32>(wq[base], wq[base + 1u], wq[base + 2u], wq[base + 3u]),
+                  vec4<f32>(wq[base + 4u], wq[base + 5u], wq[base + 6u], wq[base + 7u]));
     }
-    return W8(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+        if (g * 8u + i < params.cols) { lo[i] = wq[base + i]; }
+        if (g * 8u + 4u + i < params.cols) { hi[i] = wq[base + 4u + i]; }
+    }
+    return W8(lo, hi);
 #endif
 #if W_F16
     let base = r * params.row_words + g * 4u;
-    var v = array<vec2<f32>, 4>();
-    for (var i = 0u; i < 4u; i++) {
-        if (g * 4u + i < params.row_words) {
-#if F16
-            v[i] = vec2<f32>(wq[base + i]);
-#else
-            v[i] = unpack2x16float(wq[base + i]);
-#endif
-        }
+    let n = params.row_words - min(g * 4u, params.row_words);
+    if (n >= 4u) {
+        return W8(vec4<f32>(f16x2(base), f16x2(base + 1u)), vec4<f32>(f16x2(base + 2u), f16x2(base + 3u)));
     }
-    return W8(vec4<f32>(v[0], v[1]), vec4<f32>(v[2], v[3]));
+    // Row tail: the padding half of an odd row is zero already.
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
+    if (n > 0u) { lo = vec4<f32>(f16x2(base), 0.0, 0.0); }
+    if (n > 1u) { lo = vec4<f32>(lo.xy, f16x2(base + 1u)); }
+    if (n > 2u) { hi = vec4<f32>(f16x2(base + 2u), 0.0, 0.0); }
+    return W8(lo, hi);
 #endif
 #if W_Q8_0
     let base = r * params.row_words + g * 2u;
     let d = block_scale(r * (params.cols / 32u) + g / 4u).x;
-    return W8(i8x4(wq[base]) * d, i8x4(wq[base + 1u]) * d);
+    let q = wq[base / 4u];
+    if (base % 4u == 0u) { return W8(i8x4(q.x) * d, i8x4(q.y) * d); }
+    return W8(i8x4(q.z) * d, i8x4(q.w) * d);
 #endif
 #if W_Q4
-    let w = wq[r * params.row_words + g];
+    let i = r * params.row_words + g;
+    let w = wq[i / 4u][i % 4u];
     let s = block_scale(r * (params.cols / 32u) + g / 4u);
     let q = vec4<u32>(w);
     let lo = vec4<f32>((q >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
@@ -112,3 +133,37 @@ fn load8(r: u32, g: u32) -> W8 {
 #endif
 #endif
 }
+
+#if W_QUANT
+// Block `b` of row `r`, dequantized: element 4i + j is component j of entry i
+// (both layouts put columns 4i..4i+3 in one vec4: Q4 word i holds 4i.. low
+// and 16+4i.. high).
+fn load_block(r: u32, b: u32) -> array<vec4<f32>, 8> {
+    let nb = params.cols / 32u;
+    let s = block_scale(r * nb + b);
+#if W_Q8_0
+    let q0 = wq[(r * nb + b) * 2u];
+    let q1 = wq[(r * nb + b) * 2u + 1u];
+    return array<vec4<f32>, 8>(
+        i8x4(q0.x) * s.x, i8x4(q0.y) * s.x, i8x4(q0.z) * s.x, i8x4(q0.w) * s.x,
+        i8x4(q1.x) * s.x, i8x4(q1.y) * s.x, i8x4(q1.z) * s.x, i8x4(q1.w) * s.x);
+#else
+    let q = wq[r * nb + b];
+    var lo = array<vec4<f32>, 4>();
+    var hi = array<vec4<f32>, 4>();
+    for (var i = 0u; i < 4u; i++) {
+        let v = vec4<u32>(q[i]);
+        lo[i] = vec4<f32>((v >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
+        hi[i] = vec4<f32>((v >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u));
+    }
+#if W_Q4_0
+    let m = -8.0 * s.x;
+#else
+    let m = s.y;
+#endif
+    return array<vec4<f32>, 8>(
+        lo[0] * s.x + m, lo[1] * s.x + m, lo[2] * s.x + m, lo[3] * s.x + m,
+        hi[0] * s.x + m, hi[1] * s.x + m, hi[2] * s.x + m, hi[3] * s.x + m);
+#endif
+}
+#endif

@@ -147,7 +147,7 @@ fn sweep_dtype(dtype: DType) {
     let ctxs = all_variants();
     let mut shapes = vec![(1, 32, 0), (7, 96, 1), (100, 160, 2), (577, 1024, 3)];
     if !dtype.is_quantized() {
-        shapes.extend([(5, 33, 1), (33, 577, 2)]);
+        shapes.extend([(5, 33, 1), (3, 100, 0), (33, 577, 2)]);
     }
     for (rows, cols, which) in shapes {
         let tokens: &[u32] = match which {

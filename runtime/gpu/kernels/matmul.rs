@@ -61,11 +61,14 @@ pub enum MatMulKernel {
 
 struct Chunk {
     rows: u32,
+    matvec1: wgpu::BindGroup,
     matvec: wgpu::BindGroup,
     tiled: wgpu::BindGroup,
 }
 
 pub struct MatMul {
+    /// Specialised for exactly one token (decode of one sequence).
+    matvec1: Arc<wgpu::ComputePipeline>,
     matvec: Arc<wgpu::ComputePipeline>,
     tiled: Arc<wgpu::ComputePipeline>,
     chunks: Vec<Chunk>,
@@ -129,13 +132,16 @@ impl MatMul {
                 .flag("BIAS", opts.bias.is_some())
                 .flag("ACCUMULATE", opts.accumulate)
         };
-        let matvec = ctx.pipeline(
-            &flags(ShaderSpec::new("matvec", MATVEC_SRC))
+        let matvec_spec = |max_t: u32| {
+            flags(ShaderSpec::new("matvec", MATVEC_SRC))
+                .flag("X_VEC4", w.cols().is_multiple_of(4))
                 .constant("WG", MATVEC_WG)
                 .constant("ROWS", matvec_rows)
                 .constant("TPR", MATVEC_TPR)
-                .constant("MAX_T", MATVEC_MAX_TOKENS),
-        );
+                .constant("MAX_T", max_t)
+        };
+        let matvec1 = ctx.pipeline(&matvec_spec(1));
+        let matvec = ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS));
         let tiled = ctx.pipeline(&flags(ShaderSpec::new("matmul_tiled", TILED_SRC)));
         let chunks = w
             .chunks()
@@ -161,12 +167,14 @@ impl MatMul {
                 }
                 Chunk {
                     rows: c.rows,
+                    matvec1: bind_numbered(ctx, &matvec1, &entries),
                     matvec: bind_numbered(ctx, &matvec, &entries),
                     tiled: bind_numbered(ctx, &tiled, &entries),
                 }
             })
             .collect();
         MatMul {
+            matvec1,
             matvec,
             tiled,
             chunks,
@@ -189,8 +197,11 @@ impl MatMul {
             MatMulKernel::MatVec => false,
             MatMulKernel::Tiled => true,
         };
+        let one = !tiled && n_tokens == 1;
         let (pipeline, rows_per_wg, tokens_per_wg) = if tiled {
             (&self.tiled, TILE_ROWS, TILE_TOKENS)
+        } else if one {
+            (&self.matvec1, self.matvec_rows, 1)
         } else {
             (&self.matvec, self.matvec_rows, MATVEC_MAX_TOKENS)
         };
@@ -198,7 +209,12 @@ impl MatMul {
         let z = n_tokens.div_ceil(tokens_per_wg).min(self.max_dim);
         for c in &self.chunks {
             let (x, y) = grid(c.rows.div_ceil(rows_per_wg), self.max_dim);
-            pass.set_bind_group(0, if tiled { &c.tiled } else { &c.matvec }, &[]);
+            let bind = match (tiled, one) {
+                (true, _) => &c.tiled,
+                (false, true) => &c.matvec1,
+                (false, false) => &c.matvec,
+            };
+            pass.set_bind_group(0, bind, &[]);
             pass.dispatch_workgroups(x, y, z);
         }
     }

@@ -102,7 +102,7 @@ fn main() {
     }
     for &vocab in &[49152u32, 151936] {
         let logits: Vec<f32> = (0..vocab)
-            .map(|i| ((i * 2654435761u32) >> 8) as f32 / 1e6)
+            .map(|i| (i.wrapping_mul(2654435761) >> 8) as f32 / 1e6)
             .collect();
         let buf = ctx.buffer_from("logits", &logits);
         let topk = TopK::new(&ctx, &buf, 1, vocab, 256);

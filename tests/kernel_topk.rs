@@ -82,6 +82,16 @@ fn topk_logsumexp_of_large_logits() {
         .collect();
     let got = run_topk(&ctx, std::slice::from_ref(&row), 5000, 3);
     check(&got, &[row], 3, "large logits");
+    // All ties (every logit enters the candidate buffer) and masked (-inf) logits.
+    let flat = vec![0.25f32; 3000];
+    let mut masked = logits(3000, 3);
+    masked
+        .iter_mut()
+        .step_by(3)
+        .for_each(|x| *x = f32::NEG_INFINITY);
+    let rows = vec![flat, masked];
+    let got = run_topk(&ctx, &rows, 3000, 40);
+    check(&got, &rows, 40, "ties and -inf");
 }
 
 #[test]

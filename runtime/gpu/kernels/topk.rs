@@ -12,8 +12,13 @@ use crate::{HearthError, Result};
 const SRC: &str = include_str!("../../../shaders/topk.wgsl");
 const SRC_PEN: &str = include_str!("../../../shaders/penalties.wgsl");
 const WG: u32 = 256;
-/// Logits sorted per workgroup in pass 1 (8 KiB of workgroup memory).
-const CHUNK: u32 = 1024;
+/// Invocations of pass 2 (one workgroup per row); few, because a CPU
+/// adapter pays per invocation at every barrier.
+const WG_MERGE: u32 = 64;
+/// Logits per pass-1 subset (serially scanned by one invocation).
+const SUB_LEN: u32 = 64;
+/// Most subsets per row (the size of the candidate buffer in topk.wgsl).
+const MAX_SUB: u32 = 1024;
 pub const MAX_K: u32 = 256;
 /// Padded K values a pipeline exists for (K is rounded up to the next one).
 const KP_BUCKETS: [u32; 4] = [1, 16, 64, 256];
@@ -22,25 +27,25 @@ const KP_BUCKETS: [u32; 4] = [1, 16, 64, 256];
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Params {
     vocab: u32,
-    n_chunks: u32,
+    n_sub: u32,
     _p: [u32; 2],
 }
 
 struct Variant {
     kp: u32,
-    sort: std::sync::Arc<wgpu::ComputePipeline>,
-    merge: std::sync::Arc<wgpu::ComputePipeline>,
-    bind_sort: wgpu::BindGroup,
-    bind_merge: wgpu::BindGroup,
+    select: std::sync::Arc<wgpu::ComputePipeline>,
+    bind: wgpu::BindGroup,
 }
 
 pub struct TopK {
+    stats: std::sync::Arc<wgpu::ComputePipeline>,
+    bind_stats: wgpu::BindGroup,
     variants: Vec<Variant>,
     out: wgpu::Buffer,
     max_rows: u32,
     max_k: u32,
     vocab: u32,
-    n_chunks: u32,
+    n_sub: u32,
 }
 
 fn padded_k(k: u32) -> u32 {
@@ -58,49 +63,46 @@ impl TopK {
     ) -> Self {
         let max_k = max_k.clamp(1, MAX_K);
         let max_rows = max_rows.max(1);
-        let n_chunks = vocab.div_ceil(CHUNK).max(1);
+        let n_sub = vocab.div_ceil(SUB_LEN).clamp(1, MAX_SUB);
         let kp_max = padded_k(max_k);
         let params = ctx.uniform(
             "topk.params",
             &Params {
                 vocab,
-                n_chunks,
+                n_sub,
                 _p: [0; 2],
             },
         );
-        let scratch = ctx.buffer_zeroed(
-            "topk.scratch",
-            max_rows as u64 * n_chunks as u64 * (2 * kp_max as u64 + 2) * 4,
+        let scratch = ctx.buffer_zeroed("topk.scratch", max_rows as u64 * n_sub as u64 * 3 * 4);
+        let stats = ctx.pipeline(
+            &ShaderSpec::new("topk", SRC)
+                .flag("STATS", true)
+                .constant("WG", WG)
+                .constant("KP", 1),
         );
+        let bind_stats = ctx.bind_group(&stats, &[&params, logits, &scratch]);
         let out = ctx.buffer_zeroed("topk.out", max_rows as u64 * (2 * kp_max as u64 + 2) * 4);
         let variants = KP_BUCKETS
             .into_iter()
             .filter(|&kp| kp <= kp_max)
             .map(|kp| {
                 let spec = ShaderSpec::new("topk", SRC)
-                    .constant("WG", WG)
-                    .constant("KP", kp)
-                    .constant("CHUNK", CHUNK);
-                let sort = ctx.pipeline(&spec);
-                let merge = ctx.pipeline(&spec.flag("MERGE", true));
-                let bind_sort = ctx.bind_group(&sort, &[&params, logits, &scratch]);
-                let bind_merge = ctx.bind_group(&merge, &[&params, &scratch, &out]);
-                Variant {
-                    kp,
-                    sort,
-                    merge,
-                    bind_sort,
-                    bind_merge,
-                }
+                    .constant("WG", WG_MERGE)
+                    .constant("KP", kp);
+                let select = ctx.pipeline(&spec);
+                let bind = ctx.bind_group(&select, &[&params, logits, &scratch, &out]);
+                Variant { kp, select, bind }
             })
             .collect();
         TopK {
+            stats,
+            bind_stats,
             variants,
             out,
             max_rows,
             max_k,
             vocab,
-            n_chunks,
+            n_sub,
         }
     }
 
@@ -128,11 +130,11 @@ impl TopK {
         let Some(v) = self.variants.iter().find(|v| v.kp == kp) else {
             return;
         };
-        pass.set_pipeline(&v.sort);
-        pass.set_bind_group(0, &v.bind_sort, &[]);
-        pass.dispatch_workgroups(self.n_chunks, n_rows, 1);
-        pass.set_pipeline(&v.merge);
-        pass.set_bind_group(0, &v.bind_merge, &[]);
+        pass.set_pipeline(&self.stats);
+        pass.set_bind_group(0, &self.bind_stats, &[]);
+        pass.dispatch_workgroups(self.n_sub.div_ceil(WG), n_rows, 1);
+        pass.set_pipeline(&v.select);
+        pass.set_bind_group(0, &v.bind, &[]);
         pass.dispatch_workgroups(n_rows, 1, 1);
     }
 

@@ -6,6 +6,7 @@
 //! generation), `text` (tokenizer, chat templates) and `reference`
 //! (the plain f32 CPU forward pass that tests compare against).
 
+pub mod api;
 pub mod engine;
 pub mod error;
 pub mod gpu;
@@ -15,5 +16,6 @@ pub mod quant;
 pub mod reference;
 pub mod text;
 
-pub use engine::SamplingParams;
+pub use api::{EngineOptions, Hearth, Prompt};
+pub use engine::{GenerateOptions, Generation, SamplingParams};
 pub use error::{HearthError, Result};

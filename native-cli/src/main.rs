@@ -1,1 +1,331 @@
-fn main() {}
+//! `hearth`: the native command line of the Hearth runtime.
+
+mod fetch;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use hearth::engine::{GenerateOptions, SamplingParams};
+use hearth::gpu::GpuOptions;
+use hearth::kv::KvDtype;
+use hearth::model::forward::ForwardOptions;
+use hearth::model::DType;
+use hearth::text::ChatMessage;
+use hearth::{EngineOptions, Hearth, Prompt};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "hearth", version, about = "Cross-vendor LLM inference on any GPU wgpu reaches")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List GPU adapters with backend, type, features and key limits.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate text from a prompt (streams to stdout; speed to stderr).
+    Run(RunArgs),
+    /// Measure prefill and decode speed.
+    Bench(BenchArgs),
+    /// Download the default model (SmolLM2-135M-Instruct Q4_1) if it is missing.
+    Fetch,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct, fetched if missing).
+    #[arg(long, short)]
+    model: Option<PathBuf>,
+    /// Weight form on the GPU: f32, f16, q8_0, q4_0, q4_1 (default: as stored).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// KV cache memory budget, e.g. 256MiB, 1GiB.
+    #[arg(long, default_value = "256MiB")]
+    kv_memory: String,
+    /// KV cache element type: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_dtype: String,
+    /// Adapter index (see `hearth info`) or part of its name.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Don't use shader-f16 even if the adapter has it.
+    #[arg(long)]
+    no_f16: bool,
+    /// Don't use subgroup operations even if the adapter has them.
+    #[arg(long)]
+    no_subgroups: bool,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Raw prompt text (special-token markup is parsed).
+    #[arg(long, short, conflicts_with = "chat")]
+    prompt: Option<String>,
+    /// A user message, sent through the model's chat template.
+    #[arg(long, short)]
+    chat: Option<String>,
+    /// System message for --chat (default: the template's own).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop when the output contains this text (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Report the top-K log-probabilities of each generated token (with --json).
+    #[arg(long, default_value_t = 0)]
+    logprobs: usize,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value_t = 512)]
+    prompt_tokens: usize,
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_bytes(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, mult) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)]
+        .iter()
+        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+        .unwrap_or((s, 1));
+    let v: f64 = num.trim().parse().with_context(|| format!("invalid size `{s}` (e.g. 256MiB)"))?;
+    Ok((v * mult as f64) as u64)
+}
+
+fn load(args: &ModelArgs, max_step_tokens: u32, quiet: bool) -> Result<Hearth> {
+    let path = match &args.model {
+        Some(p) => p.clone(),
+        None => fetch::ensure_default_model()?,
+    };
+    let kv_dtype = match args.kv_dtype.as_str() {
+        "f16" => KvDtype::F16,
+        "f32" => KvDtype::F32,
+        o => anyhow::bail!("unknown --kv-dtype `{o}` (expected f16 or f32)"),
+    };
+    let opts = EngineOptions {
+        gpu: GpuOptions {
+            adapter: args.adapter.clone(),
+            no_f16: args.no_f16,
+            no_subgroups: args.no_subgroups,
+            ..GpuOptions::from_env()
+        },
+        forward: ForwardOptions {
+            dtype: args.dtype.as_deref().map(DType::parse).transpose()?,
+            kv_memory: parse_bytes(&args.kv_memory)?,
+            kv_dtype,
+            max_step_tokens,
+            ..ForwardOptions::default()
+        },
+    };
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors groups ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(format!("loading {}", path.display()));
+    let h = Hearth::open(&path, &opts, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+    })
+    .with_context(|| format!("loading {}", path.display()))?;
+    bar.finish_and_clear();
+    if !quiet {
+        eprintln!("hearth: {} on {}", h.source_desc, h.model.ctx.adapter_name());
+    }
+    Ok(h)
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let mut h = load(&args.model, 128, args.json)?;
+    let prompt = match (&args.prompt, &args.chat) {
+        (Some(p), None) => Prompt::Text(p.clone()),
+        (None, Some(c)) => {
+            let mut m = Vec::new();
+            if let Some(s) = &args.system {
+                m.push(ChatMessage::new("system", s));
+            }
+            m.push(ChatMessage::new("user", c));
+            Prompt::Chat(m)
+        }
+        _ => anyhow::bail!("give a prompt with --prompt TEXT or --chat TEXT"),
+    };
+    let ids = h.prompt_ids(&prompt)?;
+    let opts = GenerateOptions {
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            min_p: args.min_p,
+            repetition_penalty: args.repetition_penalty,
+            presence_penalty: args.presence_penalty,
+            frequency_penalty: args.frequency_penalty,
+            seed: args.seed,
+        },
+        max_tokens: args.max_tokens,
+        stop: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+        logprobs: args.logprobs,
+    };
+    let json = args.json;
+    let mut out = std::io::stdout().lock();
+    let g = h.generate_blocking(&ids, &opts, &mut |ev| {
+        if !json {
+            let _ = out.write_all(ev.text.as_bytes());
+            let _ = out.flush();
+        }
+        true
+    })?;
+    if json {
+        let top: Vec<Vec<serde_json::Value>> = g
+            .top_logprobs
+            .iter()
+            .map(|row| row.iter().map(|(id, lp)| serde_json::json!({"id": id, "logprob": lp})).collect())
+            .collect();
+        let mut v = serde_json::json!({
+            "prompt_ids": g.prompt_ids,
+            "ids": g.ids,
+            "text": g.text,
+            "finish_reason": g.finish_reason,
+            "prefill_tok_s": g.prefill_tok_s(),
+            "decode_tok_s": g.decode_tok_s(),
+        });
+        if args.logprobs > 0 {
+            v["top_logprobs"] = serde_json::Value::from(top);
+        }
+        writeln!(out, "{v}")?;
+    } else {
+        writeln!(out)?;
+        eprintln!(
+            "hearth: prompt {} tokens, {:.1} tok/s prefill; generated {} tokens, {:.1} tok/s decode ({:?})",
+            g.prompt_ids.len(),
+            g.prefill_tok_s(),
+            g.ids.len(),
+            g.decode_tok_s(),
+            g.finish_reason
+        );
+    }
+    Ok(())
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.prompt_tokens > 0 && args.gen_tokens > 0, "--prompt-tokens and --gen-tokens must be > 0");
+    let mut h = load(&args.model, 512, args.json)?;
+    // A natural-text prompt repeated to length keeps the numbers representative.
+    let base = h.tokenizer.encode("The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ", false)?;
+    let prompt: Vec<u32> = base.iter().cycle().take(args.prompt_tokens).copied().collect();
+    let opts = |n| GenerateOptions {
+        sampling: SamplingParams::greedy(),
+        max_tokens: n,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    // Warm-up: compiles pipelines and touches every buffer.
+    h.generate_blocking(&prompt[..prompt.len().min(16)], &opts(2), &mut |_| true)?;
+    let g = h.generate_blocking(&prompt, &opts(args.gen_tokens), &mut |_| true)?;
+    let decode = g.decode_tok_s();
+    let gbs = h.model.weight_bytes as f64 * decode / 1e9;
+    let adapter = h.model.ctx.adapter_name();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"prefill_tok_s": g.prefill_tok_s(), "decode_tok_s": decode, "weight_gb_s": gbs, "adapter": adapter, "prompt_tokens": prompt.len(), "gen_tokens": g.ids.len()})
+        );
+    } else {
+        println!("adapter:  {adapter}");
+        println!("model:    {}", h.source_desc);
+        println!("prefill:  {:.1} tok/s ({} tokens)", g.prefill_tok_s(), prompt.len());
+        println!("decode:   {:.1} tok/s ({} tokens)", decode, g.ids.len());
+        println!("weights:  {:.2} GB/s ({:.1} MB read per token)", gbs, h.model.weight_bytes as f64 / 1e6);
+    }
+    Ok(())
+}
+
+fn info(json: bool) -> Result<()> {
+    let adapters = pollster::block_on(hearth::gpu::context::list_adapters());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&adapters)?);
+        return Ok(());
+    }
+    if adapters.is_empty() {
+        println!("no GPU adapters found (on Linux without a GPU: apt-get install mesa-vulkan-drivers)");
+    }
+    for a in adapters {
+        println!("[{}] {} ({}, {})", a.index, a.name, a.backend, a.device_type);
+        println!("    driver: {}", a.driver);
+        println!(
+            "    shader-f16: {}  subgroups: {} (size {}..{})  timestamps: {}",
+            a.shader_f16, a.subgroups, a.subgroup_sizes.0, a.subgroup_sizes.1, a.timestamp_query
+        );
+        println!(
+            "    max storage binding: {} MiB  max buffer: {} MiB  workgroup: {} invocations, {} KiB shared  storage buffers/stage: {}",
+            a.max_storage_binding >> 20,
+            a.max_buffer >> 20,
+            a.max_workgroup_invocations,
+            a.max_workgroup_storage >> 10,
+            a.max_storage_buffers_per_stage
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Info { json } => info(json),
+        Cmd::Run(a) => run(a),
+        Cmd::Bench(a) => bench(a),
+        Cmd::Fetch => fetch::ensure_default_model().map(|p| println!("{}", p.display())),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearth: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,5 +1,7 @@
 //! Requests, sampling and the generation loop.
 
+pub mod generate;
 pub mod sampling;
 
+pub use generate::{generate, FinishReason, GenerateOptions, Generation, TokenEvent};
 pub use sampling::{Candidates, Sampler, SamplingParams};

@@ -8,14 +8,7 @@ use crate::gpu::{GpuContext, ShaderSpec};
 const SRC: &str = include_str!("../../../shaders/rope.wgsl");
 const WG: u32 = 256;
 
-/// Which elements of a head form a rotated pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopeLayout {
-    /// Pairs (2i, 2i+1): GGUF llama (Q/K rows permuted at conversion).
-    Interleaved,
-    /// Pairs (i, i + head_dim/2): Hugging Face / NeoX.
-    HalfSplit,
-}
+pub use crate::model::RopeLayout;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

@@ -1,0 +1,277 @@
+//! The generation loop of one sequence: chunked prefill, then one step per
+//! token, streaming text through a callback.
+
+use web_time::Instant;
+
+use super::sampling::{Sampler, SamplingParams};
+use crate::kv::BlockTable;
+use crate::model::forward::{GpuModel, SeqStep};
+use crate::text::stream::StreamDecoder;
+use crate::text::Tokenizer;
+use crate::{HearthError, Result};
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    /// Generation ends when the text contains one of these (it is cut before it).
+    pub stop: Vec<String>,
+    /// Keep going past end-of-sequence tokens.
+    pub ignore_eos: bool,
+    /// Top-K log-probabilities to report per generated token (0: none).
+    pub logprobs: usize,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            sampling: SamplingParams::default(),
+            max_tokens: 256,
+            stop: Vec::new(),
+            ignore_eos: false,
+            logprobs: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// End-of-sequence token or stop string.
+    Stop,
+    /// `max_tokens` or the context length reached.
+    Length,
+    /// The callback asked to stop.
+    Cancelled,
+}
+
+/// One generated token as the callback sees it.
+pub struct TokenEvent<'a> {
+    pub id: u32,
+    /// Text that became final with this token (may be empty while UTF-8 or a
+    /// possible stop string is incomplete).
+    pub text: &'a str,
+    pub top_logprobs: &'a [(u32, f32)],
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Generation {
+    pub prompt_ids: Vec<u32>,
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub top_logprobs: Vec<Vec<(u32, f32)>>,
+    pub finish_reason: FinishReason,
+    pub prefill_secs: f64,
+    pub decode_secs: f64,
+}
+
+impl Generation {
+    pub fn prefill_tok_s(&self) -> f64 {
+        self.prompt_ids.len() as f64 / self.prefill_secs.max(1e-9)
+    }
+
+    /// Decode rate over the tokens after the first (the first comes out of prefill).
+    pub fn decode_tok_s(&self) -> f64 {
+        self.ids.len().saturating_sub(1) as f64 / self.decode_secs.max(1e-9)
+    }
+}
+
+/// Text not yet shown because it might be the start of a stop string.
+fn held_back(text: &str, stop: &[String]) -> usize {
+    let mut hold = 0;
+    for s in stop {
+        for k in (1..s.len()).rev() {
+            if k > hold && text.ends_with(&s[..k]) && s.is_char_boundary(k) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    hold
+}
+
+/// Generates from `prompt_ids`. The callback returns `false` to stop early.
+pub async fn generate(
+    model: &mut GpuModel,
+    tok: &Tokenizer,
+    prompt_ids: &[u32],
+    opts: &GenerateOptions,
+    on_token: &mut dyn FnMut(TokenEvent) -> bool,
+) -> Result<Generation> {
+    if prompt_ids.is_empty() {
+        return Err(HearthError::InvalidRequest("the prompt is empty (no tokens)".into()));
+    }
+    let ctx_len = model.config.max_position_embeddings;
+    if prompt_ids.len() >= ctx_len {
+        return Err(HearthError::InvalidRequest(format!(
+            "the prompt has {} tokens, the model's context is {ctx_len}",
+            prompt_ids.len()
+        )));
+    }
+    let mut sampler = Sampler::new(opts.sampling.clone())?;
+    let max_new = opts.max_tokens.min(ctx_len - prompt_ids.len());
+    let block_size = model.pool.block_size();
+    let total_needed = BlockTable::blocks_for((prompt_ids.len() + max_new) as u32, block_size);
+    if total_needed > model.pool.num_blocks() as usize {
+        return Err(HearthError::OutOfKvMemory(format!(
+            "{} prompt + {max_new} new tokens need {total_needed} KV blocks, the pool holds {} \
+             (raise --kv-memory or lower --max-tokens)",
+            prompt_ids.len(),
+            model.pool.num_blocks()
+        )));
+    }
+    let mut table = BlockTable::new();
+    let result = run(model, tok, prompt_ids, opts, &mut sampler, &mut table, max_new, on_token).await;
+    table.release(&mut model.pool)?;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    model: &mut GpuModel,
+    tok: &Tokenizer,
+    prompt_ids: &[u32],
+    opts: &GenerateOptions,
+    sampler: &mut Sampler,
+    table: &mut BlockTable,
+    max_new: usize,
+    on_token: &mut dyn FnMut(TokenEvent) -> bool,
+) -> Result<Generation> {
+    let sp = sampler.params().clone();
+    let k = sp.candidates_needed(opts.logprobs);
+    let penalize = sp.has_penalties();
+    let mut counts: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
+    if penalize {
+        for &t in prompt_ids {
+            *counts.entry(t).or_default() += 1;
+        }
+    }
+    let chunk = model.max_step_tokens() as usize;
+    let t0 = Instant::now();
+    let mut pos = 0usize;
+    let mut cands = Vec::new();
+    while pos < prompt_ids.len() {
+        let end = (pos + chunk).min(prompt_ids.len());
+        table.append(&mut model.pool, (end - pos) as u32)?;
+        let pc: Vec<(u32, u32)> = counts.iter().map(|(&a, &b)| (a, b)).collect();
+        cands = model
+            .step(
+                &[SeqStep {
+                    tokens: &prompt_ids[pos..end],
+                    start: pos as u32,
+                    blocks: table.blocks(),
+                    want_logits: end == prompt_ids.len(),
+                    penalty_counts: &pc,
+                    repetition_penalty: sp.repetition_penalty,
+                    presence_penalty: sp.presence_penalty,
+                    frequency_penalty: sp.frequency_penalty,
+                }],
+                k,
+            )
+            .await?;
+        pos = end;
+    }
+    let prefill_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut ids = Vec::new();
+    let mut top_logprobs = Vec::new();
+    let mut text = String::new();
+    let mut shown = 0usize;
+    let mut decoder = StreamDecoder::new(true);
+    let mut finish = FinishReason::Length;
+    for n in 0..max_new {
+        let c = cands
+            .first()
+            .ok_or_else(|| HearthError::Gpu("step returned no candidates".into()))?;
+        let id = sampler.sample(c);
+        ids.push(id);
+        let lp: Vec<(u32, f32)> = (0..opts.logprobs.min(c.ids.len()))
+            .map(|i| (c.ids[i], c.logprob(i)))
+            .collect();
+        let is_eos = !opts.ignore_eos && tok.is_eos(id);
+        if !is_eos {
+            text.push_str(&decoder.push(tok, id)?);
+        }
+        let mut stop_at = None;
+        for s in &opts.stop {
+            if let Some(i) = text.find(s.as_str()) {
+                stop_at = Some(stop_at.map_or(i, |j: usize| j.min(i)));
+            }
+        }
+        let last = is_eos || stop_at.is_some() || n + 1 == max_new;
+        if let Some(i) = stop_at {
+            text.truncate(i);
+        }
+        if last {
+            text.push_str(&decoder.finish(tok)?);
+            if let Some(i) = opts.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(i);
+            }
+        }
+        let hold = if last { 0 } else { held_back(&text, &opts.stop) };
+        let visible = text.len() - hold;
+        let chunk_text = if visible > shown { &text[shown..visible] } else { "" };
+        let go_on = on_token(TokenEvent {
+            id,
+            text: chunk_text,
+            top_logprobs: &lp,
+        });
+        shown = shown.max(visible);
+        top_logprobs.push(lp);
+        if is_eos || stop_at.is_some() {
+            finish = FinishReason::Stop;
+            break;
+        }
+        if !go_on {
+            finish = FinishReason::Cancelled;
+            break;
+        }
+        if n + 1 == max_new {
+            break;
+        }
+        if penalize {
+            *counts.entry(id).or_default() += 1;
+        }
+        let p = prompt_ids.len() + ids.len() - 1;
+        table.append(&mut model.pool, 1)?;
+        let pc: Vec<(u32, u32)> = counts.iter().map(|(&a, &b)| (a, b)).collect();
+        cands = model
+            .step(
+                &[SeqStep {
+                    tokens: &[id],
+                    start: p as u32,
+                    blocks: table.blocks(),
+                    want_logits: true,
+                    penalty_counts: &pc,
+                    repetition_penalty: sp.repetition_penalty,
+                    presence_penalty: sp.presence_penalty,
+                    frequency_penalty: sp.frequency_penalty,
+                }],
+                k,
+            )
+            .await?;
+    }
+    Ok(Generation {
+        prompt_ids: prompt_ids.to_vec(),
+        ids,
+        text,
+        top_logprobs,
+        finish_reason: finish,
+        prefill_secs,
+        decode_secs: t1.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn holds_back_possible_stop_prefix() {
+        let stop = vec!["###".to_string(), "END".to_string()];
+        assert_eq!(held_back("hello #", &stop), 1);
+        assert_eq!(held_back("hello ##", &stop), 2);
+        assert_eq!(held_back("hello EN", &stop), 2);
+        assert_eq!(held_back("hello", &stop), 0);
+    }
+}

@@ -1,0 +1,470 @@
+//! The GPU forward pass: weights uploaded once, activation buffers sized once
+//! for the largest step, every kernel's bind group built once. A step writes
+//! its batch metadata, records the whole pass into one command encoder, copies
+//! the top-K candidates into a mappable buffer in the same submission, and
+//! reads back only those few bytes.
+
+use std::sync::Arc;
+
+use crate::engine::sampling::{Candidates, MAX_CANDIDATES};
+use crate::gpu::kernels::attention::{AttnShape, Attention};
+use crate::gpu::kernels::batch::{BatchBuffers, StepMeta};
+use crate::gpu::kernels::elementwise::{Elementwise, Op};
+use crate::gpu::kernels::embed::Embed;
+use crate::gpu::kernels::kv_write::KvWrite;
+use crate::gpu::kernels::matmul::{MatMul, MatMulOpts};
+use crate::gpu::kernels::rmsnorm::RmsNorm;
+use crate::gpu::kernels::rope::Rope;
+use crate::gpu::kernels::topk::{Penalties, TopK};
+use crate::gpu::kernels::StepInfo;
+use crate::gpu::weights::GpuMatrix;
+use crate::gpu::GpuContext;
+use crate::kv::{KvBuffers, KvDtype, KvLayout, KvPool};
+use crate::model::config::names;
+use crate::model::{DType, ModelConfig, WeightSource};
+use crate::{HearthError, Result};
+
+/// How the model is laid out on the GPU.
+#[derive(Debug, Clone)]
+pub struct ForwardOptions {
+    /// Weight form on the GPU (`None`: as stored in the file; BF16 becomes F16).
+    pub dtype: Option<DType>,
+    /// Bytes reserved for the paged KV cache.
+    pub kv_memory: u64,
+    pub kv_dtype: KvDtype,
+    pub block_size: u32,
+    /// Most token rows in one step (longer prompts are prefilled in chunks).
+    pub max_step_tokens: u32,
+    /// Most sequences in one step.
+    pub max_seqs: u32,
+}
+
+impl Default for ForwardOptions {
+    fn default() -> Self {
+        ForwardOptions {
+            dtype: None,
+            kv_memory: 256 << 20,
+            kv_dtype: KvDtype::F16,
+            block_size: crate::kv::DEFAULT_BLOCK_SIZE,
+            max_step_tokens: 128,
+            max_seqs: 1,
+        }
+    }
+}
+
+/// Progress while weights stream to the GPU.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadProgress {
+    pub done: usize,
+    pub total: usize,
+}
+
+/// One sequence's part of a step.
+pub struct SeqStep<'a> {
+    pub tokens: &'a [u32],
+    /// Position of `tokens[0]`.
+    pub start: u32,
+    /// The sequence's whole block table (covering `start + tokens.len()` positions).
+    pub blocks: &'a [u32],
+    /// Return candidates for the last token of this part.
+    pub want_logits: bool,
+    /// `(token id, count)` of tokens to penalise (empty: no penalties).
+    pub penalty_counts: &'a [(u32, u32)],
+    pub repetition_penalty: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+}
+
+struct Layer {
+    _w: Vec<GpuMatrix>,
+    _bufs: Vec<wgpu::Buffer>,
+    attn_norm: RmsNorm,
+    qkv: MatMul,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    rope: Rope,
+    kv_write: KvWrite,
+    attn: Attention,
+    wo: MatMul,
+    ffn_norm: RmsNorm,
+    gate_up: MatMul,
+    silu: Elementwise,
+    down: MatMul,
+}
+
+pub struct GpuModel {
+    pub ctx: Arc<GpuContext>,
+    pub config: ModelConfig,
+    pub pool: KvPool,
+    opts: ForwardOptions,
+    batch: BatchBuffers,
+    _kv: KvBuffers,
+    _embed_w: Arc<GpuMatrix>,
+    _lm_head_w: Option<GpuMatrix>,
+    _misc: Vec<wgpu::Buffer>,
+    embed: Embed,
+    layers: Vec<Layer>,
+    final_norm: RmsNorm,
+    lm_head: MatMul,
+    penalties: Penalties,
+    topk: TopK,
+    /// Rows of the final hidden state that need logits: `[max_seqs, hidden]`.
+    x: wgpu::Buffer,
+    hid: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    logit_step: wgpu::Buffer,
+    topk_out: wgpu::Buffer,
+    staging: wgpu::Buffer,
+    /// Bytes of weights read per decode token (for bandwidth figures).
+    pub weight_bytes: u64,
+}
+
+fn f32_buffer(ctx: &GpuContext, src: &dyn WeightSource, name: &str, len: usize) -> Result<wgpu::Buffer> {
+    let t = src.tensor(name)?;
+    t.expect_shape(&[len])?;
+    Ok(ctx.buffer_from(name, &t.to_f32()?))
+}
+
+impl GpuModel {
+    /// Streams the weights of `src` to the GPU tensor by tensor.
+    pub fn load(
+        ctx: Arc<GpuContext>,
+        src: &dyn WeightSource,
+        opts: ForwardOptions,
+        progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<GpuModel> {
+        let c = src.config().clone();
+        c.validate()?;
+        crate::model::load::check_shapes(src)?;
+        let (h, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
+        let qkv_w = qd + 2 * kvd;
+        let t_max = opts.max_step_tokens.max(1);
+        let seqs_max = opts.max_seqs.max(1);
+        let total = c.num_layers + 2;
+        let mut done = 0;
+        progress(LoadProgress { done, total });
+
+        let pool = KvPool::new(
+            KvLayout {
+                n_layers: c.num_layers as u32,
+                n_kv_heads: c.num_kv_heads as u32,
+                head_dim: c.head_dim as u32,
+                block_size: opts.block_size,
+            },
+            opts.kv_dtype,
+            opts.kv_memory,
+            ctx.caps.max_binding,
+        )?;
+        let kv = KvBuffers::new(&ctx, &pool)?;
+        let max_blocks = pool.num_blocks().max(1);
+        let batch = BatchBuffers::new(&ctx, t_max, seqs_max, max_blocks, opts.block_size);
+        let step = &batch.step;
+
+        let act = |label: &str, width: usize| ctx.buffer_zeroed(label, (t_max as usize * width * 4) as u64);
+        let x = act("x", h);
+        let xn = act("xn", h);
+        let qkv = act("qkv", qkv_w);
+        let attn_out = act("attn", qd);
+        let gu = act("gate_up", 2 * f);
+        let actv = act("act", f);
+        let hid = ctx.buffer_zeroed("hid", (seqs_max as usize * h * 4) as u64);
+        let hidn = ctx.buffer_zeroed("hid_norm", (seqs_max as usize * h * 4) as u64);
+        let logits = ctx.buffer_zeroed("logits", (seqs_max as usize * c.vocab_size * 4) as u64);
+        let logit_step = ctx.uniform("logit_step", &StepInfo::default());
+        let inv_freqs = c.rope_inv_freqs();
+        let shape = AttnShape {
+            n_heads: c.num_heads as u32,
+            n_kv_heads: c.num_kv_heads as u32,
+            head_dim: c.head_dim as u32,
+            block_size: opts.block_size,
+            kv_dtype: opts.kv_dtype,
+            max_tokens: t_max,
+        };
+
+        let embed_w = Arc::new(GpuMatrix::upload(
+            &ctx,
+            names::TOKEN_EMBD,
+            &[src.tensor(names::TOKEN_EMBD)?],
+            opts.dtype,
+        )?);
+        let mut weight_bytes = 0u64;
+        let embed = Embed::new(&ctx, step, &embed_w, &batch.tokens, &x);
+        done += 1;
+        progress(LoadProgress { done, total });
+
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let n = |w: &str| names::blk(i, w);
+            let t = |w: &str| src.tensor(&n(w));
+            let wqkv = GpuMatrix::upload(
+                &ctx,
+                &n("attn_qkv"),
+                &[t("attn_q.weight")?, t("attn_k.weight")?, t("attn_v.weight")?],
+                opts.dtype,
+            )?;
+            let wo = GpuMatrix::upload(&ctx, &n("attn_output.weight"), &[t("attn_output.weight")?], opts.dtype)?;
+            let wgu = GpuMatrix::upload(
+                &ctx,
+                &n("ffn_gate_up"),
+                &[t("ffn_gate.weight")?, t("ffn_up.weight")?],
+                opts.dtype,
+            )?;
+            let wdown = GpuMatrix::upload(&ctx, &n("ffn_down.weight"), &[t("ffn_down.weight")?], opts.dtype)?;
+            weight_bytes += wqkv.gpu_bytes() + wo.gpu_bytes() + wgu.gpu_bytes() + wdown.gpu_bytes();
+            let attn_norm_w = f32_buffer(&ctx, src, &n("attn_norm.weight"), h)?;
+            let ffn_norm_w = f32_buffer(&ctx, src, &n("ffn_norm.weight"), h)?;
+            let mut bufs = vec![];
+            let bias = if src.has_tensor(&n("attn_q.bias")) {
+                let mut b = t("attn_q.bias")?.to_f32()?;
+                b.extend(t("attn_k.bias")?.to_f32()?);
+                b.extend(t("attn_v.bias")?.to_f32()?);
+                if b.len() != qkv_w {
+                    return Err(HearthError::ShapeMismatch {
+                        name: n("attn_qkv.bias"),
+                        expected: vec![qkv_w],
+                        found: vec![b.len()],
+                    });
+                }
+                Some(ctx.buffer_from("qkv.bias", &b))
+            } else {
+                None
+            };
+            let (q_norm, k_norm) = if c.qk_norm {
+                let qn = f32_buffer(&ctx, src, &n("attn_q_norm.weight"), c.head_dim)?;
+                let kn = f32_buffer(&ctx, src, &n("attn_k_norm.weight"), c.head_dim)?;
+                let (hd, nh, nkv) = (c.head_dim as u32, c.num_heads as u32, c.num_kv_heads as u32);
+                let qk = (
+                    Some(RmsNorm::heads(&ctx, step, &qkv, &qn, hd, 0, nh, qkv_w as u32, c.rms_norm_eps)),
+                    Some(RmsNorm::heads(&ctx, step, &qkv, &kn, hd, nh, nkv, qkv_w as u32, c.rms_norm_eps)),
+                );
+                bufs.push(qn);
+                bufs.push(kn);
+                qk
+            } else {
+                (None, None)
+            };
+            let layer = Layer {
+                attn_norm: RmsNorm::new(&ctx, step, &x, &attn_norm_w, &xn, h as u32, c.rms_norm_eps),
+                qkv: MatMul::new(&ctx, step, &wqkv, &xn, &qkv, MatMulOpts { bias: bias.as_ref(), accumulate: false }),
+                q_norm,
+                k_norm,
+                rope: Rope::new(
+                    &ctx,
+                    step,
+                    &batch.positions,
+                    &qkv,
+                    &inv_freqs,
+                    c.num_heads as u32,
+                    c.num_kv_heads as u32,
+                    c.head_dim as u32,
+                    qkv_w as u32,
+                    c.rope_layout,
+                ),
+                kv_write: KvWrite::new(&ctx, &shape, &batch, &qkv, &kv.k[i], &kv.v[i])?,
+                attn: Attention::new(&ctx, &shape, &batch, &qkv, &kv.k[i], &kv.v[i], &attn_out)?,
+                wo: MatMul::new(&ctx, step, &wo, &attn_out, &x, MatMulOpts { bias: None, accumulate: true }),
+                ffn_norm: RmsNorm::new(&ctx, step, &x, &ffn_norm_w, &xn, h as u32, c.rms_norm_eps),
+                gate_up: MatMul::new(&ctx, step, &wgu, &xn, &gu, MatMulOpts::default()),
+                silu: Elementwise::new(&ctx, Op::SiluMul, step, &actv, &gu, f as u32),
+                down: MatMul::new(&ctx, step, &wdown, &actv, &x, MatMulOpts { bias: None, accumulate: true }),
+                _w: vec![wqkv, wo, wgu, wdown],
+                _bufs: {
+                    bufs.extend([attn_norm_w, ffn_norm_w]);
+                    bufs.extend(bias);
+                    bufs
+                },
+            };
+            layers.push(layer);
+            done += 1;
+            progress(LoadProgress { done, total });
+        }
+
+        let norm_w = f32_buffer(&ctx, src, names::OUTPUT_NORM, h)?;
+        let final_norm = RmsNorm::new(&ctx, &logit_step, &hid, &norm_w, &hidn, h as u32, c.rms_norm_eps);
+        let lm_head_w = if src.has_tensor(names::OUTPUT) {
+            Some(GpuMatrix::upload(&ctx, names::OUTPUT, &[src.tensor(names::OUTPUT)?], opts.dtype)?)
+        } else {
+            None
+        };
+        let head = lm_head_w.as_ref().unwrap_or(&embed_w);
+        weight_bytes += head.gpu_bytes();
+        let lm_head = MatMul::new(&ctx, &logit_step, head, &hidn, &logits, MatMulOpts::default());
+        let penalties = Penalties::new(&ctx, &logits, seqs_max, c.vocab_size as u32);
+        let topk = TopK::new(&ctx, &logits, seqs_max, c.vocab_size as u32, MAX_CANDIDATES as u32);
+        let out_bytes = topk.output_bytes();
+        let topk_out = topk.output().clone();
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("topk.staging"),
+            size: out_bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        done += 1;
+        progress(LoadProgress { done, total });
+        Ok(GpuModel {
+            config: c,
+            pool,
+            opts,
+            batch,
+            _kv: kv,
+            _embed_w: embed_w,
+            _lm_head_w: lm_head_w,
+            _misc: vec![xn, qkv, attn_out, gu, actv, hidn, norm_w],
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            penalties,
+            topk,
+            x,
+            hid,
+            logits,
+            logit_step,
+            topk_out,
+            staging,
+            weight_bytes,
+            ctx,
+        })
+    }
+
+    pub fn max_step_tokens(&self) -> u32 {
+        self.opts.max_step_tokens
+    }
+
+    pub fn max_seqs(&self) -> u32 {
+        self.opts.max_seqs
+    }
+
+    /// Runs one step and returns, for every sequence part with `want_logits`,
+    /// its top-`k` candidates (in `seqs` order).
+    pub async fn step(&mut self, seqs: &[SeqStep<'_>], k: usize) -> Result<Vec<Candidates>> {
+        let k = k.clamp(1, MAX_CANDIDATES);
+        let mut meta = StepMeta::new();
+        for s in seqs {
+            if s.tokens.is_empty() {
+                return Err(HearthError::InvalidRequest("empty step".into()));
+            }
+            for &t in s.tokens {
+                if t as usize >= self.config.vocab_size {
+                    return Err(HearthError::InvalidRequest(format!(
+                        "token id {t} out of range (vocab {})",
+                        self.config.vocab_size
+                    )));
+                }
+            }
+            meta.push_seq(s.tokens, s.start, s.blocks);
+        }
+        let n_tokens = meta.n_tokens();
+        if n_tokens > self.opts.max_step_tokens {
+            return Err(HearthError::InvalidRequest(format!(
+                "step of {n_tokens} tokens exceeds max_step_tokens {}",
+                self.opts.max_step_tokens
+            )));
+        }
+        self.batch.write(&self.ctx.queue, &meta)?;
+        // Rows whose hidden state feeds the lm_head: the last token of each part that wants logits.
+        let mut logit_rows = Vec::new();
+        let mut row = 0u32;
+        let mut pen_rows = Vec::new();
+        for s in seqs {
+            row += s.tokens.len() as u32;
+            if s.want_logits {
+                pen_rows.push((logit_rows.len() as u32, s));
+                logit_rows.push(row - 1);
+            }
+        }
+        let n_rows = logit_rows.len() as u32;
+        self.ctx.queue.write_buffer(
+            &self.logit_step,
+            0,
+            bytemuck::bytes_of(&StepInfo {
+                n_tokens: n_rows,
+                n_seqs: n_rows,
+                ..Default::default()
+            }),
+        );
+        let any_pen = pen_rows.iter().any(|(_, s)| !s.penalty_counts.is_empty());
+        if any_pen {
+            let rows: Vec<_> = pen_rows
+                .iter()
+                .map(|(r, s)| (*r, s.penalty_counts, s.repetition_penalty, s.presence_penalty, s.frequency_penalty))
+                .collect();
+            self.penalties.write(&self.ctx.queue, &rows)?;
+        }
+        let max_kv = meta.max_kv_len();
+        let h = self.config.hidden_size as u64 * 4;
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            self.embed.record(&mut pass, n_tokens);
+            for l in &self.layers {
+                l.attn_norm.record(&mut pass, n_tokens);
+                l.qkv.record(&mut pass, n_tokens);
+                if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+                    qn.record(&mut pass, n_tokens);
+                    kn.record(&mut pass, n_tokens);
+                }
+                l.rope.record(&mut pass, n_tokens);
+                l.kv_write.record(&mut pass, n_tokens);
+                l.attn.record(&mut pass, n_tokens, max_kv);
+                l.wo.record(&mut pass, n_tokens);
+                l.ffn_norm.record(&mut pass, n_tokens);
+                l.gate_up.record(&mut pass, n_tokens);
+                l.silu.record(&mut pass, n_tokens);
+                l.down.record(&mut pass, n_tokens);
+            }
+        }
+        if n_rows > 0 {
+            for (i, &r) in logit_rows.iter().enumerate() {
+                enc.copy_buffer_to_buffer(&self.x, r as u64 * h, &self.hid, i as u64 * h, h);
+            }
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                self.final_norm.record(&mut pass, n_rows);
+                self.lm_head.record(&mut pass, n_rows);
+                if any_pen {
+                    self.penalties.record(&mut pass, n_rows);
+                }
+                self.topk.record(&mut pass, n_rows, k as u32);
+            }
+            enc.copy_buffer_to_buffer(&self.topk_out, 0, &self.staging, 0, self.topk.output_bytes_for(n_rows, k as u32));
+        }
+        self.ctx.queue.submit(Some(enc.finish()));
+        if n_rows == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = self.topk.output_bytes_for(n_rows, k as u32);
+        let data = map_read(&self.ctx, &self.staging, bytes).await?;
+        Ok(self.topk.parse_output(&data, n_rows, k as u32))
+    }
+
+    /// Full logits of the rows of the last step (tests and debugging; a readback of vocab floats per row).
+    pub async fn last_logits(&self, n_rows: usize) -> Result<Vec<f32>> {
+        let bytes = self
+            .ctx
+            .read_bytes(&self.logits, 0, (n_rows * self.config.vocab_size * 4) as u64)
+            .await?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+}
+
+async fn map_read(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let slice = buf.slice(..bytes);
+    let (tx, rx) = futures_channel::oneshot::channel();
+    slice.map_async(wgpu::MapMode::Read, move |r| {
+        let _ = tx.send(r);
+    });
+    #[cfg(not(target_arch = "wasm32"))]
+    ctx.wait()?;
+    #[cfg(target_arch = "wasm32")]
+    let _ = ctx;
+    rx.await
+        .map_err(|_| HearthError::Gpu("readback cancelled".into()))?
+        .map_err(|e| HearthError::Gpu(format!("buffer map failed: {e}")))?;
+    let data = slice
+        .get_mapped_range()
+        .map_err(|e| HearthError::Gpu(format!("buffer map range failed: {e}")))?
+        .to_vec();
+    buf.unmap();
+    Ok(data)
+}

@@ -89,10 +89,11 @@ fn main() {
                 };
                 ctx.uniform("step", &s)
             };
-            let (step1, step_n) = (step(1), step(n));
+            let (step1, step8, step_n) = (step(1), step(8), step(n));
             let x = ctx.buffer_from("x", &rand_vec(n as usize * cols, 2));
             let y = ctx.buffer_zeroed("y", (n as usize * rows * 4) as u64);
             let decode = MatMul::new(&ctx, &step1, &w, &x, &y, MatMulOpts::default());
+            let batch8 = MatMul::new(&ctx, &step8, &w, &x, &y, MatMulOpts::default());
             let mm = MatMul::new(&ctx, &step_n, &w, &x, &y, MatMulOpts::default());
             let tv = time_per_call(&ctx, budget, &|p| {
                 decode.record_with(p, 1, MatMulKernel::MatVec)
@@ -105,6 +106,10 @@ fn main() {
                 gbs
             );
             if rows <= 1536 && std::env::var("HEARTH_BENCH_NO_TILED").is_err() {
+                let t8 = time_per_call(&ctx, budget, &|p| {
+                    batch8.record_with(p, 8, MatMulKernel::MatVec)
+                });
+                line += &format!(" | matvec x8 {:>9.1} us", t8 * 1e6);
                 let tm =
                     time_per_call(&ctx, budget, &|p| mm.record_with(p, n, MatMulKernel::Tiled));
                 let flops = 2.0 * (rows * cols) as f64 * n as f64;

@@ -1,7 +1,8 @@
 // y[t, row_offset + r] = sum_k W[r, k] x[t, k] (+ bias) (+ y): the prefill
 // path. A workgroup computes a TT-token × TR-row tile; each K step stages
 // TK columns of x and of W (dequantized once, in registers, into workgroup
-// memory) and every invocation accumulates a 2-token × 4-row block in f32.
+// memory, as vec4 along k) and every invocation accumulates a 2-token ×
+// 4-row block in f32, 32 multiply-adds per 6 vector loads.
 // Edges (tokens, rows, columns past the end) are zero-filled, so no size
 // has to be a multiple of the tile.
 
@@ -10,7 +11,11 @@ struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words:
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> params: Params;
+#if X_VEC4
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+#else
 @group(0) @binding(2) var<storage, read> x: array<f32>;
+#endif
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #if BIAS
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
@@ -19,11 +24,26 @@ struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words:
 const TT: u32 = 32u;
 const TR: u32 = 64u;
 const TK: u32 = 32u;
-// Row pitch of the W tile, padded so the 16 rows read at once hit different banks.
-const WP: u32 = 33u;
+// Row pitch (in vec4) of the W tile, padded so the 16 rows read at once hit different banks.
+const WP: u32 = 9u;
 
-var<workgroup> xs: array<f32, 1024>; // TT * TK
-var<workgroup> ws: array<f32, 2112>; // TR * WP
+var<workgroup> xs: array<vec4<f32>, 256>; // TT * TK / 4
+var<workgroup> ws: array<vec4<f32>, 576>; // TR * WP
+
+// x[t, k..k+4], zero past the ends (with X_VEC4, k is a multiple of 4 and cols too).
+fn x4(t: u32, k: u32) -> vec4<f32> {
+    if (t >= step.n_tokens || k >= params.cols) { return vec4<f32>(0.0); }
+#if X_VEC4
+    return x[(t * params.cols + k) / 4u];
+#else
+    let b = t * params.cols + k;
+    var v = vec4<f32>(x[b], 0.0, 0.0, 0.0);
+    if (k + 1u < params.cols) { v.y = x[b + 1u]; }
+    if (k + 2u < params.cols) { v.z = x[b + 2u]; }
+    if (k + 3u < params.cols) { v.w = x[b + 3u]; }
+    return v;
+#endif
+}
 
 fn store(t: u32, r: u32, s: f32) {
     let i = t * params.y_stride + params.row_offset + r;
@@ -53,27 +73,23 @@ fn main(
     let wq4 = li % 4u;
     var acc = array<vec4<f32>, 2>();
     for (var k0 = 0u; k0 < params.cols; k0 += TK) {
-        for (var i = 0u; i < 4u; i++) {
-            let idx = li + i * 256u;
-            let t = t0 + idx / TK;
-            let k = k0 + idx % TK;
-            var v = 0.0;
-            if (t < n && k < params.cols) { v = x[t * params.cols + k]; }
-            xs[idx] = v;
-        }
+        xs[li] = x4(t0 + li / 8u, k0 + (li % 8u) * 4u);
         let g = k0 / 8u + wq4;
         var w = W8(vec4<f32>(0.0), vec4<f32>(0.0));
         if (r0 + wrow < params.rows) { w = load8(r0 + wrow, g); }
-        let c = group_cols(g) - vec2<u32>(k0);
-        for (var i = 0u; i < 4u; i++) {
-            ws[wrow * WP + c.x + i] = w.lo[i];
-            ws[wrow * WP + c.y + i] = w.hi[i];
-        }
+        let c = (group_cols(g) - vec2<u32>(k0)) / 4u;
+        ws[wrow * WP + c.x] = w.lo;
+        ws[wrow * WP + c.y] = w.hi;
         workgroupBarrier();
-        for (var k = 0u; k < TK; k++) {
-            let wv = vec4<f32>(ws[tx * WP + k], ws[(tx + 16u) * WP + k], ws[(tx + 32u) * WP + k], ws[(tx + 48u) * WP + k]);
-            acc[0] += xs[ty * TK + k] * wv;
-            acc[1] += xs[(ty + 16u) * TK + k] * wv;
+        for (var kq = 0u; kq < TK / 4u; kq++) {
+            let w0 = ws[tx * WP + kq];
+            let w1 = ws[(tx + 16u) * WP + kq];
+            let w2 = ws[(tx + 32u) * WP + kq];
+            let w3 = ws[(tx + 48u) * WP + kq];
+            let x0 = xs[ty * 8u + kq];
+            let x1 = xs[(ty + 16u) * 8u + kq];
+            acc[0] += vec4<f32>(dot(x0, w0), dot(x0, w1), dot(x0, w2), dot(x0, w3));
+            acc[1] += vec4<f32>(dot(x1, w0), dot(x1, w1), dot(x1, w2), dot(x1, w3));
         }
         workgroupBarrier();
     }

@@ -142,7 +142,10 @@ impl MatMul {
         };
         let matvec1 = ctx.pipeline(&matvec_spec(1));
         let matvec = ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS));
-        let tiled = ctx.pipeline(&flags(ShaderSpec::new("matmul_tiled", TILED_SRC)));
+        let tiled = ctx.pipeline(
+            &flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
+                .flag("X_VEC4", w.cols().is_multiple_of(4)),
+        );
         let chunks = w
             .chunks()
             .iter()

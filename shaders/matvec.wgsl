@@ -80,7 +80,11 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
     return acc;
 }
 
-#if !SUBGROUPS
+#if SUBGROUPS
+// Hands out subgroup indices: the `subgroup_id` builtin is not in WebGPU's
+// subgroups feature, and the lane layout of local_invocation_index is unspecified.
+var<workgroup> next_subgroup: atomic<u32>;
+#else
 var<workgroup> red: array<f32, WG>;
 #endif
 
@@ -90,8 +94,6 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 #if SUBGROUPS
-    @builtin(subgroup_id) sg_id: u32,
-    @builtin(num_subgroups) n_sg: u32,
     @builtin(subgroup_invocation_id) sg_lane: u32,
     @builtin(subgroup_size) sg_size: u32,
 #endif
@@ -101,6 +103,10 @@ fn main(
     if (t0 >= step.n_tokens) { return; }
     let nt = min(MAX_T, step.n_tokens - t0);
 #if SUBGROUPS
+    var first = 0u;
+    if (sg_lane == 0u) { first = atomicAdd(&next_subgroup, 1u); }
+    let sg_id = subgroupBroadcastFirst(first);
+    let n_sg = (WG + sg_size - 1u) / sg_size;
     for (var rl = sg_id; rl < ROWS; rl += n_sg) {
         let r = row0 + rl;
         let acc = row_partial(r, sg_lane, sg_size, t0, nt);

@@ -1,8 +1,8 @@
 // y[t, row_offset + r] = sum_k W[r, k] x[t, k] (+ bias) (+ y): the prefill
 // path. A workgroup computes a TT-token × TR-row tile; each K step stages
 // TK columns of x and of W (dequantized once, in registers, into workgroup
-// memory, as vec4 along k) and every invocation accumulates a 2-token ×
-// 4-row block in f32, 32 multiply-adds per 6 vector loads.
+// memory, as vec4 along k) and each of the 128 invocations accumulates a
+// 4-token × 4-row block in f32: 64 multiply-adds per 8 vector loads.
 // Edges (tokens, rows, columns past the end) are zero-filled, so no size
 // has to be a multiple of the tile.
 
@@ -57,7 +57,7 @@ fn store(t: u32, r: u32, s: f32) {
     y[i] = v;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(128)
 fn main(
     @builtin(local_invocation_index) li: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -66,35 +66,38 @@ fn main(
     let r0 = (wid.x + wid.y * nwg.x) * TR;
     let t0 = wid.z * TT;
     let n = step.n_tokens;
+    // Outputs: rows tx + 16i, tokens ty + 8j.
     let tx = li % 16u;
     let ty = li / 16u;
-    // W staging: invocation li loads group (li % 4) of tile row li / 4.
-    let wrow = li / 4u;
-    let wq4 = li % 4u;
-    var acc = array<vec4<f32>, 2>();
+    var acc = array<vec4<f32>, 4>();
     for (var k0 = 0u; k0 < params.cols; k0 += TK) {
-        xs[li] = x4(t0 + li / 8u, k0 + (li % 8u) * 4u);
-        let g = k0 / 8u + wq4;
-        var w = W8(vec4<f32>(0.0), vec4<f32>(0.0));
-        if (r0 + wrow < params.rows) { w = load8(r0 + wrow, g); }
-        let c = (group_cols(g) - vec2<u32>(k0)) / 4u;
-        ws[wrow * WP + c.x] = w.lo;
-        ws[wrow * WP + c.y] = w.hi;
+        // Stage 32 tokens × 8 quads of x and 64 rows × 4 groups of W, two per invocation.
+        for (var h = 0u; h < 2u; h++) {
+            let i = li + h * 128u;
+            xs[i] = x4(t0 + i / 8u, k0 + (i % 8u) * 4u);
+            let wrow = i / 4u;
+            let g = k0 / 8u + i % 4u;
+            var w = W8(vec4<f32>(0.0), vec4<f32>(0.0));
+            if (r0 + wrow < params.rows) { w = load8(r0 + wrow, g); }
+            let c = (group_cols(g) - vec2<u32>(k0)) / 4u;
+            ws[wrow * WP + c.x] = w.lo;
+            ws[wrow * WP + c.y] = w.hi;
+        }
         workgroupBarrier();
         for (var kq = 0u; kq < TK / 4u; kq++) {
             let w0 = ws[tx * WP + kq];
             let w1 = ws[(tx + 16u) * WP + kq];
             let w2 = ws[(tx + 32u) * WP + kq];
             let w3 = ws[(tx + 48u) * WP + kq];
-            let x0 = xs[ty * 8u + kq];
-            let x1 = xs[(ty + 16u) * 8u + kq];
-            acc[0] += vec4<f32>(dot(x0, w0), dot(x0, w1), dot(x0, w2), dot(x0, w3));
-            acc[1] += vec4<f32>(dot(x1, w0), dot(x1, w1), dot(x1, w2), dot(x1, w3));
+            for (var j = 0u; j < 4u; j++) {
+                let xv = xs[(ty + 8u * j) * 8u + kq];
+                acc[j] += vec4<f32>(dot(xv, w0), dot(xv, w1), dot(xv, w2), dot(xv, w3));
+            }
         }
         workgroupBarrier();
     }
-    for (var j = 0u; j < 2u; j++) {
-        let t = t0 + ty + 16u * j;
+    for (var j = 0u; j < 4u; j++) {
+        let t = t0 + ty + 8u * j;
         for (var i = 0u; i < 4u; i++) {
             let r = r0 + tx + 16u * i;
             if (t < n && r < params.rows) { store(t, r, acc[j][i]); }

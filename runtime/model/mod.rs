@@ -1,6 +1,7 @@
 //! Model description, file loaders and the GPU forward pass.
 
 pub mod config;
+pub mod convert;
 pub mod forward;
 pub mod gguf;
 pub mod hf;

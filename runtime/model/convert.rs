@@ -1,0 +1,45 @@
+//! A [`WeightSource`] view with the matrices converted to another form, as
+//! `--dtype` stores them on the GPU. The CPU reference runs on this view to
+//! get the exact oracle for a quantized-on-load model.
+
+use std::borrow::Cow;
+
+use super::{DType, HostTensor, ModelConfig, WeightSource};
+use crate::Result;
+
+pub struct ConvertedSource<'a> {
+    inner: &'a dyn WeightSource,
+    dtype: DType,
+}
+
+impl<'a> ConvertedSource<'a> {
+    /// Matrices (2-D tensors) of `inner` as `dtype`; vectors (norms, biases) stay as they are,
+    /// matching what the GPU loader does with `ForwardOptions::dtype`.
+    pub fn new(inner: &'a dyn WeightSource, dtype: DType) -> Self {
+        ConvertedSource { inner, dtype }
+    }
+}
+
+impl WeightSource for ConvertedSource<'_> {
+    fn config(&self) -> &ModelConfig {
+        self.inner.config()
+    }
+
+    fn has_tensor(&self, name: &str) -> bool {
+        self.inner.has_tensor(name)
+    }
+
+    fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
+        let t = self.inner.tensor(name)?;
+        if t.shape.len() != 2 || t.dtype == self.dtype {
+            return Ok(t);
+        }
+        let data = crate::quant::quantize(self.dtype, &t.to_f32()?)?;
+        Ok(HostTensor {
+            name: t.name,
+            dtype: self.dtype,
+            shape: t.shape,
+            data: Cow::Owned(data),
+        })
+    }
+}

@@ -1,5 +1,5 @@
 // Paged causal attention for every row of the step (prefill chunks and decode).
-// Workgroup (h, t, split): query head h of row t attends to the split-th part
+// Workgroup (x, t, split): query heads x*GB..x*GB+GB (one KV head) of row t attend to the split-th part
 // of positions 0..=positions[t] of its sequence, reading K/V through the block
 // table (layout [block][kv_head][slot][head_dim]); GQA kv head = h / group.
 // Online softmax over tiles of WG keys: each invocation scores one key, then
@@ -34,53 +34,51 @@ fn from_kv(w: vec2<f32>) -> vec2<f32> { return w; }
 
 const NEG: f32 = -1e30;
 
-var<workgroup> q2: array<vec2<f32>, 128>;
-var<workgroup> probs: array<f32, WG>;
+var<workgroup> q2: array<vec2<f32>, GB * 128>;
+var<workgroup> probs: array<f32, GB * WG>;
 var<workgroup> kbase: array<u32, WG>;
-var<workgroup> red: array<f32, WG>;
+var<workgroup> red: array<f32, GB * WG>;
 var<workgroup> wg_pos: u32;
 
 struct Lane { lid: u32, sg_lane: u32, sg_id: u32, n_sg: u32 }
 
+// Reductions of GB values at once (one per query head of the workgroup).
 #if SUBGROUPS
-fn wg_sum(v: f32, ln: Lane) -> f32 {
-    let s = subgroupAdd(v);
-    if (ln.sg_lane == 0u) { red[ln.sg_id] = s; }
+fn wg_reduce(v: array<f32, GB>, ln: Lane, is_max: bool) -> array<f32, GB> {
+    for (var g = 0u; g < GB; g++) {
+        var s: f32;
+        if (is_max) { s = subgroupMax(v[g]); } else { s = subgroupAdd(v[g]); }
+        if (ln.sg_lane == 0u) { red[g * WG + ln.sg_id] = s; }
+    }
     workgroupBarrier();
-    var t = 0.0;
-    for (var i = 0u; i < ln.n_sg; i++) { t += red[i]; }
-    workgroupBarrier();
-    return t;
-}
-fn wg_max(v: f32, ln: Lane) -> f32 {
-    let s = subgroupMax(v);
-    if (ln.sg_lane == 0u) { red[ln.sg_id] = s; }
-    workgroupBarrier();
-    var t = NEG;
-    for (var i = 0u; i < ln.n_sg; i++) { t = max(t, red[i]); }
+    var t: array<f32, GB>;
+    for (var g = 0u; g < GB; g++) {
+        var a = red[g * WG];
+        for (var i = 1u; i < ln.n_sg; i++) {
+            let b = red[g * WG + i];
+            if (is_max) { a = max(a, b); } else { a += b; }
+        }
+        t[g] = a;
+    }
     workgroupBarrier();
     return t;
 }
 #else
-fn wg_sum(v: f32, ln: Lane) -> f32 {
-    red[ln.lid] = v;
+fn wg_reduce(v: array<f32, GB>, ln: Lane, is_max: bool) -> array<f32, GB> {
+    for (var g = 0u; g < GB; g++) { red[g * WG + ln.lid] = v[g]; }
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (ln.lid < s) { red[ln.lid] += red[ln.lid + s]; }
+        if (ln.lid < s) {
+            for (var g = 0u; g < GB; g++) {
+                let a = red[g * WG + ln.lid];
+                let b = red[g * WG + ln.lid + s];
+                if (is_max) { red[g * WG + ln.lid] = max(a, b); } else { red[g * WG + ln.lid] = a + b; }
+            }
+        }
         workgroupBarrier();
     }
-    let t = red[0];
-    workgroupBarrier();
-    return t;
-}
-fn wg_max(v: f32, ln: Lane) -> f32 {
-    red[ln.lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (ln.lid < s) { red[ln.lid] = max(red[ln.lid], red[ln.lid + s]); }
-        workgroupBarrier();
-    }
-    let t = red[0];
+    var t: array<f32, GB>;
+    for (var g = 0u; g < GB; g++) { t[g] = red[g * WG]; }
     workgroupBarrier();
     return t;
 }
@@ -101,7 +99,9 @@ fn main(@builtin(local_invocation_index) lid: u32,
 #else
     let ln = Lane(lid, 0u, 0u, 0u);
 #endif
-    let h = wid.x;
+    // Workgroup x covers GB consecutive query heads, all of one KV head, so each
+    // K/V element read serves GB heads.
+    let h0 = wid.x * GB;
     let t = wid.y;
     let split = wid.z;
     let n_splits = nwg.z;
@@ -113,80 +113,105 @@ fn main(@builtin(local_invocation_index) lid: u32,
     if (lid == 0u) { wg_pos = positions[t]; }
     let p = workgroupUniformLoad(&wg_pos);
     let seq = seqs[row_seq[t]];
-    let kvh = h / params.group;
+    let kvh = h0 / params.group;
     let ctx_len = p + 1u;
     let chunk = (ctx_len + n_splits - 1u) / n_splits;
     let start = min(split * chunk, ctx_len);
     let end = min(start + chunk, ctx_len);
 
-    let qbase = (t * params.row_stride + h * hd) / 2u;
-    for (var i = lid; i < half; i += WG) {
-        q2[i] = qkv[qbase + i] * params.scale;
+    for (var g = 0u; g < GB; g++) {
+        let qbase = (t * params.row_stride + (h0 + g) * hd) / 2u;
+        for (var i = lid; i < half; i += WG) {
+            q2[g * 128u + i] = qkv[qbase + i] * params.scale;
+        }
     }
     workgroupBarrier();
 
-    var m = NEG;
-    var l = 0.0;
-    var acc0 = vec2<f32>(0.0);
-    var acc1 = vec2<f32>(0.0);
+    var m: array<f32, GB>;
+    var l: array<f32, GB>;
+    var acc0: array<vec2<f32>, GB>;
+    var acc1: array<vec2<f32>, GB>;
+    for (var g = 0u; g < GB; g++) {
+        m[g] = NEG;
+        l[g] = 0.0;
+        acc0[g] = vec2<f32>(0.0);
+        acc1[g] = vec2<f32>(0.0);
+    }
     for (var j0 = start; j0 < end; j0 += WG) {
         let j = j0 + lid;
-        var s = NEG;
+        var s: array<f32, GB>;
+        for (var g = 0u; g < GB; g++) { s[g] = NEG; }
         if (j < end) {
             let blk = block_table[seq.table_offset + j / bs];
             let kb = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * half;
             kbase[lid] = kb;
-            var d = 0.0;
+            for (var g = 0u; g < GB; g++) { s[g] = 0.0; }
             for (var i = 0u; i < half; i++) {
-                d += dot(q2[i], from_kv(kc[kb + i]));
+                let k = from_kv(kc[kb + i]);
+                for (var g = 0u; g < GB; g++) { s[g] += dot(q2[g * 128u + i], k); }
             }
-            s = d;
         }
-        let m_new = max(m, wg_max(s, ln));
-        var pj = 0.0;
-        if (j < end) { pj = exp(s - m_new); }
-        probs[lid] = pj;
-        let alpha = exp(m - m_new);
-        l = l * alpha + wg_sum(pj, ln);
-        acc0 *= alpha;
-        acc1 *= alpha;
+        let tile_max = wg_reduce(s, ln, true);
+        var pj: array<f32, GB>;
+        var alpha: array<f32, GB>;
+        for (var g = 0u; g < GB; g++) {
+            let m_new = max(m[g], tile_max[g]);
+            pj[g] = 0.0;
+            if (j < end) { pj[g] = exp(s[g] - m_new); }
+            probs[g * WG + lid] = pj[g];
+            alpha[g] = exp(m[g] - m_new);
+            m[g] = m_new;
+        }
+        let tile_sum = wg_reduce(pj, ln, false);
+        for (var g = 0u; g < GB; g++) {
+            l[g] = l[g] * alpha[g] + tile_sum[g];
+            acc0[g] *= alpha[g];
+            acc1[g] *= alpha[g];
+        }
         let n = min(WG, end - j0);
         for (var jj = 0u; jj < n; jj++) {
-            let w = probs[jj];
             let vb = kbase[jj];
-            if (lid < half) { acc0 += w * from_kv(vc[vb + lid]); }
-            if (lid + WG < half) { acc1 += w * from_kv(vc[vb + lid + WG]); }
+            if (lid < half) {
+                let v = from_kv(vc[vb + lid]);
+                for (var g = 0u; g < GB; g++) { acc0[g] += probs[g * WG + jj] * v; }
+            }
+            if (lid + WG < half) {
+                let v = from_kv(vc[vb + lid + WG]);
+                for (var g = 0u; g < GB; g++) { acc1[g] += probs[g * WG + jj] * v; }
+            }
         }
-        m = m_new;
         workgroupBarrier();
     }
 
+    for (var g = 0u; g < GB; g++) {
+        let h = h0 + g;
 #if DIRECT
-    let ob = (t * params.n_heads + h) * hd;
-    let inv = 1.0 / l;
-    if (lid < half) {
-        dst[ob + 2u * lid] = acc0.x * inv;
-        dst[ob + 2u * lid + 1u] = acc0.y * inv;
-    }
-    if (lid + WG < half) {
-        dst[ob + 2u * (lid + WG)] = acc1.x * inv;
-        dst[ob + 2u * (lid + WG) + 1u] = acc1.y * inv;
-    }
+        let ob = (t * params.n_heads + h) * hd;
+        let inv = 1.0 / l[g];
+        if (lid < half) {
+            dst[ob + 2u * lid] = acc0[g].x * inv;
+            dst[ob + 2u * lid + 1u] = acc0[g].y * inv;
+        }
+        if (lid + WG < half) {
+            dst[ob + 2u * (lid + WG)] = acc1[g].x * inv;
+            dst[ob + 2u * (lid + WG) + 1u] = acc1[g].y * inv;
+        }
 #else
-    let e = (t * params.n_heads + h) * n_splits + split;
-    let sb = 4u + e * (hd + 2u);
-    if (lid == 0u) {
-        dst[sb] = m;
-        dst[sb + 1u] = l;
-        if (e == 0u) { dst[0] = f32(n_splits); }
-    }
-    if (lid < half) {
-        dst[sb + 2u + 2u * lid] = acc0.x;
-        dst[sb + 3u + 2u * lid] = acc0.y;
-    }
-    if (lid + WG < half) {
-        dst[sb + 2u + 2u * (lid + WG)] = acc1.x;
-        dst[sb + 3u + 2u * (lid + WG)] = acc1.y;
-    }
+        let e = (t * params.n_heads + h) * n_splits + split;
+        let sb = 4u + e * (hd + 2u);
+        if (lid == 0u) {
+            dst[sb] = m[g];
+            dst[sb + 1u] = l[g];
+            if (e == 0u) { dst[0] = f32(n_splits); }
+        }
+        if (lid < half) {
+            dst[sb + 2u + 2u * lid] = acc0[g].x;
+            dst[sb + 3u + 2u * lid] = acc0[g].y;
+        }
+        if (lid + WG < half) {
+            dst[sb + 2u + 2u * (lid + WG)] = acc1[g].x;
+            dst[sb + 3u + 2u * (lid + WG)] = acc1[g].y;
+        }
 #endif
+    }
 }

@@ -17,6 +17,8 @@ const MIN_CHUNK: u32 = 128;
 /// Workgroups that keep a GPU busy; splits stop once rows × heads × splits reach it.
 const TARGET_GROUPS: u32 = 256;
 const MAX_SPLITS: u32 = 64;
+/// Most query heads (of one KV head) a workgroup serves; they share every K/V read.
+const MAX_GB: u32 = 8;
 /// Scratch for split partials (further capped by the max binding).
 const SCRATCH_BYTES: u64 = 32 << 20;
 
@@ -93,6 +95,8 @@ pub struct Attention {
     bind_partial: wgpu::BindGroup,
     bind_reduce: wgpu::BindGroup,
     shape: AttnShape,
+    /// Query heads per workgroup.
+    heads_per_group: u32,
     /// Partial entries (row × head × split) the scratch buffer holds.
     scratch_entries: u32,
 }
@@ -111,9 +115,15 @@ impl Attention {
     ) -> Result<Self> {
         shape.validate()?;
         let kv16 = shape.kv_dtype == KvDtype::F16;
+        let group = shape.n_heads / shape.n_kv_heads;
+        let heads_per_group = (1..=MAX_GB)
+            .rev()
+            .find(|b| group.is_multiple_of(*b))
+            .unwrap_or(1);
         let spec = ShaderSpec::new("attention", SRC)
             .flag("KV_F16", kv16)
-            .constant("WG", WG);
+            .constant("WG", WG)
+            .constant("GB", heads_per_group);
         let direct = ctx.pipeline(&spec.clone().flag("DIRECT", true));
         let partial = ctx.pipeline(&spec);
         let reduce =
@@ -166,6 +176,7 @@ impl Attention {
             bind_partial,
             bind_reduce,
             shape: *shape,
+            heads_per_group,
             scratch_entries,
         })
     }
@@ -174,9 +185,10 @@ impl Attention {
     /// at least `MIN_CHUNK` keys each, within the scratch buffer.
     pub fn splits_for(&self, n_tokens: u32, max_kv_len: u32) -> u32 {
         let rows = (n_tokens * self.shape.n_heads).max(1);
+        let groups = (rows / self.heads_per_group).max(1);
         max_kv_len
             .div_ceil(MIN_CHUNK)
-            .min(TARGET_GROUPS.div_ceil(rows))
+            .min(TARGET_GROUPS.div_ceil(groups))
             .min(self.scratch_entries / rows)
             .clamp(1, MAX_SPLITS)
     }
@@ -196,12 +208,16 @@ impl Attention {
         if n_splits == 1 {
             pass.set_pipeline(&self.direct);
             pass.set_bind_group(0, &self.bind_direct, &[]);
-            pass.dispatch_workgroups(self.shape.n_heads, n_tokens, 1);
+            pass.dispatch_workgroups(self.shape.n_heads / self.heads_per_group, n_tokens, 1);
             return;
         }
         pass.set_pipeline(&self.partial);
         pass.set_bind_group(0, &self.bind_partial, &[]);
-        pass.dispatch_workgroups(self.shape.n_heads, n_tokens, n_splits);
+        pass.dispatch_workgroups(
+            self.shape.n_heads / self.heads_per_group,
+            n_tokens,
+            n_splits,
+        );
         pass.set_pipeline(&self.reduce);
         pass.set_bind_group(0, &self.bind_reduce, &[]);
         pass.dispatch_workgroups(self.shape.n_heads, n_tokens, 1);

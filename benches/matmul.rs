@@ -95,26 +95,26 @@ fn main() {
             let decode = MatMul::new(&ctx, &step1, &w, &x, &y, MatMulOpts::default());
             let batch8 = MatMul::new(&ctx, &step8, &w, &x, &y, MatMulOpts::default());
             let mm = MatMul::new(&ctx, &step_n, &w, &x, &y, MatMulOpts::default());
-            let tv = time_per_call(&ctx, budget, &|p| {
-                decode.record_with(p, 1, MatMulKernel::MatVec)
-            });
-            let gbs = w.gpu_bytes() as f64 / tv / 1e9;
-            let mut line = format!(
-                "{:>5} {rows:>5}x{cols:<5} matvec {:>9.1} us {:>7.2} GB/s",
-                dtype.name(),
-                tv * 1e6,
-                gbs
-            );
+            // Both matrix-vector forms: cooperative rows (GPUs) and one row per lane (CPU adapters).
+            let mut line = format!("{:>5} {rows:>5}x{cols:<5}", dtype.name());
+            for (label, kernel) in [
+                ("matvec", MatMulKernel::MatVec),
+                ("lane-rows", MatMulKernel::MatVecLaneRows),
+            ] {
+                let tv = time_per_call(&ctx, budget, &|p| decode.record_with(p, 1, kernel));
+                let gbs = w.gpu_bytes() as f64 / tv / 1e9;
+                line += &format!(" {label} {:>8.1} us {:>6.2} GB/s |", tv * 1e6, gbs);
+            }
             if rows <= 1536 && std::env::var("HEARTH_BENCH_NO_TILED").is_err() {
                 let t8 = time_per_call(&ctx, budget, &|p| {
-                    batch8.record_with(p, 8, MatMulKernel::MatVec)
+                    batch8.record_with(p, 8, MatMulKernel::Auto)
                 });
-                line += &format!(" | matvec x8 {:>9.1} us", t8 * 1e6);
+                line += &format!(" auto x8 {:>8.1} us |", t8 * 1e6);
                 let tm =
                     time_per_call(&ctx, budget, &|p| mm.record_with(p, n, MatMulKernel::Tiled));
                 let flops = 2.0 * (rows * cols) as f64 * n as f64;
                 line += &format!(
-                    " | tiled x{n} {:>9.1} us {:>7.2} GFLOP/s",
+                    " tiled x{n} {:>9.1} us {:>6.2} GFLOP/s",
                     tm * 1e6,
                     flops / tm / 1e9
                 );

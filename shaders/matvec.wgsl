@@ -80,6 +80,22 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
     return acc;
 }
 
+#if LANE_ROWS
+// CPU adapters (lavapipe, WARP) run invocations as SIMD lanes: one row per
+// invocation keeps x loads uniform across lanes (scalar loads, no gathers)
+// and needs no reduction. GPUs prefer the cooperative rows below.
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = (wid.x + wid.y * nwg.x) * ROWS + li;
+    let t0 = wid.z * MAX_T;
+    if (t0 >= step.n_tokens || r >= params.rows) { return; }
+    let nt = min(MAX_T, step.n_tokens - t0);
+    let acc = row_partial(r, 0u, 1u, t0, nt);
+    for (var t = 0u; t < MAX_T; t++) {
+        if (t < nt) { store(t0 + t, r, acc[t]); }
+    }
+}
+#else
 #if SUBGROUPS
 // Hands out subgroup indices: the `subgroup_id` builtin is not in WebGPU's
 // subgroups feature, and the lane layout of local_invocation_index is unspecified.
@@ -135,3 +151,4 @@ fn main(
     }
 #endif
 }
+#endif

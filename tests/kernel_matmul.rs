@@ -18,6 +18,12 @@ use hearth::gpu::{readback_f32, GpuContext};
 use hearth::model::{DType, HostTensor};
 use hearth::quant::{dequantize, quantize};
 
+const KERNELS: [MatMulKernel; 4] = [
+    MatMulKernel::Auto,
+    MatMulKernel::MatVec,
+    MatMulKernel::MatVecLaneRows,
+    MatMulKernel::Tiled,
+];
 const DTYPES: [DType; 5] = [
     DType::F32,
     DType::F16,
@@ -106,11 +112,7 @@ fn sweep(ctxs: &[Arc<GpuContext>], dtype: DType, rows: usize, cols: usize, token
     for &n in tokens {
         let x = rand_vec(n as usize * cols, 7 + n as u64);
         let want = matmul_ref(&wf, rows, cols, &x, n as usize);
-        for kernel in [
-            MatMulKernel::Auto,
-            MatMulKernel::MatVec,
-            MatMulKernel::Tiled,
-        ] {
+        for kernel in KERNELS {
             let mut outs = Vec::new();
             for (ctx, w) in ctxs.iter().zip(&gpu_w) {
                 let r = Run {
@@ -230,7 +232,7 @@ fn row_chunks_from_a_small_binding_limit() {
         for n in [1u32, 5, 17] {
             let x = rand_vec(n as usize * cols, 22);
             let want = matmul_ref(&wf, rows, cols, &x, n as usize);
-            for kernel in [MatMulKernel::MatVec, MatMulKernel::Tiled] {
+            for kernel in KERNELS {
                 let r = Run {
                     n_tokens: n,
                     kernel,

@@ -53,26 +53,36 @@ pub struct MatMulOpts<'a> {
 /// Which kernel [`MatMul::record_with`] uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatMulKernel {
-    /// Matrix-vector up to [`MATVEC_MAX_TOKENS`] tokens, tiled above.
+    /// Matrix-vector up to [`MATVEC_MAX_TOKENS`] tokens (the lane-rows form on
+    /// CPU adapters, the cooperative form elsewhere), tiled above.
     Auto,
+    /// Matrix-vector, several invocations per row reduced with subgroup
+    /// operations or workgroup memory: the GPU form.
     MatVec,
+    /// Matrix-vector, one row per invocation: the CPU-adapter form.
+    MatVecLaneRows,
     Tiled,
 }
 
+/// Pipelines of one MatMul: (cooperative, lane rows) × (1 token, up to 8), tiled.
+const COOP1: usize = 0;
+const COOP: usize = 1;
+const LANE1: usize = 2;
+const LANE: usize = 3;
+const TILED: usize = 4;
+/// Invocations (= rows) per workgroup of the lane-rows matrix-vector kernel.
+const LANE_WG: u32 = 64;
+
 struct Chunk {
     rows: u32,
-    matvec1: wgpu::BindGroup,
-    matvec: wgpu::BindGroup,
-    tiled: wgpu::BindGroup,
+    binds: Vec<wgpu::BindGroup>,
 }
 
 pub struct MatMul {
-    /// Specialised for exactly one token (decode of one sequence).
-    matvec1: Arc<wgpu::ComputePipeline>,
-    matvec: Arc<wgpu::ComputePipeline>,
-    tiled: Arc<wgpu::ComputePipeline>,
+    pipelines: Vec<Arc<wgpu::ComputePipeline>>,
     chunks: Vec<Chunk>,
-    matvec_rows: u32,
+    coop_rows: u32,
+    cpu_adapter: bool,
     max_dim: u32,
 }
 
@@ -122,7 +132,7 @@ impl MatMul {
     ) -> MatMul {
         // One row per subgroup; the smallest subgroup size gives the most rows a
         // workgroup can cover (larger subgroups loop over several rows).
-        let matvec_rows = if ctx.caps.subgroups {
+        let coop_rows = if ctx.caps.subgroups {
             MATVEC_WG / ctx.caps.subgroup_min_size.clamp(4, MATVEC_WG)
         } else {
             MATVEC_WG / MATVEC_TPR
@@ -132,20 +142,30 @@ impl MatMul {
                 .flag("BIAS", opts.bias.is_some())
                 .flag("ACCUMULATE", opts.accumulate)
         };
-        let matvec_spec = |max_t: u32| {
+        let matvec_spec = |max_t: u32, lane_rows: bool| {
+            let (wg, rows) = if lane_rows {
+                (LANE_WG, LANE_WG)
+            } else {
+                (MATVEC_WG, coop_rows)
+            };
             flags(ShaderSpec::new("matvec", MATVEC_SRC))
                 .flag("X_VEC4", w.cols().is_multiple_of(4))
-                .constant("WG", MATVEC_WG)
-                .constant("ROWS", matvec_rows)
+                .flag("LANE_ROWS", lane_rows)
+                .constant("WG", wg)
+                .constant("ROWS", rows)
                 .constant("TPR", MATVEC_TPR)
                 .constant("MAX_T", max_t)
         };
-        let matvec1 = ctx.pipeline(&matvec_spec(1));
-        let matvec = ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS));
-        let tiled = ctx.pipeline(
-            &flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
-                .flag("X_VEC4", w.cols().is_multiple_of(4)),
-        );
+        let pipelines = vec![
+            ctx.pipeline(&matvec_spec(1, false)),
+            ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, false)),
+            ctx.pipeline(&matvec_spec(1, true)),
+            ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, true)),
+            ctx.pipeline(
+                &flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
+                    .flag("X_VEC4", w.cols().is_multiple_of(4)),
+            ),
+        ];
         let chunks = w
             .chunks()
             .iter()
@@ -170,18 +190,18 @@ impl MatMul {
                 }
                 Chunk {
                     rows: c.rows,
-                    matvec1: bind_numbered(ctx, &matvec1, &entries),
-                    matvec: bind_numbered(ctx, &matvec, &entries),
-                    tiled: bind_numbered(ctx, &tiled, &entries),
+                    binds: pipelines
+                        .iter()
+                        .map(|p| bind_numbered(ctx, p, &entries))
+                        .collect(),
                 }
             })
             .collect();
         MatMul {
-            matvec1,
-            matvec,
-            tiled,
+            pipelines,
             chunks,
-            matvec_rows,
+            coop_rows,
+            cpu_adapter: ctx.info.device_type == wgpu::DeviceType::Cpu,
             max_dim: ctx.caps.max_workgroups_per_dim,
         }
     }
@@ -195,29 +215,25 @@ impl MatMul {
         if n_tokens == 0 {
             return;
         }
-        let tiled = match kernel {
-            MatMulKernel::Auto => n_tokens > MATVEC_MAX_TOKENS,
-            MatMulKernel::MatVec => false,
-            MatMulKernel::Tiled => true,
+        let kernel = match kernel {
+            MatMulKernel::Auto if n_tokens > MATVEC_MAX_TOKENS => MatMulKernel::Tiled,
+            MatMulKernel::Auto if self.cpu_adapter => MatMulKernel::MatVecLaneRows,
+            MatMulKernel::Auto => MatMulKernel::MatVec,
+            k => k,
         };
-        let one = !tiled && n_tokens == 1;
-        let (pipeline, rows_per_wg, tokens_per_wg) = if tiled {
-            (&self.tiled, TILE_ROWS, TILE_TOKENS)
-        } else if one {
-            (&self.matvec1, self.matvec_rows, 1)
-        } else {
-            (&self.matvec, self.matvec_rows, MATVEC_MAX_TOKENS)
+        let one = n_tokens == 1;
+        let (which, rows_per_wg, tokens_per_wg) = match kernel {
+            MatMulKernel::Tiled => (TILED, TILE_ROWS, TILE_TOKENS),
+            MatMulKernel::MatVecLaneRows if one => (LANE1, LANE_WG, 1),
+            MatMulKernel::MatVecLaneRows => (LANE, LANE_WG, MATVEC_MAX_TOKENS),
+            _ if one => (COOP1, self.coop_rows, 1),
+            _ => (COOP, self.coop_rows, MATVEC_MAX_TOKENS),
         };
-        pass.set_pipeline(pipeline);
+        pass.set_pipeline(&self.pipelines[which]);
         let z = n_tokens.div_ceil(tokens_per_wg).min(self.max_dim);
         for c in &self.chunks {
             let (x, y) = grid(c.rows.div_ceil(rows_per_wg), self.max_dim);
-            let bind = match (tiled, one) {
-                (true, _) => &c.tiled,
-                (false, true) => &c.matvec1,
-                (false, false) => &c.matvec,
-            };
-            pass.set_bind_group(0, bind, &[]);
+            pass.set_bind_group(0, &c.binds[which], &[]);
             pass.dispatch_workgroups(x, y, z);
         }
     }

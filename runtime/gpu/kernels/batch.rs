@@ -166,3 +166,36 @@ impl BatchBuffers {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_seq_builds_rows_and_tables() {
+        let mut m = StepMeta::new();
+        m.push_seq(&[7, 8, 9], 0, &[4, 2]);
+        m.push_seq(&[5], 40, &[9, 1, 3]);
+        assert_eq!(m.positions, vec![0, 1, 2, 40]);
+        assert_eq!(m.row_seq, vec![0, 0, 0, 1]);
+        assert_eq!(m.block_table, vec![4, 2, 9, 1, 3]);
+        assert_eq!(m.seqs[1].table_offset, 2);
+        assert_eq!((m.seqs[0].kv_len, m.max_kv_len()), (3, 41));
+        assert!(m.validate(16).is_ok());
+    }
+
+    #[test]
+    fn validate_rejects_inconsistent_steps() {
+        let mut m = StepMeta::new();
+        m.push_seq(&[1, 2], 30, &[0]);
+        assert!(m.validate(16).is_err(), "positions 30..32 need 2 blocks");
+        let mut m = StepMeta::new();
+        m.push_seq(&[1], 0, &[0]);
+        m.row_seq[0] = 3;
+        assert!(m.validate(16).is_err());
+        let mut m = StepMeta::new();
+        m.push_seq(&[1], 0, &[0]);
+        m.positions.push(0);
+        assert!(m.validate(16).is_err());
+    }
+}

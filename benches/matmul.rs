@@ -92,9 +92,9 @@ fn main() {
             let (step1, step8, step_n) = (step(1), step(8), step(n));
             let x = ctx.buffer_from("x", &rand_vec(n as usize * cols, 2));
             let y = ctx.buffer_zeroed("y", (n as usize * rows * 4) as u64);
-            let decode = MatMul::new(&ctx, &step1, &w, &x, &y, MatMulOpts::default());
-            let batch8 = MatMul::new(&ctx, &step8, &w, &x, &y, MatMulOpts::default());
-            let mm = MatMul::new(&ctx, &step_n, &w, &x, &y, MatMulOpts::default());
+            let decode = MatMul::new_all_kernels(&ctx, &step1, &w, &x, &y, MatMulOpts::default());
+            let batch8 = MatMul::new_all_kernels(&ctx, &step8, &w, &x, &y, MatMulOpts::default());
+            let mm = MatMul::new_all_kernels(&ctx, &step_n, &w, &x, &y, MatMulOpts::default());
             // Both matrix-vector forms: cooperative rows (GPUs) and one row per lane (CPU adapters).
             let mut line = format!("{:>5} {rows:>5}x{cols:<5}", dtype.name());
             for (label, kernel) in [

@@ -91,7 +91,10 @@ fn run_gpu(ctx: &GpuContext, w: &GpuMatrix, x: &[f32], r: &Run) -> Vec<f32> {
         bias: bb.as_ref(),
         accumulate: r.y0.is_some(),
     };
-    let mm = MatMul::new(ctx, &step, w, &xb, &yb, opts);
+    let mm = match r.kernel {
+        MatMulKernel::Auto => MatMul::new(ctx, &step, w, &xb, &yb, opts),
+        _ => MatMul::new_all_kernels(ctx, &step, w, &xb, &yb, opts),
+    };
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&Default::default());

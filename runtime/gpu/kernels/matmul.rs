@@ -75,11 +75,13 @@ const LANE_WG: u32 = 64;
 
 struct Chunk {
     rows: u32,
-    binds: Vec<wgpu::BindGroup>,
+    binds: Vec<Option<wgpu::BindGroup>>,
 }
 
 pub struct MatMul {
-    pipelines: Vec<Arc<wgpu::ComputePipeline>>,
+    /// Only the kernels this MatMul may use are built (pipeline compiles are
+    /// slow on CPU adapters); see [`MatMul::new_all_kernels`].
+    pipelines: Vec<Option<Arc<wgpu::ComputePipeline>>>,
     chunks: Vec<Chunk>,
     coop_rows: u32,
     cpu_adapter: bool,
@@ -122,6 +124,7 @@ pub(crate) fn bind_numbered(
 
 impl MatMul {
     /// `x` is f32 `[n_tokens, w.cols()]`, `y` is f32 `[n_tokens, w.rows()]`.
+    /// Builds the kernels [`MatMulKernel::Auto`] picks on this adapter.
     pub fn new(
         ctx: &GpuContext,
         step: &wgpu::Buffer,
@@ -130,6 +133,32 @@ impl MatMul {
         y: &wgpu::Buffer,
         opts: MatMulOpts,
     ) -> MatMul {
+        Self::build(ctx, step, w, x, y, opts, false)
+    }
+
+    /// [`MatMul::new`] with every kernel built, so [`MatMul::record_with`] can
+    /// force any of them (tests, benchmarks).
+    pub fn new_all_kernels(
+        ctx: &GpuContext,
+        step: &wgpu::Buffer,
+        w: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        opts: MatMulOpts,
+    ) -> MatMul {
+        Self::build(ctx, step, w, x, y, opts, true)
+    }
+
+    fn build(
+        ctx: &GpuContext,
+        step: &wgpu::Buffer,
+        w: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        opts: MatMulOpts,
+        all: bool,
+    ) -> MatMul {
+        let cpu_adapter = ctx.info.device_type == wgpu::DeviceType::Cpu;
         // One row per subgroup; the smallest subgroup size gives the most rows a
         // workgroup can cover (larger subgroups loop over several rows).
         let coop_rows = if ctx.caps.subgroups {
@@ -156,14 +185,17 @@ impl MatMul {
                 .constant("TPR", MATVEC_TPR)
                 .constant("MAX_T", max_t)
         };
+        let (coop, lane) = (all || !cpu_adapter, all || cpu_adapter);
         let pipelines = vec![
-            ctx.pipeline(&matvec_spec(1, false)),
-            ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, false)),
-            ctx.pipeline(&matvec_spec(1, true)),
-            ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, true)),
-            ctx.pipeline(
-                &flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
-                    .flag("X_VEC4", w.cols().is_multiple_of(4)),
+            coop.then(|| ctx.pipeline(&matvec_spec(1, false))),
+            coop.then(|| ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, false))),
+            lane.then(|| ctx.pipeline(&matvec_spec(1, true))),
+            lane.then(|| ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, true))),
+            Some(
+                ctx.pipeline(
+                    &flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
+                        .flag("X_VEC4", w.cols().is_multiple_of(4)),
+                ),
             ),
         ];
         let chunks = w
@@ -192,7 +224,7 @@ impl MatMul {
                     rows: c.rows,
                     binds: pipelines
                         .iter()
-                        .map(|p| bind_numbered(ctx, p, &entries))
+                        .map(|p| p.as_ref().map(|p| bind_numbered(ctx, p, &entries)))
                         .collect(),
                 }
             })
@@ -201,7 +233,7 @@ impl MatMul {
             pipelines,
             chunks,
             coop_rows,
-            cpu_adapter: ctx.info.device_type == wgpu::DeviceType::Cpu,
+            cpu_adapter,
             max_dim: ctx.caps.max_workgroups_per_dim,
         }
     }
@@ -210,7 +242,9 @@ impl MatMul {
         self.record_with(pass, n_tokens, MatMulKernel::Auto);
     }
 
-    /// [`MatMul::record`] with the kernel choice forced (tests and benchmarks).
+    /// [`MatMul::record`] with the kernel choice forced (tests and benchmarks); a
+    /// matrix-vector form that was not built (see [`MatMul::new_all_kernels`])
+    /// falls back to the one that was.
     pub fn record_with(&self, pass: &mut wgpu::ComputePass, n_tokens: u32, kernel: MatMulKernel) {
         if n_tokens == 0 {
             return;
@@ -219,6 +253,8 @@ impl MatMul {
             MatMulKernel::Auto if n_tokens > MATVEC_MAX_TOKENS => MatMulKernel::Tiled,
             MatMulKernel::Auto if self.cpu_adapter => MatMulKernel::MatVecLaneRows,
             MatMulKernel::Auto => MatMulKernel::MatVec,
+            MatMulKernel::MatVec if self.pipelines[COOP].is_none() => MatMulKernel::MatVecLaneRows,
+            MatMulKernel::MatVecLaneRows if self.pipelines[LANE].is_none() => MatMulKernel::MatVec,
             k => k,
         };
         let one = n_tokens == 1;
@@ -229,12 +265,17 @@ impl MatMul {
             _ if one => (COOP1, self.coop_rows, 1),
             _ => (COOP, self.coop_rows, MATVEC_MAX_TOKENS),
         };
-        pass.set_pipeline(&self.pipelines[which]);
+        let Some(pipeline) = &self.pipelines[which] else {
+            return;
+        };
+        pass.set_pipeline(pipeline);
         let z = n_tokens.div_ceil(tokens_per_wg).min(self.max_dim);
         for c in &self.chunks {
             let (x, y) = grid(c.rows.div_ceil(rows_per_wg), self.max_dim);
-            pass.set_bind_group(0, &c.binds[which], &[]);
-            pass.dispatch_workgroups(x, y, z);
+            if let Some(bind) = &c.binds[which] {
+                pass.set_bind_group(0, bind, &[]);
+                pass.dispatch_workgroups(x, y, z);
+            }
         }
     }
 }

@@ -1,9 +1,10 @@
 // y[t, row_offset + r] = sum_k W[r, k] x[t, k] (+ bias) (+ y): the decode
 // path. Memory-bound, so each workgroup reads its rows' weights once and
 // applies them to up to MAX_T tokens (grid z walks token groups; MAX_T = 1
-// is its own pipeline for single-token decode). Several
-// rows per workgroup; one row per subgroup when subgroups exist (any size),
-// else TPR invocations per row reduced through workgroup memory.
+// is its own pipeline for single-token decode). Three forms: LANE_ROWS (one
+// row per invocation, for CPU adapters); else several rows per workgroup,
+// one row per subgroup when subgroups exist (any size), or TPR invocations
+// per row reduced through workgroup memory.
 
 struct Step { n_tokens: u32, n_seqs: u32, _p0: u32, _p1: u32 }
 struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words: u32, _p0: u32, _p1: u32, _p2: u32 }

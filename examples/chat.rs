@@ -9,7 +9,9 @@ use hearth::{EngineOptions, GenerateOptions, Hearth, Prompt, SamplingParams};
 
 fn main() -> hearth::Result<()> {
     let mut args = std::env::args().skip(1);
-    let question = args.next().unwrap_or_else(|| "Which ocean is the largest?".into());
+    let question = args
+        .next()
+        .unwrap_or_else(|| "Which ocean is the largest?".into());
     let model = args
         .next()
         .unwrap_or_else(|| "models/SmolLM2-135M-Instruct.Q4_1.gguf".into());

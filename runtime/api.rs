@@ -102,7 +102,9 @@ impl Hearth {
             }
         };
         if ids.is_empty() {
-            return Err(HearthError::InvalidRequest("the prompt is empty (no tokens)".into()));
+            return Err(HearthError::InvalidRequest(
+                "the prompt is empty (no tokens)".into(),
+            ));
         }
         Ok(ids)
     }

@@ -12,8 +12,13 @@ use hearth::model::forward::{ForwardOptions, SeqStep};
 use hearth::{EngineOptions, Hearth, HearthError, Prompt};
 
 fn model_path() -> std::path::PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.exists(), "{} is missing: run `cargo run -p hearth-cli -- fetch`", p.display());
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo run -p hearth-cli -- fetch`",
+        p.display()
+    );
     p
 }
 
@@ -36,14 +41,19 @@ fn greedy(n: usize) -> GenerateOptions {
     }
 }
 
-const FRANCE: &str = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
-const FRANCE_IDS: [u32; 16] = [1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198];
+const FRANCE: &str =
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+const FRANCE_IDS: [u32; 16] = [
+    1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198,
+];
 const FRANCE_OUT: [u32; 8] = [504, 3575, 282, 4649, 314, 7042, 30, 2];
 
 fn check_france(h: &mut Hearth) {
     let ids = h.prompt_ids(&Prompt::Text(FRANCE.into())).unwrap();
     assert_eq!(ids, FRANCE_IDS);
-    let g = h.generate_blocking(&ids, &greedy(16), &mut |_| true).unwrap();
+    let g = h
+        .generate_blocking(&ids, &greedy(16), &mut |_| true)
+        .unwrap();
     assert_eq!(g.ids, FRANCE_OUT, "text: {:?}", g.text);
     assert_eq!(g.text, "The capital of France is Paris.");
 }
@@ -69,12 +79,15 @@ fn france_greedy_without_f16_and_subgroups_and_small_binding() {
 #[test]
 fn chat_template_prompt_and_answer() {
     let mut h = open(GpuOptions::from_env());
-    let ids = h.prompt_ids(&Prompt::chat_user("Which ocean is the largest?")).unwrap();
+    let ids = h
+        .prompt_ids(&Prompt::chat_user("Which ocean is the largest?"))
+        .unwrap();
     assert_eq!(
         ids,
         [
-            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712, 8182,
-            2, 198, 1, 4093, 198, 14413, 5065, 314, 260, 3995, 47, 2, 198, 1, 520, 9531, 198
+            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+            407, 19712, 8182, 2, 198, 1, 4093, 198, 14413, 5065, 314, 260, 3995, 47, 2, 198, 1,
+            520, 9531, 198
         ]
     );
     let mut streamed = String::new();
@@ -86,13 +99,19 @@ fn chat_template_prompt_and_answer() {
         .unwrap();
     assert_eq!(g.ids, [504, 3995, 5065, 314, 260, 6125, 7357]);
     assert_eq!(streamed, g.text);
-    assert!(g.text.starts_with("The largest ocean is the Pacific Ocean"), "{}", g.text);
+    assert!(
+        g.text.starts_with("The largest ocean is the Pacific Ocean"),
+        "{}",
+        g.text
+    );
 }
 
 #[test]
 fn once_upon_a_time_top5_logits() {
     let mut h = open(GpuOptions::from_env());
-    let ids = h.prompt_ids(&Prompt::Text("Once upon a time".into())).unwrap();
+    let ids = h
+        .prompt_ids(&Prompt::Text("Once upon a time".into()))
+        .unwrap();
     assert_eq!(ids, [6403, 1980, 253, 655]);
     let blocks = h.model.pool.allocate(1).unwrap();
     let c = pollster::block_on(h.model.step(
@@ -113,10 +132,24 @@ fn once_upon_a_time_top5_logits() {
     let c = &c[0];
     // Tolerance 0.02: the weights are exact (Q4_1 dequantized in registers), the
     // differences come from f16 KV storage and f32 summation order.
-    let want = [(28u32, 18.142f32), (281, 14.0825), (665, 13.3672), (260, 12.9355), (253, 12.928)];
+    let want = [
+        (28u32, 18.142f32),
+        (281, 14.0825),
+        (665, 13.3672),
+        (260, 12.9355),
+        (253, 12.928),
+    ];
     for (i, &(id, v)) in want.iter().enumerate() {
-        let j = c.ids.iter().position(|&x| x == id).unwrap_or_else(|| panic!("{id} not in top-5 {:?}", c.ids));
-        assert!((c.logits[j] - v).abs() < 0.02, "logit of {id}: {} vs {v}", c.logits[j]);
+        let j = c
+            .ids
+            .iter()
+            .position(|&x| x == id)
+            .unwrap_or_else(|| panic!("{id} not in top-5 {:?}", c.ids));
+        assert!(
+            (c.logits[j] - v).abs() < 0.02,
+            "logit of {id}: {} vs {v}",
+            c.logits[j]
+        );
         // 260 and 253 are 0.008 apart, closer than the tolerance: either order is right.
         if i < 3 {
             assert_eq!(j, i);
@@ -130,7 +163,9 @@ fn once_upon_a_time_top5_logits() {
 #[test]
 fn seeded_sampling_is_reproducible() {
     let mut h = open(GpuOptions::from_env());
-    let ids = h.prompt_ids(&Prompt::Text("Once upon a time".into())).unwrap();
+    let ids = h
+        .prompt_ids(&Prompt::Text("Once upon a time".into()))
+        .unwrap();
     let opts = |seed| GenerateOptions {
         sampling: SamplingParams {
             temperature: 1.0,
@@ -160,12 +195,18 @@ fn request_errors_are_clear() {
     let e = h.prompt_ids(&Prompt::Text(String::new())).unwrap_err();
     assert!(matches!(e, HearthError::InvalidRequest(_)), "{e}");
     let long = vec![504u32; 8192];
-    let e = h.generate_blocking(&long, &greedy(4), &mut |_| true).unwrap_err();
+    let e = h
+        .generate_blocking(&long, &greedy(4), &mut |_| true)
+        .unwrap_err();
     assert!(e.to_string().contains("context"), "{e}");
     // More than the 32 MiB KV budget holds.
-    let e = h.generate_blocking(&long[..4000], &greedy(4000), &mut |_| true).unwrap_err();
+    let e = h
+        .generate_blocking(&long[..4000], &greedy(4000), &mut |_| true)
+        .unwrap_err();
     assert!(matches!(e, HearthError::OutOfKvMemory(_)), "{e}");
-    let e = h.generate_blocking(&[60000], &greedy(1), &mut |_| true).unwrap_err();
+    let e = h
+        .generate_blocking(&[60000], &greedy(1), &mut |_| true)
+        .unwrap_err();
     assert!(matches!(e, HearthError::InvalidRequest(_)), "{e}");
     assert_eq!(h.model.pool.used_blocks(), 0);
     // The model still works after the errors.

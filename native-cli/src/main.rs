@@ -18,7 +18,11 @@ use hearth::{EngineOptions, Hearth, Prompt};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "hearth", version, about = "Cross-vendor LLM inference on any GPU wgpu reaches")]
+#[command(
+    name = "hearth",
+    version,
+    about = "Cross-vendor LLM inference on any GPU wgpu reaches"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -120,15 +124,30 @@ struct BenchArgs {
     gen_tokens: usize,
     #[arg(long)]
     json: bool,
+    /// Time every kernel separately (one submission each) and print time per kernel kind.
+    #[arg(long)]
+    profile: bool,
 }
 
 fn parse_bytes(s: &str) -> Result<u64> {
     let s = s.trim();
-    let (num, mult) = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)]
-        .iter()
-        .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
-        .unwrap_or((s, 1));
-    let v: f64 = num.trim().parse().with_context(|| format!("invalid size `{s}` (e.g. 256MiB)"))?;
+    let (num, mult) = [
+        ("GiB", 1u64 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ]
+    .iter()
+    .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((s, 1));
+    let v: f64 = num
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid size `{s}` (e.g. 256MiB)"))?;
     Ok((v * mult as f64) as u64)
 }
 
@@ -157,7 +176,11 @@ fn load(args: &ModelArgs, max_step_tokens: u32, quiet: bool) -> Result<Hearth> {
             ..ForwardOptions::default()
         },
     };
-    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors groups ({elapsed})")
             .expect("static template")
@@ -171,7 +194,11 @@ fn load(args: &ModelArgs, max_step_tokens: u32, quiet: bool) -> Result<Hearth> {
     .with_context(|| format!("loading {}", path.display()))?;
     bar.finish_and_clear();
     if !quiet {
-        eprintln!("hearth: {} on {}", h.source_desc, h.model.ctx.adapter_name());
+        eprintln!(
+            "hearth: {} on {}",
+            h.source_desc,
+            h.model.ctx.adapter_name()
+        );
     }
     Ok(h)
 }
@@ -220,7 +247,11 @@ fn run(args: RunArgs) -> Result<()> {
         let top: Vec<Vec<serde_json::Value>> = g
             .top_logprobs
             .iter()
-            .map(|row| row.iter().map(|(id, lp)| serde_json::json!({"id": id, "logprob": lp})).collect())
+            .map(|row| {
+                row.iter()
+                    .map(|(id, lp)| serde_json::json!({"id": id, "logprob": lp}))
+                    .collect()
+            })
             .collect();
         let mut v = serde_json::json!({
             "prompt_ids": g.prompt_ids,
@@ -249,11 +280,22 @@ fn run(args: RunArgs) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    anyhow::ensure!(args.prompt_tokens > 0 && args.gen_tokens > 0, "--prompt-tokens and --gen-tokens must be > 0");
+    anyhow::ensure!(
+        args.prompt_tokens > 0 && args.gen_tokens > 0,
+        "--prompt-tokens and --gen-tokens must be > 0"
+    );
     let mut h = load(&args.model, 512, args.json)?;
     // A natural-text prompt repeated to length keeps the numbers representative.
-    let base = h.tokenizer.encode("The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ", false)?;
-    let prompt: Vec<u32> = base.iter().cycle().take(args.prompt_tokens).copied().collect();
+    let base = h.tokenizer.encode(
+        "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",
+        false,
+    )?;
+    let prompt: Vec<u32> = base
+        .iter()
+        .cycle()
+        .take(args.prompt_tokens)
+        .copied()
+        .collect();
     let opts = |n| GenerateOptions {
         sampling: SamplingParams::greedy(),
         max_tokens: n,
@@ -264,6 +306,20 @@ fn bench(args: BenchArgs) -> Result<()> {
     h.generate_blocking(&prompt[..prompt.len().min(16)], &opts(2), &mut |_| true)?;
     let g = h.generate_blocking(&prompt, &opts(args.gen_tokens), &mut |_| true)?;
     let decode = g.decode_tok_s();
+    let profile = if args.profile {
+        // A separate decode run: per-kernel submissions slow the whole step down.
+        h.model.set_profiling(true);
+        h.generate_blocking(
+            &prompt[..prompt.len().min(64)],
+            &opts(args.gen_tokens.min(16)),
+            &mut |_| true,
+        )?;
+        let p = h.model.profile().cloned().unwrap_or_default();
+        h.model.set_profiling(false);
+        Some(p)
+    } else {
+        None
+    };
     let gbs = h.model.weight_bytes as f64 * decode / 1e9;
     let adapter = h.model.ctx.adapter_name();
     if args.json {
@@ -274,9 +330,31 @@ fn bench(args: BenchArgs) -> Result<()> {
     } else {
         println!("adapter:  {adapter}");
         println!("model:    {}", h.source_desc);
-        println!("prefill:  {:.1} tok/s ({} tokens)", g.prefill_tok_s(), prompt.len());
+        println!(
+            "prefill:  {:.1} tok/s ({} tokens)",
+            g.prefill_tok_s(),
+            prompt.len()
+        );
         println!("decode:   {:.1} tok/s ({} tokens)", decode, g.ids.len());
-        println!("weights:  {:.2} GB/s ({:.1} MB read per token)", gbs, h.model.weight_bytes as f64 / 1e6);
+        println!(
+            "weights:  {:.2} GB/s ({:.1} MB read per token)",
+            gbs,
+            h.model.weight_bytes as f64 / 1e6
+        );
+    }
+    if let Some(p) = profile {
+        let total: f64 = p.values().map(|v| v.0).sum();
+        eprintln!("profile (64-token prefill + 16 decode steps, each kernel submitted alone):");
+        let mut rows: Vec<_> = p.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        for (name, (secs, n)) in rows {
+            eprintln!(
+                "  {name:<40} {:>9.1} ms {:>6} calls {:>5.1}%",
+                secs * 1e3,
+                n,
+                100.0 * secs / total.max(1e-12)
+            );
+        }
     }
     Ok(())
 }
@@ -288,10 +366,15 @@ fn info(json: bool) -> Result<()> {
         return Ok(());
     }
     if adapters.is_empty() {
-        println!("no GPU adapters found (on Linux without a GPU: apt-get install mesa-vulkan-drivers)");
+        println!(
+            "no GPU adapters found (on Linux without a GPU: apt-get install mesa-vulkan-drivers)"
+        );
     }
     for a in adapters {
-        println!("[{}] {} ({}, {})", a.index, a.name, a.backend, a.device_type);
+        println!(
+            "[{}] {} ({}, {})",
+            a.index, a.name, a.backend, a.device_type
+        );
         println!("    driver: {}", a.driver);
         println!(
             "    shader-f16: {}  subgroups: {} (size {}..{})  timestamps: {}",
@@ -311,7 +394,10 @@ fn info(json: bool) -> Result<()> {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

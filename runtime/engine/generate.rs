@@ -99,7 +99,9 @@ pub async fn generate(
     on_token: &mut dyn FnMut(TokenEvent) -> bool,
 ) -> Result<Generation> {
     if prompt_ids.is_empty() {
-        return Err(HearthError::InvalidRequest("the prompt is empty (no tokens)".into()));
+        return Err(HearthError::InvalidRequest(
+            "the prompt is empty (no tokens)".into(),
+        ));
     }
     let ctx_len = model.config.max_position_embeddings;
     if prompt_ids.len() >= ctx_len {
@@ -121,7 +123,17 @@ pub async fn generate(
         )));
     }
     let mut table = BlockTable::new();
-    let result = run(model, tok, prompt_ids, opts, &mut sampler, &mut table, max_new, on_token).await;
+    let result = run(
+        model,
+        tok,
+        prompt_ids,
+        opts,
+        &mut sampler,
+        &mut table,
+        max_new,
+        on_token,
+    )
+    .await;
     table.release(&mut model.pool)?;
     result
 }
@@ -208,9 +220,17 @@ async fn run(
                 text.truncate(i);
             }
         }
-        let hold = if last { 0 } else { held_back(&text, &opts.stop) };
+        let hold = if last {
+            0
+        } else {
+            held_back(&text, &opts.stop)
+        };
         let visible = text.len() - hold;
-        let chunk_text = if visible > shown { &text[shown..visible] } else { "" };
+        let chunk_text = if visible > shown {
+            &text[shown..visible]
+        } else {
+            ""
+        };
         let go_on = on_token(TokenEvent {
             id,
             text: chunk_text,

@@ -54,7 +54,10 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(HearthError::InvalidRequest(m));
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!("temperature must be >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
@@ -79,7 +82,9 @@ impl SamplingParams {
     }
 
     pub fn has_penalties(&self) -> bool {
-        self.repetition_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0
+        self.repetition_penalty != 1.0
+            || self.presence_penalty != 0.0
+            || self.frequency_penalty != 0.0
     }
 
     /// How many candidates the GPU must return for this request (`logprobs` included).
@@ -136,7 +141,11 @@ impl Sampler {
         if p.is_greedy() || c.ids.len() == 1 {
             return c.ids[0];
         }
-        let k = if p.top_k > 0 { p.top_k.min(c.ids.len()) } else { c.ids.len() };
+        let k = if p.top_k > 0 {
+            p.top_k.min(c.ids.len())
+        } else {
+            c.ids.len()
+        };
         let inv_t = 1.0 / p.temperature as f64;
         let top = c.logits[0] as f64;
         let mut probs: Vec<f64> = c.logits[..k]
@@ -187,7 +196,9 @@ fn clock_seed() -> u64 {
     #[cfg(target_arch = "wasm32")]
     {
         let mut b = [0u8; 8];
-        getrandom::fill(&mut b).map(|_| u64::from_le_bytes(b)).unwrap_or(0x5eed)
+        getrandom::fill(&mut b)
+            .map(|_| u64::from_le_bytes(b))
+            .unwrap_or(0x5eed)
     }
 }
 
@@ -241,7 +252,11 @@ mod tests {
         let want = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0];
         for i in 0..3 {
             let got = counts[i] as f64 / n as f64;
-            assert!((got - want[i]).abs() < 0.01, "token {i}: {got} vs {}", want[i]);
+            assert!(
+                (got - want[i]).abs() < 0.01,
+                "token {i}: {got} vs {}",
+                want[i]
+            );
         }
     }
 
@@ -265,12 +280,27 @@ mod tests {
     #[test]
     fn invalid_params_rejected() {
         for p in [
-            SamplingParams { temperature: -1.0, ..Default::default() },
-            SamplingParams { top_p: 0.0, ..Default::default() },
-            SamplingParams { min_p: 2.0, ..Default::default() },
-            SamplingParams { repetition_penalty: 0.0, ..Default::default() },
+            SamplingParams {
+                temperature: -1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                min_p: 2.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                repetition_penalty: 0.0,
+                ..Default::default()
+            },
         ] {
-            assert!(matches!(Sampler::new(p), Err(HearthError::InvalidRequest(_))));
+            assert!(matches!(
+                Sampler::new(p),
+                Err(HearthError::InvalidRequest(_))
+            ));
         }
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::engine::sampling::{Candidates, MAX_CANDIDATES};
-use crate::gpu::kernels::attention::{AttnShape, Attention};
+use crate::gpu::kernels::attention::{Attention, AttnShape};
 use crate::gpu::kernels::batch::{BatchBuffers, StepMeta};
 use crate::gpu::kernels::elementwise::{Elementwise, Op};
 use crate::gpu::kernels::embed::Embed;
@@ -117,9 +117,15 @@ pub struct GpuModel {
     staging: wgpu::Buffer,
     /// Bytes of weights read per decode token (for bandwidth figures).
     pub weight_bytes: u64,
+    profile: Option<std::collections::BTreeMap<&'static str, (f64, u64)>>,
 }
 
-fn f32_buffer(ctx: &GpuContext, src: &dyn WeightSource, name: &str, len: usize) -> Result<wgpu::Buffer> {
+fn f32_buffer(
+    ctx: &GpuContext,
+    src: &dyn WeightSource,
+    name: &str,
+    len: usize,
+) -> Result<wgpu::Buffer> {
     let t = src.tensor(name)?;
     t.expect_shape(&[len])?;
     Ok(ctx.buffer_from(name, &t.to_f32()?))
@@ -160,7 +166,9 @@ impl GpuModel {
         let batch = BatchBuffers::new(&ctx, t_max, seqs_max, max_blocks, opts.block_size);
         let step = &batch.step;
 
-        let act = |label: &str, width: usize| ctx.buffer_zeroed(label, (t_max as usize * width * 4) as u64);
+        let act = |label: &str, width: usize| {
+            ctx.buffer_zeroed(label, (t_max as usize * width * 4) as u64)
+        };
         let x = act("x", h);
         let xn = act("xn", h);
         let qkv = act("qkv", qkv_w);
@@ -199,17 +207,31 @@ impl GpuModel {
             let wqkv = GpuMatrix::upload(
                 &ctx,
                 &n("attn_qkv"),
-                &[t("attn_q.weight")?, t("attn_k.weight")?, t("attn_v.weight")?],
+                &[
+                    t("attn_q.weight")?,
+                    t("attn_k.weight")?,
+                    t("attn_v.weight")?,
+                ],
                 opts.dtype,
             )?;
-            let wo = GpuMatrix::upload(&ctx, &n("attn_output.weight"), &[t("attn_output.weight")?], opts.dtype)?;
+            let wo = GpuMatrix::upload(
+                &ctx,
+                &n("attn_output.weight"),
+                &[t("attn_output.weight")?],
+                opts.dtype,
+            )?;
             let wgu = GpuMatrix::upload(
                 &ctx,
                 &n("ffn_gate_up"),
                 &[t("ffn_gate.weight")?, t("ffn_up.weight")?],
                 opts.dtype,
             )?;
-            let wdown = GpuMatrix::upload(&ctx, &n("ffn_down.weight"), &[t("ffn_down.weight")?], opts.dtype)?;
+            let wdown = GpuMatrix::upload(
+                &ctx,
+                &n("ffn_down.weight"),
+                &[t("ffn_down.weight")?],
+                opts.dtype,
+            )?;
             weight_bytes += wqkv.gpu_bytes() + wo.gpu_bytes() + wgu.gpu_bytes() + wdown.gpu_bytes();
             let attn_norm_w = f32_buffer(&ctx, src, &n("attn_norm.weight"), h)?;
             let ffn_norm_w = f32_buffer(&ctx, src, &n("ffn_norm.weight"), h)?;
@@ -234,8 +256,28 @@ impl GpuModel {
                 let kn = f32_buffer(&ctx, src, &n("attn_k_norm.weight"), c.head_dim)?;
                 let (hd, nh, nkv) = (c.head_dim as u32, c.num_heads as u32, c.num_kv_heads as u32);
                 let qk = (
-                    Some(RmsNorm::heads(&ctx, step, &qkv, &qn, hd, 0, nh, qkv_w as u32, c.rms_norm_eps)),
-                    Some(RmsNorm::heads(&ctx, step, &qkv, &kn, hd, nh, nkv, qkv_w as u32, c.rms_norm_eps)),
+                    Some(RmsNorm::heads(
+                        &ctx,
+                        step,
+                        &qkv,
+                        &qn,
+                        hd,
+                        0,
+                        nh,
+                        qkv_w as u32,
+                        c.rms_norm_eps,
+                    )),
+                    Some(RmsNorm::heads(
+                        &ctx,
+                        step,
+                        &qkv,
+                        &kn,
+                        hd,
+                        nh,
+                        nkv,
+                        qkv_w as u32,
+                        c.rms_norm_eps,
+                    )),
                 );
                 bufs.push(qn);
                 bufs.push(kn);
@@ -244,8 +286,26 @@ impl GpuModel {
                 (None, None)
             };
             let layer = Layer {
-                attn_norm: RmsNorm::new(&ctx, step, &x, &attn_norm_w, &xn, h as u32, c.rms_norm_eps),
-                qkv: MatMul::new(&ctx, step, &wqkv, &xn, &qkv, MatMulOpts { bias: bias.as_ref(), accumulate: false }),
+                attn_norm: RmsNorm::new(
+                    &ctx,
+                    step,
+                    &x,
+                    &attn_norm_w,
+                    &xn,
+                    h as u32,
+                    c.rms_norm_eps,
+                ),
+                qkv: MatMul::new(
+                    &ctx,
+                    step,
+                    &wqkv,
+                    &xn,
+                    &qkv,
+                    MatMulOpts {
+                        bias: bias.as_ref(),
+                        accumulate: false,
+                    },
+                ),
                 q_norm,
                 k_norm,
                 rope: Rope::new(
@@ -262,11 +322,31 @@ impl GpuModel {
                 ),
                 kv_write: KvWrite::new(&ctx, &shape, &batch, &qkv, &kv.k[i], &kv.v[i])?,
                 attn: Attention::new(&ctx, &shape, &batch, &qkv, &kv.k[i], &kv.v[i], &attn_out)?,
-                wo: MatMul::new(&ctx, step, &wo, &attn_out, &x, MatMulOpts { bias: None, accumulate: true }),
+                wo: MatMul::new(
+                    &ctx,
+                    step,
+                    &wo,
+                    &attn_out,
+                    &x,
+                    MatMulOpts {
+                        bias: None,
+                        accumulate: true,
+                    },
+                ),
                 ffn_norm: RmsNorm::new(&ctx, step, &x, &ffn_norm_w, &xn, h as u32, c.rms_norm_eps),
                 gate_up: MatMul::new(&ctx, step, &wgu, &xn, &gu, MatMulOpts::default()),
                 silu: Elementwise::new(&ctx, Op::SiluMul, step, &actv, &gu, f as u32),
-                down: MatMul::new(&ctx, step, &wdown, &actv, &x, MatMulOpts { bias: None, accumulate: true }),
+                down: MatMul::new(
+                    &ctx,
+                    step,
+                    &wdown,
+                    &actv,
+                    &x,
+                    MatMulOpts {
+                        bias: None,
+                        accumulate: true,
+                    },
+                ),
                 _w: vec![wqkv, wo, wgu, wdown],
                 _bufs: {
                     bufs.extend([attn_norm_w, ffn_norm_w]);
@@ -280,17 +360,43 @@ impl GpuModel {
         }
 
         let norm_w = f32_buffer(&ctx, src, names::OUTPUT_NORM, h)?;
-        let final_norm = RmsNorm::new(&ctx, &logit_step, &hid, &norm_w, &hidn, h as u32, c.rms_norm_eps);
+        let final_norm = RmsNorm::new(
+            &ctx,
+            &logit_step,
+            &hid,
+            &norm_w,
+            &hidn,
+            h as u32,
+            c.rms_norm_eps,
+        );
         let lm_head_w = if src.has_tensor(names::OUTPUT) {
-            Some(GpuMatrix::upload(&ctx, names::OUTPUT, &[src.tensor(names::OUTPUT)?], opts.dtype)?)
+            Some(GpuMatrix::upload(
+                &ctx,
+                names::OUTPUT,
+                &[src.tensor(names::OUTPUT)?],
+                opts.dtype,
+            )?)
         } else {
             None
         };
         let head = lm_head_w.as_ref().unwrap_or(&embed_w);
         weight_bytes += head.gpu_bytes();
-        let lm_head = MatMul::new(&ctx, &logit_step, head, &hidn, &logits, MatMulOpts::default());
+        let lm_head = MatMul::new(
+            &ctx,
+            &logit_step,
+            head,
+            &hidn,
+            &logits,
+            MatMulOpts::default(),
+        );
         let penalties = Penalties::new(&ctx, &logits, seqs_max, c.vocab_size as u32);
-        let topk = TopK::new(&ctx, &logits, seqs_max, c.vocab_size as u32, MAX_CANDIDATES as u32);
+        let topk = TopK::new(
+            &ctx,
+            &logits,
+            seqs_max,
+            c.vocab_size as u32,
+            MAX_CANDIDATES as u32,
+        );
         let out_bytes = topk.output_bytes();
         let topk_out = topk.output().clone();
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -323,6 +429,7 @@ impl GpuModel {
             topk_out,
             staging,
             weight_bytes,
+            profile: None,
             ctx,
         })
     }
@@ -387,32 +494,26 @@ impl GpuModel {
         if any_pen {
             let rows: Vec<_> = pen_rows
                 .iter()
-                .map(|(r, s)| (*r, s.penalty_counts, s.repetition_penalty, s.presence_penalty, s.frequency_penalty))
+                .map(|(r, s)| {
+                    (
+                        *r,
+                        s.penalty_counts,
+                        s.repetition_penalty,
+                        s.presence_penalty,
+                        s.frequency_penalty,
+                    )
+                })
                 .collect();
             self.penalties.write(&self.ctx.queue, &rows)?;
         }
         let max_kv = meta.max_kv_len();
         let h = self.config.hidden_size as u64 * 4;
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        {
+        if self.profile.is_some() {
+            self.profile_ops(n_tokens, max_kv)?;
+        } else {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            self.embed.record(&mut pass, n_tokens);
-            for l in &self.layers {
-                l.attn_norm.record(&mut pass, n_tokens);
-                l.qkv.record(&mut pass, n_tokens);
-                if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-                    qn.record(&mut pass, n_tokens);
-                    kn.record(&mut pass, n_tokens);
-                }
-                l.rope.record(&mut pass, n_tokens);
-                l.kv_write.record(&mut pass, n_tokens);
-                l.attn.record(&mut pass, n_tokens, max_kv);
-                l.wo.record(&mut pass, n_tokens);
-                l.ffn_norm.record(&mut pass, n_tokens);
-                l.gate_up.record(&mut pass, n_tokens);
-                l.silu.record(&mut pass, n_tokens);
-                l.down.record(&mut pass, n_tokens);
-            }
+            self.for_each_op(n_tokens, max_kv, &mut |_, op| op(&mut pass));
         }
         if n_rows > 0 {
             for (i, &r) in logit_rows.iter().enumerate() {
@@ -427,22 +528,116 @@ impl GpuModel {
                 }
                 self.topk.record(&mut pass, n_rows, k as u32);
             }
-            enc.copy_buffer_to_buffer(&self.topk_out, 0, &self.staging, 0, self.topk.output_bytes_for(n_rows, k as u32));
+            enc.copy_buffer_to_buffer(
+                &self.topk_out,
+                0,
+                &self.staging,
+                0,
+                self.topk.output_bytes_for(n_rows, k as u32),
+            );
         }
+        let t_logits = web_time::Instant::now();
         self.ctx.queue.submit(Some(enc.finish()));
         if n_rows == 0 {
             return Ok(Vec::new());
         }
         let bytes = self.topk.output_bytes_for(n_rows, k as u32);
         let data = map_read(&self.ctx, &self.staging, bytes).await?;
+        if let Some(p) = self.profile.as_mut() {
+            let e = p.entry("logits (norm+lm_head+top-k+readback)").or_default();
+            e.0 += t_logits.elapsed().as_secs_f64();
+            e.1 += 1;
+        }
         Ok(self.topk.parse_output(&data, n_rows, k as u32))
+    }
+
+    /// Calls `f(kernel kind, record)` for every dispatch of the layers, in order.
+    fn for_each_op(
+        &self,
+        n: u32,
+        max_kv: u32,
+        f: &mut dyn FnMut(&'static str, &dyn Fn(&mut wgpu::ComputePass)),
+    ) {
+        f("embed", &|p| self.embed.record(p, n));
+        for l in &self.layers {
+            f("rmsnorm", &|p| l.attn_norm.record(p, n));
+            f("matmul.qkv", &|p| l.qkv.record(p, n));
+            if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+                f("rmsnorm.qk", &|p| {
+                    qn.record(p, n);
+                    kn.record(p, n)
+                });
+            }
+            f("rope", &|p| l.rope.record(p, n));
+            f("kv_write", &|p| l.kv_write.record(p, n));
+            f("attention", &|p| l.attn.record(p, n, max_kv));
+            f("matmul.o", &|p| l.wo.record(p, n));
+            f("rmsnorm", &|p| l.ffn_norm.record(p, n));
+            f("matmul.gate_up", &|p| l.gate_up.record(p, n));
+            f("silu_mul", &|p| l.silu.record(p, n));
+            f("matmul.down", &|p| l.down.record(p, n));
+        }
+    }
+
+    /// Profiling mode: every kernel is its own submission, timed to completion
+    /// (slower overall, but shows where a step's time goes on any adapter).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn profile_ops(&mut self, n: u32, max_kv: u32) -> Result<()> {
+        let mut times: Vec<(&'static str, f64)> = Vec::new();
+        let ctx = self.ctx.clone();
+        let mut err = None;
+        self.for_each_op(n, max_kv, &mut |name, op| {
+            let t = web_time::Instant::now();
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                op(&mut pass);
+            }
+            ctx.queue.submit(Some(enc.finish()));
+            if let Err(e) = ctx.wait() {
+                err = Some(e);
+            }
+            times.push((name, t.elapsed().as_secs_f64()));
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        let prof = self.profile.get_or_insert_with(Default::default);
+        for (name, t) in times {
+            let e = prof.entry(name).or_default();
+            e.0 += t;
+            e.1 += 1;
+        }
+        Ok(())
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn profile_ops(&mut self, _n: u32, _max_kv: u32) -> Result<()> {
+        Err(HearthError::Gpu(
+            "profiling needs a blocking device wait (native only)".into(),
+        ))
+    }
+
+    /// Turns per-kernel timing on (and clears it) or off; see [`GpuModel::profile`].
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(Default::default);
+    }
+
+    /// Seconds and dispatch count per kernel kind since profiling was turned on
+    /// (the lm_head and top-K stage is timed as "logits").
+    pub fn profile(&self) -> Option<&std::collections::BTreeMap<&'static str, (f64, u64)>> {
+        self.profile.as_ref()
     }
 
     /// Full logits of the rows of the last step (tests and debugging; a readback of vocab floats per row).
     pub async fn last_logits(&self, n_rows: usize) -> Result<Vec<f32>> {
         let bytes = self
             .ctx
-            .read_bytes(&self.logits, 0, (n_rows * self.config.vocab_size * 4) as u64)
+            .read_bytes(
+                &self.logits,
+                0,
+                (n_rows * self.config.vocab_size * 4) as u64,
+            )
             .await?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }

@@ -162,8 +162,20 @@ impl RefModel {
                 q = rmsnorm_ref(&q, qn, c.rms_norm_eps);
                 k = rmsnorm_ref(&k, kn, c.rms_norm_eps);
             }
-            rope_ref(&mut q, c.head_dim, &positions, &self.inv_freq, c.rope_layout);
-            rope_ref(&mut k, c.head_dim, &positions, &self.inv_freq, c.rope_layout);
+            rope_ref(
+                &mut q,
+                c.head_dim,
+                &positions,
+                &self.inv_freq,
+                c.rope_layout,
+            );
+            rope_ref(
+                &mut k,
+                c.head_dim,
+                &positions,
+                &self.inv_freq,
+                c.rope_layout,
+            );
             cache.k[li].extend_from_slice(&k);
             cache.v[li].extend_from_slice(&v);
             let attn = attention_ref(
@@ -194,7 +206,12 @@ impl RefModel {
     }
 
     /// Greedy generation: the ids the GPU engine must reproduce.
-    pub fn generate_greedy(&self, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
+    pub fn generate_greedy(
+        &self,
+        prompt: &[u32],
+        max_new: usize,
+        stop: &[u32],
+    ) -> Result<Vec<u32>> {
         let vocab = self.config.vocab_size;
         let mut cache = RefKvCache::default();
         let mut logits = self.forward(prompt, &mut cache)?;

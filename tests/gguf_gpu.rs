@@ -1,0 +1,109 @@
+//! Tiny GGUF models (every weight type mixed inside one layer, llama's
+//! interleaved RoPE and qwen2/qwen3's half-split RoPE, tied and untied) on the
+//! GPU against the CPU reference on the same file.
+
+#[path = "fixtures/gguf_writer.rs"]
+mod gguf_writer;
+
+use hearth::engine::{generate, GenerateOptions, SamplingParams};
+use hearth::gpu::{GpuContext, GpuOptions};
+use hearth::kv::KvDtype;
+use hearth::model::forward::{ForwardOptions, GpuModel, SeqStep};
+use hearth::model::gguf::GgufModel;
+use hearth::reference::{RefKvCache, RefModel};
+use hearth::text::Tokenizer;
+
+fn check(arch: &str, tied: bool, kv_dtype: KvDtype, tol: f32) {
+    let model = GgufModel::from_bytes(gguf_writer::tiny_model(arch, tied).build()).unwrap();
+    let prompt: Vec<u32> = (0..37).map(|i| (i * 7 + 3) % 40).collect();
+    let rm = RefModel::load(&model).unwrap();
+    let want = rm.forward(&prompt, &mut RefKvCache::default()).unwrap();
+    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
+    // Chunks of 16 tokens: prefill spans several steps and KV blocks.
+    let mut m = GpuModel::load(
+        ctx,
+        &model,
+        ForwardOptions {
+            kv_memory: 1 << 20,
+            kv_dtype,
+            max_step_tokens: 16,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let blocks = m.pool.allocate(3).unwrap();
+    let vocab = rm.config.vocab_size;
+    for (i, chunk) in prompt.chunks(16).enumerate() {
+        let c = pollster::block_on(m.step(
+            &[SeqStep {
+                tokens: chunk,
+                start: (i * 16) as u32,
+                blocks: &blocks,
+                want_logits: true,
+                penalty_counts: &[],
+                repetition_penalty: 1.0,
+                presence_penalty: 0.0,
+                frequency_penalty: 0.0,
+            }],
+            1,
+        ))
+        .unwrap();
+        let got = pollster::block_on(m.last_logits(1)).unwrap();
+        let row = i * 16 + chunk.len() - 1;
+        let want_row = &want[row * vocab..(row + 1) * vocab];
+        let worst = got
+            .iter()
+            .zip(want_row)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(
+            worst < tol,
+            "{arch} tied={tied} {kv_dtype:?} chunk {i}: max logit error {worst}"
+        );
+        assert_eq!(
+            c[0].ids[0],
+            hearth::reference::argmax(want_row),
+            "{arch}: argmax"
+        );
+    }
+    m.pool.free(&blocks).unwrap();
+    let tok = Tokenizer::from_spec(&hearth::text::vocab::TokenizerSpec::Gguf(
+        model.vocab().unwrap(),
+    ))
+    .unwrap();
+    let opts = GenerateOptions {
+        sampling: SamplingParams::greedy(),
+        max_tokens: 10,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let g = pollster::block_on(generate(&mut m, &tok, &prompt, &opts, &mut |_| true)).unwrap();
+    if kv_dtype == KvDtype::F32 {
+        assert_eq!(
+            g.ids,
+            rm.generate_greedy(&prompt, 10, &[]).unwrap(),
+            "{arch}: greedy ids"
+        );
+    }
+}
+
+#[test]
+fn llama_untied_f32_kv() {
+    check("llama", false, KvDtype::F32, 1e-3);
+}
+
+#[test]
+fn llama_tied_f16_kv() {
+    // f16 KV storage rounds K/V to 11 significant bits.
+    check("llama", true, KvDtype::F16, 2e-2);
+}
+
+#[test]
+fn qwen2_bias_f32_kv() {
+    check("qwen2", false, KvDtype::F32, 1e-3);
+}
+
+#[test]
+fn qwen3_qk_norm_f32_kv() {
+    check("qwen3", true, KvDtype::F32, 1e-3);
+}

@@ -2,7 +2,6 @@
 //! error line that names the problem, and never panics.
 
 #[path = "../../tests/fixtures/gguf_writer.rs"]
-#[allow(dead_code)]
 mod gguf_writer;
 
 use std::path::Path;

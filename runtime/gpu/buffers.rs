@@ -20,7 +20,7 @@ impl GpuContext {
     /// Storage buffer initialised from `data` (padded to 4 bytes; never zero-sized).
     pub fn buffer_from<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.is_empty() || bytes.len() % 4 != 0 {
+        if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
             let mut padded = bytes.to_vec();
             padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
             return self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -107,7 +107,7 @@ fn summarize(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
         shader_f16: f.contains(wgpu::Features::SHADER_F16),
         subgroups: f.contains(wgpu::Features::SUBGROUP),
         subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
-        max_storage_binding: l.max_storage_buffer_binding_size as u64,
+        max_storage_binding: l.max_storage_buffer_binding_size,
         max_buffer: l.max_buffer_size,
         max_workgroup_invocations: l.max_compute_invocations_per_workgroup,
         max_workgroup_storage: l.max_compute_workgroup_storage_size,
@@ -196,7 +196,7 @@ impl GpuContext {
             })
             .await
             .map_err(|e| HearthError::Gpu(format!("request_device failed: {e}")))?;
-        let mut max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         if let Some(cap) = opts.max_binding {
             max_binding = max_binding.min(cap.max(256));
         }

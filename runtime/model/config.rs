@@ -113,14 +113,14 @@ impl ModelConfig {
         if self.num_layers == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
             return err("num_layers, hidden_size and vocab_size must be non-zero".into());
         }
-        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0
+        if self.num_heads == 0 || self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads)
         {
             return err(format!(
                 "num_heads ({}) must be a non-zero multiple of num_kv_heads ({})",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 || self.head_dim > 256 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.head_dim > 256 {
             return err(format!(
                 "head_dim {} must be even and at most 256",
                 self.head_dim
@@ -129,7 +129,7 @@ impl ModelConfig {
         if self.intermediate_size == 0 {
             return err("intermediate_size must be non-zero".into());
         }
-        if !(self.rope_theta > 0.0) {
+        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
             return err(format!("rope_theta {} must be positive", self.rope_theta));
         }
         Ok(())

@@ -59,6 +59,12 @@ pub struct LoadProgress {
     pub total: usize,
 }
 
+/// Seconds and dispatch count per kernel kind.
+pub type KernelProfile = std::collections::BTreeMap<&'static str, (f64, u64)>;
+
+/// Receives each dispatch of a step with its kernel kind.
+type OpVisitor<'a> = dyn FnMut(&'static str, &dyn Fn(&mut wgpu::ComputePass)) + 'a;
+
 /// One sequence's part of a step.
 pub struct SeqStep<'a> {
     pub tokens: &'a [u32],
@@ -117,7 +123,7 @@ pub struct GpuModel {
     staging: wgpu::Buffer,
     /// Bytes of weights read per decode token (for bandwidth figures).
     pub weight_bytes: u64,
-    profile: Option<std::collections::BTreeMap<&'static str, (f64, u64)>>,
+    profile: Option<KernelProfile>,
 }
 
 fn f32_buffer(
@@ -556,7 +562,7 @@ impl GpuModel {
         &self,
         n: u32,
         max_kv: u32,
-        f: &mut dyn FnMut(&'static str, &dyn Fn(&mut wgpu::ComputePass)),
+        f: &mut OpVisitor,
     ) {
         f("embed", &|p| self.embed.record(p, n));
         for l in &self.layers {
@@ -625,7 +631,7 @@ impl GpuModel {
 
     /// Seconds and dispatch count per kernel kind since profiling was turned on
     /// (the lm_head and top-K stage is timed as "logits").
-    pub fn profile(&self) -> Option<&std::collections::BTreeMap<&'static str, (f64, u64)>> {
+    pub fn profile(&self) -> Option<&KernelProfile> {
         self.profile.as_ref()
     }
 

@@ -44,7 +44,7 @@ impl DType {
     /// whole number of blocks or the size overflows.
     pub fn bytes_for(self, n: usize) -> Result<usize> {
         let be = self.block_elems();
-        if n % be != 0 {
+        if !n.is_multiple_of(be) {
             return Err(HearthError::InvalidFile(format!(
                 "{n} elements is not a multiple of the {self:?} block size {be}"
             )));

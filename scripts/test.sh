@@ -19,5 +19,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo check (wasm32)"
 cargo check -q -p hearth --target wasm32-unknown-unknown
-echo "== cargo test"
-cargo test --workspace -- --test-threads="${HEARTH_TEST_THREADS:-2}"
+echo "== cargo test (release: the CPU reference runs a 135M-parameter model)"
+cargo test --release --workspace -- --test-threads="${HEARTH_TEST_THREADS:-2}"

@@ -361,7 +361,10 @@ fn gpu_backend_with(
             ..Default::default()
         };
         let g = pollster::block_on(generate(&mut m, &tok, prompt, &opts, &mut |_| true))?;
-        Ok(BackendOutput { logits, greedy: g.ids })
+        Ok(BackendOutput {
+            logits,
+            greedy: g.ids,
+        })
     }
 }
 
@@ -402,7 +405,9 @@ fn gpu_quantized_on_load_matches_reference_on_same_weights() {
         for dtype in [DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1] {
             let conv = ConvertedSource::new(&*loaded.weights, dtype);
             let rm = RefModel::load(&conv).unwrap();
-            let want = rm.forward(&g.prompt_ids, &mut RefKvCache::default()).unwrap();
+            let want = rm
+                .forward(&g.prompt_ids, &mut RefKvCache::default())
+                .unwrap();
             let got = gpu_backend_with(Some(dtype))(&loaded, &g.prompt_ids, 6).unwrap();
             let scale = want.iter().fold(0f32, |a, &b| a.max(b.abs()));
             let worst = got

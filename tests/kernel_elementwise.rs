@@ -13,7 +13,14 @@ fn run(op: Op, n_tokens: u32, width: u32) -> (Vec<f32>, Vec<f32>) {
     };
     let a0 = rand_vec((n_tokens * aw) as usize, 1);
     let b0 = rand_vec((n_tokens * bw) as usize, 2);
-    let step = ctx.uniform("step", &StepInfo { n_tokens, n_seqs: 1, ..Default::default() });
+    let step = ctx.uniform(
+        "step",
+        &StepInfo {
+            n_tokens,
+            n_seqs: 1,
+            ..Default::default()
+        },
+    );
     let a = ctx.buffer_from("a", &a0);
     let b = ctx.buffer_from("b", &b0);
     let want = match op {

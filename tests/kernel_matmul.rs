@@ -90,6 +90,7 @@ fn run_gpu(ctx: &GpuContext, w: &GpuMatrix, x: &[f32], r: &Run) -> Vec<f32> {
     let opts = MatMulOpts {
         bias: bb.as_ref(),
         accumulate: r.y0.is_some(),
+        ..Default::default()
     };
     let mm = match r.kernel {
         MatMulKernel::Auto => MatMul::new(ctx, &step, w, &xb, &yb, opts),

@@ -7,7 +7,21 @@ mod gguf_writer;
 use std::path::Path;
 use std::process::Command;
 
-use gguf_writer::{tiny_model, Val};
+use gguf_writer::{GgufWriter, Val};
+
+/// The writer's tiny model with a vocabulary of single characters, so that
+/// any lowercase prompt encodes (byte-level BPE: "Ġ" is the space).
+fn tiny_model(arch: &str, tied: bool) -> GgufWriter {
+    let mut w = gguf_writer::tiny_model(arch, tied);
+    let mut tokens: Vec<String> = vec!["Ġ".into()];
+    tokens.extend(('a'..='z').map(String::from));
+    tokens.extend(('0'..='9').map(String::from));
+    tokens.extend([".", ",", "!"].map(String::from));
+    assert_eq!(tokens.len(), gguf_writer::VOCAB);
+    w.kv("tokenizer.ggml.tokens", Val::strs(&tokens));
+    w.kv("tokenizer.ggml.merges", Val::strs::<&str>(&[]));
+    w
+}
 
 fn hearth(args: &[&str]) -> (bool, String, String) {
     let xdg = std::env::temp_dir().join("hearth-cli-test-xdg");
@@ -44,7 +58,7 @@ fn expect_run_error(bytes: &[u8], extra: &[&str], needle: &str) {
 fn expect_error_at(p: &Path, extra: &[&str], needle: &str) {
     let mut args = vec!["run", "--model", p.to_str().unwrap()];
     if !extra.iter().any(|a| *a == "--prompt" || *a == "--chat") {
-        args.extend(["--prompt", "t1 t2", "--max-tokens", "2"]);
+        args.extend(["--prompt", "hello world", "--max-tokens", "2"]);
     }
     args.extend(extra);
     let (ok, _out, err) = hearth(&args);
@@ -109,18 +123,17 @@ fn shape_mismatch() {
     let t = w
         .tensors
         .iter_mut()
-        .find(|t| t.name == "blk.0.attn_q.weight")
+        .find(|t| t.name == "blk.0.attn_k.weight")
         .unwrap();
+    // [kv_dim, hidden] = [32, 64] stored as [64, 32].
     t.shape.reverse();
-    // A square q projection would still match: only assert the named tensor when the shape differs.
-    let bytes = w.build();
-    expect_run_error(&bytes, &[], "shape");
+    expect_run_error(&w.build(), &[], "blk.0.attn_k.weight");
 }
 
 #[test]
 fn prompt_longer_than_context() {
     // The tiny model's context is 256 tokens.
-    let long = "t1 ".repeat(400);
+    let long = "ab ".repeat(200);
     expect_run_error(
         &tiny_model("llama", false).build(),
         &["--prompt", &long],

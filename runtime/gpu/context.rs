@@ -30,7 +30,9 @@ impl GpuOptions {
                 .unwrap_or(false)
         };
         GpuOptions {
-            adapter: std::env::var("HEARTH_ADAPTER").ok().filter(|s| !s.is_empty()),
+            adapter: std::env::var("HEARTH_ADAPTER")
+                .ok()
+                .filter(|s| !s.is_empty()),
             no_f16: flag("HEARTH_NO_F16"),
             no_subgroups: flag("HEARTH_NO_SUBGROUPS"),
             max_binding: std::env::var("HEARTH_MAX_BINDING")
@@ -103,7 +105,9 @@ fn summarize(index: usize, a: &wgpu::Adapter) -> AdapterSummary {
         name: info.name.clone(),
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
-        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
         shader_f16: f.contains(wgpu::Features::SHADER_F16),
         subgroups: f.contains(wgpu::Features::SUBGROUP),
         subgroup_sizes: (info.subgroup_min_size, info.subgroup_max_size),
@@ -196,7 +200,9 @@ impl GpuContext {
             })
             .await
             .map_err(|e| HearthError::Gpu(format!("request_device failed: {e}")))?;
-        let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let mut max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         if let Some(cap) = opts.max_binding {
             max_binding = max_binding.min(cap.max(256));
         }

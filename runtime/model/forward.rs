@@ -21,7 +21,8 @@ use crate::gpu::weights::GpuMatrix;
 use crate::gpu::GpuContext;
 use crate::kv::{KvBuffers, KvDtype, KvLayout, KvPool};
 use crate::model::config::names;
-use crate::model::{DType, ModelConfig, WeightSource};
+use crate::model::projection::{Projection, ProjectionIo};
+use crate::model::{DType, HostTensor, ModelConfig, WeightSource};
 use crate::{HearthError, Result};
 
 /// How the model is laid out on the GPU.
@@ -82,20 +83,19 @@ pub struct SeqStep<'a> {
 }
 
 struct Layer {
-    _w: Vec<GpuMatrix>,
     _bufs: Vec<wgpu::Buffer>,
     attn_norm: RmsNorm,
-    qkv: MatMul,
+    qkv: Projection,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     rope: Rope,
     kv_write: KvWrite,
     attn: Attention,
-    wo: MatMul,
+    wo: Projection,
     ffn_norm: RmsNorm,
-    gate_up: MatMul,
+    gate_up: Projection,
     silu: Elementwise,
-    down: MatMul,
+    down: Projection,
 }
 
 pub struct GpuModel {
@@ -210,35 +210,6 @@ impl GpuModel {
         for i in 0..c.num_layers {
             let n = |w: &str| names::blk(i, w);
             let t = |w: &str| src.tensor(&n(w));
-            let wqkv = GpuMatrix::upload(
-                &ctx,
-                &n("attn_qkv"),
-                &[
-                    t("attn_q.weight")?,
-                    t("attn_k.weight")?,
-                    t("attn_v.weight")?,
-                ],
-                opts.dtype,
-            )?;
-            let wo = GpuMatrix::upload(
-                &ctx,
-                &n("attn_output.weight"),
-                &[t("attn_output.weight")?],
-                opts.dtype,
-            )?;
-            let wgu = GpuMatrix::upload(
-                &ctx,
-                &n("ffn_gate_up"),
-                &[t("ffn_gate.weight")?, t("ffn_up.weight")?],
-                opts.dtype,
-            )?;
-            let wdown = GpuMatrix::upload(
-                &ctx,
-                &n("ffn_down.weight"),
-                &[t("ffn_down.weight")?],
-                opts.dtype,
-            )?;
-            weight_bytes += wqkv.gpu_bytes() + wo.gpu_bytes() + wgu.gpu_bytes() + wdown.gpu_bytes();
             let attn_norm_w = f32_buffer(&ctx, src, &n("attn_norm.weight"), h)?;
             let ffn_norm_w = f32_buffer(&ctx, src, &n("ffn_norm.weight"), h)?;
             let mut bufs = vec![];
@@ -257,6 +228,64 @@ impl GpuModel {
             } else {
                 None
             };
+            let proj = |name: &str,
+                        parts: Vec<HostTensor>,
+                        x: &wgpu::Buffer,
+                        y: &wgpu::Buffer,
+                        bias: Option<&wgpu::Buffer>,
+                        accumulate: bool| {
+                Projection::new(
+                    &ctx,
+                    &n(name),
+                    parts,
+                    opts.dtype,
+                    &ProjectionIo {
+                        step,
+                        x,
+                        y,
+                        bias,
+                        accumulate,
+                    },
+                )
+            };
+            let qkv_p = proj(
+                "attn_qkv",
+                vec![
+                    t("attn_q.weight")?,
+                    t("attn_k.weight")?,
+                    t("attn_v.weight")?,
+                ],
+                &xn,
+                &qkv,
+                bias.as_ref(),
+                false,
+            )?;
+            let wo_p = proj(
+                "attn_output",
+                vec![t("attn_output.weight")?],
+                &attn_out,
+                &x,
+                None,
+                true,
+            )?;
+            let gu_p = proj(
+                "ffn_gate_up",
+                vec![t("ffn_gate.weight")?, t("ffn_up.weight")?],
+                &xn,
+                &gu,
+                None,
+                false,
+            )?;
+            let down_p = proj(
+                "ffn_down",
+                vec![t("ffn_down.weight")?],
+                &actv,
+                &x,
+                None,
+                true,
+            )?;
+            weight_bytes +=
+                qkv_p.gpu_bytes() + wo_p.gpu_bytes() + gu_p.gpu_bytes() + down_p.gpu_bytes();
             let (q_norm, k_norm) = if c.qk_norm {
                 let qn = f32_buffer(&ctx, src, &n("attn_q_norm.weight"), c.head_dim)?;
                 let kn = f32_buffer(&ctx, src, &n("attn_k_norm.weight"), c.head_dim)?;
@@ -301,17 +330,7 @@ impl GpuModel {
                     h as u32,
                     c.rms_norm_eps,
                 ),
-                qkv: MatMul::new(
-                    &ctx,
-                    step,
-                    &wqkv,
-                    &xn,
-                    &qkv,
-                    MatMulOpts {
-                        bias: bias.as_ref(),
-                        accumulate: false,
-                    },
-                ),
+                qkv: qkv_p,
                 q_norm,
                 k_norm,
                 rope: Rope::new(
@@ -328,32 +347,11 @@ impl GpuModel {
                 ),
                 kv_write: KvWrite::new(&ctx, &shape, &batch, &qkv, &kv.k[i], &kv.v[i])?,
                 attn: Attention::new(&ctx, &shape, &batch, &qkv, &kv.k[i], &kv.v[i], &attn_out)?,
-                wo: MatMul::new(
-                    &ctx,
-                    step,
-                    &wo,
-                    &attn_out,
-                    &x,
-                    MatMulOpts {
-                        bias: None,
-                        accumulate: true,
-                    },
-                ),
+                wo: wo_p,
                 ffn_norm: RmsNorm::new(&ctx, step, &x, &ffn_norm_w, &xn, h as u32, c.rms_norm_eps),
-                gate_up: MatMul::new(&ctx, step, &wgu, &xn, &gu, MatMulOpts::default()),
+                gate_up: gu_p,
                 silu: Elementwise::new(&ctx, Op::SiluMul, step, &actv, &gu, f as u32),
-                down: MatMul::new(
-                    &ctx,
-                    step,
-                    &wdown,
-                    &actv,
-                    &x,
-                    MatMulOpts {
-                        bias: None,
-                        accumulate: true,
-                    },
-                ),
-                _w: vec![wqkv, wo, wgu, wdown],
+                down: down_p,
                 _bufs: {
                     bufs.extend([attn_norm_w, ffn_norm_w]);
                     bufs.extend(bias);
@@ -558,12 +556,7 @@ impl GpuModel {
     }
 
     /// Calls `f(kernel kind, record)` for every dispatch of the layers, in order.
-    fn for_each_op(
-        &self,
-        n: u32,
-        max_kv: u32,
-        f: &mut OpVisitor,
-    ) {
+    fn for_each_op(&self, n: u32, max_kv: u32, f: &mut OpVisitor) {
         f("embed", &|p| self.embed.record(p, n));
         for l in &self.layers {
             f("rmsnorm", &|p| l.attn_norm.record(p, n));

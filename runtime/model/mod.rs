@@ -6,6 +6,7 @@ pub mod forward;
 pub mod gguf;
 pub mod hf;
 pub mod load;
+pub mod projection;
 pub mod source;
 pub mod tensor;
 

@@ -49,9 +49,9 @@ impl DType {
                 "{n} elements is not a multiple of the {self:?} block size {be}"
             )));
         }
-        (n / be)
-            .checked_mul(self.block_bytes())
-            .ok_or_else(|| HearthError::InvalidFile(format!("tensor size overflows ({n} elements)")))
+        (n / be).checked_mul(self.block_bytes()).ok_or_else(|| {
+            HearthError::InvalidFile(format!("tensor size overflows ({n} elements)"))
+        })
     }
 
     pub fn name(self) -> &'static str {

@@ -9,7 +9,8 @@ use hearth::gpu::{GpuContext, GpuOptions};
 /// `HEARTH_MAX_BINDING`, `HEARTH_ADAPTER`). A missing adapter fails the test:
 /// CI has lavapipe, and a silently skipped GPU test proves nothing.
 pub fn gpu() -> Arc<GpuContext> {
-    GpuContext::new_blocking(&GpuOptions::from_env()).expect("a wgpu adapter (install mesa-vulkan-drivers)")
+    GpuContext::new_blocking(&GpuOptions::from_env())
+        .expect("a wgpu adapter (install mesa-vulkan-drivers)")
 }
 
 /// A context with the given forced fallbacks, for tests that cover every path.

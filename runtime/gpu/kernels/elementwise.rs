@@ -43,7 +43,9 @@ impl Elementwise {
             Op::Add => "add",
             Op::SiluMul => "silu_mul",
         };
-        let spec = ShaderSpec::new("elementwise", SRC).entry(entry).constant("WG", WG);
+        let spec = ShaderSpec::new("elementwise", SRC)
+            .entry(entry)
+            .constant("WG", WG);
         let pipeline = ctx.pipeline(&spec);
         let params = ctx.uniform(
             "elementwise.params",

@@ -48,6 +48,11 @@ pub struct MatMulOpts<'a> {
     pub bias: Option<&'a wgpu::Buffer>,
     /// `y += W x` instead of `y = W x` (fuses the residual add).
     pub accumulate: bool,
+    /// First output column this matrix writes (a part of a wider output,
+    /// e.g. the V rows of a QKV projection stored in another format).
+    pub out_offset: u32,
+    /// Columns of one output row; `None`: the matrix's row count.
+    pub out_stride: Option<u32>,
 }
 
 /// Which kernel [`MatMul::record_with`] uses.
@@ -207,8 +212,8 @@ impl MatMul {
                     &Params {
                         rows: c.rows,
                         cols: w.cols() as u32,
-                        row_offset: c.row_start,
-                        y_stride: w.rows() as u32,
+                        row_offset: opts.out_offset + c.row_start,
+                        y_stride: opts.out_stride.unwrap_or(w.rows() as u32),
                         row_words: w.row_words() as u32,
                         _p: [0; 3],
                     },

@@ -6,14 +6,14 @@
 //!   size computed from `n_tokens` on the host;
 //! - a `*_ref` CPU function is the oracle the tests compare against.
 
+pub mod attention;
+pub mod batch;
 pub mod elementwise;
 pub mod embed;
+pub mod kv_write;
 pub mod matmul;
-pub mod batch;
 pub mod rmsnorm;
 pub mod rope;
-pub mod attention;
-pub mod kv_write;
 pub mod topk;
 
 use bytemuck::{Pod, Zeroable};

@@ -1,0 +1,93 @@
+//! A linear projection made of one or more weight matrices whose rows are
+//! stacked into one output (fused QKV, fused gate/up). Parts stored in the
+//! same form share one matrix and one dispatch; a part in another form (GGUF
+//! files mix types inside a layer) gets its own matrix writing its columns of
+//! the same output.
+
+use crate::gpu::kernels::matmul::{MatMul, MatMulOpts};
+use crate::gpu::weights::GpuMatrix;
+use crate::gpu::GpuContext;
+use crate::model::{DType, HostTensor};
+use crate::quant::pack::gpu_dtype;
+use crate::Result;
+
+pub struct Projection {
+    parts: Vec<(GpuMatrix, MatMul)>,
+    rows: usize,
+}
+
+/// Where a projection reads and writes.
+pub struct ProjectionIo<'a> {
+    pub step: &'a wgpu::Buffer,
+    pub x: &'a wgpu::Buffer,
+    pub y: &'a wgpu::Buffer,
+    /// f32 bias over all output columns.
+    pub bias: Option<&'a wgpu::Buffer>,
+    /// `y += W x` (fused residual).
+    pub accumulate: bool,
+}
+
+impl Projection {
+    /// Uploads `tensors` (all with the same column count) as `target`, or as
+    /// stored when `target` is `None`.
+    pub fn new(
+        ctx: &GpuContext,
+        name: &str,
+        tensors: Vec<HostTensor>,
+        target: Option<DType>,
+        io: &ProjectionIo,
+    ) -> Result<Projection> {
+        let rows: usize = tensors.iter().map(|t| t.rows_cols().0).sum();
+        let form = |t: &HostTensor| gpu_dtype(target.unwrap_or(t.dtype));
+        let mut groups: Vec<Vec<HostTensor>> = Vec::new();
+        for t in tensors {
+            match groups.last_mut() {
+                Some(g) if form(&g[0]) == form(&t) => g.push(t),
+                _ => groups.push(vec![t]),
+            }
+        }
+        let mut parts = Vec::with_capacity(groups.len());
+        let mut offset = 0usize;
+        for g in groups {
+            let w = GpuMatrix::upload(ctx, name, &g, target)?;
+            drop(g);
+            let mm = MatMul::new(
+                ctx,
+                io.step,
+                &w,
+                io.x,
+                io.y,
+                MatMulOpts {
+                    bias: io.bias,
+                    accumulate: io.accumulate,
+                    out_offset: offset as u32,
+                    out_stride: Some(rows as u32),
+                },
+            );
+            offset += w.rows();
+            parts.push((w, mm));
+        }
+        Ok(Projection { parts, rows })
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass, n_tokens: u32) {
+        for (_, mm) in &self.parts {
+            mm.record(pass, n_tokens);
+        }
+    }
+
+    /// Output columns.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Weight bytes read per token.
+    pub fn gpu_bytes(&self) -> u64 {
+        self.parts.iter().map(|(w, _)| w.gpu_bytes()).sum()
+    }
+
+    /// Number of separately stored matrices (1 when every part has the same form).
+    pub fn matrices(&self) -> usize {
+        self.parts.len()
+    }
+}

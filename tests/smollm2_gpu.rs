@@ -77,6 +77,43 @@ fn france_greedy_without_f16_and_subgroups_and_small_binding() {
 }
 
 #[test]
+fn stop_string_cuts_the_text_and_ends_generation() {
+    let mut h = open(GpuOptions::from_env());
+    let ids = h.prompt_ids(&Prompt::Text(FRANCE.into())).unwrap();
+    let opts = GenerateOptions {
+        stop: vec![" Paris".into()],
+        ..greedy(16)
+    };
+    let mut streamed = String::new();
+    let g = h
+        .generate_blocking(&ids, &opts, &mut |ev| {
+            streamed.push_str(ev.text);
+            true
+        })
+        .unwrap();
+    assert_eq!(g.text, "The capital of France is");
+    assert_eq!(streamed, g.text, "no part of the stop string is streamed");
+    assert_eq!(g.finish_reason, hearth::engine::FinishReason::Stop);
+    assert_eq!(g.ids, FRANCE_OUT[..6]);
+    // max_tokens ends with Length; the callback can cancel.
+    let g = h
+        .generate_blocking(&ids, &greedy(3), &mut |_| true)
+        .unwrap();
+    assert_eq!(
+        (g.ids.as_slice(), g.finish_reason),
+        (&FRANCE_OUT[..3], hearth::engine::FinishReason::Length)
+    );
+    let g = h
+        .generate_blocking(&ids, &greedy(16), &mut |_| false)
+        .unwrap();
+    assert_eq!(
+        (g.ids.len(), g.finish_reason),
+        (1, hearth::engine::FinishReason::Cancelled)
+    );
+    assert_eq!(h.model.pool.used_blocks(), 0);
+}
+
+#[test]
 fn chat_template_prompt_and_answer() {
     let mut h = open(GpuOptions::from_env());
     let ids = h

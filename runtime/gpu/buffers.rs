@@ -10,12 +10,6 @@ pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST)
     .union(wgpu::BufferUsages::COPY_SRC);
 
-/// A storage buffer with its logical length in bytes.
-pub struct GpuBuffer {
-    pub buffer: wgpu::Buffer,
-    pub len: u64,
-}
-
 impl GpuContext {
     /// Storage buffer initialised from `data` (padded to 4 bytes; never zero-sized).
     pub fn buffer_from<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
@@ -71,7 +65,15 @@ impl GpuContext {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(src, offset, &staging, 0, size);
         self.queue.submit(Some(enc.finish()));
-        let slice = staging.slice(..);
+        let mut data = self.map_read(&staging, size).await?;
+        data.truncate(bytes as usize);
+        Ok(data)
+    }
+
+    /// Maps the first `bytes` of a `MAP_READ` buffer (after the work that fills it
+    /// was submitted), copies them out and unmaps it.
+    pub async fn map_read(&self, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+        let slice = buf.slice(..bytes);
         let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -85,8 +87,8 @@ impl GpuContext {
             .get_mapped_range()
             .map_err(|e| HearthError::Gpu(format!("buffer map range failed: {e}")))?
             .to_vec();
-        staging.unmap();
-        Ok(data[..bytes as usize].to_vec())
+        buf.unmap();
+        Ok(data)
     }
 }
 

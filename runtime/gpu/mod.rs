@@ -7,7 +7,6 @@ pub mod kernels;
 pub mod shader;
 pub mod weights;
 
-pub use buffers::GpuBuffer;
 #[cfg(not(target_arch = "wasm32"))]
 pub use buffers::{readback_f32, readback_u32};
 pub use context::{AdapterSummary, Caps, GpuContext, GpuOptions};

@@ -546,7 +546,7 @@ impl GpuModel {
             return Ok(Vec::new());
         }
         let bytes = self.topk.output_bytes_for(n_rows, k as u32);
-        let data = map_read(&self.ctx, &self.staging, bytes).await?;
+        let data = self.ctx.map_read(&self.staging, bytes).await?;
         if let Some(p) = self.profile.as_mut() {
             let e = p.entry("logits (norm+lm_head+top-k+readback)").or_default();
             e.0 += t_logits.elapsed().as_secs_f64();
@@ -640,25 +640,4 @@ impl GpuModel {
             .await?;
         Ok(bytemuck::cast_slice(&bytes).to_vec())
     }
-}
-
-async fn map_read(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-    let slice = buf.slice(..bytes);
-    let (tx, rx) = futures_channel::oneshot::channel();
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    #[cfg(not(target_arch = "wasm32"))]
-    ctx.wait()?;
-    #[cfg(target_arch = "wasm32")]
-    let _ = ctx;
-    rx.await
-        .map_err(|_| HearthError::Gpu("readback cancelled".into()))?
-        .map_err(|e| HearthError::Gpu(format!("buffer map failed: {e}")))?;
-    let data = slice
-        .get_mapped_range()
-        .map_err(|e| HearthError::Gpu(format!("buffer map range failed: {e}")))?
-        .to_vec();
-    buf.unmap();
-    Ok(data)
 }

@@ -39,6 +39,46 @@ fn x4(t: u32, c: u32) -> vec4<f32> {
 #endif
 }
 
+#if W_QUANT
+fn xq(i: u32) -> vec4<f32> {
+    return x[i];
+}
+
+// Block `b` of row `r` · x[4xb .. 4xb+32]. Written out without local arrays or
+// dynamic indices: CPU adapters turn those into per-lane scratch memory. The
+// offset (Q4_0's -8, Q4_1's min) is applied once per block through sum(x).
+fn block_dot(r: u32, b: u32, xb: u32) -> f32 {
+    let nb = params.cols / 32u;
+    let s = block_scale(r * nb + b);
+    let x0 = xq(xb);
+    let x1 = xq(xb + 1u);
+    let x2 = xq(xb + 2u);
+    let x3 = xq(xb + 3u);
+    let x4 = xq(xb + 4u);
+    let x5 = xq(xb + 5u);
+    let x6 = xq(xb + 6u);
+    let x7 = xq(xb + 7u);
+#if W_Q8_0
+    let q0 = wq[(r * nb + b) * 2u];
+    let q1 = wq[(r * nb + b) * 2u + 1u];
+    let acc = dot(i8x4(q0.x), x0) + dot(i8x4(q0.y), x1) + dot(i8x4(q0.z), x2) + dot(i8x4(q0.w), x3)
+        + dot(i8x4(q1.x), x4) + dot(i8x4(q1.y), x5) + dot(i8x4(q1.z), x6) + dot(i8x4(q1.w), x7);
+    return acc * s.x;
+#else
+    // Word i holds columns 4i..4i+3 (low nibbles) and 16+4i.. (high nibbles).
+    let q = wq[r * nb + b];
+    let acc = dot(nib_lo(q.x), x0) + dot(nib_lo(q.y), x1) + dot(nib_lo(q.z), x2) + dot(nib_lo(q.w), x3)
+        + dot(nib_hi(q.x), x4) + dot(nib_hi(q.y), x5) + dot(nib_hi(q.z), x6) + dot(nib_hi(q.w), x7);
+    let xs = dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));
+#if W_Q4_0
+    return s.x * (acc - 8.0 * xs);
+#else
+    return s.x * acc + s.y * xs;
+#endif
+#endif
+}
+#endif
+
 fn store(t: u32, r: u32, s: f32) {
     let i = t * params.y_stride + params.row_offset + r;
     var v = s;
@@ -58,15 +98,8 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
 #if W_QUANT
     let nb = params.cols / 32u;
     for (var b = lane; b < nb; b += stride) {
-        let w = load_block(r, b);
-        // Constant trip counts: unrolled, so `w` and `acc` stay in registers.
         for (var t = 0u; t < MAX_T; t++) {
-            if (t < nt) {
-                let xb = ((t0 + t) * params.cols + b * 32u) / 4u;
-                var s = 0.0;
-                for (var i = 0u; i < 8u; i++) { s += dot(w[i], x[xb + i]); }
-                acc[t] += s;
-            }
+            if (t < nt) { acc[t] += block_dot(r, b, ((t0 + t) * params.cols + b * 32u) / 4u); }
         }
     }
 #else

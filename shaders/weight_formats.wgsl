@@ -135,35 +135,11 @@ fn load8(r: u32, g: u32) -> W8 {
 }
 
 #if W_QUANT
-// Block `b` of row `r`, dequantized: element 4i + j is component j of entry i
-// (both layouts put columns 4i..4i+3 in one vec4: Q4 word i holds 4i.. low
-// and 16+4i.. high).
-fn load_block(r: u32, b: u32) -> array<vec4<f32>, 8> {
-    let nb = params.cols / 32u;
-    let s = block_scale(r * nb + b);
-#if W_Q8_0
-    let q0 = wq[(r * nb + b) * 2u];
-    let q1 = wq[(r * nb + b) * 2u + 1u];
-    return array<vec4<f32>, 8>(
-        i8x4(q0.x) * s.x, i8x4(q0.y) * s.x, i8x4(q0.z) * s.x, i8x4(q0.w) * s.x,
-        i8x4(q1.x) * s.x, i8x4(q1.y) * s.x, i8x4(q1.z) * s.x, i8x4(q1.w) * s.x);
-#else
-    let q = wq[r * nb + b];
-    var lo = array<vec4<f32>, 4>();
-    var hi = array<vec4<f32>, 4>();
-    for (var i = 0u; i < 4u; i++) {
-        let v = vec4<u32>(q[i]);
-        lo[i] = vec4<f32>((v >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
-        hi[i] = vec4<f32>((v >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u));
-    }
-#if W_Q4_0
-    let m = -8.0 * s.x;
-#else
-    let m = s.y;
-#endif
-    return array<vec4<f32>, 8>(
-        lo[0] * s.x + m, lo[1] * s.x + m, lo[2] * s.x + m, lo[3] * s.x + m,
-        hi[0] * s.x + m, hi[1] * s.x + m, hi[2] * s.x + m, hi[3] * s.x + m);
-#endif
+fn nib_lo(w: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(w) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(15u));
+}
+
+fn nib_hi(w: u32) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(w) >> vec4<u32>(4u, 12u, 20u, 28u)) & vec4<u32>(15u));
 }
 #endif

@@ -161,3 +161,72 @@ fn penalties_match_reference() {
     let plain = &want[(prompt.len() - 1) * vocab..];
     assert!((plain[9] - last[9]).abs() > 0.1);
 }
+
+/// `--dtype q4_0` on a GGUF with mixed types: float matrices are quantized,
+/// already-quantized ones keep their form; the GPU matches the reference on
+/// the same converted view.
+#[test]
+fn dtype_converts_only_float_matrices() {
+    use hearth::model::convert::ConvertedSource;
+    use hearth::model::{DType, WeightSource};
+    let model = GgufModel::from_bytes(gguf_writer::tiny_model("qwen2", false).build()).unwrap();
+    let conv = ConvertedSource::new(&model, DType::Q4_0);
+    // Q4_1 and Q8_0 tensors pass through, F16/BF16/F32 matrices become Q4_0, vectors stay F32.
+    for name in [
+        "blk.0.attn_q.weight",
+        "blk.0.attn_k.weight",
+        "blk.0.attn_v.weight",
+        "blk.0.attn_output.weight",
+        "blk.0.attn_norm.weight",
+    ] {
+        let (src, dst) = (
+            model.tensor(name).unwrap().dtype,
+            conv.tensor(name).unwrap().dtype,
+        );
+        let want = if src.is_quantized() || model.tensor(name).unwrap().shape.len() == 1 {
+            src
+        } else {
+            DType::Q4_0
+        };
+        assert_eq!(dst, want, "{name}: {src:?}");
+    }
+    let prompt: Vec<u32> = (0..9).map(|i| (i * 5 + 1) % 40).collect();
+    let rm = RefModel::load(&conv).unwrap();
+    let want = rm.forward(&prompt, &mut RefKvCache::default()).unwrap();
+    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
+    let mut m = GpuModel::load(
+        ctx,
+        &model,
+        ForwardOptions {
+            dtype: Some(DType::Q4_0),
+            kv_memory: 1 << 20,
+            kv_dtype: KvDtype::F32,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let blocks = m.pool.allocate(1).unwrap();
+    pollster::block_on(m.step(
+        &[SeqStep {
+            tokens: &prompt,
+            start: 0,
+            blocks: &blocks,
+            want_logits: true,
+            penalty_counts: &[],
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+        }],
+        1,
+    ))
+    .unwrap();
+    let got = pollster::block_on(m.last_logits(1)).unwrap();
+    let vocab = rm.config.vocab_size;
+    let want_row = &want[(prompt.len() - 1) * vocab..];
+    let worst = got
+        .iter()
+        .zip(want_row)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(worst < 1e-3, "max logit error {worst}");
+}

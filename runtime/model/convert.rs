@@ -13,8 +13,9 @@ pub struct ConvertedSource<'a> {
 }
 
 impl<'a> ConvertedSource<'a> {
-    /// Matrices (2-D tensors) of `inner` as `dtype`; vectors (norms, biases) stay as they are,
-    /// matching what the GPU loader does with `ForwardOptions::dtype`.
+    /// Float matrices (2-D tensors) of `inner` as `dtype`; vectors (norms,
+    /// biases) and already-quantized matrices stay as they are, matching what
+    /// the GPU loader does with `ForwardOptions::dtype`.
     pub fn new(inner: &'a dyn WeightSource, dtype: DType) -> Self {
         ConvertedSource { inner, dtype }
     }
@@ -31,7 +32,7 @@ impl WeightSource for ConvertedSource<'_> {
 
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
         let t = self.inner.tensor(name)?;
-        if t.shape.len() != 2 || t.dtype == self.dtype {
+        if t.shape.len() != 2 || t.dtype.is_quantized() || t.dtype == self.dtype {
             return Ok(t);
         }
         let data = crate::quant::quantize(self.dtype, &t.to_f32()?)?;

@@ -21,7 +21,7 @@ use crate::gpu::weights::GpuMatrix;
 use crate::gpu::GpuContext;
 use crate::kv::{KvBuffers, KvDtype, KvLayout, KvPool};
 use crate::model::config::names;
-use crate::model::projection::{Projection, ProjectionIo};
+use crate::model::projection::{stored_form, Projection, ProjectionIo};
 use crate::model::{DType, HostTensor, ModelConfig, WeightSource};
 use crate::{HearthError, Result};
 
@@ -137,6 +137,18 @@ fn f32_buffer(
     Ok(ctx.buffer_from(name, &t.to_f32()?))
 }
 
+/// One matrix in the form `--dtype` gives it (see [`stored_form`]).
+fn upload_one(
+    ctx: &GpuContext,
+    src: &dyn WeightSource,
+    name: &str,
+    dtype: Option<DType>,
+) -> Result<GpuMatrix> {
+    let t = src.tensor(name)?;
+    let form = stored_form(t.dtype, dtype);
+    GpuMatrix::upload(ctx, name, &[t], Some(form))
+}
+
 impl GpuModel {
     /// Streams the weights of `src` to the GPU tensor by tensor.
     pub fn load(
@@ -195,12 +207,7 @@ impl GpuModel {
             max_tokens: t_max,
         };
 
-        let embed_w = Arc::new(GpuMatrix::upload(
-            &ctx,
-            names::TOKEN_EMBD,
-            &[src.tensor(names::TOKEN_EMBD)?],
-            opts.dtype,
-        )?);
+        let embed_w = Arc::new(upload_one(&ctx, src, names::TOKEN_EMBD, opts.dtype)?);
         let mut weight_bytes = 0u64;
         let embed = Embed::new(&ctx, step, &embed_w, &batch.tokens, &x);
         done += 1;
@@ -374,12 +381,7 @@ impl GpuModel {
             c.rms_norm_eps,
         );
         let lm_head_w = if src.has_tensor(names::OUTPUT) {
-            Some(GpuMatrix::upload(
-                &ctx,
-                names::OUTPUT,
-                &[src.tensor(names::OUTPUT)?],
-                opts.dtype,
-            )?)
+            Some(upload_one(&ctx, src, names::OUTPUT, opts.dtype)?)
         } else {
             None
         };

@@ -11,6 +11,15 @@ use crate::model::{DType, HostTensor};
 use crate::quant::pack::gpu_dtype;
 use crate::Result;
 
+/// The form a weight of `source` type takes on the GPU under `--dtype target`:
+/// float weights are converted, GGUF quantized weights keep their form.
+pub fn stored_form(source: DType, target: Option<DType>) -> DType {
+    match target {
+        Some(t) if !source.is_quantized() => t,
+        _ => source,
+    }
+}
+
 pub struct Projection {
     parts: Vec<(GpuMatrix, MatMul)>,
     rows: usize,
@@ -28,8 +37,8 @@ pub struct ProjectionIo<'a> {
 }
 
 impl Projection {
-    /// Uploads `tensors` (all with the same column count) as `target`, or as
-    /// stored when `target` is `None`.
+    /// Uploads `tensors` (all with the same column count): float tensors as
+    /// `target` (or as stored when `None`), quantized ones always as stored.
     pub fn new(
         ctx: &GpuContext,
         name: &str,
@@ -38,7 +47,7 @@ impl Projection {
         io: &ProjectionIo,
     ) -> Result<Projection> {
         let rows: usize = tensors.iter().map(|t| t.rows_cols().0).sum();
-        let form = |t: &HostTensor| gpu_dtype(target.unwrap_or(t.dtype));
+        let form = |t: &HostTensor| gpu_dtype(stored_form(t.dtype, target));
         let mut groups: Vec<Vec<HostTensor>> = Vec::new();
         for t in tensors {
             match groups.last_mut() {
@@ -49,7 +58,7 @@ impl Projection {
         let mut parts = Vec::with_capacity(groups.len());
         let mut offset = 0usize;
         for g in groups {
-            let w = GpuMatrix::upload(ctx, name, &g, target)?;
+            let w = GpuMatrix::upload(ctx, name, &g, Some(form(&g[0])))?;
             drop(g);
             let mm = MatMul::new(
                 ctx,

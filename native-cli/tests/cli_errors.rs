@@ -212,3 +212,31 @@ fn info_lists_an_adapter() {
     assert!(a["max_storage_binding"].as_u64().unwrap() > 0);
     assert!(a["backend"].is_string());
 }
+
+#[test]
+fn bench_prints_the_json_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model.gguf");
+    std::fs::write(&p, tiny_model("llama", false).build()).unwrap();
+    let (ok, out, err) = hearth(&[
+        "bench",
+        "--model",
+        p.to_str().unwrap(),
+        "--prompt-tokens",
+        "20",
+        "--gen-tokens",
+        "4",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    for key in ["prefill_tok_s", "decode_tok_s", "weight_gb_s"] {
+        let x = v[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {v}"));
+        assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+    }
+    assert!(v["adapter"].as_str().is_some_and(|a| !a.is_empty()));
+    assert_eq!(v["prompt_tokens"], 20);
+    assert_eq!(v["gen_tokens"], 4);
+}

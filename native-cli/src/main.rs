@@ -290,6 +290,10 @@ fn bench(args: BenchArgs) -> Result<()> {
         "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",
         false,
     )?;
+    anyhow::ensure!(
+        !base.is_empty(),
+        "the model's tokenizer encodes the benchmark text to no tokens"
+    );
     let prompt: Vec<u32> = base
         .iter()
         .cycle()

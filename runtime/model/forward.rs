@@ -114,8 +114,9 @@ pub struct GpuModel {
     lm_head: MatMul,
     penalties: Penalties,
     topk: TopK,
-    /// Rows of the final hidden state that need logits: `[max_seqs, hidden]`.
+    /// The residual stream `[max_step_tokens, hidden]`.
     x: wgpu::Buffer,
+    /// Rows of the final hidden state that need logits: `[max_seqs, hidden]`.
     hid: wgpu::Buffer,
     logits: wgpu::Buffer,
     logit_step: wgpu::Buffer,

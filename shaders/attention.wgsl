@@ -14,8 +14,15 @@ struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
 struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, block_size: u32, row_stride: u32, group: u32, scale: f32, _p0: u32 }
 
 #if KV_F16
+#if F16
+// Same layout as the packed words below; CPUs convert f16 natively (F16C),
+// while unpack2x16float is a slow bit-twiddling path on llvmpipe.
+alias KV2 = vec2<f16>;
+fn from_kv(w: vec2<f16>) -> vec2<f32> { return vec2<f32>(w); }
+#else
 alias KV2 = u32;
 fn from_kv(w: u32) -> vec2<f32> { return unpack2x16float(w); }
+#endif
 #else
 alias KV2 = vec2<f32>;
 fn from_kv(w: vec2<f32>) -> vec2<f32> { return w; }

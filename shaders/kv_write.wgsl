@@ -10,8 +10,13 @@ struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
 struct Params { n_kv_heads: u32, head_dim: u32, block_size: u32, row_stride: u32, k_offset: u32, v_offset: u32, _p0: u32, _p1: u32 }
 
 #if KV_F16
+#if F16
+alias KV2 = vec2<f16>;
+fn to_kv(v: vec2<f32>) -> vec2<f16> { return vec2<f16>(v); }
+#else
 alias KV2 = u32;
 fn to_kv(v: vec2<f32>) -> u32 { return pack2x16float(v); }
+#endif
 #else
 alias KV2 = vec2<f32>;
 fn to_kv(v: vec2<f32>) -> vec2<f32> { return v; }

@@ -35,20 +35,8 @@ fn check(arch: &str, tied: bool, kv_dtype: KvDtype, tol: f32) {
     let blocks = m.pool.allocate(3).unwrap();
     let vocab = rm.config.vocab_size;
     for (i, chunk) in prompt.chunks(16).enumerate() {
-        let c = pollster::block_on(m.step(
-            &[SeqStep {
-                tokens: chunk,
-                start: (i * 16) as u32,
-                blocks: &blocks,
-                want_logits: true,
-                penalty_counts: &[],
-                repetition_penalty: 1.0,
-                presence_penalty: 0.0,
-                frequency_penalty: 0.0,
-            }],
-            1,
-        ))
-        .unwrap();
+        let c = pollster::block_on(m.step(&[SeqStep::new(chunk, (i * 16) as u32, &blocks)], 1))
+            .unwrap();
         let got = pollster::block_on(m.last_logits(1)).unwrap();
         let row = i * 16 + chunk.len() - 1;
         let want_row = &want[row * vocab..(row + 1) * vocab];
@@ -207,20 +195,7 @@ fn dtype_converts_only_float_matrices() {
     )
     .unwrap();
     let blocks = m.pool.allocate(1).unwrap();
-    pollster::block_on(m.step(
-        &[SeqStep {
-            tokens: &prompt,
-            start: 0,
-            blocks: &blocks,
-            want_logits: true,
-            penalty_counts: &[],
-            repetition_penalty: 1.0,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-        }],
-        1,
-    ))
-    .unwrap();
+    pollster::block_on(m.step(&[SeqStep::new(&prompt, 0, &blocks)], 1)).unwrap();
     let got = pollster::block_on(m.last_logits(1)).unwrap();
     let vocab = rm.config.vocab_size;
     let want_row = &want[(prompt.len() - 1) * vocab..];

@@ -339,16 +339,7 @@ fn gpu_backend_with(
         let mut m = gpu_model(loaded, dtype, n as u32)?;
         let blocks = m.pool.allocate(n.div_ceil(m.pool.block_size() as usize))?;
         let parts: Vec<SeqStep> = (0..n)
-            .map(|i| SeqStep {
-                tokens: &prompt[i..i + 1],
-                start: i as u32,
-                blocks: &blocks,
-                want_logits: true,
-                penalty_counts: &[],
-                repetition_penalty: 1.0,
-                presence_penalty: 0.0,
-                frequency_penalty: 0.0,
-            })
+            .map(|i| SeqStep::new(&prompt[i..i + 1], i as u32, &blocks))
             .collect();
         pollster::block_on(m.step(&parts, 1))?;
         let logits = pollster::block_on(m.last_logits(n))?;

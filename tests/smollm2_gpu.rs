@@ -151,20 +151,7 @@ fn once_upon_a_time_top5_logits() {
         .unwrap();
     assert_eq!(ids, [6403, 1980, 253, 655]);
     let blocks = h.model.pool.allocate(1).unwrap();
-    let c = pollster::block_on(h.model.step(
-        &[SeqStep {
-            tokens: &ids,
-            start: 0,
-            blocks: &blocks,
-            want_logits: true,
-            penalty_counts: &[],
-            repetition_penalty: 1.0,
-            presence_penalty: 0.0,
-            frequency_penalty: 0.0,
-        }],
-        5,
-    ))
-    .unwrap();
+    let c = pollster::block_on(h.model.step(&[SeqStep::new(&ids, 0, &blocks)], 5)).unwrap();
     h.model.pool.free(&blocks).unwrap();
     let c = &c[0];
     // Tolerance 0.02: the weights are exact (Q4_1 dequantized in registers), the

@@ -82,6 +82,22 @@ pub struct SeqStep<'a> {
     pub frequency_penalty: f32,
 }
 
+impl<'a> SeqStep<'a> {
+    /// `tokens` at `start` of a sequence stored in `blocks`, wanting logits, no penalties.
+    pub fn new(tokens: &'a [u32], start: u32, blocks: &'a [u32]) -> Self {
+        SeqStep {
+            tokens,
+            start,
+            blocks,
+            want_logits: true,
+            penalty_counts: &[],
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+        }
+    }
+}
+
 struct Layer {
     _bufs: Vec<wgpu::Buffer>,
     attn_norm: RmsNorm,

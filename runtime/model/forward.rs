@@ -430,7 +430,7 @@ impl GpuModel {
         });
         done += 1;
         progress(LoadProgress { done, total });
-        Ok(GpuModel {
+        let mut model = GpuModel {
             config: c,
             pool,
             opts,
@@ -454,7 +454,9 @@ impl GpuModel {
             weight_bytes,
             profile: None,
             ctx,
-        })
+        };
+        model.warm_up()?;
+        Ok(model)
     }
 
     pub fn max_step_tokens(&self) -> u32 {
@@ -469,6 +471,23 @@ impl GpuModel {
     /// its top-`k` candidates (in `seqs` order).
     pub async fn step(&mut self, seqs: &[SeqStep<'_>], k: usize) -> Result<Vec<Candidates>> {
         let k = k.clamp(1, MAX_CANDIDATES);
+        let (n_rows, t_logits) = self.submit_step(seqs, k)?;
+        if n_rows == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = self.topk.output_bytes_for(n_rows, k as u32);
+        let data = self.ctx.map_read(&self.staging, bytes).await?;
+        if let Some(p) = self.profile.as_mut() {
+            let e = p.entry("logits (norm+lm_head+top-k+readback)").or_default();
+            e.0 += t_logits.elapsed().as_secs_f64();
+            e.1 += 1;
+        }
+        Ok(self.topk.parse_output(&data, n_rows, k as u32))
+    }
+
+    /// Records and submits one step; returns the number of logit rows and
+    /// when the submission was made.
+    fn submit_step(&mut self, seqs: &[SeqStep<'_>], k: usize) -> Result<(u32, web_time::Instant)> {
         let mut meta = StepMeta::new();
         for s in seqs {
             if s.tokens.is_empty() {
@@ -561,17 +580,34 @@ impl GpuModel {
         }
         let t_logits = web_time::Instant::now();
         self.ctx.queue.submit(Some(enc.finish()));
-        if n_rows == 0 {
-            return Ok(Vec::new());
+        Ok((n_rows, t_logits))
+    }
+
+    /// Runs a prefill-sized and a decode-sized step on scratch blocks, so that
+    /// drivers which compile pipelines on first use (llvmpipe) do it during
+    /// loading instead of inside the first request's timing. The blocks are
+    /// returned; their contents are never read (attention reads only
+    /// positions a sequence has written).
+    fn warm_up(&mut self) -> Result<()> {
+        let n = (crate::gpu::kernels::matmul::MATVEC_MAX_TOKENS + 1).min(self.opts.max_step_tokens);
+        let blocks = self
+            .pool
+            .allocate(n.div_ceil(self.pool.block_size()) as usize)?;
+        let tokens = vec![0u32; n as usize];
+        let mut result = Ok(());
+        for len in [n, 1] {
+            let part = SeqStep::new(&tokens[..len as usize], 0, &blocks);
+            if let Err(e) = self.submit_step(&[part], 1) {
+                result = Err(e);
+                break;
+            }
         }
-        let bytes = self.topk.output_bytes_for(n_rows, k as u32);
-        let data = self.ctx.map_read(&self.staging, bytes).await?;
-        if let Some(p) = self.profile.as_mut() {
-            let e = p.entry("logits (norm+lm_head+top-k+readback)").or_default();
-            e.0 += t_logits.elapsed().as_secs_f64();
-            e.1 += 1;
+        #[cfg(not(target_arch = "wasm32"))]
+        if result.is_ok() {
+            result = self.ctx.wait();
         }
-        Ok(self.topk.parse_output(&data, n_rows, k as u32))
+        self.pool.free(&blocks)?;
+        result
     }
 
     /// Calls `f(kernel kind, record)` for every dispatch of the layers, in order.

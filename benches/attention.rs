@@ -1,6 +1,5 @@
 //! Attention micro-benchmarks: decode (one row, GB/s of KV read) at several
 //! context lengths, and a 512-token prefill (GFLOP/s). `cargo bench --bench attention`.
-use std::time::Instant;
 
 use hearth::gpu::kernels::attention::{Attention, AttnShape};
 use hearth::gpu::kernels::batch::{BatchBuffers, StepMeta};
@@ -10,26 +9,11 @@ use hearth::kv::KvDtype;
 const BS: u32 = 16;
 
 /// Seconds per run of `record`, several runs per submit, after a warm-up.
+#[path = "common/mod.rs"]
+mod common;
+
 fn time(ctx: &GpuContext, record: &dyn Fn(&mut wgpu::ComputePass)) -> f64 {
-    let run = |n: u32| {
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for _ in 0..n {
-                record(&mut pass);
-            }
-        }
-        ctx.queue.submit(Some(enc.finish()));
-        ctx.wait().unwrap();
-    };
-    run(1);
-    let t = Instant::now();
-    run(1);
-    let once = t.elapsed().as_secs_f64();
-    let n = ((0.5 / once.max(1e-6)) as u32).clamp(1, 50);
-    let t = Instant::now();
-    run(n);
-    t.elapsed().as_secs_f64() / n as f64
+    common::time_per_call(ctx, 0.5, record)
 }
 
 fn main() {

@@ -1,6 +1,5 @@
 //! Micro-benchmarks of the small kernels of a forward pass (GB/s of memory
 //! traffic): RMSNorm, RoPE, residual add / SiLU·mul, top-K. `cargo bench --bench misc_kernels`.
-use std::time::Instant;
 
 use hearth::gpu::kernels::elementwise::{Elementwise, Op};
 use hearth::gpu::kernels::rmsnorm::RmsNorm;
@@ -9,26 +8,11 @@ use hearth::gpu::kernels::topk::TopK;
 use hearth::gpu::kernels::StepInfo;
 use hearth::gpu::{GpuContext, GpuOptions};
 
+#[path = "common/mod.rs"]
+mod common;
+
 fn time(ctx: &GpuContext, record: &dyn Fn(&mut wgpu::ComputePass)) -> f64 {
-    let run = |n: u32| {
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for _ in 0..n {
-                record(&mut pass);
-            }
-        }
-        ctx.queue.submit(Some(enc.finish()));
-        ctx.wait().unwrap();
-    };
-    run(1);
-    let t = Instant::now();
-    run(1);
-    let once = t.elapsed().as_secs_f64();
-    let n = ((0.3 / once.max(1e-6)) as u32).clamp(1, 100);
-    let t = Instant::now();
-    run(n);
-    t.elapsed().as_secs_f64() / n as f64
+    common::time_per_call(ctx, 0.3, record)
 }
 
 fn report(what: &str, s: f64, bytes: f64) {

@@ -4,7 +4,11 @@
 
 mod ops;
 
-pub use ops::{attention_ref, matmul_ref_rows, rmsnorm_ref, rope_ref};
+pub use ops::matmul_ref_rows;
+
+use crate::gpu::kernels::rmsnorm::rmsnorm_ref;
+use crate::gpu::kernels::rope::rope_ref;
+use crate::kv::reference::causal_attention_ref;
 
 use crate::model::config::names;
 use crate::model::{ModelConfig, WeightSource};
@@ -146,9 +150,9 @@ impl RefModel {
             }
             x.extend_from_slice(&self.embed[t * h..(t + 1) * h]);
         }
-        let positions: Vec<usize> = (pos0..pos0 + n).collect();
+        let positions: Vec<u32> = (pos0..pos0 + n).map(|p| p as u32).collect();
         for (li, l) in self.layers.iter().enumerate() {
-            let xn = rmsnorm_ref(&x, &l.attn_norm, c.rms_norm_eps);
+            let xn = norm_rows(&x, &l.attn_norm, c.rms_norm_eps);
             let mut q = matmul_ref_rows(&l.wq, qd, h, &xn);
             let mut k = matmul_ref_rows(&l.wk, kvd, h, &xn);
             let mut v = matmul_ref_rows(&l.wv, kvd, h, &xn);
@@ -159,37 +163,49 @@ impl RefModel {
                 }
             }
             if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
-                q = rmsnorm_ref(&q, qn, c.rms_norm_eps);
-                k = rmsnorm_ref(&k, kn, c.rms_norm_eps);
+                q = norm_rows(&q, qn, c.rms_norm_eps);
+                k = norm_rows(&k, kn, c.rms_norm_eps);
             }
+            let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
             rope_ref(
                 &mut q,
-                c.head_dim,
                 &positions,
                 &self.inv_freq,
+                nh,
+                hd,
+                qd,
                 c.rope_layout,
             );
             rope_ref(
                 &mut k,
-                c.head_dim,
                 &positions,
                 &self.inv_freq,
+                nkv,
+                hd,
+                kvd,
                 c.rope_layout,
             );
             cache.k[li].extend_from_slice(&k);
             cache.v[li].extend_from_slice(&v);
-            let attn = attention_ref(
-                &q,
-                &cache.k[li],
-                &cache.v[li],
-                &positions,
-                c.num_heads,
-                c.num_kv_heads,
-                c.head_dim,
-            );
+            // Row t sees the cache up to its own position (causal).
+            let attn: Vec<f32> = q
+                .chunks(qd)
+                .zip(&positions)
+                .flat_map(|(qt, &p)| {
+                    causal_attention_ref(
+                        qt,
+                        &cache.k[li],
+                        &cache.v[li],
+                        nh,
+                        nkv,
+                        hd,
+                        p as usize + 1,
+                    )
+                })
+                .collect();
             let o = matmul_ref_rows(&l.wo, h, qd, &attn);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
-            let xn = rmsnorm_ref(&x, &l.ffn_norm, c.rms_norm_eps);
+            let xn = norm_rows(&x, &l.ffn_norm, c.rms_norm_eps);
             let g = matmul_ref_rows(&l.w_gate, f, h, &xn);
             let u = matmul_ref_rows(&l.w_up, f, h, &xn);
             let act: Vec<f32> = g
@@ -200,7 +216,7 @@ impl RefModel {
             let d = matmul_ref_rows(&l.w_down, h, f, &act);
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
-        let xn = rmsnorm_ref(&x, &self.norm, c.rms_norm_eps);
+        let xn = norm_rows(&x, &self.norm, c.rms_norm_eps);
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         Ok(matmul_ref_rows(head, c.vocab_size, h, &xn))
     }
@@ -227,6 +243,13 @@ impl RefModel {
         }
         Ok(out)
     }
+}
+
+/// RMSNorm of each `w.len()`-wide row of `x`.
+fn norm_rows(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    x.chunks(w.len())
+        .flat_map(|r| rmsnorm_ref(r, w, eps))
+        .collect()
 }
 
 /// Index of the largest value (lowest index on ties).

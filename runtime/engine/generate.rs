@@ -90,6 +90,21 @@ fn held_back(text: &str, stop: &[String]) -> usize {
     hold
 }
 
+/// `part` with the request's penalties over the token `counts`.
+fn with_penalties<'a>(
+    part: SeqStep<'a>,
+    counts: &'a [(u32, u32)],
+    sp: &SamplingParams,
+) -> SeqStep<'a> {
+    SeqStep {
+        penalty_counts: counts,
+        repetition_penalty: sp.repetition_penalty,
+        presence_penalty: sp.presence_penalty,
+        frequency_penalty: sp.frequency_penalty,
+        ..part
+    }
+}
+
 /// Generates from `prompt_ids`. The callback returns `false` to stop early.
 pub async fn generate(
     model: &mut GpuModel,
@@ -169,14 +184,12 @@ async fn run(
         cands = model
             .step(
                 &[SeqStep {
-                    tokens: &prompt_ids[pos..end],
-                    start: pos as u32,
-                    blocks: table.blocks(),
                     want_logits: end == prompt_ids.len(),
-                    penalty_counts: &pc,
-                    repetition_penalty: sp.repetition_penalty,
-                    presence_penalty: sp.presence_penalty,
-                    frequency_penalty: sp.frequency_penalty,
+                    ..with_penalties(
+                        SeqStep::new(&prompt_ids[pos..end], pos as u32, table.blocks()),
+                        &pc,
+                        &sp,
+                    )
                 }],
                 k,
             )
@@ -257,16 +270,11 @@ async fn run(
         let pc: Vec<(u32, u32)> = counts.iter().map(|(&a, &b)| (a, b)).collect();
         cands = model
             .step(
-                &[SeqStep {
-                    tokens: &[id],
-                    start: p as u32,
-                    blocks: table.blocks(),
-                    want_logits: true,
-                    penalty_counts: &pc,
-                    repetition_penalty: sp.repetition_penalty,
-                    presence_penalty: sp.presence_penalty,
-                    frequency_penalty: sp.frequency_penalty,
-                }],
+                &[with_penalties(
+                    SeqStep::new(&[id], p as u32, table.blocks()),
+                    &pc,
+                    &sp,
+                )],
                 k,
             )
             .await?;

@@ -121,7 +121,7 @@ pub struct GpuModel {
     opts: ForwardOptions,
     batch: BatchBuffers,
     _kv: KvBuffers,
-    _embed_w: Arc<GpuMatrix>,
+    _embed_w: GpuMatrix,
     _lm_head_w: Option<GpuMatrix>,
     _misc: Vec<wgpu::Buffer>,
     embed: Embed,
@@ -224,7 +224,7 @@ impl GpuModel {
             max_tokens: t_max,
         };
 
-        let embed_w = Arc::new(upload_one(&ctx, src, names::TOKEN_EMBD, opts.dtype)?);
+        let embed_w = upload_one(&ctx, src, names::TOKEN_EMBD, opts.dtype)?;
         let mut weight_bytes = 0u64;
         let embed = Embed::new(&ctx, step, &embed_w, &batch.tokens, &x);
         done += 1;

@@ -1,0 +1,126 @@
+// Types of the main-thread API in hearth.js.
+
+export interface SupportResult {
+  ok: boolean;
+  /** Why WebGPU cannot be used, when ok is false. */
+  reason?: string;
+}
+
+export interface LoadProgress {
+  /** "download": bytes from the network; "cache": writing to / found in the Cache API;
+   *  "upload": layers sent to the GPU. */
+  phase: 'download' | 'cache' | 'upload';
+  loaded: number;
+  total: number;
+  /** Share of the whole load done, 0..1; exactly 1 once Hearth.load resolves. */
+  fraction: number;
+}
+
+export interface LoadOptions {
+  onProgress?: (progress: LoadProgress) => void;
+  /** Things that did not go the usual way but did not fail the load, e.g. "not cached: ...". */
+  onNotice?: (message: string) => void;
+  /** Force the f32 kernels even when the adapter has shader-f16. */
+  no_f16?: boolean;
+  /** Do not use WebGPU subgroups even when the adapter has them. */
+  no_subgroups?: boolean;
+  /** KV cache budget in MiB. */
+  kv_memory_mib?: number;
+  /** Where hearth-worker.js lives, when not next to hearth.js. */
+  workerUrl?: string | URL;
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | string;
+  content: string;
+}
+
+/** Sampling options, OpenAI names. temperature 0 is greedy. */
+export interface GenerateOptions {
+  max_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  top_k?: number;
+  min_p?: number;
+  seed?: number;
+  stop?: string | string[];
+  presence_penalty?: number;
+  frequency_penalty?: number;
+  repetition_penalty?: number;
+  ignore_eos?: boolean;
+}
+
+export interface GenerationChunk {
+  /** May be "" for a token whose bytes are incomplete UTF-8 or held back by a stop string. */
+  text: string;
+  tokenId: number;
+}
+
+export interface GenerationResult {
+  text: string;
+  token_ids: number[];
+  prompt_tokens: number;
+  completion_tokens: number;
+  finish_reason: 'stop' | 'length' | 'cancelled';
+  prefill_tok_s: number;
+  decode_tok_s: number;
+  ttft_ms: number;
+}
+
+export interface GenerationStream extends AsyncIterableIterator<GenerationChunk> {
+  /** The final result; rejects when generation fails. */
+  readonly result: Promise<GenerationResult>;
+  /** Ends generation after the current token; result then has finish_reason "cancelled". */
+  stop(): void;
+}
+
+export interface EngineStats {
+  adapter: { name: string; backend: string; driver: string; device_type: string };
+  features: { shader_f16: boolean; subgroups: boolean; subgroup_min_size: number; subgroup_max_size: number };
+  limits: {
+    max_storage_binding: number;
+    max_buffer: number;
+    max_workgroup_invocations: number;
+    max_storage_buffers_per_stage: number;
+  };
+  model: { desc: string; arch: string; layers: number; hidden: number; vocab: number; context_length: number; weight_bytes: number };
+  kv: { dtype: string; blocks: number; block_size: number; tokens: number };
+  /** Time the engine took to load (upload and warm-up), ms. */
+  load_ms: number;
+  last: { prefill_tok_s: number; decode_tok_s: number; prompt_tokens: number; completion_tokens: number } | null;
+  // Added by the worker:
+  /** The URL, or the file names. */
+  source: string;
+  /** Whether the weights came from the Cache API instead of the network. */
+  from_cache: boolean;
+  /** Whether the weights are in the Cache API now. */
+  cached: boolean;
+  /** Time to get the weights as a Blob (download, or cache lookup), ms; 0 for Files. */
+  download_ms: number;
+  /** Time inside Engine.load, ms. */
+  upload_ms: number;
+  /** Whole load in the worker, ms. */
+  total_load_ms: number;
+  /** Whether the device was created with the WebGPU "subgroups" feature. */
+  web_subgroups: boolean;
+}
+
+export declare class HearthEngine {
+  private constructor();
+  chat(messages: ChatMessage[], options?: GenerateOptions): GenerationStream;
+  complete(prompt: string, options?: GenerateOptions): GenerationStream;
+  stats(): Promise<EngineStats>;
+  /** Frees GPU memory and ends the worker. */
+  unload(): Promise<void>;
+}
+
+export declare const Hearth: {
+  isSupported(): Promise<SupportResult>;
+  /** A URL of a .gguf, a File/Blob of one, or Files (one .gguf, or a Hugging Face set:
+   *  config.json, tokenizer.json, *.safetensors, ...). */
+  load(source: string | URL | Blob | File | File[] | FileList, options?: LoadOptions): Promise<HearthEngine>;
+  /** Deletes every cached model. */
+  clearCache(): Promise<{ entries: number; bytes: number }>;
+};
+
+export default Hearth;

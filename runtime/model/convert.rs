@@ -30,6 +30,14 @@ impl WeightSource for ConvertedSource<'_> {
         self.inner.has_tensor(name)
     }
 
+    fn tensor_meta(&self, name: &str) -> Result<(DType, Vec<usize>)> {
+        let (dtype, shape) = self.inner.tensor_meta(name)?;
+        if shape.len() != 2 || dtype.is_quantized() {
+            return Ok((dtype, shape));
+        }
+        Ok((self.dtype, shape))
+    }
+
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
         let t = self.inner.tensor(name)?;
         if t.shape.len() != 2 || t.dtype.is_quantized() || t.dtype == self.dtype {

@@ -233,18 +233,52 @@ pub struct HfModel {
     generation_config_json: Option<String>,
 }
 
-/// Indexes one safetensors shard; the safetensors crate validates the header
-/// (length, JSON, offsets within the buffer) before anything is trusted.
+/// safetensors' own cap on the JSON header.
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// Indexes one safetensors shard from its header alone (the data may be a
+/// Blob not yet read). The safetensors crate parses and validates the header
+/// (offsets contiguous, sizes matching shapes); the data it describes must
+/// then end exactly at the end of the file.
 fn index_shard(
     name: &str,
     shard: usize,
-    bytes: &[u8],
+    bytes: &FileBytes,
     out: &mut HashMap<String, Entry>,
 ) -> Result<()> {
-    let (n, meta) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| HearthError::InvalidFile(format!("safetensors file {name}: {e}")))?;
-    let base = 8 + n;
-    for (hf_name, info) in meta.tensors() {
+    let bad = |m: String| HearthError::InvalidFile(format!("safetensors file {name}: {m}"));
+    if bytes.len() < 8 {
+        return Err(bad(format!(
+            "{} bytes is too short for a header",
+            bytes.len()
+        )));
+    }
+    let n = u64::from_le_bytes(bytes.range(0, 8)?.as_ref().try_into().expect("8 bytes"));
+    if n > MAX_SAFETENSORS_HEADER || n + 8 > bytes.len() {
+        return Err(bad(format!(
+            "header length {n} does not fit in the file ({} bytes)",
+            bytes.len()
+        )));
+    }
+    let header = bytes.range(8, n as usize)?;
+    let text =
+        std::str::from_utf8(&header).map_err(|e| bad(format!("header is not UTF-8: {e}")))?;
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_str(text).map_err(|e| bad(format!("bad header: {e}")))?;
+    let base = 8 + n as usize;
+    let tensors = meta.tensors();
+    let data_end = tensors
+        .values()
+        .map(|i| i.data_offsets.1)
+        .max()
+        .unwrap_or(0);
+    if base as u64 + data_end as u64 != bytes.len() {
+        return Err(bad(format!(
+            "header describes {data_end} bytes of data but the file has {}",
+            bytes.len() - base as u64
+        )));
+    }
+    for (hf_name, info) in tensors {
         let Some(canon) = canonical_name(&hf_name) else {
             continue;
         };
@@ -275,7 +309,7 @@ impl HfModel {
     /// Builds a model from in-memory parts: `config.json` text and the
     /// safetensors shards as (file name, bytes).
     pub fn from_parts(config_json: &str, shards: Vec<(String, Vec<u8>)>) -> Result<Self> {
-        Self::build(
+        Self::from_files(
             config_json,
             shards
                 .into_iter()
@@ -284,7 +318,9 @@ impl HfModel {
         )
     }
 
-    fn build(config_json: &str, shards: Vec<(String, FileBytes)>) -> Result<Self> {
+    /// Builds a model from `config.json` text and the shards as (file name,
+    /// bytes) in any form, e.g. Blob-backed in the browser.
+    pub fn from_files(config_json: &str, shards: Vec<(String, FileBytes)>) -> Result<Self> {
         if shards.is_empty() {
             return Err(HearthError::InvalidFile("no safetensors files".into()));
         }
@@ -348,7 +384,7 @@ impl HfModel {
             let bytes = FileBytes::map(&dir.join(&name))?;
             shards.push((name, bytes));
         }
-        let mut model = Self::build(&config_json, shards)?;
+        let mut model = Self::from_files(&config_json, shards)?;
         model.tokenizer_json = read("tokenizer.json")?;
         model.tokenizer_config_json = read("tokenizer_config.json")?;
         model.generation_config_json = read("generation_config.json")?;
@@ -414,6 +450,24 @@ impl WeightSource for HfModel {
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
+        let (e, dtype) = self.entry(name)?;
+        // index_shard checked that every range lies within its shard.
+        Ok(HostTensor {
+            name: name.to_string(),
+            dtype,
+            shape: e.shape.clone(),
+            data: self.shards[e.shard].range(e.range.start as u64, e.range.len())?,
+        })
+    }
+
+    fn tensor_meta(&self, name: &str) -> Result<(DType, Vec<usize>)> {
+        let (e, dtype) = self.entry(name)?;
+        Ok((dtype, e.shape.clone()))
+    }
+}
+
+impl HfModel {
+    fn entry(&self, name: &str) -> Result<(&Entry, DType)> {
         let e = self
             .tensors
             .get(name)
@@ -424,12 +478,6 @@ impl WeightSource for HfModel {
                 e.hf_name
             ))
         })?;
-        // read_metadata checked offsets against the buffer and sizes against shapes.
-        Ok(HostTensor {
-            name: name.to_string(),
-            dtype,
-            shape: e.shape.clone(),
-            data: std::borrow::Cow::Borrowed(&self.shards[e.shard][e.range.clone()]),
-        })
+        Ok((e, dtype))
     }
 }

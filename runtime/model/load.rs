@@ -1,32 +1,30 @@
 //! Opening a model from a path (a `.gguf` file or a Hugging Face directory),
-//! the bytes a loader owns (memory map natively, a Vec in the browser), and
+//! the bytes a loader reads (a memory map natively, a Blob read in slices in
+//! the browser, or a Vec in tests), and
 //! the shape check every loader's output goes through before the forward pass.
 
-use std::ops::Deref;
+use std::borrow::Cow;
 
 use super::config::names;
 use super::WeightSource;
 use crate::text::vocab::TokenizerSpec;
-#[cfg(not(target_arch = "wasm32"))]
-use crate::HearthError;
-use crate::Result;
+use crate::{HearthError, Result};
+
+/// Random access to a model file that can be neither mapped nor held whole:
+/// in the browser, a `Blob` read slice by slice, so the wasm heap only ever
+/// holds the header and one tensor.
+pub trait RangeRead {
+    fn len(&self) -> u64;
+    /// Exactly `len` bytes starting at `start` (the caller bounds-checks).
+    fn read(&self, start: u64, len: usize) -> Result<Vec<u8>>;
+}
 
 /// The bytes of one model file.
 pub enum FileBytes {
     Owned(Vec<u8>),
     #[cfg(not(target_arch = "wasm32"))]
     Mapped(memmap2::Mmap),
-}
-
-impl Deref for FileBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            FileBytes::Owned(v) => v,
-            #[cfg(not(target_arch = "wasm32"))]
-            FileBytes::Mapped(m) => m,
-        }
-    }
+    Ranged(Box<dyn RangeRead>),
 }
 
 impl std::fmt::Debug for FileBytes {
@@ -45,6 +43,55 @@ impl FileBytes {
         // running process is outside what any loader can defend against.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| HearthError::io(&shown, e))?;
         Ok(FileBytes::Mapped(map))
+    }
+
+    pub fn len(&self) -> u64 {
+        match self {
+            FileBytes::Owned(v) => v.len() as u64,
+            #[cfg(not(target_arch = "wasm32"))]
+            FileBytes::Mapped(m) => m.len() as u64,
+            FileBytes::Ranged(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether reading costs a copy (and so readers should ask for little).
+    pub fn is_ranged(&self) -> bool {
+        matches!(self, FileBytes::Ranged(_))
+    }
+
+    /// `len` bytes at `start`: borrowed when the file is in memory or mapped,
+    /// read on demand otherwise. A range past the end is an `InvalidFile` error.
+    pub fn range(&self, start: u64, len: usize) -> Result<Cow<'_, [u8]>> {
+        let end = start.checked_add(len as u64).filter(|&e| e <= self.len());
+        let Some(end) = end else {
+            return Err(HearthError::InvalidFile(format!(
+                "read of {len} bytes at offset {start} runs past the end of the file ({} bytes)",
+                self.len()
+            )));
+        };
+        let (s, e) = (start as usize, end as usize);
+        Ok(match self {
+            FileBytes::Owned(v) => Cow::Borrowed(&v[s..e]),
+            #[cfg(not(target_arch = "wasm32"))]
+            FileBytes::Mapped(m) => Cow::Borrowed(&m[s..e]),
+            FileBytes::Ranged(r) => {
+                let v = r.read(start, len)?;
+                if v.len() != len {
+                    return Err(HearthError::io(
+                        format!("bytes {start}..{end}"),
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("read returned {} of {len} bytes", v.len()),
+                        ),
+                    ));
+                }
+                Cow::Owned(v)
+            }
+        })
     }
 }
 
@@ -162,8 +209,15 @@ pub fn expected_tensors(src: &dyn WeightSource) -> Vec<(String, Vec<usize>)> {
 /// and the shape its config implies: `MissingTensor`, `ShapeMismatch` or
 /// `Unsupported` otherwise, before anything is uploaded.
 pub fn check_shapes(src: &dyn WeightSource) -> Result<()> {
-    for (name, shape) in expected_tensors(src) {
-        src.tensor(&name)?.expect_shape(&shape)?;
+    for (name, expected) in expected_tensors(src) {
+        let (_, found) = src.tensor_meta(&name)?;
+        if found != expected {
+            return Err(HearthError::ShapeMismatch {
+                name,
+                expected,
+                found,
+            });
+        }
     }
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The interface between file loaders and the rest of the runtime.
 
-use super::{config::ModelConfig, tensor::HostTensor};
+use super::{config::ModelConfig, tensor::HostTensor, DType};
 use crate::Result;
 
 /// A model file (or directory) that yields its config and its tensors by
@@ -10,4 +10,7 @@ pub trait WeightSource {
     fn has_tensor(&self, name: &str) -> bool;
     /// `HearthError::MissingTensor` when absent.
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>>;
+    /// Format and shape (PyTorch order) without touching the data, which a
+    /// Blob-backed file would have to read; errors as [`WeightSource::tensor`].
+    fn tensor_meta(&self, name: &str) -> Result<(DType, Vec<usize>)>;
 }

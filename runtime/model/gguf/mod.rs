@@ -21,6 +21,10 @@ use crate::{HearthError, Result};
 /// "GGUF" read as a little-endian u32.
 const MAGIC: [u8; 4] = *b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// How much of a Blob-backed file the header parse reads first; it grows
+/// fourfold while the metadata runs past it, up to the cap.
+const INITIAL_PREFIX: u64 = 1 << 20;
+const MAX_HEADER_BYTES: u64 = 256 << 20;
 /// ggml's GGML_MAX_DIMS.
 const MAX_DIMS: u32 = 4;
 
@@ -97,13 +101,44 @@ impl GgufFile {
         Self::parse(FileBytes::Owned(bytes))
     }
 
+    /// Parses the header, metadata and tensor table. A file read in slices
+    /// is parsed from a growing prefix, so only the header is ever copied.
     pub fn parse(bytes: FileBytes) -> Result<Self> {
-        let buf: &[u8] = &bytes;
-        let mut r = Reader::new(buf);
-        if r.bytes(4, "magic")? != MAGIC {
+        let file_len = bytes.len();
+        let mut prefix_len = if bytes.is_ranged() {
+            file_len.min(INITIAL_PREFIX)
+        } else {
+            file_len
+        };
+        loop {
+            let prefix = bytes.range(0, prefix_len as usize)?;
+            let mut r = Reader::prefix(&prefix, file_len);
+            match Self::parse_header(&mut r, file_len) {
+                Ok(mut file) => {
+                    file.bytes = bytes;
+                    for t in &file.tensors {
+                        file.check_tensor(t)?;
+                    }
+                    return Ok(file);
+                }
+                Err(e) if !r.short => return Err(e),
+                Err(e) if prefix_len >= MAX_HEADER_BYTES => {
+                    return Err(HearthError::Unsupported(format!(
+                        "GGUF metadata larger than {} MiB ({e})",
+                        MAX_HEADER_BYTES >> 20
+                    )))
+                }
+                Err(_) => prefix_len = (prefix_len * 4).min(file_len).min(MAX_HEADER_BYTES),
+            }
+        }
+    }
+
+    /// Everything up to the data section; `bytes` is left empty for `parse` to fill.
+    fn parse_header(r: &mut Reader<'_>, file_len: u64) -> Result<Self> {
+        let magic = r.bytes(4, "magic")?;
+        if magic != MAGIC {
             return Err(HearthError::InvalidFile(format!(
-                "not a GGUF file: bad magic {:02x?} (expected \"GGUF\")",
-                &buf[..4]
+                "not a GGUF file: bad magic {magic:02x?} (expected \"GGUF\")"
             )));
         }
         let version = r.u32("version")?;
@@ -130,7 +165,7 @@ impl GgufFile {
         for _ in 0..n_kv {
             let key = r.string("metadata key")?;
             let type_id = r.u32(&key)?;
-            let value = metadata::read_value(&mut r, type_id, &key, 0)?;
+            let value = metadata::read_value(r, type_id, &key, 0)?;
             if meta_index.insert(key.clone(), metadata.len()).is_some() {
                 return Err(HearthError::InvalidFile(format!(
                     "GGUF metadata key `{key}` appears twice"
@@ -187,17 +222,12 @@ impl GgufFile {
         }
         let end_of_infos = r.pos() as u64;
         let data_offset = end_of_infos.div_ceil(file.alignment) * file.alignment;
-        if data_offset > buf.len() as u64 && !file.tensors.is_empty() {
+        if data_offset > file_len && !file.tensors.is_empty() {
             return Err(HearthError::InvalidFile(format!(
-                "GGUF truncated: data section starts at byte {data_offset}, file has {} bytes",
-                buf.len()
+                "GGUF truncated: data section starts at byte {data_offset}, file has {file_len} bytes"
             )));
         }
         file.data_offset = data_offset as usize;
-        file.bytes = bytes;
-        for t in &file.tensors {
-            file.check_tensor(t)?;
-        }
         Ok(file)
     }
 
@@ -239,7 +269,7 @@ impl GgufFile {
             .and_then(|s| s.checked_add(t.offset))
             .and_then(|e| e.checked_add(self.data_offset as u64));
         match end {
-            Some(e) if e <= self.bytes.len() as u64 => Ok(()),
+            Some(e) if e <= self.bytes.len() => Ok(()),
             _ => bad(format!(
                 "data ({} {} elements at offset {}) runs past the end of the file ({} bytes)",
                 numel,
@@ -368,7 +398,7 @@ impl GgufFile {
             name: name.to_string(),
             dtype,
             shape: info.shape(),
-            data: std::borrow::Cow::Borrowed(&self.bytes[start..start + size]),
+            data: self.bytes.range(start as u64, size)?,
         })
     }
 }

@@ -7,17 +7,28 @@ use crate::{HearthError, Result};
 pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Length of the whole file when `buf` is only its first bytes.
+    file_len: u64,
+    /// Set when a read failed only because `buf` is a prefix: the caller
+    /// retries with more of the file.
+    pub short: bool,
 }
 
-fn truncated(what: &str, pos: usize, need: u64, len: usize) -> HearthError {
+fn truncated(what: &str, pos: usize, need: u64, len: u64) -> HearthError {
     HearthError::InvalidFile(format!(
         "GGUF truncated: {what} at byte {pos} needs {need} bytes, file has {len}"
     ))
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, pos: 0 }
+    /// A reader over the first `buf.len()` bytes of a file of `file_len` bytes.
+    pub fn prefix(buf: &'a [u8], file_len: u64) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            file_len,
+            short: false,
+        }
     }
 
     pub fn pos(&self) -> usize {
@@ -30,7 +41,9 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self, n: u64, what: &str) -> Result<&'a [u8]> {
         if n > self.remaining() as u64 {
-            return Err(truncated(what, self.pos, n, self.buf.len()));
+            let left_in_file = self.file_len - self.pos as u64;
+            self.short = n <= left_in_file;
+            return Err(truncated(what, self.pos, n, self.file_len));
         }
         let s = &self.buf[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -73,12 +86,12 @@ impl<'a> Reader<'a> {
     /// Checks that `count` items of at least `min_size` bytes each can still
     /// fit in the file; returns `count` as usize for a safe `with_capacity`.
     pub fn check_count(&self, count: u64, min_size: u64, what: &str) -> Result<usize> {
+        let left = self.file_len - self.pos as u64;
         match count.checked_mul(min_size) {
-            Some(n) if n <= self.remaining() as u64 => Ok(count as usize),
+            Some(n) if n <= left => Ok(count as usize),
             _ => Err(HearthError::InvalidFile(format!(
-                "GGUF {what} count {count} at byte {} cannot fit in the {} bytes left of the file",
+                "GGUF {what} count {count} at byte {} cannot fit in the {left} bytes left of the file",
                 self.pos,
-                self.remaining()
             ))),
         }
     }

@@ -1,7 +1,7 @@
 //! A GGUF file as a WeightSource: canonical names are GGUF's own.
 
 use super::GgufFile;
-use crate::model::{HostTensor, ModelConfig, WeightSource};
+use crate::model::{DType, HostTensor, ModelConfig, WeightSource};
 use crate::text::vocab::GgufVocab;
 use crate::Result;
 
@@ -47,5 +47,13 @@ impl WeightSource for GgufModel {
 
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
         self.file.tensor(name)
+    }
+
+    fn tensor_meta(&self, name: &str) -> Result<(DType, Vec<usize>)> {
+        let info = self
+            .file
+            .tensor_info(name)
+            .ok_or_else(|| crate::HearthError::MissingTensor(name.to_string()))?;
+        Ok((info.dtype()?, info.shape()))
     }
 }

@@ -24,7 +24,7 @@ struct Slices {
 }
 
 impl RangeRead for Slices {
-    fn len(&self) -> u64 {
+    fn size(&self) -> u64 {
         self.bytes.len() as u64
     }
     fn read(&self, start: u64, len: usize) -> Result<Vec<u8>> {

@@ -14,7 +14,7 @@ use crate::{HearthError, Result};
 /// in the browser, a `Blob` read slice by slice, so the wasm heap only ever
 /// holds the header and one tensor.
 pub trait RangeRead {
-    fn len(&self) -> u64;
+    fn size(&self) -> u64;
     /// Exactly `len` bytes starting at `start` (the caller bounds-checks).
     fn read(&self, start: u64, len: usize) -> Result<Vec<u8>>;
 }
@@ -50,7 +50,7 @@ impl FileBytes {
             FileBytes::Owned(v) => v.len() as u64,
             #[cfg(not(target_arch = "wasm32"))]
             FileBytes::Mapped(m) => m.len() as u64,
-            FileBytes::Ranged(r) => r.len(),
+            FileBytes::Ranged(r) => r.size(),
         }
     }
 

@@ -128,6 +128,7 @@ test('chat: greedy reply in the browser equals the native CLI, token for token',
     const result = await page.evaluate(() => window.hearthDemo.lastResult);
     assert.deepEqual(Array.from(result.token_ids), native.ids,
       `browser text: ${JSON.stringify(result.text)}\nnative text: ${JSON.stringify(native.text)}`);
+    assert.equal(result.prompt_tokens, native.prompt_ids.length, 'same prompt length as the native chat template');
     assert.match(result.text, /Pacific/);
     const bubble = await page.locator('#messages .msg.assistant').last().textContent();
     assert.equal(bubble, result.text, 'the chat shows the reply');

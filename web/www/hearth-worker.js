@@ -144,8 +144,10 @@ async function load(id, source, options = {}) {
     patchRequestDevice();
 
     const tUpload = performance.now();
-    const onProgress = (p) =>
+    const onProgress = (event) => {
+      const p = plain(event);
       post({ type: 'progress', id, phase: p.phase || 'upload', loaded: p.done, total: p.total, cached: false });
+    };
     engine = await Engine.load(files, names, { ...engineOptions(options), web_subgroups: webSubgroups }, onProgress);
     loadInfo = {
       source: source.url || names.join(', '),
@@ -197,8 +199,9 @@ async function generate(id, msg) {
     : eng.chat_prompt(msg.messages || []);
   const current = { id, stop: false, done: null };
   generation = current;
-  const onToken = (ev) => {
+  const onToken = (event) => {
     if (current.stop) return false;
+    const ev = plain(event);
     post({ type: 'token', id, text: ev.text, token_id: ev.token_id });
     return true;
   };

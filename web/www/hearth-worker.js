@@ -44,11 +44,11 @@ async function wasmModule() {
 // when the runtime is told it is there. Adding it to every requestDevice call on adapters
 // that have it is the least intrusive way in; `wantSubgroups` follows the current load.
 let wantSubgroups = false;
-let requestDevicePatched = false;
 
+// Installed when the worker starts, before the wasm glue is imported, so the patch is in
+// place however the glue looks the method up.
 function patchRequestDevice() {
-  if (requestDevicePatched || typeof GPUAdapter === 'undefined') return;
-  requestDevicePatched = true;
+  if (typeof GPUAdapter === 'undefined') return;
   const original = GPUAdapter.prototype.requestDevice;
   GPUAdapter.prototype.requestDevice = function requestDevice(descriptor = {}) {
     if (wantSubgroups && this.features.has('subgroups')) {
@@ -59,6 +59,7 @@ function patchRequestDevice() {
     return original.call(this, descriptor);
   };
 }
+patchRequestDevice();
 
 async function checkWebGPU() {
   if (!self.navigator?.gpu) {
@@ -141,7 +142,6 @@ async function load(id, source, options = {}) {
 
     wantSubgroups = !options.no_subgroups;
     const webSubgroups = wantSubgroups && adapter.features.has('subgroups');
-    patchRequestDevice();
 
     const tUpload = performance.now();
     const onProgress = (event) => {

@@ -1,6 +1,6 @@
 //! Device creation with limits and features negotiated from the real adapter.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::{HearthError, Result};
 
@@ -19,6 +19,10 @@ pub struct GpuOptions {
     /// Pretend the adapter's max storage binding is at most this many bytes
     /// (exercises the row-split path).
     pub max_binding: Option<u64>,
+    /// The host created the WebGPU device with the `subgroups` feature, which
+    /// wgpu's web backend neither reports nor requests (the browser worker
+    /// adds it to `requestDevice`); kernels may then use subgroup operations.
+    pub web_subgroups: bool,
 }
 
 impl GpuOptions {
@@ -38,6 +42,7 @@ impl GpuOptions {
             max_binding: std::env::var("HEARTH_MAX_BINDING")
                 .ok()
                 .and_then(|s| s.parse().ok()),
+            web_subgroups: false,
         }
     }
 }
@@ -85,6 +90,10 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pub caps: Caps,
     pub(crate) pipelines: PipelineCache,
+    /// The first error the device reported outside any error scope (out of
+    /// memory, validation); surfaced by [`GpuContext::check_errors`] instead
+    /// of wgpu's default panic.
+    first_error: Arc<Mutex<Option<String>>>,
 }
 
 fn instance() -> wgpu::Instance {
@@ -175,16 +184,20 @@ impl GpuContext {
         pollster::block_on(Self::new(opts))
     }
 
+    // On wasm32 wgpu's handles are neither Send nor Sync; there the Arc is
+    // shared within the one thread a page or worker has.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub async fn from_adapter(adapter: wgpu::Adapter, opts: &GpuOptions) -> Result<Arc<Self>> {
         let info = adapter.get_info();
         let have = adapter.features();
         let mut features = wgpu::Features::empty();
         let f16 = have.contains(wgpu::Features::SHADER_F16) && !opts.no_f16;
-        let subgroups = have.contains(wgpu::Features::SUBGROUP) && !opts.no_subgroups;
+        let native_subgroups = have.contains(wgpu::Features::SUBGROUP);
+        let subgroups = (native_subgroups || opts.web_subgroups) && !opts.no_subgroups;
         if f16 {
             features |= wgpu::Features::SHADER_F16;
         }
-        if subgroups {
+        if subgroups && native_subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
         // Ask for everything the adapter offers: kernels specialise to it.
@@ -221,6 +234,20 @@ impl GpuContext {
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
         };
         tracing::info!(adapter = %info.name, backend = ?info.backend, ?caps, "GPU device ready");
+        let first_error = Arc::new(Mutex::new(None));
+        let sink = first_error.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let msg = match &e {
+                wgpu::Error::OutOfMemory { .. } => format!(
+                    "the GPU ran out of memory ({e}); try a smaller model or a smaller --kv-memory"
+                ),
+                _ => e.to_string(),
+            };
+            tracing::error!("{msg}");
+            if let Ok(mut slot) = sink.lock() {
+                slot.get_or_insert(msg);
+            }
+        }));
         Ok(Arc::new(GpuContext {
             device,
             queue,
@@ -228,7 +255,31 @@ impl GpuContext {
             limits,
             caps,
             pipelines: PipelineCache::default(),
+            first_error,
         }))
+    }
+
+    /// The first error the device has reported so far, as a `Gpu` error.
+    /// Errors arrive asynchronously on the web: await
+    /// [`GpuContext::settle`] first to see those of work already submitted.
+    pub fn check_errors(&self) -> Result<()> {
+        match self.first_error.lock().ok().and_then(|e| e.clone()) {
+            Some(msg) => Err(HearthError::Gpu(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the GPU has finished all submitted work, then reports
+    /// any error it raised.
+    pub async fn settle(&self) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait()?;
+        let _ = rx.await;
+        self.check_errors()
     }
 
     pub fn adapter_name(&self) -> String {

@@ -477,6 +477,7 @@ impl GpuModel {
         }
         let bytes = self.topk.output_bytes_for(n_rows, k as u32);
         let data = self.ctx.map_read(&self.staging, bytes).await?;
+        self.ctx.check_errors()?;
         if let Some(p) = self.profile.as_mut() {
             let e = p.entry("logits (norm+lm_head+top-k+readback)").or_default();
             e.0 += t_logits.elapsed().as_secs_f64();
@@ -604,7 +605,7 @@ impl GpuModel {
         }
         #[cfg(not(target_arch = "wasm32"))]
         if result.is_ok() {
-            result = self.ctx.wait();
+            result = self.ctx.wait().and_then(|_| self.ctx.check_errors());
         }
         self.pool.free(&blocks)?;
         result

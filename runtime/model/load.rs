@@ -123,18 +123,7 @@ pub fn open(path: &std::path::Path) -> Result<LoadedModel> {
                 "{shown} is a directory without config.json (expected a Hugging Face model directory)"
             )));
         }
-        let hf = super::hf::HfModel::open(path)?;
-        let tokenizer = hf.tokenizer_spec()?;
-        let source_desc = format!(
-            "Hugging Face {:?} model from {shown} ({} tensors)",
-            hf.config().arch,
-            hf.tensor_names().len()
-        );
-        return Ok(LoadedModel {
-            weights: Box::new(hf),
-            tokenizer,
-            source_desc,
-        });
+        return LoadedModel::from_hf(super::hf::HfModel::open(path)?, &shown);
     }
     let is_gguf_ext = path
         .extension()
@@ -152,20 +141,40 @@ pub fn open(path: &std::path::Path) -> Result<LoadedModel> {
             "{shown}: expected a .gguf file or a Hugging Face model directory"
         )));
     }
-    let model = super::gguf::GgufModel::open(path)?;
-    let tokenizer = TokenizerSpec::Gguf(model.vocab()?);
-    let file = model.file();
-    let source_desc = format!(
-        "GGUF v{} {} from {shown} ({} tensors)",
-        file.version(),
-        file.architecture()?,
-        file.tensor_infos().len()
-    );
-    Ok(LoadedModel {
-        weights: Box::new(model),
-        tokenizer,
-        source_desc,
-    })
+    LoadedModel::from_gguf(super::gguf::GgufModel::open(path)?, &shown)
+}
+
+impl LoadedModel {
+    /// `shown` names where the file came from (a path, a URL, a file name).
+    pub fn from_gguf(model: super::gguf::GgufModel, shown: &str) -> Result<LoadedModel> {
+        let tokenizer = TokenizerSpec::Gguf(model.vocab()?);
+        let file = model.file();
+        let source_desc = format!(
+            "GGUF v{} {} from {shown} ({} tensors)",
+            file.version(),
+            file.architecture()?,
+            file.tensor_infos().len()
+        );
+        Ok(LoadedModel {
+            weights: Box::new(model),
+            tokenizer,
+            source_desc,
+        })
+    }
+
+    pub fn from_hf(hf: super::hf::HfModel, shown: &str) -> Result<LoadedModel> {
+        let tokenizer = hf.tokenizer_spec()?;
+        let source_desc = format!(
+            "Hugging Face {:?} model from {shown} ({} tensors)",
+            hf.config().arch,
+            hf.tensor_names().len()
+        );
+        Ok(LoadedModel {
+            weights: Box::new(hf),
+            tokenizer,
+            source_desc,
+        })
+    }
 }
 
 /// The tensors the forward pass needs, by canonical name, with the shapes

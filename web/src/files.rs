@@ -1,0 +1,86 @@
+//! Which model a set of picked files is: one GGUF, or a Hugging Face set
+//! (config.json, tokenizer.json, safetensors shards).
+
+use hearth::model::gguf::{GgufFile, GgufModel};
+use hearth::model::hf::{shard_names_from_index, HfModel};
+use hearth::model::load::{FileBytes, LoadedModel};
+use hearth::{HearthError, Result};
+use web_sys::Blob;
+
+use crate::blob_file::BlobFile;
+
+pub fn open(files: Vec<(String, Blob)>) -> Result<LoadedModel> {
+    if files.is_empty() {
+        return Err(HearthError::InvalidRequest("no model file given".into()));
+    }
+    let is_gguf = |n: &str| n.to_ascii_lowercase().ends_with(".gguf");
+    if let Some((name, blob)) = files.iter().find(|(n, _)| is_gguf(n)) {
+        if files.len() > 1 {
+            return Err(HearthError::InvalidRequest(format!(
+                "give one .gguf file on its own ({} files were given)",
+                files.len()
+            )));
+        }
+        let bytes = FileBytes::Ranged(Box::new(BlobFile::new(name, blob.clone())?));
+        return LoadedModel::from_gguf(GgufModel::new(GgufFile::parse(bytes)?)?, name);
+    }
+    if files.len() == 1 && !files[0].0.ends_with(".json") && !files[0].0.ends_with(".safetensors") {
+        // A renamed or extension-less download: trust the magic.
+        let (name, blob) = &files[0];
+        let bytes = FileBytes::Ranged(Box::new(BlobFile::new(name, blob.clone())?));
+        return LoadedModel::from_gguf(GgufModel::new(GgufFile::parse(bytes)?)?, name);
+    }
+    open_hf(files)
+}
+
+fn open_hf(files: Vec<(String, Blob)>) -> Result<LoadedModel> {
+    let text = |name: &str| -> Result<Option<String>> {
+        match files.iter().find(|(n, _)| n == name) {
+            Some((n, b)) => BlobFile::new(n, b.clone())?.read_text().map(Some),
+            None => Ok(None),
+        }
+    };
+    let config = text("config.json")?.ok_or_else(|| {
+        HearthError::InvalidRequest(
+            "pick either one .gguf file or a Hugging Face model's files: config.json, \
+             tokenizer.json and the .safetensors file(s) (config.json is missing)"
+                .into(),
+        )
+    })?;
+    let shard_names = match text("model.safetensors.index.json")? {
+        Some(index) => shard_names_from_index(&index)?,
+        None => {
+            let mut v: Vec<String> = files
+                .iter()
+                .map(|(n, _)| n.clone())
+                .filter(|n| n.ends_with(".safetensors"))
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    if shard_names.is_empty() {
+        return Err(HearthError::InvalidRequest(
+            "config.json was given without any .safetensors file".into(),
+        ));
+    }
+    let mut shards = Vec::with_capacity(shard_names.len());
+    for name in shard_names {
+        let (_, blob) = files.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+            HearthError::InvalidRequest(format!(
+                "the index names shard `{name}`, which was not among the picked files"
+            ))
+        })?;
+        let bytes = FileBytes::Ranged(Box::new(BlobFile::new(&name, blob.clone())?));
+        shards.push((name, bytes));
+    }
+    let tokenizer_json = text("tokenizer.json")?.ok_or_else(|| {
+        HearthError::Tokenizer("tokenizer.json is missing from the picked files".into())
+    })?;
+    let hf = HfModel::from_files(&config, shards)?.with_tokenizer(
+        tokenizer_json,
+        text("tokenizer_config.json")?,
+        text("generation_config.json")?,
+    );
+    LoadedModel::from_hf(hf, "the picked files")
+}

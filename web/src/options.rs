@@ -1,0 +1,66 @@
+//! Options as JavaScript passes them, with OpenAI's names.
+
+use hearth::engine::{GenerateOptions, SamplingParams};
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoadOptions {
+    pub no_f16: bool,
+    pub no_subgroups: bool,
+    pub web_subgroups: bool,
+    pub kv_memory_mib: Option<u32>,
+}
+
+/// `stop` may be one string or a list, as in OpenAI's API.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GenOptions {
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    pub min_p: Option<f32>,
+    pub seed: Option<u64>,
+    pub stop: Option<Stop>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub ignore_eos: bool,
+}
+
+impl GenOptions {
+    /// Range checks of the sampling values happen in the runtime
+    /// (`SamplingParams::validate`), the same for every host.
+    pub fn to_generate(&self) -> GenerateOptions {
+        let d = GenerateOptions::default();
+        let s = SamplingParams::default();
+        GenerateOptions {
+            sampling: SamplingParams {
+                temperature: self.temperature.unwrap_or(s.temperature),
+                top_k: self.top_k.map_or(s.top_k, |k| k as usize),
+                top_p: self.top_p.unwrap_or(s.top_p),
+                min_p: self.min_p.unwrap_or(s.min_p),
+                repetition_penalty: self.repetition_penalty.unwrap_or(s.repetition_penalty),
+                presence_penalty: self.presence_penalty.unwrap_or(s.presence_penalty),
+                frequency_penalty: self.frequency_penalty.unwrap_or(s.frequency_penalty),
+                seed: self.seed,
+            },
+            max_tokens: self.max_tokens.map_or(d.max_tokens, |m| m as usize),
+            stop: match &self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s.clone()],
+                Some(Stop::Many(v)) => v.clone(),
+            },
+            ignore_eos: self.ignore_eos,
+            logprobs: 0,
+        }
+    }
+}

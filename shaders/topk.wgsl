@@ -7,7 +7,7 @@
 //   >= tau, so the top KP all are), then scans the row keeping logits >= tau in a
 //   workgroup buffer; when it fills, it is bitonic-sorted and cut to KP (raising
 //   tau). Exact for any input; heavy ties only cost extra sorts.
-// Order: larger logit first; equal logits: lower id first. Padding: id 0xffffffff, -inf.
+// Order: larger logit first; equal logits: lower id first. Padding: id 0xffffffff, value neg_inf().
 // Output row r at r * (2*KP + 2) words: KP ids, KP logits, row max, log-sum-exp.
 
 struct Params { vocab: u32, n_sub: u32, _p0: u32, _p1: u32 }
@@ -33,7 +33,9 @@ var<workgroup> red: array<f32, WG>;
 var<workgroup> count: atomic<u32>;
 var<workgroup> n_cand: u32;
 
-fn neg_inf() -> f32 { return bitcast<f32>(0xff800000u); }
+// The lowest f32 stands for minus infinity: Tint rejects an infinite
+// constant, and WGSL lets implementations assume no infinities at run time.
+fn neg_inf() -> f32 { return -0x1.fffffep+127f; }
 
 #if STATS
 @compute @workgroup_size(WG)

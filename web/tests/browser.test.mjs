@@ -22,6 +22,8 @@ const PROMPT = 'Which ocean is the largest?';
 const MAX_TOKENS = Number(process.env.HEARTH_WEB_MAX_TOKENS || 48);
 const ARTIFACTS = path.resolve(repoDir, process.env.HEARTH_ARTIFACTS || 'target/artifacts');
 const CLI = path.resolve(repoDir, process.env.HEARTH_CLI || 'target/release/hearth');
+// The page's debug switch: HEARTH_WEB_NO_SUBGROUPS=1 keeps the browser off subgroups too.
+const PAGE_QUERY = process.env.HEARTH_WEB_NO_SUBGROUPS === '1' ? '?no_subgroups=1' : '';
 const MINUTE = 60_000;
 
 let server;
@@ -101,7 +103,7 @@ test('chat: greedy reply in the browser equals the native CLI, token for token',
   const browser = await launch({ webgpu: true });
   const { page, errors, logs } = browser;
   try {
-    await page.goto(server.url);
+    await page.goto(server.url + PAGE_QUERY);
     await page.locator('#load:not([disabled])').waitFor({ timeout: 60_000 });
     await page.selectOption('#model-select', `/models/${MODEL}`);
     assert.equal(await page.inputValue('#model-url'), `/models/${MODEL}`);
@@ -135,15 +137,17 @@ test('chat: greedy reply in the browser equals the native CLI, token for token',
     assert.match(await page.textContent('#toks'), /decode [\d.]+ tok\/s/);
 
     fs.mkdirSync(ARTIFACTS, { recursive: true });
+    await page.$eval('aside', (el) => { el.scrollTop = 0; }); // setting the checkbox scrolled it
     await page.screenshot({ path: path.join(ARTIFACTS, 'web-chat.png') });
 
     const stats = await page.evaluate(() => window.hearthDemo.stats);
     const bench = {
       browser: (await page.evaluate(() => navigator.userAgent)).match(/Chrome\/[\d.]+/)?.[0],
-      adapter: stats.adapter?.name,
+      adapter: stats.adapter?.name || Object.values(stats.web_adapter ?? {}).filter(Boolean).join(' '),
       backend: stats.adapter?.backend,
       shader_f16: stats.features?.shader_f16,
       subgroups: stats.features?.subgroups,
+      subgroup_size: stats.features?.subgroups ? stats.features.subgroup_min_size : undefined,
       model: MODEL,
       from_cache: stats.from_cache,
       download_ms: stats.download_ms,

@@ -130,6 +130,17 @@ test('a reload loads from the cache; progress then covers the upload alone', asy
   assert.equal(value, max);
 });
 
+test('?no_subgroups=1 on the page URL keeps the engine and the device off subgroups', async () => {
+  await page.goto(server.url + '?no_subgroups=1');
+  await loadDefault();
+  const stats = await page.evaluate(() => window.hearthDemo.stats);
+  assert.equal(stats.mock.options.no_subgroups, true);
+  assert.equal(stats.mock.options.web_subgroups, false);
+  assert.equal(stats.mock.device_subgroups, false);
+  assert.equal(typeof stats.web_adapter.vendor, 'string', "the browser's adapter info");
+  await page.goto(server.url);
+});
+
 test('the API: progress fractions, one generation at a time, no_subgroups, unload', async () => {
   const r = await page.evaluate(async () => {
     const { Hearth } = await import('/hearth.js');

@@ -49,7 +49,9 @@ function showAdapter(stats) {
   const rows = [];
   const add = (k, v) => rows.push([k, v]);
   const { adapter, features, limits, model, kv } = stats;
-  add('adapter', `${adapter.name || '(unnamed)'} — ${adapter.backend}${adapter.device_type ? `, ${adapter.device_type}` : ''}`);
+  const web = stats.web_adapter || {};
+  const name = adapter.name || web.description || [web.vendor, web.architecture].filter(Boolean).join(' ') || '(unnamed)';
+  add('adapter', `${name} — ${adapter.backend}${adapter.device_type ? `, ${adapter.device_type}` : ''}`);
   if (adapter.driver) add('driver', adapter.driver);
   add('shader_f16', features.shader_f16 ? 'yes' : 'no');
   add('subgroups', features.subgroups ? `yes (${features.subgroup_min_size}–${features.subgroup_max_size})` : 'no');
@@ -57,7 +59,7 @@ function showAdapter(stats) {
   add('max buffer', fmtMiB(limits.max_buffer));
   add('workgroup invocations', limits.max_workgroup_invocations);
   add('storage buffers / stage', limits.max_storage_buffers_per_stage);
-  add('model', `${model.desc || model.arch} (${model.layers} layers, hidden ${model.hidden}, vocab ${model.vocab})`);
+  add('model', `${model.arch}, ${model.layers} layers, hidden ${model.hidden}, vocab ${model.vocab}`);
   add('weights', fmtMiB(model.weight_bytes));
   add('KV cache', `${kv.tokens} tokens, ${kv.dtype}`);
   const from = stats.from_cache ? 'cache' : stats.download_ms ? 'network' : 'files';
@@ -70,6 +72,7 @@ function showAdapter(stats) {
     dt.textContent = k;
     const dd = document.createElement('dd');
     dd.textContent = String(v);
+    if (k === 'model' && model.desc) dd.title = model.desc;
     dl.append(dt, dd);
   }
 }
@@ -100,6 +103,17 @@ function samplingOptions() {
   return opts;
 }
 
+// Engine switches for debugging, from the page URL: ?no_subgroups=1&no_f16=1&kv_memory_mib=256
+function debugOptions() {
+  const params = new URLSearchParams(location.search);
+  const flag = (name) => params.has(name) && !['0', 'false'].includes(params.get(name));
+  const opts = {};
+  if (flag('no_subgroups')) opts.no_subgroups = true;
+  if (flag('no_f16')) opts.no_f16 = true;
+  if (params.get('kv_memory_mib')) opts.kv_memory_mib = Number(params.get('kv_memory_mib'));
+  return opts;
+}
+
 async function loadModel() {
   const files = $('model-file').files;
   const url = $('model-url').value.trim();
@@ -120,6 +134,7 @@ async function loadModel() {
   }
   try {
     engine = await Hearth.load(source, {
+      ...debugOptions(),
       onProgress: showProgress,
       onNotice: (message) => setStatus(message, 'warn'),
     });
@@ -129,7 +144,7 @@ async function loadModel() {
     $('messages').replaceChildren();
     setState('ready');
     const s = demo.stats;
-    setStatus(`Ready: ${s.model.desc || s.model.arch} on ${s.adapter.name || s.adapter.backend}, loaded in ${(s.total_load_ms / 1000).toFixed(1)} s.`, 'ok');
+    setStatus(`Ready: ${label.split('/').pop()}, loaded in ${(s.total_load_ms / 1000).toFixed(1)} s.`, 'ok');
     $('prompt').focus();
   } catch (err) {
     engine = null;

@@ -90,6 +90,16 @@ function describeError(err) {
   return msg;
 }
 
+function adapterInfo(adapter) {
+  const info = adapter.info || {};
+  return {
+    vendor: info.vendor || '',
+    architecture: info.architecture || '',
+    device: info.device || '',
+    description: info.description || '',
+  };
+}
+
 function fileName(file, index) {
   if (typeof file.name === 'string' && file.name) return file.name;
   return index === 0 ? 'model.gguf' : `file${index}`;
@@ -157,6 +167,8 @@ async function load(id, source, options = {}) {
       upload_ms: Math.round(performance.now() - tUpload),
       total_load_ms: Math.round(performance.now() - t0),
       web_subgroups: webSubgroups,
+      // wgpu leaves the adapter name empty on the web; the browser's own description says more.
+      web_adapter: adapterInfo(adapter),
     };
     return stats();
   } finally {

@@ -78,9 +78,9 @@ async function checkWebGPU() {
 function describeError(err) {
   const msg = err?.message || String(err);
   const wasmHeap =
-    err instanceof RangeError ||
-    /WebAssembly\.Memory|Maximum memory size|Cannot allocate Wasm memory/i.test(msg) ||
-    (/out of memory/i.test(msg) && !/GPU|device/i.test(msg));
+    (err instanceof RangeError && /memory|alloc/i.test(msg)) ||
+    /WebAssembly\.Memory|Maximum memory size|Cannot allocate Wasm memory|Array buffer allocation failed/i.test(msg) ||
+    (/out of memory/i.test(msg) && !/GPU|device|buffer/i.test(msg));
   if (wasmHeap) {
     return `the WebAssembly heap (4 GiB max) ran out of memory (${msg}); try a smaller model or a smaller kv_memory_mib`;
   }
@@ -106,7 +106,13 @@ function fileName(file, index) {
 }
 
 function urlFileName(url) {
-  const last = decodeURIComponent(new URL(url).pathname.split('/').pop() || '');
+  const raw = new URL(url).pathname.split('/').pop() || '';
+  let last;
+  try {
+    last = decodeURIComponent(raw);
+  } catch {
+    last = raw;
+  }
   // The runtime tells formats apart by file name; a URL without one is taken to be a GGUF.
   return last.toLowerCase().endsWith('.gguf') ? last : `${last || 'model'}.gguf`;
 }
@@ -119,7 +125,8 @@ function engineOptions(options) {
   return out;
 }
 
-async function load(id, source, options = {}) {
+async function load(id, source, options) {
+  options = options || {};
   if (loading) throw new Error('a model is already loading in this worker');
   if (generation) throw new Error('cannot load a model while a generation is running; stop it first');
   loading = true;
@@ -217,8 +224,8 @@ async function generate(id, msg) {
     post({ type: 'token', id, text: ev.text, token_id: ev.token_id });
     return true;
   };
-  current.done = eng.generate(prompt, msg.options || {}, onToken);
   try {
+    current.done = eng.generate(prompt, msg.options || {}, onToken);
     return plain(await current.done);
   } finally {
     generation = null;

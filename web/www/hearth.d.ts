@@ -103,6 +103,8 @@ export interface EngineStats {
   total_load_ms: number;
   /** Whether the device was created with the WebGPU "subgroups" feature. */
   web_subgroups: boolean;
+  /** The browser's GPUAdapterInfo (wgpu leaves adapter.name empty on the web). */
+  web_adapter: { vendor: string; architecture: string; device: string; description: string };
 }
 
 export declare class HearthEngine {

@@ -130,7 +130,9 @@ async function listModels(dir) {
   for (const e of entries) {
     if (!e.name.endsWith('.gguf')) continue;
     try {
-      const st = await fsp.stat(path.join(dir, e.name));
+      const file = await resolveInside(dir, '/' + e.name);
+      if (!file) continue; // a symlink out of the folder: served as 403, so not listed
+      const st = await fsp.stat(file);
       if (st.isFile()) out.push({ name: e.name, url: '/models/' + encodeURIComponent(e.name), size: st.size });
     } catch {
       // vanished or dangling symlink: not listed

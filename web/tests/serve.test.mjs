@@ -92,6 +92,7 @@ test('GET /models/ lists the .gguf files as JSON', async () => {
   const names = list.map((m) => m.name);
   assert.ok(names.includes('tiny.gguf'));
   assert.ok(!names.includes('notes.txt'));
+  assert.ok(!names.includes('escape.gguf'), 'a symlink out of the folder is not listed');
   const tiny = list.find((m) => m.name === 'tiny.gguf');
   assert.equal(tiny.size, weights.length);
   assert.equal(tiny.url, '/models/tiny.gguf');

@@ -117,13 +117,17 @@ function urlFileName(url) {
   return last.toLowerCase().endsWith('.gguf') ? last : `${last || 'model'}.gguf`;
 }
 
-function engineOptions(options) {
+// The runtime's option structs reject unknown fields and a null/undefined where a value is
+// expected; a caller's `{seed: undefined}` means "not set", so such keys are dropped.
+function definedOnly(options, keys = Object.keys(options || {})) {
   const out = {};
-  for (const key of ['no_f16', 'no_subgroups', 'kv_memory_mib']) {
-    if (options[key] !== undefined && options[key] !== null) out[key] = options[key];
+  for (const key of keys) {
+    if (options?.[key] !== undefined && options?.[key] !== null) out[key] = options[key];
   }
   return out;
 }
+
+const engineOptions = (options) => definedOnly(options, ['no_f16', 'no_subgroups', 'kv_memory_mib']);
 
 async function load(id, source, options) {
   options = options || {};
@@ -225,7 +229,7 @@ async function generate(id, msg) {
     return true;
   };
   try {
-    current.done = eng.generate(prompt, msg.options || {}, onToken);
+    current.done = eng.generate(prompt, definedOnly(msg.options), onToken);
     return plain(await current.done);
   } finally {
     generation = null;

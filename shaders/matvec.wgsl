@@ -131,9 +131,6 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
 }
 #else
 #if SUBGROUPS
-// Hands out subgroup indices: the `subgroup_id` builtin is not in WebGPU's
-// subgroups feature, and the lane layout of local_invocation_index is unspecified.
-var<workgroup> next_subgroup: atomic<u32>;
 #else
 var<workgroup> red: array<f32, WG>;
 #endif
@@ -146,6 +143,8 @@ fn main(
 #if SUBGROUPS
     @builtin(subgroup_invocation_id) sg_lane: u32,
     @builtin(subgroup_size) sg_size: u32,
+    @builtin(subgroup_id) sg_id: u32,
+    @builtin(num_subgroups) n_sg: u32,
 #endif
 ) {
     let row0 = (wid.x + wid.y * nwg.x) * ROWS;
@@ -153,10 +152,6 @@ fn main(
     if (t0 >= step.n_tokens) { return; }
     let nt = min(MAX_T, step.n_tokens - t0);
 #if SUBGROUPS
-    var first = 0u;
-    if (sg_lane == 0u) { first = atomicAdd(&next_subgroup, 1u); }
-    let sg_id = subgroupBroadcastFirst(first);
-    let n_sg = (WG + sg_size - 1u) / sg_size;
     for (var rl = sg_id; rl < ROWS; rl += n_sg) {
         let r = row0 + rl;
         let acc = row_partial(r, sg_lane, sg_size, t0, nt);

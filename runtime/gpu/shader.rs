@@ -96,8 +96,11 @@ pub fn render(spec: &ShaderSpec, f16: bool, subgroups: bool) -> String {
         head.push_str("enable f16;\n");
     }
     // Browsers require the directive; naga rejects it and accepts the builtins without it.
+    // Tint's uniformity analysis cannot see that a loop bound taken from
+    // subgroupBroadcastFirst or subgroup_size is the same across a subgroup,
+    // and rejects the subgroup reductions inside such loops.
     if subgroups && cfg!(target_arch = "wasm32") {
-        head.push_str("enable subgroups;\n");
+        head.push_str("enable subgroups;\ndiagnostic(off, subgroup_uniformity);\n");
     }
     for (name, v) in &spec.consts {
         head.push_str(&format!("const {name}: u32 = {v}u;\n"));

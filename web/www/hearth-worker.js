@@ -161,7 +161,10 @@ async function load(id, source, options) {
       loadInfo = null;
     }
 
-    wantSubgroups = !options.no_subgroups;
+    // The kernels also use the subgroup_id/num_subgroups builtins, a WGSL language
+    // feature of its own that older browsers with subgroups lack.
+    const subgroupIds = navigator.gpu.wgslLanguageFeatures?.has('subgroup_id') ?? false;
+    wantSubgroups = !options.no_subgroups && subgroupIds;
     const webSubgroups = wantSubgroups && adapter.features.has('subgroups');
 
     const tUpload = performance.now();

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The README's second command, and what CI runs: installs what a fresh Debian
 # machine lacks, fetches the test data, then runs the format check, clippy,
-# the whole test suite (on lavapipe when there is no GPU) and the wasm32 check.
+# the whole test suite (on lavapipe when there is no GPU), the wasm32 build
+# and the browser tests (headless Chromium, WebGPU on SwiftShader).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 ensure_vulkan
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
+
+command -v chromium >/dev/null || { echo "installing chromium (browser tests)..." >&2; apt_install chromium; }
+command -v npm >/dev/null || { echo "installing nodejs and npm (browser tests)..." >&2; apt_install nodejs npm; }
 
 echo "== fetching test data (default model, tokenizer vectors)"
 cargo run --release -q -p hearth-cli -- fetch
@@ -17,7 +21,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
-echo "== cargo check (wasm32)"
-cargo check -q -p hearth --target wasm32-unknown-unknown
+echo "== cargo clippy (wasm32: the runtime and hearth-web)"
+cargo clippy -q -p hearth -p hearth-web --target wasm32-unknown-unknown -- -D warnings
 echo "== cargo test (release: the CPU reference runs a 135M-parameter model)"
 cargo test --release --workspace -- --test-threads="${HEARTH_TEST_THREADS:-2}"
+
+echo "== browser tests (wasm build, headless Chromium)"
+bash scripts/build-web.sh
+(cd web && npm ci --no-audit --no-fund --silent)
+node --test web/tests/

@@ -1,7 +1,7 @@
 //! Attention micro-benchmarks: decode (one row, GB/s of KV read) at several
 //! context lengths, and a 512-token prefill (GFLOP/s). `cargo bench --bench attention`.
 
-use hearth::gpu::kernels::attention::{Attention, AttnShape};
+use hearth::gpu::kernels::attention::{Attention, AttnScratch, AttnShape};
 use hearth::gpu::kernels::batch::{BatchBuffers, StepMeta};
 use hearth::gpu::{GpuContext, GpuOptions};
 use hearth::kv::KvDtype;
@@ -42,7 +42,17 @@ fn main() {
             let k = ctx.buffer_zeroed("k", kv_bytes);
             let v = ctx.buffer_zeroed("v", kv_bytes);
             let out = ctx.buffer_zeroed("out", 512 * (n_heads * hd) as u64 * 4);
-            let attn = Attention::new(&ctx, &shape, &batch, &qkv, &k, &v, &out).unwrap();
+            let attn = Attention::new(
+                &ctx,
+                &shape,
+                &batch,
+                &AttnScratch::new(&ctx, &shape),
+                &qkv,
+                &k,
+                &v,
+                &out,
+            )
+            .unwrap();
             let splits = attn.splits_for(1, ctx_len);
             let s = time(&ctx, &|p| attn.record(p, 1, ctx_len));
             let bytes = 2.0 * (ctx_len * n_kv * hd) as f64 * dtype.bytes() as f64;

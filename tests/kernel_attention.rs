@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use hearth::gpu::kernels::attention::{Attention, AttnShape};
+use hearth::gpu::kernels::attention::{Attention, AttnScratch, AttnShape};
 use hearth::gpu::kernels::batch::{BatchBuffers, StepMeta};
 use hearth::gpu::kernels::kv_write::KvWrite;
 use hearth::gpu::{readback_f32, GpuContext};
@@ -68,7 +68,17 @@ fn run(ctx: &GpuContext, c: &Case) {
     let vc = ctx.buffer_zeroed("v", cache_bytes);
     let out = ctx.buffer_zeroed("out", shape.max_tokens as u64 * q_dim as u64 * 4);
     let write = KvWrite::new(ctx, &shape, &batch, &qkv, &kc, &vc).unwrap();
-    let attn = Attention::new(ctx, &shape, &batch, &qkv, &kc, &vc, &out).unwrap();
+    let attn = Attention::new(
+        ctx,
+        &shape,
+        &batch,
+        &AttnScratch::new(ctx, &shape),
+        &qkv,
+        &kc,
+        &vc,
+        &out,
+    )
+    .unwrap();
 
     // Step 1 caches each sequence's prefix; step 2 runs the rest as one batch.
     let step = |range: &dyn Fn(u32, u32) -> (u32, u32), attend: bool| {
@@ -218,11 +228,31 @@ fn long_decode_uses_many_workgroups() {
     };
     let batch = BatchBuffers::new(&ctx, 512, 1, 256, BS);
     let b = ctx.buffer_zeroed("b", 1 << 16);
-    let attn = Attention::new(&ctx, &shape, &batch, &b, &b, &b, &b).unwrap();
+    let attn = Attention::new(
+        &ctx,
+        &shape,
+        &batch,
+        &AttnScratch::new(&ctx, &shape),
+        &b,
+        &b,
+        &b,
+        &b,
+    )
+    .unwrap();
     assert!(attn.splits_for(1, 4096) >= 16);
     assert_eq!(attn.splits_for(1, 100), 1);
     assert_eq!(attn.splits_for(512, 4096), 1);
     let mut bad = shape;
     bad.head_dim = 300;
-    assert!(Attention::new(&ctx, &bad, &batch, &b, &b, &b, &b).is_err());
+    assert!(Attention::new(
+        &ctx,
+        &bad,
+        &batch,
+        &AttnScratch::new(&ctx, &shape),
+        &b,
+        &b,
+        &b,
+        &b
+    )
+    .is_err());
 }

@@ -1,8 +1,6 @@
 //! Buffer helpers: creation from host data, and readback (tests and the few
 //! bytes of sampled token ids per step).
 
-use wgpu::util::DeviceExt;
-
 use super::context::GpuContext;
 use crate::{HearthError, Result};
 
@@ -13,24 +11,37 @@ pub const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 impl GpuContext {
     /// Storage buffer initialised from `data` (padded to 4 bytes; never zero-sized).
     pub fn buffer_from<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
-        let bytes: &[u8] = bytemuck::cast_slice(data);
-        if bytes.is_empty() || !bytes.len().is_multiple_of(4) {
-            let mut padded = bytes.to_vec();
-            padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
-            return self
-                .device
-                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: &padded,
-                    usage: STORAGE,
-                });
+        self.buffer_with(label, bytemuck::cast_slice(data), STORAGE)
+    }
+
+    /// A buffer of `usage` holding `bytes` (padded with zeros to a multiple
+    /// of 4, at least 4). Written through the queue rather than mapped at
+    /// creation: when the device is out of memory, wgpu's web backend panics
+    /// on a failed mapping, while a failed write is a device error that
+    /// [`GpuContext::check_errors`] reports.
+    pub fn buffer_with(
+        &self,
+        label: &str,
+        bytes: &[u8],
+        usage: wgpu::BufferUsages,
+    ) -> wgpu::Buffer {
+        let size = bytes.len().div_ceil(4).max(1) * 4;
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size as u64,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let whole = bytes.len() / 4 * 4;
+        if whole > 0 {
+            self.queue.write_buffer(&buf, 0, &bytes[..whole]);
         }
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage: STORAGE,
-            })
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&buf, whole as u64, &tail);
+        }
+        buf
     }
 
     /// Zeroed storage buffer of `bytes` (rounded up to 4, at least 4).
@@ -45,12 +56,11 @@ impl GpuContext {
 
     /// Uniform buffer holding one `Pod` value (written again with `queue.write_buffer`).
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            })
+        self.buffer_with(
+            label,
+            bytemuck::bytes_of(value),
+            wgpu::BufferUsages::UNIFORM,
+        )
     }
 
     /// Copies `bytes` bytes from `src` into host memory (async; works on wasm32 too).

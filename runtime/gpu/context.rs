@@ -239,7 +239,7 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let msg = match &e {
                 wgpu::Error::OutOfMemory { .. } => format!(
-                    "the GPU ran out of memory ({e}); try a smaller model or a smaller --kv-memory"
+                    "the GPU ran out of memory ({e}); try a smaller model or a smaller KV-cache budget (--kv-memory, kv_memory_mib)"
                 ),
                 _ => e.to_string(),
             };

@@ -2,9 +2,6 @@
 //! in the word layout of [`crate::quant::pack`], split by rows into chunks
 //! that each fit one storage binding.
 
-use wgpu::util::DeviceExt;
-
-use super::buffers::STORAGE;
 use super::context::GpuContext;
 use crate::model::{DType, HostTensor};
 use crate::quant::pack::{check_cols, gpu_dtype, pack, row_words, scale_words};
@@ -208,19 +205,11 @@ fn gather_rows(
 
 fn padded_buffer(ctx: &GpuContext, name: &str, words: &[u32], align_words: usize) -> wgpu::Buffer {
     let len = words.len().div_ceil(align_words).max(1) * align_words;
-    let contents: std::borrow::Cow<[u32]> = if len == words.len() {
-        words.into()
-    } else {
-        let mut v = words.to_vec();
-        v.resize(len, 0);
-        v.into()
-    };
-    ctx.device
-        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(name),
-            contents: bytemuck::cast_slice(&contents),
-            usage: STORAGE,
-        })
+    let buf = ctx.buffer_zeroed(name, len as u64 * 4);
+    if !words.is_empty() {
+        ctx.queue.write_buffer(&buf, 0, bytemuck::cast_slice(words));
+    }
+    buf
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::engine::sampling::{Candidates, MAX_CANDIDATES};
-use crate::gpu::kernels::attention::{Attention, AttnShape};
+use crate::gpu::kernels::attention::{Attention, AttnScratch, AttnShape};
 use crate::gpu::kernels::batch::{BatchBuffers, StepMeta};
 use crate::gpu::kernels::elementwise::{Elementwise, Op};
 use crate::gpu::kernels::embed::Embed;
@@ -223,6 +223,7 @@ impl GpuModel {
             kv_dtype: opts.kv_dtype,
             max_tokens: t_max,
         };
+        let attn_scratch = AttnScratch::new(&ctx, &shape);
 
         let embed_w = upload_one(&ctx, src, names::TOKEN_EMBD, opts.dtype)?;
         let mut weight_bytes = 0u64;
@@ -370,7 +371,16 @@ impl GpuModel {
                     c.rope_layout,
                 ),
                 kv_write: KvWrite::new(&ctx, &shape, &batch, &qkv, &kv.k[i], &kv.v[i])?,
-                attn: Attention::new(&ctx, &shape, &batch, &qkv, &kv.k[i], &kv.v[i], &attn_out)?,
+                attn: Attention::new(
+                    &ctx,
+                    &shape,
+                    &batch,
+                    &attn_scratch,
+                    &qkv,
+                    &kv.k[i],
+                    &kv.v[i],
+                    &attn_out,
+                )?,
                 wo: wo_p,
                 ffn_norm: RmsNorm::new(&ctx, step, &x, &ffn_norm_w, &xn, h as u32, c.rms_norm_eps),
                 gate_up: gu_p,

@@ -87,6 +87,27 @@ struct Params {
     _p: u32,
 }
 
+/// Partial results of split-K attention, shared by every layer: the layers'
+/// attention passes run one after another within a step, and each reduces
+/// its partials before the next starts.
+pub struct AttnScratch {
+    buf: wgpu::Buffer,
+    /// Partial entries (row × head × split) the buffer holds.
+    entries: u32,
+}
+
+impl AttnScratch {
+    pub fn new(ctx: &GpuContext, shape: &AttnShape) -> Self {
+        let entry_bytes = (shape.head_dim as u64 + 2) * 4;
+        let scratch_bytes = SCRATCH_BYTES.min(ctx.caps.max_binding);
+        let entries = ((scratch_bytes - 16) / entry_bytes)
+            .min((shape.max_tokens * shape.n_heads * MAX_SPLITS) as u64)
+            as u32;
+        let buf = ctx.buffer_zeroed("attention.scratch", 16 + entries as u64 * entry_bytes);
+        AttnScratch { buf, entries }
+    }
+}
+
 pub struct Attention {
     direct: std::sync::Arc<wgpu::ComputePipeline>,
     partial: std::sync::Arc<wgpu::ComputePipeline>,
@@ -104,10 +125,13 @@ pub struct Attention {
 impl Attention {
     /// Reads queries from `qkv` (fused rows, q heads first), K/V from one layer's
     /// cache buffers, writes `out` `[n_tokens, n_heads * head_dim]` f32.
+    /// `scratch` must come from the same `shape` (head_dim, heads, max_tokens).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
         shape: &AttnShape,
         batch: &BatchBuffers,
+        scratch: &AttnScratch,
         qkv: &wgpu::Buffer,
         k: &wgpu::Buffer,
         v: &wgpu::Buffer,
@@ -139,15 +163,7 @@ impl Attention {
             _p: 0,
         };
         let params = ctx.uniform("attention.params", &params);
-        let entry_bytes = (shape.head_dim as u64 + 2) * 4;
-        let scratch_bytes = SCRATCH_BYTES.min(ctx.caps.max_binding);
-        let scratch_entries = ((scratch_bytes - 16) / entry_bytes)
-            .min((shape.max_tokens * shape.n_heads * MAX_SPLITS) as u64)
-            as u32;
-        let scratch = ctx.buffer_zeroed(
-            "attention.scratch",
-            16 + scratch_entries as u64 * entry_bytes,
-        );
+        let scratch_entries = scratch.entries;
         let common = |dst: &wgpu::Buffer, p: &wgpu::ComputePipeline| {
             ctx.bind_group(
                 p,
@@ -166,8 +182,8 @@ impl Attention {
             )
         };
         let bind_direct = common(out, &direct);
-        let bind_partial = common(&scratch, &partial);
-        let bind_reduce = ctx.bind_group(&reduce, &[&batch.step, &params, &scratch, out]);
+        let bind_partial = common(&scratch.buf, &partial);
+        let bind_reduce = ctx.bind_group(&reduce, &[&batch.step, &params, &scratch.buf, out]);
         Ok(Attention {
             direct,
             partial,

@@ -1,0 +1,40 @@
+// Every kernel the engine builds, compiled by Tint (Chrome's WGSL compiler) under each
+// combination of shader-f16 and subgroups, within WebGPU's default limits. Loading ends
+// with a warm-up step that creates every pipeline a request uses; any shader or validation
+// error fails Engine.load with "GPU error: ...". See support/dawn-null.mjs.
+//
+//   node --test web/tests/tint-shaders.test.mjs
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { nullBackendEngine, modelBlob } from './support/dawn-null.mjs';
+
+const MODEL = 'SmolLM2-135M-Instruct.Q4_1.gguf';
+
+const CASES = [
+  { name: 'f16 + subgroups', no_f16: false, subgroups: true },
+  { name: 'f16 only', no_f16: false, subgroups: false },
+  { name: 'subgroups only', no_f16: true, subgroups: true },
+  { name: 'neither (the f32, shared-memory fallbacks)', no_f16: true, subgroups: false },
+];
+
+for (const c of CASES) {
+  test(`Tint accepts every shader: ${c.name}`, { timeout: 120_000 }, async () => {
+    const { Engine, adapter } = await nullBackendEngine();
+    assert.ok(adapter.features.has('shader-f16') && adapter.features.has('subgroups'),
+      'the null adapter offers shader-f16 and subgroups');
+    // The null device holds every buffer in host memory; a small KV budget keeps it lean.
+    const options = { no_f16: c.no_f16, no_subgroups: !c.subgroups, web_subgroups: c.subgroups, kv_memory_mib: 16 };
+    const engine = await Engine.load([modelBlob(MODEL)], [MODEL], options, () => {});
+    try {
+      const s = engine.stats();
+      assert.equal(s.features.shader_f16, !c.no_f16);
+      assert.equal(s.features.subgroups, c.subgroups);
+      // WebGPU's defaults, which the kernels must fit without asking for more.
+      assert.equal(s.limits.max_storage_buffers_per_stage, 8);
+      assert.equal(s.model.layers, 30);
+    } finally {
+      engine.free();
+    }
+  });
+}

@@ -1,0 +1,57 @@
+// A Hugging Face checkpoint picked as files (config.json, tokenizer files, sharded
+// safetensors + index) runs in the browser, and its greedy continuation equals the one
+// Hugging Face transformers produced for the same tiny model (tests/fixtures/hf/*/golden.json,
+// made by tests/golden/make_golden.py): an oracle independent of Hearth.
+//
+//   node --test web/tests/browser-hf.test.mjs
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startServer, repoDir } from './support/server.mjs';
+import { launch } from './support/chromium.mjs';
+
+const CASE = path.join(repoDir, 'tests', 'fixtures', 'hf', 'qwen2_bias_sharded');
+
+let server;
+before(async () => {
+  server = await startServer();
+});
+after(async () => {
+  await server?.stop();
+});
+
+test('HF safetensors files from the file picker: greedy ids equal transformers', { timeout: 10 * 60_000 }, async () => {
+  const golden = JSON.parse(fs.readFileSync(path.join(CASE, 'golden.json'), 'utf8'));
+  const files = fs.readdirSync(CASE).filter((f) => f !== 'golden.json').map((f) => path.join(CASE, f));
+  assert.ok(files.some((f) => f.endsWith('model.safetensors.index.json')), 'the case is sharded');
+
+  const browser = await launch({ webgpu: true });
+  const { page, errors, logs } = browser;
+  try {
+    await page.goto(server.url);
+    await page.setInputFiles('#model-file', files);
+    const out = await page.evaluate(async ({ prompt, n }) => {
+      const { Hearth } = await import('./hearth.js');
+      const picked = Array.from(document.querySelector('#model-file').files);
+      const engine = await Hearth.load(picked);
+      try {
+        const stream = engine.complete(prompt, { temperature: 0, max_tokens: n, ignore_eos: true });
+        const streamed = [];
+        for await (const chunk of stream) streamed.push(chunk.tokenId);
+        return { result: await stream.result, streamed, stats: await engine.stats() };
+      } finally {
+        await engine.unload();
+      }
+    }, { prompt: golden.prompt, n: golden.greedy_ids.length });
+
+    assert.match(out.stats.model.desc, /Hugging Face Qwen2/);
+    assert.equal(out.result.prompt_tokens, golden.prompt_ids.length, 'prompt tokenized as transformers did');
+    assert.deepEqual(out.result.token_ids, golden.greedy_ids);
+    assert.deepEqual(out.streamed, golden.greedy_ids, 'every token was streamed');
+    assert.deepEqual(errors, [], `console errors:\n${logs.slice(-20).join('\n')}`);
+  } finally {
+    await browser.close();
+  }
+});

@@ -118,7 +118,8 @@ fn stats_for(h: &Hearth, load_ms: f64) -> Stats {
 #[wasm_bindgen]
 impl Engine {
     /// Loads one GGUF file, or a Hugging Face set of files, from Blobs.
-    /// `on_progress` gets `{phase: "upload", done, total}` (layers).
+    /// `on_progress` gets `{phase: "upload", done, total}`, counting the parts
+    /// uploaded (the embedding, each layer, the output head).
     pub async fn load(
         files: Array,
         names: Array,

@@ -41,7 +41,7 @@ function showProgress({ phase, loaded, total, fraction }) {
   let text;
   if (phase === 'download') text = `Downloading ${fmtMiB(loaded)} / ${total ? fmtMiB(total) : '?'}`;
   else if (phase === 'cache') text = loaded === total && total ? `Cached ${fmtMiB(total)}` : `Writing ${fmtMiB(total)} to the cache`;
-  else text = `Uploading to the GPU: layer ${loaded} / ${total}`;
+  else text = `Uploading to the GPU: part ${loaded} / ${total}`;
   $('progress-label').textContent = `${text} (${pct})`;
 }
 

@@ -8,7 +8,7 @@ export interface SupportResult {
 
 export interface LoadProgress {
   /** "download": bytes from the network; "cache": writing to / found in the Cache API;
-   *  "upload": layers sent to the GPU. */
+   *  "upload": parts sent to the GPU (the embedding, each layer, the output head). */
   phase: 'download' | 'cache' | 'upload';
   loaded: number;
   total: number;

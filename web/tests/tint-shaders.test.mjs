@@ -23,6 +23,11 @@ for (const c of CASES) {
     const { Engine, adapter } = await nullBackendEngine();
     assert.ok(adapter.features.has('shader-f16') && adapter.features.has('subgroups'),
       'the null adapter offers shader-f16 and subgroups');
+    // Pipeline creation checks workgroup size and memory against these: WebGPU's defaults.
+    const l = adapter.limits;
+    assert.deepEqual(
+      [l.maxComputeInvocationsPerWorkgroup, l.maxComputeWorkgroupStorageSize, l.maxStorageBuffersPerShaderStage, l.maxBindGroups],
+      [256, 16384, 8, 4]);
     // The null device holds every buffer in host memory; a small KV budget keeps it lean.
     const options = { no_f16: c.no_f16, no_subgroups: !c.subgroups, web_subgroups: c.subgroups, kv_memory_mib: 16 };
     const engine = await Engine.load([modelBlob(MODEL)], [MODEL], options, () => {});
@@ -30,7 +35,6 @@ for (const c of CASES) {
       const s = engine.stats();
       assert.equal(s.features.shader_f16, !c.no_f16);
       assert.equal(s.features.subgroups, c.subgroups);
-      // WebGPU's defaults, which the kernels must fit without asking for more.
       assert.equal(s.limits.max_storage_buffers_per_stage, 8);
       assert.equal(s.model.layers, 30);
     } finally {

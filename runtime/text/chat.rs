@@ -121,17 +121,12 @@ impl ChatTemplate {
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+/// web-time reads `Date.now()` in the browser, where std's clock panics.
 fn system_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    web_time::SystemTime::now()
+        .duration_since(web_time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(target_arch = "wasm32")]
-fn system_now() -> i64 {
-    0
 }
 
 const MONTHS: [&str; 12] = [

@@ -46,6 +46,7 @@ fn main() {
                 &ctx,
                 &shape,
                 &batch,
+                None,
                 &AttnScratch::new(&ctx, &shape),
                 &qkv,
                 &k,

@@ -8,10 +8,10 @@
 // partial (max, sum, acc[head_dim]) to scratch for attention_reduce.wgsl;
 // scratch[0] holds the split count, entries start at 4.
 
-struct Step { n_tokens: u32, n_seqs: u32, _p0: u32, _p1: u32 }
+struct Step { n_tokens: u32, n_seqs: u32, first_row: u32, _p0: u32 }
 struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
 // row_stride: QKV row length (elements); k_offset/v_offset unused here (K/V come from the cache).
-struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, block_size: u32, row_stride: u32, group: u32, scale: f32, _p0: u32 }
+struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, block_size: u32, row_stride: u32, group: u32, scale: f32, max_splits: u32 }
 
 #if KV_F16
 #if F16
@@ -109,7 +109,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
     // Workgroup x covers GB consecutive query heads, all of one KV head, so each
     // K/V element read serves GB heads.
     let h0 = wid.x * GB;
-    let t = wid.y;
+    let t = step.first_row + wid.y;
     let split = wid.z;
     let n_splits = nwg.z;
     if (t >= step.n_tokens) { return; }
@@ -122,7 +122,11 @@ fn main(@builtin(local_invocation_index) lid: u32,
     let seq = seqs[row_seq[t]];
     let kvh = h0 / params.group;
     let ctx_len = p + 1u;
-    let chunk = (ctx_len + n_splits - 1u) / n_splits;
+    // A row's split boundaries depend on its own context length only (not on
+    // the other rows of the step), so its sums come out the same in any batch;
+    // the dispatch always has enough splits for the longest row.
+    let own = max(MIN_CHUNK, (ctx_len + params.max_splits - 1u) / params.max_splits);
+    let chunk = max(own, (ctx_len + n_splits - 1u) / n_splits);
     let start = min(split * chunk, ctx_len);
     let end = min(start + chunk, ctx_len);
 

@@ -6,7 +6,7 @@
 // Edges (tokens, rows, columns past the end) are zero-filled, so no size
 // has to be a multiple of the tile.
 
-struct Step { n_tokens: u32, n_seqs: u32, _p0: u32, _p1: u32 }
+struct Step { n_tokens: u32, n_seqs: u32, first_row: u32, _p0: u32 }
 struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -64,7 +64,7 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let r0 = (wid.x + wid.y * nwg.x) * TR;
-    let t0 = wid.z * TT;
+    let t0 = step.first_row + wid.z * TT;
     let n = step.n_tokens;
     // Outputs: rows tx + 16i, tokens ty + 8j.
     let tx = li % 16u;

@@ -6,7 +6,7 @@
 // one row per subgroup when subgroups exist (any size), or TPR invocations
 // per row reduced through workgroup memory.
 
-struct Step { n_tokens: u32, n_seqs: u32, _p0: u32, _p1: u32 }
+struct Step { n_tokens: u32, n_seqs: u32, first_row: u32, _p0: u32 }
 struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -121,7 +121,7 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = (wid.x + wid.y * nwg.x) * ROWS + li;
-    let t0 = wid.z * MAX_T;
+    let t0 = step.first_row + wid.z * MAX_T;
     if (t0 >= step.n_tokens || r >= params.rows) { return; }
     let nt = min(MAX_T, step.n_tokens - t0);
     let acc = row_partial(r, 0u, 1u, t0, nt);
@@ -148,7 +148,7 @@ fn main(
 #endif
 ) {
     let row0 = (wid.x + wid.y * nwg.x) * ROWS;
-    let t0 = wid.z * MAX_T;
+    let t0 = step.first_row + wid.z * MAX_T;
     if (t0 >= step.n_tokens) { return; }
     let nt = min(MAX_T, step.n_tokens - t0);
 #if SUBGROUPS

@@ -128,6 +128,7 @@ fn penalties_match_reference() {
             start: 0,
             blocks: &blocks,
             want_logits: true,
+            generated: false,
             penalty_counts: &counts,
             repetition_penalty: 1.3,
             presence_penalty: 0.4,

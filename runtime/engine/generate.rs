@@ -271,7 +271,10 @@ async fn run(
         cands = model
             .step(
                 &[with_penalties(
-                    SeqStep::new(&[id], p as u32, table.blocks()),
+                    SeqStep {
+                        generated: true,
+                        ..SeqStep::new(&[id], p as u32, table.blocks())
+                    },
                     &pc,
                     &sp,
                 )],

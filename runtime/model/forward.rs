@@ -75,6 +75,11 @@ pub struct SeqStep<'a> {
     pub blocks: &'a [u32],
     /// Return candidates for the last token of this part.
     pub want_logits: bool,
+    /// The tokens were generated (sampled), not part of a prompt: their rows
+    /// go through the matrix-vector kernels, prompt rows through the tiled
+    /// ones, whatever else is in the step, so a sequence's results do not
+    /// depend on its batch. Generated parts must come first in a step.
+    pub generated: bool,
     /// `(token id, count)` of tokens to penalise (empty: no penalties).
     pub penalty_counts: &'a [(u32, u32)],
     pub repetition_penalty: f32,
@@ -90,6 +95,7 @@ impl<'a> SeqStep<'a> {
             start,
             blocks,
             want_logits: true,
+            generated: false,
             penalty_counts: &[],
             repetition_penalty: 1.0,
             presence_penalty: 0.0,
@@ -136,6 +142,8 @@ pub struct GpuModel {
     hid: wgpu::Buffer,
     logits: wgpu::Buffer,
     logit_step: wgpu::Buffer,
+    /// `StepInfo` of the matmuls' generated-token rows and prompt rows.
+    mm_steps: [wgpu::Buffer; 2],
     topk_out: wgpu::Buffer,
     staging: wgpu::Buffer,
     /// Bytes of weights read per decode token (for bandwidth figures).
@@ -200,6 +208,10 @@ impl GpuModel {
         let max_blocks = pool.num_blocks().max(1);
         let batch = BatchBuffers::new(&ctx, t_max, seqs_max, max_blocks, opts.block_size);
         let step = &batch.step;
+        let mm_steps = [
+            ctx.uniform("matvec_step", &StepInfo::default()),
+            ctx.uniform("tiled_step", &StepInfo::default()),
+        ];
 
         let act = |label: &str, width: usize| {
             ctx.buffer_zeroed(label, (t_max as usize * width * 4) as u64)
@@ -265,7 +277,8 @@ impl GpuModel {
                     parts,
                     opts.dtype,
                     &ProjectionIo {
-                        step,
+                        matvec_step: &mm_steps[0],
+                        tiled_step: &mm_steps[1],
                         x,
                         y,
                         bias,
@@ -375,6 +388,7 @@ impl GpuModel {
                     &ctx,
                     &shape,
                     &batch,
+                    Some([&mm_steps[0], &mm_steps[1]]),
                     &attn_scratch,
                     &qkv,
                     &kv.k[i],
@@ -414,8 +428,9 @@ impl GpuModel {
         };
         let head = lm_head_w.as_ref().unwrap_or(&embed_w);
         weight_bytes += head.gpu_bytes();
-        let lm_head = MatMul::new(
+        let lm_head = MatMul::new_split(
             &ctx,
+            &logit_step,
             &logit_step,
             head,
             &hidn,
@@ -459,6 +474,7 @@ impl GpuModel {
             hid,
             logits,
             logit_step,
+            mm_steps,
             topk_out,
             staging,
             weight_bytes,
@@ -500,6 +516,16 @@ impl GpuModel {
     /// when the submission was made.
     fn submit_step(&mut self, seqs: &[SeqStep<'_>], k: usize) -> Result<(u32, web_time::Instant)> {
         let mut meta = StepMeta::new();
+        let n_gen: u32 = seqs
+            .iter()
+            .take_while(|s| s.generated)
+            .map(|s| s.tokens.len() as u32)
+            .sum();
+        if seqs.iter().skip_while(|s| s.generated).any(|s| s.generated) {
+            return Err(HearthError::InvalidRequest(
+                "generated-token parts must come before prompt parts in a step".into(),
+            ));
+        }
         for s in seqs {
             if s.tokens.is_empty() {
                 return Err(HearthError::InvalidRequest("empty step".into()));
@@ -522,6 +548,22 @@ impl GpuModel {
             )));
         }
         self.batch.write(&self.ctx.queue, &meta)?;
+        let mm_infos = [
+            StepInfo {
+                n_tokens: n_gen,
+                ..Default::default()
+            },
+            StepInfo {
+                n_tokens,
+                first_row: n_gen,
+                ..Default::default()
+            },
+        ];
+        for (buf, info) in self.mm_steps.iter().zip(&mm_infos) {
+            self.ctx
+                .queue
+                .write_buffer(buf, 0, bytemuck::bytes_of(info));
+        }
         // Rows whose hidden state feeds the lm_head: the last token of each part that wants logits.
         let mut logit_rows = Vec::new();
         let mut row = 0u32;
@@ -559,14 +601,20 @@ impl GpuModel {
                 .collect();
             self.penalties.write(&self.ctx.queue, &rows)?;
         }
-        let max_kv = meta.max_kv_len();
+        // Attention splits the generated rows' context by the longest of them.
+        let max_gen_kv = seqs
+            .iter()
+            .take_while(|s| s.generated)
+            .map(|s| s.start + s.tokens.len() as u32)
+            .max()
+            .unwrap_or(0);
         let h = self.config.hidden_size as u64 * 4;
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         if self.profile.is_some() {
-            self.profile_ops(n_tokens, max_kv)?;
+            self.profile_ops(n_tokens, n_gen, max_gen_kv)?;
         } else {
             let mut pass = enc.begin_compute_pass(&Default::default());
-            self.for_each_op(n_tokens, max_kv, &mut |_, op| op(&mut pass));
+            self.for_each_op(n_tokens, n_gen, max_gen_kv, &mut |_, op| op(&mut pass));
         }
         if n_rows > 0 {
             for (i, &r) in logit_rows.iter().enumerate() {
@@ -575,7 +623,7 @@ impl GpuModel {
             {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 self.final_norm.record(&mut pass, n_rows);
-                self.lm_head.record(&mut pass, n_rows);
+                self.lm_head.record_rows(&mut pass, n_rows, n_rows);
                 if any_pen {
                     self.penalties.record(&mut pass, n_rows);
                 }
@@ -606,8 +654,12 @@ impl GpuModel {
             .allocate(n.div_ceil(self.pool.block_size()) as usize)?;
         let tokens = vec![0u32; n as usize];
         let mut result = Ok(());
+        // A prompt-sized step (tiled kernels), then a generated token (matrix-vector kernels).
         for len in [n, 1] {
-            let part = SeqStep::new(&tokens[..len as usize], 0, &blocks);
+            let part = SeqStep {
+                generated: len == 1,
+                ..SeqStep::new(&tokens[..len as usize], 0, &blocks)
+            };
             if let Err(e) = self.submit_step(&[part], 1) {
                 result = Err(e);
                 break;
@@ -622,11 +674,12 @@ impl GpuModel {
     }
 
     /// Calls `f(kernel kind, record)` for every dispatch of the layers, in order.
-    fn for_each_op(&self, n: u32, max_kv: u32, f: &mut OpVisitor) {
+    /// `g`: leading rows that are generated tokens; `max_kv`: their longest context.
+    fn for_each_op(&self, n: u32, g: u32, max_kv: u32, f: &mut OpVisitor) {
         f("embed", &|p| self.embed.record(p, n));
         for l in &self.layers {
             f("rmsnorm", &|p| l.attn_norm.record(p, n));
-            f("matmul.qkv", &|p| l.qkv.record(p, n));
+            f("matmul.qkv", &|p| l.qkv.record(p, g, n));
             if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
                 f("rmsnorm.qk", &|p| {
                     qn.record(p, n);
@@ -635,23 +688,23 @@ impl GpuModel {
             }
             f("rope", &|p| l.rope.record(p, n));
             f("kv_write", &|p| l.kv_write.record(p, n));
-            f("attention", &|p| l.attn.record(p, n, max_kv));
-            f("matmul.o", &|p| l.wo.record(p, n));
+            f("attention", &|p| l.attn.record_rows(p, g, n, max_kv));
+            f("matmul.o", &|p| l.wo.record(p, g, n));
             f("rmsnorm", &|p| l.ffn_norm.record(p, n));
-            f("matmul.gate_up", &|p| l.gate_up.record(p, n));
+            f("matmul.gate_up", &|p| l.gate_up.record(p, g, n));
             f("silu_mul", &|p| l.silu.record(p, n));
-            f("matmul.down", &|p| l.down.record(p, n));
+            f("matmul.down", &|p| l.down.record(p, g, n));
         }
     }
 
     /// Profiling mode: every kernel is its own submission, timed to completion
     /// (slower overall, but shows where a step's time goes on any adapter).
     #[cfg(not(target_arch = "wasm32"))]
-    fn profile_ops(&mut self, n: u32, max_kv: u32) -> Result<()> {
+    fn profile_ops(&mut self, n: u32, g: u32, max_kv: u32) -> Result<()> {
         let mut times: Vec<(&'static str, f64)> = Vec::new();
         let ctx = self.ctx.clone();
         let mut err = None;
-        self.for_each_op(n, max_kv, &mut |name, op| {
+        self.for_each_op(n, g, max_kv, &mut |name, op| {
             let t = web_time::Instant::now();
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             {
@@ -677,7 +730,7 @@ impl GpuModel {
     }
 
     #[cfg(target_arch = "wasm32")]
-    fn profile_ops(&mut self, _n: u32, _max_kv: u32) -> Result<()> {
+    fn profile_ops(&mut self, _n: u32, _g: u32, _max_kv: u32) -> Result<()> {
         Err(HearthError::Gpu(
             "profiling needs a blocking device wait (native only)".into(),
         ))

@@ -27,7 +27,9 @@ pub struct Projection {
 
 /// Where a projection reads and writes.
 pub struct ProjectionIo<'a> {
-    pub step: &'a wgpu::Buffer,
+    /// Step uniforms of the matrix-vector and the tiled rows (see `MatMul::record_rows`).
+    pub matvec_step: &'a wgpu::Buffer,
+    pub tiled_step: &'a wgpu::Buffer,
     pub x: &'a wgpu::Buffer,
     pub y: &'a wgpu::Buffer,
     /// f32 bias over all output columns.
@@ -60,9 +62,10 @@ impl Projection {
         for g in groups {
             let w = GpuMatrix::upload(ctx, name, &g, Some(form(&g[0])))?;
             drop(g);
-            let mm = MatMul::new(
+            let mm = MatMul::new_split(
                 ctx,
-                io.step,
+                io.matvec_step,
+                io.tiled_step,
                 &w,
                 io.x,
                 io.y,
@@ -79,9 +82,10 @@ impl Projection {
         Ok(Projection { parts, rows })
     }
 
-    pub fn record(&self, pass: &mut wgpu::ComputePass, n_tokens: u32) {
+    /// The first `n_matvec` of `n_tokens` rows are generated tokens (see `MatMul::record_rows`).
+    pub fn record(&self, pass: &mut wgpu::ComputePass, n_matvec: u32, n_tokens: u32) {
         for (_, mm) in &self.parts {
-            mm.record(pass, n_tokens);
+            mm.record_rows(pass, n_matvec, n_tokens);
         }
     }
 

@@ -84,7 +84,7 @@ struct Params {
     row_stride: u32,
     group: u32,
     scale: f32,
-    _p: u32,
+    max_splits: u32,
 }
 
 /// Partial results of split-K attention, shared by every layer: the layers'
@@ -94,6 +94,9 @@ pub struct AttnScratch {
     buf: wgpu::Buffer,
     /// Partial entries (row × head × split) the buffer holds.
     entries: u32,
+    /// Splits every row may use at once within `entries`: a constant of the
+    /// model, so a row's split boundaries never depend on its batch.
+    max_splits: u32,
 }
 
 impl AttnScratch {
@@ -104,17 +107,31 @@ impl AttnScratch {
             .min((shape.max_tokens * shape.n_heads * MAX_SPLITS) as u64)
             as u32;
         let buf = ctx.buffer_zeroed("attention.scratch", 16 + entries as u64 * entry_bytes);
-        AttnScratch { buf, entries }
+        let max_splits = (entries / (shape.max_tokens * shape.n_heads).max(1)).clamp(1, MAX_SPLITS);
+        AttnScratch {
+            buf,
+            entries,
+            max_splits,
+        }
     }
+}
+
+/// Bind groups of the three pipelines for one step uniform.
+struct Binds {
+    direct: wgpu::BindGroup,
+    partial: wgpu::BindGroup,
+    reduce: wgpu::BindGroup,
 }
 
 pub struct Attention {
     direct: std::sync::Arc<wgpu::ComputePipeline>,
     partial: std::sync::Arc<wgpu::ComputePipeline>,
     reduce: std::sync::Arc<wgpu::ComputePipeline>,
-    bind_direct: wgpu::BindGroup,
-    bind_partial: wgpu::BindGroup,
-    bind_reduce: wgpu::BindGroup,
+    /// Over all rows of the step (`batch.step`).
+    all: Binds,
+    /// Over the generated rows and the prompt rows (see [`Attention::record_rows`]).
+    rows: Option<[Binds; 2]>,
+    max_splits: u32,
     shape: AttnShape,
     /// Query heads per workgroup.
     heads_per_group: u32,
@@ -126,11 +143,14 @@ impl Attention {
     /// Reads queries from `qkv` (fused rows, q heads first), K/V from one layer's
     /// cache buffers, writes `out` `[n_tokens, n_heads * head_dim]` f32.
     /// `scratch` must come from the same `shape` (head_dim, heads, max_tokens).
+    /// `row_steps`: the step uniforms of the generated and the prompt rows,
+    /// for [`Attention::record_rows`].
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &GpuContext,
         shape: &AttnShape,
         batch: &BatchBuffers,
+        row_steps: Option<[&wgpu::Buffer; 2]>,
         scratch: &AttnScratch,
         qkv: &wgpu::Buffer,
         k: &wgpu::Buffer,
@@ -147,6 +167,7 @@ impl Attention {
         let spec = ShaderSpec::new("attention", SRC)
             .flag("KV_F16", kv16)
             .constant("WG", WG)
+            .constant("MIN_CHUNK", MIN_CHUNK)
             .constant("GB", heads_per_group);
         let direct = ctx.pipeline(&spec.clone().flag("DIRECT", true));
         let partial = ctx.pipeline(&spec);
@@ -160,37 +181,43 @@ impl Attention {
             row_stride: shape.row_stride(),
             group: shape.n_heads / shape.n_kv_heads,
             scale: 1.0 / (shape.head_dim as f32).sqrt(),
-            _p: 0,
+            max_splits: scratch.max_splits,
         };
         let params = ctx.uniform("attention.params", &params);
         let scratch_entries = scratch.entries;
-        let common = |dst: &wgpu::Buffer, p: &wgpu::ComputePipeline| {
-            ctx.bind_group(
-                p,
-                &[
-                    &batch.step,
-                    &params,
-                    &batch.positions,
-                    &batch.row_seq,
-                    &batch.seqs,
-                    &batch.block_table,
-                    qkv,
-                    k,
-                    v,
-                    dst,
-                ],
-            )
+        let binds = |step: &wgpu::Buffer| {
+            let common = |dst: &wgpu::Buffer, p: &wgpu::ComputePipeline| {
+                ctx.bind_group(
+                    p,
+                    &[
+                        step,
+                        &params,
+                        &batch.positions,
+                        &batch.row_seq,
+                        &batch.seqs,
+                        &batch.block_table,
+                        qkv,
+                        k,
+                        v,
+                        dst,
+                    ],
+                )
+            };
+            Binds {
+                direct: common(out, &direct),
+                partial: common(&scratch.buf, &partial),
+                reduce: ctx.bind_group(&reduce, &[step, &params, &scratch.buf, out]),
+            }
         };
-        let bind_direct = common(out, &direct);
-        let bind_partial = common(&scratch.buf, &partial);
-        let bind_reduce = ctx.bind_group(&reduce, &[&batch.step, &params, &scratch.buf, out]);
+        let all = binds(&batch.step);
+        let rows = row_steps.map(|[g, p]| [binds(g), binds(p)]);
         Ok(Attention {
             direct,
             partial,
             reduce,
-            bind_direct,
-            bind_partial,
-            bind_reduce,
+            all,
+            rows,
+            max_splits: scratch.max_splits,
             shape: *shape,
             heads_per_group,
             scratch_entries,
@@ -216,26 +243,48 @@ impl Attention {
 
     /// Like [`Attention::record`] with an explicit split count (clamped to what fits).
     pub fn record_splits(&self, pass: &mut wgpu::ComputePass, n_tokens: u32, n_splits: u32) {
-        if n_tokens == 0 {
-            return;
-        }
         let rows = n_tokens * self.shape.n_heads;
         let n_splits = n_splits.min(self.scratch_entries / rows.max(1)).max(1);
+        self.dispatch(pass, &self.all, n_tokens, n_splits);
+    }
+
+    /// Batch-invariant recording: the first `n_gen` rows are generated tokens
+    /// (decode), split over their context by their own length
+    /// (`max_gen_kv`: the longest of them); the other rows up to `n_tokens`
+    /// are prompt rows, each in one pass. Either way a row's result does not
+    /// depend on the rest of the step. Needs `row_steps` at construction,
+    /// saying `{n_tokens: n_gen}` and `{n_tokens, first_row: n_gen}`.
+    pub fn record_rows(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        n_gen: u32,
+        n_tokens: u32,
+        max_gen_kv: u32,
+    ) {
+        let Some([gen, prompt]) = &self.rows else {
+            return self.record(pass, n_tokens, max_gen_kv);
+        };
+        self.dispatch(pass, prompt, n_tokens.saturating_sub(n_gen), 1);
+        let splits = max_gen_kv.div_ceil(MIN_CHUNK).clamp(1, self.max_splits);
+        self.dispatch(pass, gen, n_gen, splits);
+    }
+
+    fn dispatch(&self, pass: &mut wgpu::ComputePass, b: &Binds, rows: u32, n_splits: u32) {
+        if rows == 0 {
+            return;
+        }
+        let groups = self.shape.n_heads / self.heads_per_group;
         if n_splits == 1 {
             pass.set_pipeline(&self.direct);
-            pass.set_bind_group(0, &self.bind_direct, &[]);
-            pass.dispatch_workgroups(self.shape.n_heads / self.heads_per_group, n_tokens, 1);
+            pass.set_bind_group(0, &b.direct, &[]);
+            pass.dispatch_workgroups(groups, rows, 1);
             return;
         }
         pass.set_pipeline(&self.partial);
-        pass.set_bind_group(0, &self.bind_partial, &[]);
-        pass.dispatch_workgroups(
-            self.shape.n_heads / self.heads_per_group,
-            n_tokens,
-            n_splits,
-        );
+        pass.set_bind_group(0, &b.partial, &[]);
+        pass.dispatch_workgroups(groups, rows, n_splits);
         pass.set_pipeline(&self.reduce);
-        pass.set_bind_group(0, &self.bind_reduce, &[]);
-        pass.dispatch_workgroups(self.shape.n_heads, n_tokens, 1);
+        pass.set_bind_group(0, &b.reduce, &[]);
+        pass.dispatch_workgroups(self.shape.n_heads, rows, 1);
     }
 }

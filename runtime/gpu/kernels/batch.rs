@@ -150,7 +150,7 @@ impl BatchBuffers {
         let info = StepInfo {
             n_tokens: meta.n_tokens(),
             n_seqs: meta.seqs.len() as u32,
-            _pad: [0; 2],
+            ..Default::default()
         };
         queue.write_buffer(&self.step, 0, bytemuck::bytes_of(&info));
         let put = |buf: &wgpu::Buffer, bytes: &[u8]| {

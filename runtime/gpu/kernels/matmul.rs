@@ -138,7 +138,22 @@ impl MatMul {
         y: &wgpu::Buffer,
         opts: MatMulOpts,
     ) -> MatMul {
-        Self::build(ctx, step, w, x, y, opts, false)
+        Self::build(ctx, [step, step], w, x, y, opts, false)
+    }
+
+    /// For [`MatMul::record_rows`]: the matrix-vector kernel reads its rows
+    /// from `matvec_step`, the tiled kernel from `tiled_step` (whose
+    /// `first_row` says where its rows start).
+    pub fn new_split(
+        ctx: &GpuContext,
+        matvec_step: &wgpu::Buffer,
+        tiled_step: &wgpu::Buffer,
+        w: &GpuMatrix,
+        x: &wgpu::Buffer,
+        y: &wgpu::Buffer,
+        opts: MatMulOpts,
+    ) -> MatMul {
+        Self::build(ctx, [matvec_step, tiled_step], w, x, y, opts, false)
     }
 
     /// [`MatMul::new`] with every kernel built, so [`MatMul::record_with`] can
@@ -151,12 +166,12 @@ impl MatMul {
         y: &wgpu::Buffer,
         opts: MatMulOpts,
     ) -> MatMul {
-        Self::build(ctx, step, w, x, y, opts, true)
+        Self::build(ctx, [step, step], w, x, y, opts, true)
     }
 
     fn build(
         ctx: &GpuContext,
-        step: &wgpu::Buffer,
+        steps: [&wgpu::Buffer; 2],
         w: &GpuMatrix,
         x: &wgpu::Buffer,
         y: &wgpu::Buffer,
@@ -218,19 +233,26 @@ impl MatMul {
                         _p: [0; 3],
                     },
                 );
-                let mut entries = vec![(0, step), (1, &params), (2, x), (3, y), (5, &c.qs)];
+                let mut entries = vec![(0, steps[0]), (1, &params), (2, x), (3, y), (5, &c.qs)];
                 if let Some(b) = opts.bias {
                     entries.push((4, b));
                 }
                 if let Some(s) = &c.scales {
                     entries.push((6, s));
                 }
+                let binds = pipelines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        p.as_ref().map(|p| {
+                            entries[0].1 = steps[usize::from(i == TILED)];
+                            bind_numbered(ctx, p, &entries)
+                        })
+                    })
+                    .collect();
                 Chunk {
                     rows: c.rows,
-                    binds: pipelines
-                        .iter()
-                        .map(|p| p.as_ref().map(|p| bind_numbered(ctx, p, &entries)))
-                        .collect(),
+                    binds,
                 }
             })
             .collect();
@@ -245,6 +267,49 @@ impl MatMul {
 
     pub fn record(&self, pass: &mut wgpu::ComputePass, n_tokens: u32) {
         self.record_with(pass, n_tokens, MatMulKernel::Auto);
+    }
+
+    /// Batch-invariant recording for a step whose first `n_matvec` rows are
+    /// generated tokens and whose other rows (up to `n_tokens`) are prompt
+    /// tokens: the former always go through the 8-token matrix-vector
+    /// kernel, the latter through the tiled one, whatever else is in the
+    /// step, so each row's sums are computed in the same order whether its
+    /// sequence runs alone or in a batch. Built with [`MatMul::new_split`];
+    /// the steps must say `{n_tokens: n_matvec}` and
+    /// `{n_tokens, first_row: n_matvec}`.
+    pub fn record_rows(&self, pass: &mut wgpu::ComputePass, n_matvec: u32, n_tokens: u32) {
+        let form = if self.cpu_adapter { LANE } else { COOP };
+        let rows_per_wg = if self.cpu_adapter {
+            LANE_WG
+        } else {
+            self.coop_rows
+        };
+        self.dispatch(
+            pass,
+            form,
+            rows_per_wg,
+            n_matvec.div_ceil(MATVEC_MAX_TOKENS),
+        );
+        let tiled = n_tokens.saturating_sub(n_matvec);
+        self.dispatch(pass, TILED, TILE_ROWS, tiled.div_ceil(TILE_TOKENS));
+    }
+
+    fn dispatch(&self, pass: &mut wgpu::ComputePass, which: usize, rows_per_wg: u32, z: u32) {
+        if z == 0 {
+            return;
+        }
+        let Some(pipeline) = &self.pipelines[which] else {
+            return;
+        };
+        pass.set_pipeline(pipeline);
+        let z = z.min(self.max_dim);
+        for c in &self.chunks {
+            let (x, y) = grid(c.rows.div_ceil(rows_per_wg), self.max_dim);
+            if let Some(bind) = &c.binds[which] {
+                pass.set_bind_group(0, bind, &[]);
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
     }
 
     /// [`MatMul::record`] with the kernel choice forced (tests and benchmarks); a
@@ -270,18 +335,7 @@ impl MatMul {
             _ if one => (COOP1, self.coop_rows, 1),
             _ => (COOP, self.coop_rows, MATVEC_MAX_TOKENS),
         };
-        let Some(pipeline) = &self.pipelines[which] else {
-            return;
-        };
-        pass.set_pipeline(pipeline);
-        let z = n_tokens.div_ceil(tokens_per_wg).min(self.max_dim);
-        for c in &self.chunks {
-            let (x, y) = grid(c.rows.div_ceil(rows_per_wg), self.max_dim);
-            if let Some(bind) = &c.binds[which] {
-                pass.set_bind_group(0, bind, &[]);
-                pass.dispatch_workgroups(x, y, z);
-            }
-        }
+        self.dispatch(pass, which, rows_per_wg, n_tokens.div_ceil(tokens_per_wg));
     }
 }
 

@@ -26,7 +26,10 @@ pub struct StepInfo {
     pub n_tokens: u32,
     /// Sequences in this step.
     pub n_seqs: u32,
-    pub _pad: [u32; 2],
+    /// First row a matmul dispatch covers (the rows before it belong to the
+    /// other matmul kernel; see `MatMul::record_rows`). 0 for every other kernel.
+    pub first_row: u32,
+    pub _pad: u32,
 }
 
 /// Splits `groups` workgroups over x and y so neither exceeds the per-dimension limit.

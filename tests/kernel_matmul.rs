@@ -375,3 +375,69 @@ fn bad_uploads_are_errors() {
         "no parts"
     );
 }
+
+/// `record_rows`: the first rows through the matrix-vector kernel, the rest
+/// through the tiled one from `first_row` on, all matching the reference, and
+/// each row bit-identical to the same row computed with its kernel alone.
+#[test]
+fn split_rows_match_reference_and_each_kernel() {
+    for ctx in all_variants() {
+        for dtype in [DType::Q4_1, DType::F16] {
+            let (rows, cols) = (77, 96);
+            let t = tensor("w", dtype, rows, cols, 41);
+            let wf = weights_f32(&t);
+            let w = GpuMatrix::upload(&ctx, "w", std::slice::from_ref(&t), None).unwrap();
+            for (n_mv, n) in [(3u32, 45u32), (0, 9), (11, 11), (1, 2)] {
+                let x = rand_vec(n as usize * cols, 5 + n as u64);
+                let info = |n_tokens, first_row| StepInfo {
+                    n_tokens,
+                    n_seqs: 1,
+                    first_row,
+                    ..Default::default()
+                };
+                let mv_step = ctx.uniform("mv", &info(n_mv, 0));
+                let tiled_step = ctx.uniform("tiled", &info(n, n_mv));
+                let xb = ctx.buffer_from("x", &x);
+                let yb = ctx.buffer_from("y", &vec![f32::NAN; n as usize * rows]);
+                let mm = MatMul::new_split(
+                    &ctx,
+                    &mv_step,
+                    &tiled_step,
+                    &w,
+                    &xb,
+                    &yb,
+                    MatMulOpts::default(),
+                );
+                let mut enc = ctx.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = enc.begin_compute_pass(&Default::default());
+                    mm.record_rows(&mut pass, n_mv, n);
+                }
+                ctx.queue.submit(Some(enc.finish()));
+                let got = readback_f32(&ctx, &yb, n as usize * rows).unwrap();
+                let want = matmul_ref(&wf, rows, cols, &x, n as usize);
+                let what = format!("{dtype:?} split {n_mv}/{n} caps={:?}", ctx.caps);
+                check(&got, &want, &wf, &x, rows, cols, &what);
+                // The prompt rows equal the tiled kernel's result for them alone.
+                let tail = &x[n_mv as usize * cols..];
+                let alone = run_gpu(
+                    &ctx,
+                    &w,
+                    tail,
+                    &Run {
+                        n_tokens: n - n_mv,
+                        kernel: MatMulKernel::Tiled,
+                        bias: None,
+                        y0: None,
+                    },
+                );
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got[n_mv as usize * rows..]),
+                    bits(&alone),
+                    "{what}: tiled rows"
+                );
+            }
+        }
+    }
+}

@@ -757,6 +757,6 @@ impl GpuModel {
                 (n_rows * self.config.vocab_size * 4) as u64,
             )
             .await?;
-        Ok(bytemuck::cast_slice(&bytes).to_vec())
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 }

@@ -271,14 +271,22 @@ impl MatMul {
 
     /// Batch-invariant recording for a step whose first `n_matvec` rows are
     /// generated tokens and whose other rows (up to `n_tokens`) are prompt
-    /// tokens: the former always go through the 8-token matrix-vector
-    /// kernel, the latter through the tiled one, whatever else is in the
-    /// step, so each row's sums are computed in the same order whether its
-    /// sequence runs alone or in a batch. Built with [`MatMul::new_split`];
+    /// tokens: the former always go through the matrix-vector kernel, the
+    /// latter through the tiled one, whatever else is in the step, so each
+    /// row's sums are computed in the same order whether its sequence runs
+    /// alone or in a batch. A lone generated row takes the 1-token build of
+    /// the kernel (the 8-token build is 2.7x slower for one row on llvmpipe);
+    /// both accumulate each row in the same order, which
+    /// tests/batch_invariance.rs checks bit for bit. Built with [`MatMul::new_split`];
     /// the steps must say `{n_tokens: n_matvec}` and
     /// `{n_tokens, first_row: n_matvec}`.
     pub fn record_rows(&self, pass: &mut wgpu::ComputePass, n_matvec: u32, n_tokens: u32) {
-        let form = if self.cpu_adapter { LANE } else { COOP };
+        let form = match (self.cpu_adapter, n_matvec == 1) {
+            (true, true) => LANE1,
+            (true, false) => LANE,
+            (false, true) => COOP1,
+            (false, false) => COOP,
+        };
         let rows_per_wg = if self.cpu_adapter {
             LANE_WG
         } else {

@@ -3,10 +3,10 @@
 
 use web_time::Instant;
 
-use super::sampling::{Sampler, SamplingParams};
+use super::sampling::SamplingParams;
+use super::sequence::SeqOutput;
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
-use crate::text::stream::StreamDecoder;
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
 
@@ -76,20 +76,6 @@ impl Generation {
     }
 }
 
-/// Text not yet shown because it might be the start of a stop string.
-fn held_back(text: &str, stop: &[String]) -> usize {
-    let mut hold = 0;
-    for s in stop {
-        for k in (1..s.len()).rev() {
-            if k > hold && text.ends_with(&s[..k]) && s.is_char_boundary(k) {
-                hold = k;
-                break;
-            }
-        }
-    }
-    hold
-}
-
 /// `part` with the request's penalties over the token `counts`.
 fn with_penalties<'a>(
     part: SeqStep<'a>,
@@ -125,8 +111,8 @@ pub async fn generate(
             prompt_ids.len()
         )));
     }
-    let mut sampler = Sampler::new(opts.sampling.clone())?;
     let max_new = opts.max_tokens.min(ctx_len - prompt_ids.len());
+    let mut out = SeqOutput::new(prompt_ids, opts, max_new)?;
     let block_size = model.pool.block_size();
     let total_needed = BlockTable::blocks_for((prompt_ids.len() + max_new) as u32, block_size);
     if total_needed > model.pool.num_blocks() as usize {
@@ -138,41 +124,21 @@ pub async fn generate(
         )));
     }
     let mut table = BlockTable::new();
-    let result = run(
-        model,
-        tok,
-        prompt_ids,
-        opts,
-        &mut sampler,
-        &mut table,
-        max_new,
-        on_token,
-    )
-    .await;
+    let result = run(model, tok, prompt_ids, &mut out, &mut table, on_token).await;
     table.release(&mut model.pool)?;
     result
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn run(
     model: &mut GpuModel,
     tok: &Tokenizer,
     prompt_ids: &[u32],
-    opts: &GenerateOptions,
-    sampler: &mut Sampler,
+    out: &mut SeqOutput,
     table: &mut BlockTable,
-    max_new: usize,
     on_token: &mut dyn FnMut(TokenEvent) -> bool,
 ) -> Result<Generation> {
-    let sp = sampler.params().clone();
-    let k = sp.candidates_needed(opts.logprobs);
-    let penalize = sp.has_penalties();
-    let mut counts: std::collections::BTreeMap<u32, u32> = std::collections::BTreeMap::new();
-    if penalize {
-        for &t in prompt_ids {
-            *counts.entry(t).or_default() += 1;
-        }
-    }
+    let sp = out.opts().sampling.clone();
+    let k = out.candidates_needed();
     let chunk = model.max_step_tokens() as usize;
     let t0 = Instant::now();
     let mut pos = 0usize;
@@ -180,7 +146,7 @@ async fn run(
     while pos < prompt_ids.len() {
         let end = (pos + chunk).min(prompt_ids.len());
         table.append(&mut model.pool, (end - pos) as u32)?;
-        let pc: Vec<(u32, u32)> = counts.iter().map(|(&a, &b)| (a, b)).collect();
+        let pc = out.penalty_counts();
         cands = model
             .step(
                 &[SeqStep {
@@ -198,82 +164,32 @@ async fn run(
     }
     let prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let mut ids = Vec::new();
-    let mut top_logprobs = Vec::new();
-    let mut text = String::new();
-    let mut shown = 0usize;
-    let mut decoder = StreamDecoder::new(true);
-    let mut finish = FinishReason::Length;
-    for n in 0..max_new {
+    while out.finish.is_none() {
         let c = cands
             .first()
             .ok_or_else(|| HearthError::Gpu("step returned no candidates".into()))?;
-        let id = sampler.sample(c);
-        ids.push(id);
-        let lp: Vec<(u32, f32)> = (0..opts.logprobs.min(c.ids.len()))
-            .map(|i| (c.ids[i], c.logprob(i)))
-            .collect();
-        let is_eos = !opts.ignore_eos && tok.is_eos(id);
-        if !is_eos {
-            text.push_str(&decoder.push(tok, id)?);
-        }
-        let mut stop_at = None;
-        for s in &opts.stop {
-            if let Some(i) = text.find(s.as_str()) {
-                stop_at = Some(stop_at.map_or(i, |j: usize| j.min(i)));
-            }
-        }
-        let last = is_eos || stop_at.is_some() || n + 1 == max_new;
-        if let Some(i) = stop_at {
-            text.truncate(i);
-        }
-        if last {
-            text.push_str(&decoder.finish(tok)?);
-            if let Some(i) = opts.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                text.truncate(i);
-            }
-        }
-        let hold = if last {
-            0
-        } else {
-            held_back(&text, &opts.stop)
-        };
-        let visible = text.len() - hold;
-        let chunk_text = if visible > shown {
-            &text[shown..visible]
-        } else {
-            ""
-        };
+        let a = out.accept(tok, c)?;
         let go_on = on_token(TokenEvent {
-            id,
-            text: chunk_text,
-            top_logprobs: &lp,
+            id: a.id,
+            text: &a.text,
+            top_logprobs: &a.top_logprobs,
         });
-        shown = shown.max(visible);
-        top_logprobs.push(lp);
-        if is_eos || stop_at.is_some() {
-            finish = FinishReason::Stop;
+        if a.finish.is_some() {
             break;
         }
         if !go_on {
-            finish = FinishReason::Cancelled;
+            out.cancel();
             break;
         }
-        if n + 1 == max_new {
-            break;
-        }
-        if penalize {
-            *counts.entry(id).or_default() += 1;
-        }
-        let p = prompt_ids.len() + ids.len() - 1;
+        let p = prompt_ids.len() + out.ids.len() - 1;
         table.append(&mut model.pool, 1)?;
-        let pc: Vec<(u32, u32)> = counts.iter().map(|(&a, &b)| (a, b)).collect();
+        let pc = out.penalty_counts();
         cands = model
             .step(
                 &[with_penalties(
                     SeqStep {
                         generated: true,
-                        ..SeqStep::new(&[id], p as u32, table.blocks())
+                        ..SeqStep::new(&[a.id], p as u32, table.blocks())
                     },
                     &pc,
                     &sp,
@@ -284,25 +200,11 @@ async fn run(
     }
     Ok(Generation {
         prompt_ids: prompt_ids.to_vec(),
-        ids,
-        text,
-        top_logprobs,
-        finish_reason: finish,
+        ids: std::mem::take(&mut out.ids),
+        text: std::mem::take(&mut out.text),
+        top_logprobs: std::mem::take(&mut out.top_logprobs),
+        finish_reason: out.finish.unwrap_or(FinishReason::Length),
         prefill_secs,
         decode_secs: t1.elapsed().as_secs_f64(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::held_back;
-
-    #[test]
-    fn holds_back_possible_stop_prefix() {
-        let stop = vec!["###".to_string(), "END".to_string()];
-        assert_eq!(held_back("hello #", &stop), 1);
-        assert_eq!(held_back("hello ##", &stop), 2);
-        assert_eq!(held_back("hello EN", &stop), 2);
-        assert_eq!(held_back("hello", &stop), 0);
-    }
 }

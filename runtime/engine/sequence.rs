@@ -1,0 +1,175 @@
+//! What one request's generated tokens turn into: sampling from the GPU's
+//! candidates, incremental text, stop strings (with text that could start
+//! one held back), EOS, max tokens, log-probabilities and the token counts the
+//! penalties need. The single-sequence loop and the batching scheduler share it.
+
+use std::collections::BTreeMap;
+
+use super::generate::{FinishReason, GenerateOptions};
+use super::sampling::{Candidates, Sampler};
+use crate::text::stream::StreamDecoder;
+use crate::text::Tokenizer;
+use crate::Result;
+
+/// One accepted token as a caller sees it.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub id: u32,
+    /// Text that became final with this token (may be empty).
+    pub text: String,
+    pub top_logprobs: Vec<(u32, f32)>,
+    /// Set when this token ends the sequence.
+    pub finish: Option<FinishReason>,
+}
+
+pub struct SeqOutput {
+    sampler: Sampler,
+    decoder: StreamDecoder,
+    opts: GenerateOptions,
+    /// Tokens this request may still generate at most (context included).
+    max_new: usize,
+    counts: BTreeMap<u32, u32>,
+    pub ids: Vec<u32>,
+    pub text: String,
+    pub top_logprobs: Vec<Vec<(u32, f32)>>,
+    shown: usize,
+    pub finish: Option<FinishReason>,
+}
+
+/// Text not yet shown because it might be the start of a stop string.
+pub(crate) fn held_back(text: &str, stop: &[String]) -> usize {
+    let mut hold = 0;
+    for s in stop {
+        for k in (1..s.len()).rev() {
+            if k > hold && text.ends_with(&s[..k]) && s.is_char_boundary(k) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    hold
+}
+
+impl SeqOutput {
+    /// `max_new`: the request's `max_tokens` already limited by the context.
+    pub fn new(prompt_ids: &[u32], opts: &GenerateOptions, max_new: usize) -> Result<SeqOutput> {
+        let sampler = Sampler::new(opts.sampling.clone())?;
+        let mut counts = BTreeMap::new();
+        if opts.sampling.has_penalties() {
+            for &t in prompt_ids {
+                *counts.entry(t).or_default() += 1;
+            }
+        }
+        Ok(SeqOutput {
+            sampler,
+            decoder: StreamDecoder::new(true),
+            opts: opts.clone(),
+            max_new,
+            counts,
+            ids: Vec::new(),
+            text: String::new(),
+            top_logprobs: Vec::new(),
+            shown: 0,
+            // Nothing to generate (max_tokens 0): done before the first token.
+            finish: (max_new == 0).then_some(FinishReason::Length),
+        })
+    }
+
+    pub fn opts(&self) -> &GenerateOptions {
+        &self.opts
+    }
+
+    /// Candidates the GPU must return per step for this request.
+    pub fn candidates_needed(&self) -> usize {
+        self.opts.sampling.candidates_needed(self.opts.logprobs)
+    }
+
+    /// `(token, count)` pairs for the penalty kernel (empty without penalties).
+    pub fn penalty_counts(&self) -> Vec<(u32, u32)> {
+        self.counts.iter().map(|(&a, &b)| (a, b)).collect()
+    }
+
+    /// Samples the next token from `c` and advances the text. A `finish`
+    /// in the result means the sequence is over.
+    pub fn accept(&mut self, tok: &Tokenizer, c: &Candidates) -> Result<Accepted> {
+        let opts = &self.opts;
+        let id = self.sampler.sample(c);
+        self.ids.push(id);
+        let lp: Vec<(u32, f32)> = (0..opts.logprobs.min(c.ids.len()))
+            .map(|i| (c.ids[i], c.logprob(i)))
+            .collect();
+        let is_eos = !opts.ignore_eos && tok.is_eos(id);
+        if !is_eos {
+            self.text.push_str(&self.decoder.push(tok, id)?);
+        }
+        let stop_at = opts
+            .stop
+            .iter()
+            .filter_map(|s| self.text.find(s.as_str()))
+            .min();
+        let at_max = self.ids.len() >= self.max_new;
+        let last = is_eos || stop_at.is_some() || at_max;
+        if let Some(i) = stop_at {
+            self.text.truncate(i);
+        }
+        if last {
+            self.text.push_str(&self.decoder.finish(tok)?);
+            if let Some(i) = opts
+                .stop
+                .iter()
+                .filter_map(|s| self.text.find(s.as_str()))
+                .min()
+            {
+                self.text.truncate(i);
+            }
+        }
+        let hold = if last {
+            0
+        } else {
+            held_back(&self.text, &opts.stop)
+        };
+        let visible = self.text.len() - hold;
+        let chunk = if visible > self.shown {
+            self.text[self.shown..visible].to_string()
+        } else {
+            String::new()
+        };
+        self.shown = self.shown.max(visible);
+        self.top_logprobs.push(lp.clone());
+        if opts.sampling.has_penalties() {
+            *self.counts.entry(id).or_default() += 1;
+        }
+        self.finish = if is_eos || stop_at.is_some() {
+            Some(FinishReason::Stop)
+        } else if at_max {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        Ok(Accepted {
+            id,
+            text: chunk,
+            top_logprobs: lp,
+            finish: self.finish,
+        })
+    }
+
+    /// Ends the sequence early (cancelled by the caller).
+    pub fn cancel(&mut self) {
+        self.finish.get_or_insert(FinishReason::Cancelled);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn holds_back_possible_stop_prefix() {
+        let stop = vec!["###".to_string(), "END".to_string()];
+        assert_eq!(held_back("hello #", &stop), 1);
+        assert_eq!(held_back("hello ##", &stop), 2);
+        assert_eq!(held_back("hello EN", &stop), 2);
+        assert_eq!(held_back("hello", &stop), 0);
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod generate;
 pub mod sampling;
+pub mod scheduler;
 pub mod sequence;
 
 pub use generate::{generate, FinishReason, GenerateOptions, Generation, TokenEvent};

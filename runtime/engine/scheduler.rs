@@ -1,0 +1,367 @@
+//! Continuous batching: many sequences share the paged KV pool and every
+//! step re-forms the batch from the decode tokens of all running sequences
+//! plus chunks of waiting prompts under a per-step token budget (chunked
+//! prefill), so a long prompt never stalls the others' decoding.
+//!
+//! Admission is first come, first served, by free KV blocks above a
+//! watermark. When blocks run out mid-generation the newest sequence is
+//! preempted: its blocks are freed and it is recomputed later from its
+//! prompt and the tokens it already produced (its sampler state is kept, so
+//! its output is the one it would have had). Because the forward pass is
+//! batch-invariant (see `GpuModel::step`), a sequence's tokens do not depend
+//! on what it was batched with.
+
+use std::collections::VecDeque;
+
+use super::generate::{FinishReason, GenerateOptions};
+use super::sequence::{Accepted, SeqOutput};
+use crate::kv::BlockTable;
+use crate::model::forward::{GpuModel, SeqStep};
+use crate::text::Tokenizer;
+use crate::{HearthError, Result};
+
+pub type RequestId = u64;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Free blocks kept in reserve when admitting a new sequence, so running
+    /// ones can keep growing without immediate preemption.
+    pub watermark_blocks: u32,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions {
+            watermark_blocks: 1,
+        }
+    }
+}
+
+/// What a step produced for one request.
+#[derive(Debug, Clone)]
+pub enum SeqEvent {
+    Token(RequestId, Accepted),
+    /// The request is over; its blocks are back in the pool.
+    Finished {
+        id: RequestId,
+        reason: FinishReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+}
+
+struct Seq {
+    id: RequestId,
+    prompt: Vec<u32>,
+    out: SeqOutput,
+    table: BlockTable,
+    /// Positions whose K/V are in the cache.
+    computed: usize,
+    cancelled: bool,
+}
+
+impl Seq {
+    /// Prompt plus generated tokens: everything that must be in the cache
+    /// before the next token can be sampled (the last one is fed next).
+    fn known(&self) -> usize {
+        self.prompt.len() + self.out.ids.len()
+    }
+
+    fn token(&self, pos: usize) -> u32 {
+        if pos < self.prompt.len() {
+            self.prompt[pos]
+        } else {
+            self.out.ids[pos - self.prompt.len()]
+        }
+    }
+}
+
+/// One part of the coming step, owning what the `SeqStep` borrows.
+struct Planned {
+    seq: usize,
+    start: usize,
+    tokens: Vec<u32>,
+    generated: bool,
+    want_logits: bool,
+    blocks: Vec<u32>,
+    counts: Vec<(u32, u32)>,
+}
+
+#[derive(Default)]
+pub struct Scheduler {
+    opts: SchedulerOptions,
+    /// Admitted, in arrival order (oldest first).
+    running: Vec<Seq>,
+    /// Not admitted or preempted, in arrival order.
+    waiting: VecDeque<Seq>,
+    next_id: RequestId,
+    /// Sequences preempted so far (for metrics and tests).
+    pub preemptions: u64,
+}
+
+impl Scheduler {
+    pub fn new(opts: SchedulerOptions) -> Scheduler {
+        Scheduler {
+            opts,
+            ..Default::default()
+        }
+    }
+
+    /// Queues a request; errors now if it could never run on this model.
+    pub fn add(
+        &mut self,
+        model: &GpuModel,
+        prompt: Vec<u32>,
+        opts: &GenerateOptions,
+    ) -> Result<RequestId> {
+        if prompt.is_empty() {
+            return Err(HearthError::InvalidRequest(
+                "the prompt is empty (no tokens)".into(),
+            ));
+        }
+        let ctx_len = model.config.max_position_embeddings;
+        if prompt.len() >= ctx_len {
+            return Err(HearthError::InvalidRequest(format!(
+                "the prompt has {} tokens, the model's context is {ctx_len}",
+                prompt.len()
+            )));
+        }
+        if let Some(&t) = prompt
+            .iter()
+            .find(|&&t| t as usize >= model.config.vocab_size)
+        {
+            return Err(HearthError::InvalidRequest(format!(
+                "token id {t} is outside the vocabulary ({} tokens)",
+                model.config.vocab_size
+            )));
+        }
+        let max_new = opts.max_tokens.min(ctx_len - prompt.len());
+        let need = BlockTable::blocks_for((prompt.len() + max_new) as u32, model.pool.block_size());
+        if need > model.pool.num_blocks() as usize {
+            return Err(HearthError::OutOfKvMemory(format!(
+                "{} prompt + {max_new} new tokens need {need} KV blocks, the pool holds {}",
+                prompt.len(),
+                model.pool.num_blocks()
+            )));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let out = SeqOutput::new(&prompt, opts, max_new)?;
+        self.waiting.push_back(Seq {
+            id,
+            prompt,
+            out,
+            table: BlockTable::new(),
+            computed: 0,
+            cancelled: false,
+        });
+        Ok(id)
+    }
+
+    /// Ends a request at the next step (its blocks are freed then).
+    pub fn cancel(&mut self, id: RequestId) {
+        for s in self.running.iter_mut().chain(self.waiting.iter_mut()) {
+            if s.id == id {
+                s.cancelled = true;
+            }
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.waiting.is_empty()
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Frees the blocks of cancelled and finished sequences.
+    fn retire(&mut self, model: &mut GpuModel, events: &mut Vec<SeqEvent>) -> Result<()> {
+        let mut keep = Vec::with_capacity(self.running.len());
+        for mut s in self.running.drain(..) {
+            if s.cancelled {
+                s.out.cancel();
+            }
+            match s.out.finish {
+                Some(reason) => {
+                    s.table.release(&mut model.pool)?;
+                    events.push(SeqEvent::Finished {
+                        id: s.id,
+                        reason,
+                        prompt_tokens: s.prompt.len(),
+                        completion_tokens: s.out.ids.len(),
+                    });
+                }
+                None => keep.push(s),
+            }
+        }
+        self.running = keep;
+        let mut waiting = VecDeque::with_capacity(self.waiting.len());
+        for mut s in self.waiting.drain(..) {
+            if s.cancelled || s.out.finish.is_some() {
+                s.out.cancel();
+                events.push(SeqEvent::Finished {
+                    id: s.id,
+                    reason: s.out.finish.unwrap_or(FinishReason::Cancelled),
+                    prompt_tokens: s.prompt.len(),
+                    completion_tokens: s.out.ids.len(),
+                });
+            } else {
+                waiting.push_back(s);
+            }
+        }
+        self.waiting = waiting;
+        Ok(())
+    }
+
+    /// Moves the newest running sequence back to the waiting queue (in
+    /// arrival order), freeing its blocks; it will be recomputed.
+    fn preempt_newest(&mut self, model: &mut GpuModel) -> Result<()> {
+        let Some(mut s) = self.running.pop() else {
+            return Ok(());
+        };
+        s.table.release(&mut model.pool)?;
+        s.computed = 0;
+        self.preemptions += 1;
+        let at = self
+            .waiting
+            .iter()
+            .position(|w| w.id > s.id)
+            .unwrap_or(self.waiting.len());
+        self.waiting.insert(at, s);
+        Ok(())
+    }
+
+    /// Plans the parts of running sequence `i` within `budget` tokens,
+    /// allocating its blocks; `None` when the pool is out of blocks.
+    fn plan_seq(&mut self, model: &mut GpuModel, i: usize, budget: usize) -> Option<Vec<Planned>> {
+        let s = &mut self.running[i];
+        let known = s.known();
+        let end = known.min(s.computed + budget);
+        if end <= s.computed {
+            return Some(Vec::new());
+        }
+        let have = (s.table.len() as usize).min(end);
+        s.table.append(&mut model.pool, (end - have) as u32).ok()?;
+        let counts = s.out.penalty_counts();
+        let mut parts = Vec::new();
+        // Prompt positions are prompt rows, generated positions generated rows.
+        let split = s.prompt.len().clamp(s.computed, end);
+        for (a, b, generated) in [(s.computed, split, false), (split, end, true)] {
+            if b > a {
+                parts.push(Planned {
+                    seq: i,
+                    start: a,
+                    tokens: (a..b).map(|p| s.token(p)).collect(),
+                    generated,
+                    want_logits: b == known,
+                    blocks: s.table.blocks().to_vec(),
+                    counts: if b == known {
+                        counts.clone()
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+        }
+        Some(parts)
+    }
+
+    /// Forms and runs one step; returns the tokens it produced and the
+    /// requests that ended. Does nothing when idle.
+    pub async fn step(&mut self, model: &mut GpuModel, tok: &Tokenizer) -> Result<Vec<SeqEvent>> {
+        let mut events = Vec::new();
+        self.retire(model, &mut events)?;
+        let mut budget = model.max_step_tokens() as usize;
+        let max_parts = model.max_seqs() as usize;
+        let mut plan: Vec<Planned> = Vec::new();
+        // Running sequences, oldest first: decode tokens, then prompt chunks.
+        let mut i = 0;
+        while i < self.running.len() {
+            if budget == 0 || plan.len() + 2 > max_parts {
+                break;
+            }
+            match self.plan_seq(model, i, budget) {
+                Some(parts) => {
+                    budget -= parts.iter().map(|p| p.tokens.len()).sum::<usize>();
+                    plan.extend(parts);
+                    i += 1;
+                }
+                None => {
+                    // Out of blocks: make room by preempting the newest.
+                    let newest = self.running.len() - 1;
+                    plan.retain(|p| p.seq != newest);
+                    self.preempt_newest(model)?;
+                }
+            }
+        }
+        // Admit waiting sequences while blocks (above the watermark) and budget allow.
+        while budget > 0 && plan.len() + 2 <= max_parts {
+            let Some(s) = self.waiting.front() else { break };
+            let first = (s.known() - s.computed).min(budget) as u32;
+            let need = s.table.blocks_needed(first, model.pool.block_size());
+            if (model.pool.free_blocks() as usize) < need + self.opts.watermark_blocks as usize {
+                break;
+            }
+            let s = self.waiting.pop_front().expect("front exists");
+            self.running.push(s);
+            let i = self.running.len() - 1;
+            match self.plan_seq(model, i, budget) {
+                Some(parts) => {
+                    budget -= parts.iter().map(|p| p.tokens.len()).sum::<usize>();
+                    plan.extend(parts);
+                }
+                None => {
+                    let s = self.running.pop().expect("just pushed");
+                    self.waiting.push_front(s);
+                    break;
+                }
+            }
+        }
+        if plan.is_empty() {
+            return Ok(events);
+        }
+        // Generated-token parts first (SeqStep's rule), each group in arrival order.
+        plan.sort_by_key(|p| !p.generated);
+        let k = plan
+            .iter()
+            .filter(|p| p.want_logits)
+            .map(|p| self.running[p.seq].out.candidates_needed())
+            .max()
+            .unwrap_or(1);
+        let steps: Vec<SeqStep> = plan
+            .iter()
+            .map(|p| {
+                let sp = &self.running[p.seq].out.opts().sampling;
+                SeqStep {
+                    want_logits: p.want_logits,
+                    generated: p.generated,
+                    penalty_counts: &p.counts,
+                    repetition_penalty: sp.repetition_penalty,
+                    presence_penalty: sp.presence_penalty,
+                    frequency_penalty: sp.frequency_penalty,
+                    ..SeqStep::new(&p.tokens, p.start as u32, &p.blocks)
+                }
+            })
+            .collect();
+        let cands = model.step(&steps, k).await?;
+        let mut cands = cands.into_iter();
+        for p in &plan {
+            let s = &mut self.running[p.seq];
+            s.computed = s.computed.max(p.start + p.tokens.len());
+            if p.want_logits {
+                let c = cands
+                    .next()
+                    .ok_or_else(|| HearthError::Gpu("step returned too few candidates".into()))?;
+                let a = s.out.accept(tok, &c)?;
+                events.push(SeqEvent::Token(s.id, a));
+            }
+        }
+        self.retire(model, &mut events)?;
+        Ok(events)
+    }
+}

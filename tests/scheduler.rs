@@ -48,7 +48,7 @@ fn prompts() -> Vec<Vec<u32>> {
     let seq =
         |n: usize, seed: u32| -> Vec<u32> { (0..n as u32).map(|i| (i * 7 + seed) % 40).collect() };
     let shared = seq(50, 1);
-    let mut with_prefix = |tail: Vec<u32>| {
+    let with_prefix = |tail: Vec<u32>| {
         let mut p = shared.clone();
         p.extend(tail);
         p

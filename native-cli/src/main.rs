@@ -1,5 +1,6 @@
 //! `hearth`: the native command line of the Hearth runtime.
 
+mod concurrency;
 mod fetch;
 
 use std::io::Write;
@@ -127,6 +128,11 @@ struct BenchArgs {
     /// Time every kernel separately (one submission each) and print time per kernel kind.
     #[arg(long)]
     profile: bool,
+    /// Serve this many identical-length requests at once per level (e.g.
+    /// 1,4,16) through the continuous-batching scheduler and print aggregate
+    /// decode tok/s, time to first token and inter-token latency percentiles.
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Vec<usize>,
 }
 
 fn parse_bytes(s: &str) -> Result<u64> {
@@ -151,7 +157,7 @@ fn parse_bytes(s: &str) -> Result<u64> {
     Ok((v * mult as f64) as u64)
 }
 
-fn load(args: &ModelArgs, max_step_tokens: u32, quiet: bool) -> Result<Hearth> {
+fn load(args: &ModelArgs, max_step_tokens: u32, max_seqs: u32, quiet: bool) -> Result<Hearth> {
     let path = match &args.model {
         Some(p) => p.clone(),
         None => fetch::ensure_default_model()?,
@@ -173,6 +179,7 @@ fn load(args: &ModelArgs, max_step_tokens: u32, quiet: bool) -> Result<Hearth> {
             kv_memory: parse_bytes(&args.kv_memory)?,
             kv_dtype,
             max_step_tokens,
+            max_seqs,
             ..ForwardOptions::default()
         },
     };
@@ -204,7 +211,7 @@ fn load(args: &ModelArgs, max_step_tokens: u32, quiet: bool) -> Result<Hearth> {
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let mut h = load(&args.model, 128, args.json)?;
+    let mut h = load(&args.model, 128, 1, args.json)?;
     let prompt = match (&args.prompt, &args.chat) {
         (Some(p), None) => Prompt::Text(p.clone()),
         (None, Some(c)) => {
@@ -284,7 +291,10 @@ fn bench(args: BenchArgs) -> Result<()> {
         args.prompt_tokens > 0 && args.gen_tokens > 0,
         "--prompt-tokens and --gen-tokens must be > 0"
     );
-    let mut h = load(&args.model, 512, args.json)?;
+    if !args.concurrency.is_empty() {
+        return concurrency::bench(&args);
+    }
+    let mut h = load(&args.model, 512, 1, args.json)?;
     // A natural-text prompt repeated to length keeps the numbers representative.
     let base = h.tokenizer.encode(
         "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",

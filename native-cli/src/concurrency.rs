@@ -1,0 +1,117 @@
+//! `hearth bench --concurrency 1,4,16`: many requests at once through the
+//! continuous-batching scheduler, one level after another.
+
+use anyhow::Result;
+use hearth::engine::scheduler::{Scheduler, SchedulerOptions, SeqEvent};
+use hearth::engine::{GenerateOptions, SamplingParams};
+use std::time::Instant;
+
+use super::{load, BenchArgs};
+
+/// The `p`-th percentile (0..=100) of `v` (sorted in place), nearest rank.
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let most = *args.concurrency.iter().max().unwrap_or(&1);
+    anyhow::ensure!(most >= 1, "--concurrency levels must be at least 1");
+    // Each sequence may add two parts to a step (prompt and generated rows).
+    let mut h = load(&args.model, 256, (2 * most).max(2) as u32, args.json)?;
+    let base = h.tokenizer.encode(
+        "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",
+        false,
+    )?;
+    anyhow::ensure!(!base.is_empty(), "the benchmark text encodes to no tokens");
+    let opts = GenerateOptions {
+        sampling: SamplingParams::greedy(),
+        max_tokens: args.gen_tokens,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    for &c in &args.concurrency {
+        let mut sched = Scheduler::new(SchedulerOptions::default());
+        for i in 0..c {
+            // Different prompts of the same length: each starts elsewhere in the text.
+            let p: Vec<u32> = base
+                .iter()
+                .cycle()
+                .skip(i)
+                .take(args.prompt_tokens)
+                .copied()
+                .collect();
+            sched.add(&h.model, p, &opts)?;
+        }
+        let t0 = Instant::now();
+        let mut last: Vec<Option<f64>> = vec![None; c];
+        let (mut ttft, mut itl) = (Vec::new(), Vec::new());
+        let mut tokens = 0usize;
+        let mut all_started = None;
+        let mut after_start = 0usize;
+        while !sched.is_idle() {
+            let events = pollster::block_on(sched.step(&mut h.model, &h.tokenizer))?;
+            let now = t0.elapsed().as_secs_f64();
+            for ev in events {
+                if let SeqEvent::Token(id, _) = ev {
+                    let id = id as usize;
+                    tokens += 1;
+                    match last[id] {
+                        None => ttft.push(now),
+                        Some(t) => itl.push(now - t),
+                    }
+                    last[id] = Some(now);
+                    if all_started.is_some() {
+                        after_start += 1;
+                    }
+                }
+            }
+            if all_started.is_none() && last.iter().all(Option::is_some) {
+                all_started = Some(now);
+            }
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let decode_window = wall - all_started.unwrap_or(wall);
+        let decode = after_start as f64 / decode_window.max(1e-9);
+        let row = serde_json::json!({
+            "concurrency": c,
+            "prompt_tokens": args.prompt_tokens,
+            "gen_tokens": args.gen_tokens,
+            "generated": tokens,
+            "wall_s": wall,
+            "throughput_tok_s": tokens as f64 / wall,
+            "decode_tok_s": decode,
+            "ttft_ms_p50": 1e3 * percentile(&mut ttft, 50.0),
+            "ttft_ms_p90": 1e3 * percentile(&mut ttft, 90.0),
+            "itl_ms_p50": 1e3 * percentile(&mut itl, 50.0),
+            "itl_ms_p90": 1e3 * percentile(&mut itl, 90.0),
+            "itl_ms_p99": 1e3 * percentile(&mut itl, 99.0),
+            "preemptions": sched.preemptions,
+        });
+        if !args.json {
+            println!(
+                "concurrency {c:>3}: decode {:>7.1} tok/s aggregate ({:>6.1} tok/s overall) | TTFT p50 {:>7.0} ms p90 {:>7.0} ms | ITL p50 {:>6.0} ms p90 {:>6.0} ms p99 {:>6.0} ms",
+                decode,
+                row["throughput_tok_s"].as_f64().unwrap_or(0.0),
+                row["ttft_ms_p50"].as_f64().unwrap_or(0.0),
+                row["ttft_ms_p90"].as_f64().unwrap_or(0.0),
+                row["itl_ms_p50"].as_f64().unwrap_or(0.0),
+                row["itl_ms_p90"].as_f64().unwrap_or(0.0),
+                row["itl_ms_p99"].as_f64().unwrap_or(0.0),
+            );
+        }
+        rows.push(row);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"adapter": h.model.ctx.adapter_name(), "levels": rows})
+        );
+    }
+    Ok(())
+}

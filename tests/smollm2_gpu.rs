@@ -271,7 +271,11 @@ fn scheduler_batch_matches_each_request_alone() {
     let n = 12;
     let want: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|p| h.generate_blocking(p, &greedy(n), &mut |_| true).unwrap().ids)
+        .map(|p| {
+            h.generate_blocking(p, &greedy(n), &mut |_| true)
+                .unwrap()
+                .ids
+        })
         .collect();
     assert_eq!(want[0], FRANCE_OUT);
     let mut sched = Scheduler::new(SchedulerOptions::default());

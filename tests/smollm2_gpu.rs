@@ -262,7 +262,7 @@ fn scheduler_batch_matches_each_request_alone() {
         h.prompt_ids(&Prompt::Chat(m)).unwrap()
     };
     let sys = "You are a concise assistant who answers geography questions.";
-    let prompts = vec![
+    let prompts = [
         h.prompt_ids(&Prompt::Text(FRANCE.into())).unwrap(),
         chat(Some(sys), "Which ocean is the largest?"),
         chat(Some(sys), "Name a long river in Africa."),

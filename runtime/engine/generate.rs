@@ -4,7 +4,7 @@
 use web_time::Instant;
 
 use super::sampling::SamplingParams;
-use super::sequence::SeqOutput;
+use super::sequence::{check_request, SeqOutput};
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::Tokenizer;
@@ -99,30 +99,8 @@ pub async fn generate(
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(TokenEvent) -> bool,
 ) -> Result<Generation> {
-    if prompt_ids.is_empty() {
-        return Err(HearthError::InvalidRequest(
-            "the prompt is empty (no tokens)".into(),
-        ));
-    }
-    let ctx_len = model.config.max_position_embeddings;
-    if prompt_ids.len() >= ctx_len {
-        return Err(HearthError::InvalidRequest(format!(
-            "the prompt has {} tokens, the model's context is {ctx_len}",
-            prompt_ids.len()
-        )));
-    }
-    let max_new = opts.max_tokens.min(ctx_len - prompt_ids.len());
+    let max_new = check_request(model, prompt_ids, opts)?;
     let mut out = SeqOutput::new(prompt_ids, opts, max_new)?;
-    let block_size = model.pool.block_size();
-    let total_needed = BlockTable::blocks_for((prompt_ids.len() + max_new) as u32, block_size);
-    if total_needed > model.pool.num_blocks() as usize {
-        return Err(HearthError::OutOfKvMemory(format!(
-            "{} prompt + {max_new} new tokens need {total_needed} KV blocks, the pool holds {} \
-             (raise --kv-memory or lower --max-tokens)",
-            prompt_ids.len(),
-            model.pool.num_blocks()
-        )));
-    }
     let mut table = BlockTable::new();
     let result = run(model, tok, prompt_ids, &mut out, &mut table, on_token).await;
     table.release(&mut model.pool)?;

@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 
 use super::generate::{FinishReason, GenerateOptions};
-use super::sequence::{Accepted, SeqOutput};
+use super::sequence::{check_request, Accepted, SeqOutput};
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::Tokenizer;
@@ -114,36 +114,7 @@ impl Scheduler {
         prompt: Vec<u32>,
         opts: &GenerateOptions,
     ) -> Result<RequestId> {
-        if prompt.is_empty() {
-            return Err(HearthError::InvalidRequest(
-                "the prompt is empty (no tokens)".into(),
-            ));
-        }
-        let ctx_len = model.config.max_position_embeddings;
-        if prompt.len() >= ctx_len {
-            return Err(HearthError::InvalidRequest(format!(
-                "the prompt has {} tokens, the model's context is {ctx_len}",
-                prompt.len()
-            )));
-        }
-        if let Some(&t) = prompt
-            .iter()
-            .find(|&&t| t as usize >= model.config.vocab_size)
-        {
-            return Err(HearthError::InvalidRequest(format!(
-                "token id {t} is outside the vocabulary ({} tokens)",
-                model.config.vocab_size
-            )));
-        }
-        let max_new = opts.max_tokens.min(ctx_len - prompt.len());
-        let need = BlockTable::blocks_for((prompt.len() + max_new) as u32, model.pool.block_size());
-        if need > model.pool.num_blocks() as usize {
-            return Err(HearthError::OutOfKvMemory(format!(
-                "{} prompt + {max_new} new tokens need {need} KV blocks, the pool holds {}",
-                prompt.len(),
-                model.pool.num_blocks()
-            )));
-        }
+        let max_new = check_request(model, &prompt, opts)?;
         let id = self.next_id;
         self.next_id += 1;
         let out = SeqOutput::new(&prompt, opts, max_new)?;

@@ -7,9 +7,49 @@ use std::collections::BTreeMap;
 
 use super::generate::{FinishReason, GenerateOptions};
 use super::sampling::{Candidates, Sampler};
+use crate::kv::BlockTable;
+use crate::model::forward::GpuModel;
 use crate::text::stream::StreamDecoder;
 use crate::text::Tokenizer;
-use crate::Result;
+use crate::{HearthError, Result};
+
+/// Checks a request against the model before any work: a non-empty prompt
+/// inside the context and the vocabulary, and a KV pool that can hold the
+/// prompt plus every token it may generate. Returns that token count.
+pub fn check_request(model: &GpuModel, prompt: &[u32], opts: &GenerateOptions) -> Result<usize> {
+    if prompt.is_empty() {
+        return Err(HearthError::InvalidRequest(
+            "the prompt is empty (no tokens)".into(),
+        ));
+    }
+    let ctx_len = model.config.max_position_embeddings;
+    if prompt.len() >= ctx_len {
+        return Err(HearthError::InvalidRequest(format!(
+            "the prompt has {} tokens, the model's context is {ctx_len}",
+            prompt.len()
+        )));
+    }
+    if let Some(&t) = prompt
+        .iter()
+        .find(|&&t| t as usize >= model.config.vocab_size)
+    {
+        return Err(HearthError::InvalidRequest(format!(
+            "token id {t} is outside the vocabulary ({} tokens)",
+            model.config.vocab_size
+        )));
+    }
+    let max_new = opts.max_tokens.min(ctx_len - prompt.len());
+    let need = BlockTable::blocks_for((prompt.len() + max_new) as u32, model.pool.block_size());
+    if need > model.pool.num_blocks() as usize {
+        return Err(HearthError::OutOfKvMemory(format!(
+            "{} prompt + {max_new} new tokens need {need} KV blocks, the pool holds {} \
+             (raise --kv-memory or lower --max-tokens)",
+            prompt.len(),
+            model.pool.num_blocks()
+        )));
+    }
+    Ok(max_new)
+}
 
 /// One accepted token as a caller sees it.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 use web_time::Instant;
 
 use super::sampling::SamplingParams;
-use super::sequence::{check_request, SeqOutput};
+use super::sequence::{check_request, with_penalties, SeqOutput};
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::Tokenizer;
@@ -73,21 +73,6 @@ impl Generation {
     /// Decode rate over the tokens after the first (the first comes out of prefill).
     pub fn decode_tok_s(&self) -> f64 {
         self.ids.len().saturating_sub(1) as f64 / self.decode_secs.max(1e-9)
-    }
-}
-
-/// `part` with the request's penalties over the token `counts`.
-fn with_penalties<'a>(
-    part: SeqStep<'a>,
-    counts: &'a [(u32, u32)],
-    sp: &SamplingParams,
-) -> SeqStep<'a> {
-    SeqStep {
-        penalty_counts: counts,
-        repetition_penalty: sp.repetition_penalty,
-        presence_penalty: sp.presence_penalty,
-        frequency_penalty: sp.frequency_penalty,
-        ..part
     }
 }
 

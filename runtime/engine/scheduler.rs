@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 
 use super::generate::{FinishReason, GenerateOptions};
-use super::sequence::{check_request, Accepted, SeqOutput};
+use super::sequence::{check_request, with_penalties, Accepted, SeqOutput};
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::Tokenizer;
@@ -263,9 +263,8 @@ impl Scheduler {
                     i += 1;
                 }
                 None => {
-                    // Out of blocks: make room by preempting the newest.
-                    let newest = self.running.len() - 1;
-                    plan.retain(|p| p.seq != newest);
+                    // Out of blocks: make room by preempting the newest. The
+                    // plan so far covers only sequences before `i`, which stay.
                     self.preempt_newest(model)?;
                 }
             }
@@ -311,11 +310,11 @@ impl Scheduler {
                 SeqStep {
                     want_logits: p.want_logits,
                     generated: p.generated,
-                    penalty_counts: &p.counts,
-                    repetition_penalty: sp.repetition_penalty,
-                    presence_penalty: sp.presence_penalty,
-                    frequency_penalty: sp.frequency_penalty,
-                    ..SeqStep::new(&p.tokens, p.start as u32, &p.blocks)
+                    ..with_penalties(
+                        SeqStep::new(&p.tokens, p.start as u32, &p.blocks),
+                        &p.counts,
+                        sp,
+                    )
                 }
             })
             .collect();

@@ -6,12 +6,27 @@
 use std::collections::BTreeMap;
 
 use super::generate::{FinishReason, GenerateOptions};
-use super::sampling::{Candidates, Sampler};
+use super::sampling::{Candidates, Sampler, SamplingParams};
 use crate::kv::BlockTable;
-use crate::model::forward::GpuModel;
+use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::stream::StreamDecoder;
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
+
+/// `part` with the request's penalties over the token `counts`.
+pub(crate) fn with_penalties<'a>(
+    part: SeqStep<'a>,
+    counts: &'a [(u32, u32)],
+    sp: &SamplingParams,
+) -> SeqStep<'a> {
+    SeqStep {
+        penalty_counts: counts,
+        repetition_penalty: sp.repetition_penalty,
+        presence_penalty: sp.presence_penalty,
+        frequency_penalty: sp.frequency_penalty,
+        ..part
+    }
+}
 
 /// Checks a request against the model before any work: a non-empty prompt
 /// inside the context and the vocabulary, and a KV pool that can hold the

@@ -102,18 +102,22 @@ impl GpuContext {
     }
 }
 
-/// Native test/CLI helper: reads `n` f32 values from the start of `src`.
+/// Native test/CLI helper: reads `n` values from the start of `src`.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn readback_f32(ctx: &GpuContext, src: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+fn readback<T: bytemuck::Pod>(ctx: &GpuContext, src: &wgpu::Buffer, n: usize) -> Result<Vec<T>> {
     let bytes = pollster::block_on(ctx.read_bytes(src, 0, (n * 4) as u64))?;
     // Copies without assuming the byte vector is aligned (an empty one is not).
     Ok(bytemuck::pod_collect_to_vec(&bytes))
 }
 
+/// Native test/CLI helper: reads `n` f32 values from the start of `src`.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn readback_f32(ctx: &GpuContext, src: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+    readback(ctx, src, n)
+}
+
 /// Native test/CLI helper: reads `n` u32 values from the start of `src`.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn readback_u32(ctx: &GpuContext, src: &wgpu::Buffer, n: usize) -> Result<Vec<u32>> {
-    let bytes = pollster::block_on(ctx.read_bytes(src, 0, (n * 4) as u64))?;
-    // Copies without assuming the byte vector is aligned (an empty one is not).
-    Ok(bytemuck::pod_collect_to_vec(&bytes))
+    readback(ctx, src, n)
 }

@@ -4,7 +4,6 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use hearth::gpu::{GpuContext, GpuOptions};
-use hearth::kv::KvDtype;
 use hearth::model::forward::{ForwardOptions, LoadProgress};
 use hearth::text::chat::ChatMessage;
 use hearth::{Generation, Hearth, HearthError, Prompt};
@@ -158,7 +157,6 @@ impl Engine {
         if let Some(mib) = opts.kv_memory_mib {
             forward.kv_memory = (mib as u64) << 20;
         }
-        forward.kv_dtype = KvDtype::F16;
         let mut progress = |p: LoadProgress| {
             let obj = serialize(
                 &serde_json::json!({"phase": "upload", "done": p.done, "total": p.total}),

@@ -21,16 +21,26 @@ pub fn open(files: Vec<(String, Blob)>) -> Result<LoadedModel> {
                 files.len()
             )));
         }
-        let bytes = FileBytes::Ranged(Box::new(BlobFile::new(name, blob.clone())?));
-        return LoadedModel::from_gguf(GgufModel::new(GgufFile::parse(bytes)?)?, name);
+        return open_gguf(name, blob);
     }
     if files.len() == 1 && !files[0].0.ends_with(".json") && !files[0].0.ends_with(".safetensors") {
         // A renamed or extension-less download: trust the magic.
         let (name, blob) = &files[0];
-        let bytes = FileBytes::Ranged(Box::new(BlobFile::new(name, blob.clone())?));
-        return LoadedModel::from_gguf(GgufModel::new(GgufFile::parse(bytes)?)?, name);
+        return open_gguf(name, blob);
     }
     open_hf(files)
+}
+
+/// A Blob read in slices, as the loaders take their files.
+fn ranged(name: &str, blob: &Blob) -> Result<FileBytes> {
+    Ok(FileBytes::Ranged(Box::new(BlobFile::new(
+        name,
+        blob.clone(),
+    )?)))
+}
+
+fn open_gguf(name: &str, blob: &Blob) -> Result<LoadedModel> {
+    LoadedModel::from_gguf(GgufModel::new(GgufFile::parse(ranged(name, blob)?)?)?, name)
 }
 
 fn open_hf(files: Vec<(String, Blob)>) -> Result<LoadedModel> {
@@ -71,7 +81,7 @@ fn open_hf(files: Vec<(String, Blob)>) -> Result<LoadedModel> {
                 "the index names shard `{name}`, which was not among the picked files"
             ))
         })?;
-        let bytes = FileBytes::Ranged(Box::new(BlobFile::new(&name, blob.clone())?));
+        let bytes = ranged(&name, blob)?;
         shards.push((name, bytes));
     }
     let tokenizer_json = text("tokenizer.json")?.ok_or_else(|| {

@@ -186,3 +186,103 @@ fn requests_that_can_never_fit_are_refused_up_front() {
     );
     assert!(sched.is_idle());
 }
+
+/// Runs `p` alone through `sched` to the end; returns its tokens.
+fn through(
+    m: &mut GpuModel,
+    tok: &Tokenizer,
+    sched: &mut Scheduler,
+    p: &[u32],
+    n: usize,
+) -> Vec<u32> {
+    batched(m, tok, sched, &[p.to_vec()], n).remove(0)
+}
+
+#[test]
+fn a_repeated_prefix_reuses_cached_blocks_and_gives_identical_output() {
+    let (mut m, tok) = load(1 << 20);
+    let bs = m.pool.block_size() as usize;
+    let system: Vec<u32> = (0..70u32).map(|i| (i * 11 + 3) % 40).collect();
+    let ask = |tail: &[u32]| [system.as_slice(), tail].concat();
+    let (a, b) = (ask(&[5, 6, 7]), ask(&[9, 1]));
+    let n = 12;
+    let want_a = alone(&mut m, &tok, &a, n);
+    let want_b = alone(&mut m, &tok, &b, n);
+
+    let mut sched = Scheduler::new(SchedulerOptions::default());
+    assert_eq!(through(&mut m, &tok, &mut sched, &a, n), want_a);
+    let first = m.pool.prefix_stats();
+    assert_eq!(
+        first.hit_tokens, 0,
+        "nothing cached before the first request"
+    );
+    assert!(m.pool.cached_blocks() as usize >= a.len() / bs);
+    assert_eq!(m.pool.used_blocks(), 0, "cached blocks are not in use");
+
+    assert_eq!(through(&mut m, &tok, &mut sched, &b, n), want_b);
+    let second = m.pool.prefix_stats();
+    assert_eq!(
+        second.hit_tokens - first.hit_tokens,
+        (system.len() / bs * bs) as u64,
+        "the system prompt's full blocks come from the cache"
+    );
+    // The same request again: everything but the last block is cached.
+    assert_eq!(through(&mut m, &tok, &mut sched, &a, n), want_a);
+    let third = m.pool.prefix_stats();
+    assert_eq!(
+        third.hit_tokens - second.hit_tokens,
+        ((a.len() - 1) / bs * bs) as u64
+    );
+    assert_eq!(third.query_tokens, 3 * a.len() as u64 - 1);
+
+    // Without the cache the same requests compute everything.
+    let (mut m2, _) = load(1 << 20);
+    let mut plain = Scheduler::new(SchedulerOptions {
+        prefix_caching: false,
+        ..Default::default()
+    });
+    assert_eq!(through(&mut m2, &tok, &mut plain, &b, n), want_b);
+    assert_eq!(m2.pool.prefix_stats().query_tokens, 0);
+    assert_eq!(m2.pool.cached_blocks(), 0);
+}
+
+#[test]
+fn blocks_of_generated_tokens_are_not_reused_as_prompt_blocks() {
+    // A generated row's K/V come from other kernels than a prompt row's, so
+    // a later prompt that contains the earlier answer must recompute it.
+    let (mut m, tok) = load(1 << 20);
+    let bs = m.pool.block_size() as usize;
+    let p: Vec<u32> = (0..20u32).map(|i| (i * 3 + 1) % 40).collect();
+    let n = 40;
+    let mut sched = Scheduler::new(SchedulerOptions::default());
+    let answer = through(&mut m, &tok, &mut sched, &p, n);
+    let follow_up = [p.as_slice(), &answer, &[2, 3]].concat();
+    let before = m.pool.prefix_stats();
+    assert_eq!(
+        through(&mut m, &tok, &mut sched, &follow_up, 5),
+        alone(&mut m, &tok, &follow_up, 5)
+    );
+    let hits = m.pool.prefix_stats().hit_tokens - before.hit_tokens;
+    assert_eq!(
+        hits,
+        (p.len() / bs * bs) as u64,
+        "only all-prompt blocks are shared"
+    );
+}
+
+#[test]
+fn cached_blocks_are_evicted_when_the_pool_needs_them() {
+    // 20 blocks: every request fits alone, not all of their caches together.
+    let (mut m, tok) = load(80 << 10);
+    let mut sched = Scheduler::new(SchedulerOptions::default());
+    let n = 8;
+    for seed in 0..8u32 {
+        let p: Vec<u32> = (0..60u32).map(|i| (i * 13 + seed * 7) % 40).collect();
+        let want = alone(&mut m, &tok, &p, n);
+        assert_eq!(through(&mut m, &tok, &mut sched, &p, n), want);
+    }
+    let s = m.pool.prefix_stats();
+    assert!(s.evictions > 0, "the cache never had to give blocks back");
+    assert!(m.pool.cached_blocks() <= m.pool.num_blocks());
+    assert_eq!(m.pool.free_blocks(), m.pool.num_blocks());
+}

@@ -10,12 +10,17 @@
 //! its output is the one it would have had). Because the forward pass is
 //! batch-invariant (see `GpuModel::step`), a sequence's tokens do not depend
 //! on what it was batched with.
+//!
+//! With prefix caching on, every full block a sequence computes is
+//! registered in the pool's prefix cache, and an admitted sequence starts
+//! from the longest chain of cached blocks that matches its tokens.
 
 use std::collections::VecDeque;
 
 use super::generate::{FinishReason, GenerateOptions};
 use super::sequence::{check_request, with_penalties, Accepted, SeqOutput};
-use crate::kv::BlockTable;
+use crate::kv::prefix_cache::{block_hash, ROOT_HASH};
+use crate::kv::{BlockTable, KvPool};
 use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
@@ -27,12 +32,15 @@ pub struct SchedulerOptions {
     /// Free blocks kept in reserve when admitting a new sequence, so running
     /// ones can keep growing without immediate preemption.
     pub watermark_blocks: u32,
+    /// Share full KV blocks between sequences with the same prefix.
+    pub prefix_caching: bool,
 }
 
 impl Default for SchedulerOptions {
     fn default() -> Self {
         SchedulerOptions {
             watermark_blocks: 1,
+            prefix_caching: true,
         }
     }
 }
@@ -57,6 +65,10 @@ struct Seq {
     table: BlockTable,
     /// Positions whose K/V are in the cache.
     computed: usize,
+    /// Prefix-cache hashes of the table's first full blocks (the chain so far).
+    hashes: Vec<u64>,
+    /// Counted in the prefix-cache hit rate already (first admission only).
+    queried: bool,
     cancelled: bool,
 }
 
@@ -73,6 +85,69 @@ impl Seq {
         } else {
             self.out.ids[pos - self.prompt.len()]
         }
+    }
+
+    /// Tokens of logical block `j` and how many of them are prompt rows:
+    /// the prefix-cache key of the block's contents.
+    fn block_content(&self, j: usize, bs: usize) -> (Vec<u32>, u32) {
+        let (a, b) = (j * bs, (j + 1) * bs);
+        let prompt_rows = self.prompt.len().clamp(a, b) - a;
+        ((a..b).map(|p| self.token(p)).collect(), prompt_rows as u32)
+    }
+
+    /// Cached blocks this sequence could start from: how many, and how many
+    /// of them are unreferenced now. At least one token is left to compute,
+    /// since the next token's logits come from it.
+    fn cached_prefix(&self, pool: &KvPool) -> (usize, usize) {
+        let bs = pool.block_size() as usize;
+        let (mut n, mut parked, mut parent) = (0, 0, ROOT_HASH);
+        for j in 0..(self.known() - 1) / bs {
+            let (tokens, rows) = self.block_content(j, bs);
+            match pool.peek_cached(parent, &tokens, rows) {
+                Some(p) => {
+                    n += 1;
+                    parked += p as usize;
+                    parent = block_hash(parent, &tokens, rows);
+                }
+                None => break,
+            }
+        }
+        (n, parked)
+    }
+
+    /// Takes the first `n` cached blocks (found by `cached_prefix`).
+    fn take_cached_prefix(&mut self, pool: &mut KvPool, n: usize) {
+        let bs = pool.block_size() as usize;
+        for j in 0..n {
+            let (tokens, rows) = self.block_content(j, bs);
+            let parent = self.hashes.last().copied().unwrap_or(ROOT_HASH);
+            let b = pool
+                .acquire_cached(parent, &tokens, rows)
+                .expect("cached_prefix found it this step");
+            self.table.push_full_block(b, bs as u32);
+            self.hashes.push(block_hash(parent, &tokens, rows));
+        }
+        self.computed = n * bs;
+    }
+
+    /// Registers the full blocks computed since the last call.
+    fn cache_full_blocks(&mut self, pool: &mut KvPool) {
+        let bs = pool.block_size() as usize;
+        while self.hashes.len() < self.computed / bs {
+            let j = self.hashes.len();
+            let (tokens, rows) = self.block_content(j, bs);
+            let parent = self.hashes.last().copied().unwrap_or(ROOT_HASH);
+            let h = pool.cache_block(self.table.blocks()[j], parent, &tokens, rows);
+            self.hashes.push(h);
+        }
+    }
+
+    /// Gives back every block; the sequence will start over.
+    fn release(&mut self, pool: &mut KvPool) -> Result<()> {
+        self.table.release(pool)?;
+        self.computed = 0;
+        self.hashes.clear();
+        Ok(())
     }
 }
 
@@ -124,6 +199,8 @@ impl Scheduler {
             out,
             table: BlockTable::new(),
             computed: 0,
+            hashes: Vec::new(),
+            queried: false,
             cancelled: false,
         });
         Ok(id)
@@ -195,8 +272,7 @@ impl Scheduler {
         let Some(mut s) = self.running.pop() else {
             return Ok(());
         };
-        s.table.release(&mut model.pool)?;
-        s.computed = 0;
+        s.release(&mut model.pool)?;
         self.preemptions += 1;
         let at = self
             .waiting
@@ -272,12 +348,24 @@ impl Scheduler {
         // Admit waiting sequences while blocks (above the watermark) and budget allow.
         while budget > 0 && plan.len() + 2 <= max_parts {
             let Some(s) = self.waiting.front() else { break };
-            let first = (s.known() - s.computed).min(budget) as u32;
-            let need = s.table.blocks_needed(first, model.pool.block_size());
-            if (model.pool.free_blocks() as usize) < need + self.opts.watermark_blocks as usize {
+            let bs = model.pool.block_size() as usize;
+            let (cached, parked) = if self.opts.prefix_caching {
+                s.cached_prefix(&model.pool)
+            } else {
+                (0, 0)
+            };
+            let first = (s.known() - cached * bs).min(budget);
+            let need = BlockTable::blocks_for((cached * bs + first) as u32, bs as u32) - cached;
+            let free = model.pool.free_blocks() as usize - parked;
+            if free < need + self.opts.watermark_blocks as usize {
                 break;
             }
-            let s = self.waiting.pop_front().expect("front exists");
+            let mut s = self.waiting.pop_front().expect("front exists");
+            s.take_cached_prefix(&mut model.pool, cached);
+            if !s.queried && self.opts.prefix_caching {
+                model.pool.record_prefix_query(s.known(), cached * bs);
+                s.queried = true;
+            }
             self.running.push(s);
             let i = self.running.len() - 1;
             match self.plan_seq(model, i, budget) {
@@ -286,7 +374,8 @@ impl Scheduler {
                     plan.extend(parts);
                 }
                 None => {
-                    let s = self.running.pop().expect("just pushed");
+                    let mut s = self.running.pop().expect("just pushed");
+                    s.release(&mut model.pool)?;
                     self.waiting.push_front(s);
                     break;
                 }
@@ -323,6 +412,9 @@ impl Scheduler {
         for p in &plan {
             let s = &mut self.running[p.seq];
             s.computed = s.computed.max(p.start + p.tokens.len());
+            if self.opts.prefix_caching {
+                s.cache_full_blocks(&mut model.pool);
+            }
             if p.want_logits {
                 let c = cands
                     .next()

@@ -52,6 +52,15 @@ impl BlockTable {
         Ok(())
     }
 
+    /// Appends a full block the caller already holds a reference to (a
+    /// prefix-cache hit). Only at a block boundary: a shared block is never
+    /// written again.
+    pub fn push_full_block(&mut self, block: u32, block_size: u32) {
+        debug_assert!(self.len == self.blocks.len() as u32 * block_size);
+        self.blocks.push(block);
+        self.len += block_size;
+    }
+
     /// Shrinks to `len` tokens (speculative-decoding rollback), releasing blocks past it.
     pub fn truncate(&mut self, pool: &mut KvPool, len: u32) -> Result<()> {
         if len >= self.len {

@@ -2,15 +2,19 @@
 //! ([`pool`]), one block table per sequence ([`block_table`]), the per-layer
 //! GPU buffers ([`gpu`], native and wasm) and a CPU reference of paged
 //! attention ([`reference`]) that the reference forward pass and the tests use.
+//! Full blocks can be shared between sequences through the prefix cache
+//! ([`prefix_cache`]).
 
 pub mod block_table;
 pub mod gpu;
 pub mod pool;
+pub mod prefix_cache;
 pub mod reference;
 
 pub use block_table::BlockTable;
 pub use gpu::KvBuffers;
 pub use pool::{KvDtype, KvLayout, KvPool};
+pub use prefix_cache::PrefixStats;
 
 /// Default tokens per block.
 pub const DEFAULT_BLOCK_SIZE: u32 = 16;

@@ -1,7 +1,10 @@
 //! The block pool: a free list and reference counts over `num_blocks`
 //! physical blocks, sized once from a memory budget so that an over-long
 //! workload gets [`HearthError::OutOfKvMemory`] instead of an allocation failure.
+//! Blocks registered in the prefix cache outlive their last reference until
+//! an allocation needs them (see [`super::prefix_cache`]).
 
+use super::prefix_cache::{PrefixIndex, PrefixStats};
 use crate::{HearthError, Result};
 
 /// Element type of the cached K/V values. Quantized forms come later, hence an enum.
@@ -47,6 +50,7 @@ pub struct KvPool {
     /// Free block ids; allocation pops from the end, so low ids go first.
     free: Vec<u32>,
     refs: Vec<u32>,
+    prefix: PrefixIndex,
 }
 
 impl KvPool {
@@ -102,6 +106,7 @@ impl KvPool {
             dtype,
             free: (0..num_blocks).rev().collect(),
             refs: vec![0; num_blocks as usize],
+            prefix: PrefixIndex::default(),
         }
     }
 
@@ -117,31 +122,88 @@ impl KvPool {
     pub fn num_blocks(&self) -> u32 {
         self.refs.len() as u32
     }
+    /// Blocks an allocation can have: never used, or cached but unreferenced.
     pub fn free_blocks(&self) -> u32 {
-        self.free.len() as u32
+        (self.free.len() + self.prefix.parked()) as u32
     }
+    /// Blocks some sequence references.
     pub fn used_blocks(&self) -> u32 {
         self.num_blocks() - self.free_blocks()
+    }
+    /// Blocks in the prefix cache, referenced or not.
+    pub fn cached_blocks(&self) -> u32 {
+        self.prefix.len() as u32
+    }
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.prefix.stats
     }
     pub fn ref_count(&self, block: u32) -> u32 {
         self.refs.get(block as usize).copied().unwrap_or(0)
     }
 
-    /// `n` blocks with reference count 1, or an error (and no change) if fewer are free.
+    /// `n` blocks with reference count 1, or an error (and no change) if fewer
+    /// are free. Never-used blocks go first; then the least recently
+    /// released cached blocks are evicted from the prefix cache.
     pub fn allocate(&mut self, n: usize) -> Result<Vec<u32>> {
-        if n > self.free.len() {
+        if n > self.free_blocks() as usize {
             return Err(HearthError::OutOfKvMemory(format!(
                 "need {n} blocks, {} of {} free",
-                self.free.len(),
+                self.free_blocks(),
                 self.num_blocks()
             )));
         }
-        let blocks = self.free.split_off(self.free.len() - n);
-        let blocks: Vec<u32> = blocks.into_iter().rev().collect();
+        let fresh = n.min(self.free.len());
+        let mut blocks: Vec<u32> = self.free.split_off(self.free.len() - fresh);
+        blocks.reverse();
+        while blocks.len() < n {
+            blocks.push(self.prefix.evict_oldest().expect("counted as free"));
+        }
         for &b in &blocks {
             self.refs[b as usize] = 1;
         }
         Ok(blocks)
+    }
+
+    /// The cached block holding this content (see [`super::prefix_cache`]),
+    /// with a reference added for the caller.
+    pub fn acquire_cached(&mut self, parent: u64, tokens: &[u32], prompt_rows: u32) -> Option<u32> {
+        let b = self.prefix.find(parent, tokens, prompt_rows)?;
+        self.prefix.unpark(b);
+        self.refs[b as usize] += 1;
+        Some(b)
+    }
+
+    /// Whether `acquire_cached` would find this content, and whether the
+    /// block is unreferenced now (so taking it uses up a free block).
+    pub fn peek_cached(&self, parent: u64, tokens: &[u32], prompt_rows: u32) -> Option<bool> {
+        let b = self.prefix.find(parent, tokens, prompt_rows)?;
+        Some(self.prefix.is_parked(b))
+    }
+
+    /// Registers a full, computed block in the prefix cache; returns its
+    /// hash (the parent of the next block).
+    pub fn cache_block(
+        &mut self,
+        block: u32,
+        parent: u64,
+        tokens: &[u32],
+        prompt_rows: u32,
+    ) -> u64 {
+        debug_assert!(self.ref_count(block) > 0, "caching a free block");
+        self.prefix.insert(block, parent, tokens, prompt_rows)
+    }
+
+    /// Counts an admission's lookup for the hit-rate metric.
+    pub fn record_prefix_query(&mut self, query_tokens: usize, hit_tokens: usize) {
+        self.prefix.stats.query_tokens += query_tokens as u64;
+        self.prefix.stats.hit_tokens += hit_tokens as u64;
+    }
+
+    /// Drops every unreferenced cached block into the free list.
+    pub fn clear_prefix_cache(&mut self) {
+        while let Some(b) = self.prefix.evict_oldest() {
+            self.free.push(b);
+        }
     }
 
     /// Adds a reference to an allocated block (a second sequence shares it).
@@ -157,8 +219,11 @@ impl KvPool {
         }
     }
 
-    /// Drops one reference from each block; a block returns to the free list at zero.
-    /// All ids are checked before any is released.
+    /// Drops one reference from each block; at zero a block returns to the
+    /// free list, or, if cached, becomes evictable. All ids are checked
+    /// before any is released. Pass a sequence's blocks in logical order:
+    /// the later blocks are parked first, so they are evicted first and a
+    /// shared head outlives its tails.
     pub fn free(&mut self, blocks: &[u32]) -> Result<()> {
         for &b in blocks {
             if self.ref_count(b) == 0 {
@@ -167,11 +232,15 @@ impl KvPool {
                 )));
             }
         }
-        for &b in blocks {
+        for &b in blocks.iter().rev() {
             let r = &mut self.refs[b as usize];
             *r -= 1;
             if *r == 0 {
-                self.free.push(b);
+                if self.prefix.is_cached(b) {
+                    self.prefix.park(b);
+                } else {
+                    self.free.push(b);
+                }
             }
         }
         Ok(())
@@ -222,5 +291,33 @@ mod tests {
         p.free(&[1]).unwrap();
         assert_eq!(p.free_blocks(), 5);
         assert_eq!(p.allocate(5).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn cached_blocks_outlive_their_last_reference_until_needed() {
+        let mut p = KvPool::with_blocks(layout(), KvDtype::F16, 4);
+        let a = p.allocate(2).unwrap();
+        let h = p.cache_block(a[0], 0, &[1, 2], 2);
+        p.cache_block(a[1], h, &[3, 4], 2);
+        p.free(&a).unwrap();
+        assert_eq!(
+            (p.used_blocks(), p.free_blocks(), p.cached_blocks()),
+            (0, 4, 2)
+        );
+        assert_eq!(p.peek_cached(0, &[1, 2], 2), Some(true));
+        let b = p.acquire_cached(0, &[1, 2], 2).unwrap();
+        assert_eq!(b, a[0]);
+        assert_eq!((p.used_blocks(), p.ref_count(b)), (1, 1));
+        assert_eq!(p.peek_cached(0, &[1, 2], 2), Some(false));
+        // Two never-used blocks, then the parked tail block is evicted.
+        let c = p.allocate(3).unwrap();
+        assert!(c.contains(&a[1]) && !c.contains(&a[0]));
+        assert_eq!(p.acquire_cached(h, &[3, 4], 2), None, "evicted");
+        assert_eq!(p.prefix_stats().evictions, 1);
+        assert!(p.allocate(1).is_err());
+        p.free(&c).unwrap();
+        p.free(&[b]).unwrap();
+        p.clear_prefix_cache();
+        assert_eq!((p.free_blocks(), p.cached_blocks()), (4, 0));
     }
 }

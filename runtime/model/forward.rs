@@ -205,7 +205,12 @@ impl GpuModel {
             ctx.caps.max_binding,
         )?;
         let kv = KvBuffers::new(&ctx, &pool)?;
-        let max_blocks = pool.num_blocks().max(1);
+        // Each part of a step carries its sequence's whole block table, and
+        // prefix-cached blocks appear in many tables at once.
+        let per_seq = pool
+            .num_blocks()
+            .min(c.max_position_embeddings.div_ceil(opts.block_size as usize) as u32);
+        let max_blocks = seqs_max.saturating_mul(per_seq).max(1);
         let batch = BatchBuffers::new(&ctx, t_max, seqs_max, max_blocks, opts.block_size);
         let step = &batch.step;
         let mm_steps = [

@@ -55,7 +55,11 @@ fn main() {
         .into_iter()
         .filter(|d| only.is_empty() || only.split(',').any(|o| o == d.name()))
     {
-        for &(rows, cols) in &shapes {
+        // `HEARTH_BENCH_SHAPES=1536x576` limits the shapes.
+        let shapes_only = std::env::var("HEARTH_BENCH_SHAPES").unwrap_or_default();
+        for &(rows, cols) in shapes.iter().filter(|(r, c)| {
+            shapes_only.is_empty() || shapes_only.split(',').any(|o| o == format!("{r}x{c}"))
+        }) {
             let src = HostTensor {
                 name: "w".into(),
                 dtype: DType::F32,

@@ -48,6 +48,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 .collect();
             sched.add(&h.model, p, &opts)?;
         }
+        if args.profile {
+            h.model.set_profiling(true);
+        }
         let t0 = Instant::now();
         let mut last: Vec<Option<f64>> = vec![None; c];
         let (mut ttft, mut itl) = (Vec::new(), Vec::new());
@@ -106,6 +109,21 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             );
         }
         rows.push(row);
+        if let Some(p) = h.model.profile().cloned() {
+            h.model.set_profiling(false);
+            let total: f64 = p.values().map(|v| v.0).sum();
+            eprintln!("profile at concurrency {c} (each kernel submitted alone):");
+            let mut kinds: Vec<_> = p.into_iter().collect();
+            kinds.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+            for (name, (secs, n)) in kinds {
+                eprintln!(
+                    "  {name:<40} {:>9.1} ms {:>6} calls {:>5.1}%",
+                    secs * 1e3,
+                    n,
+                    100.0 * secs / total.max(1e-12)
+                );
+            }
+        }
     }
     if args.json {
         println!(

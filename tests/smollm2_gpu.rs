@@ -253,7 +253,7 @@ fn scheduler_batch_matches_each_request_alone() {
         },
     };
     let mut h = Hearth::open(&model_path(), &opts, &mut |_| {}).expect("load SmolLM2");
-    let chat = |sys: Option<&str>, user: &str| {
+    let chat = |h: &Hearth, sys: Option<&str>, user: &str| {
         let mut m = Vec::new();
         if let Some(s) = sys {
             m.push(ChatMessage::new("system", s));
@@ -264,9 +264,9 @@ fn scheduler_batch_matches_each_request_alone() {
     let sys = "You are a concise assistant who answers geography questions.";
     let prompts = [
         h.prompt_ids(&Prompt::Text(FRANCE.into())).unwrap(),
-        chat(Some(sys), "Which ocean is the largest?"),
-        chat(Some(sys), "Name a long river in Africa."),
-        chat(None, "Write one sentence about mountains."),
+        chat(&h, Some(sys), "Which ocean is the largest?"),
+        chat(&h, Some(sys), "Name a long river in Africa."),
+        chat(&h, None, "Write one sentence about mountains."),
     ];
     let n = 12;
     let want: Vec<Vec<u32>> = prompts
@@ -293,4 +293,28 @@ fn scheduler_batch_matches_each_request_alone() {
     }
     assert_eq!(got, want);
     assert_eq!(h.model.pool.used_blocks(), 0);
+
+    // A new question under the same system prompt reuses its cached blocks.
+    let again = chat(&h, Some(sys), "Which desert is the largest?");
+    let alone = h
+        .generate_blocking(&again, &greedy(n), &mut |_| true)
+        .unwrap()
+        .ids;
+    let before = h.model.pool.prefix_stats();
+    let id = sched.add(&h.model, again.clone(), &greedy(n)).unwrap();
+    let mut out = Vec::new();
+    while !sched.is_idle() {
+        for ev in pollster::block_on(sched.step(&mut h.model, &h.tokenizer)).unwrap() {
+            if let SeqEvent::Token(i, a) = ev {
+                assert_eq!(i, id);
+                out.push(a.id);
+            }
+        }
+    }
+    assert_eq!(out, alone);
+    let bs = h.model.pool.block_size() as usize;
+    let shared = again.iter().zip(&prompts[1]).take_while(|(a, b)| a == b).count();
+    let hits = h.model.pool.prefix_stats().hit_tokens - before.hit_tokens;
+    assert_eq!(hits as usize, shared / bs * bs, "{shared} shared tokens");
+    assert!(hits > 0);
 }

@@ -313,7 +313,11 @@ fn scheduler_batch_matches_each_request_alone() {
     }
     assert_eq!(out, alone);
     let bs = h.model.pool.block_size() as usize;
-    let shared = again.iter().zip(&prompts[1]).take_while(|(a, b)| a == b).count();
+    let shared = again
+        .iter()
+        .zip(&prompts[1])
+        .take_while(|(a, b)| a == b)
+        .count();
     let hits = h.model.pool.prefix_stats().hit_tokens - before.hit_tokens;
     assert_eq!(hits as usize, shared / bs * bs, "{shared} shared tokens");
     assert!(hits > 0);

@@ -2,6 +2,7 @@
 
 mod concurrency;
 mod fetch;
+mod serve;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ enum Cmd {
     Bench(BenchArgs),
     /// Download the default model (SmolLM2-135M-Instruct Q4_1) if it is missing.
     Fetch,
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -407,19 +410,25 @@ fn info(json: bool) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server's log is its output: startup address and one line per request.
+    let default_filter = match cli.cmd {
+        Cmd::Serve(_) => "warn,hearth=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HEARTH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Info { json } => info(json),
         Cmd::Run(a) => run(a),
         Cmd::Bench(a) => bench(a),
         Cmd::Fetch => fetch::ensure_default_model().map(|p| println!("{}", p.display())),
+        Cmd::Serve(a) => serve::serve(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,223 @@
+//! `hearth serve`: an OpenAI-compatible HTTP server over the
+//! continuous-batching scheduler.
+//!
+//! - [`engine`]: the thread that owns the model and steps the scheduler
+//! - [`routes`]: axum routes, handlers, the request-counting layer
+//! - [`openai`]: request bodies and their validation; [`responses`]: response bodies and SSE chunks
+//! - [`body`]: size-limited JSON bodies; [`errors`]: OpenAI's error shape
+//! - [`metrics`]: Prometheus exposition; [`tokens`]: token bytes for logprobs
+//!
+//! Shutdown (SIGTERM or Ctrl-C): stop accepting connections, answer 503 to
+//! requests that still arrive, let the requests in flight finish for
+//! `--shutdown-grace` seconds, then cancel the rest (streams end with
+//! `finish_reason: "abort"` and `[DONE]`) and exit 0.
+
+mod body;
+mod engine;
+mod errors;
+mod metrics;
+mod openai;
+mod responses;
+mod routes;
+mod tokens;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use hearth::engine::scheduler::SchedulerOptions;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use self::engine::{EngineClient, EngineConfig, EngineHandle};
+use self::metrics::Metrics;
+use self::routes::App;
+use super::{load, parse_bytes, ModelArgs};
+
+/// How long after the grace period the server waits for connections to
+/// drain before exiting anyway (a client that stops reading its stream).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on; 0 picks a free one (the address is logged).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// The model id clients send and /v1/models lists (default: the model file's stem).
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Sequences that run at once; more wait in the queue.
+    #[arg(long, default_value_t = 64)]
+    max_num_seqs: usize,
+    /// Sequences that may wait beyond --max-num-seqs; requests past that get 429.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+    /// Tokens per engine step (decode tokens plus prompt chunks).
+    #[arg(long, default_value_t = 256)]
+    max_step_tokens: u32,
+    /// Largest request body accepted, e.g. 4MiB (larger: 413).
+    #[arg(long, default_value = "4MiB")]
+    max_body_bytes: String,
+    /// Don't share the KV blocks of common prompt prefixes between requests.
+    #[arg(long)]
+    no_prefix_caching: bool,
+    /// Seconds in-flight requests may take to finish after SIGTERM/Ctrl-C.
+    #[arg(long, default_value_t = 30.0)]
+    shutdown_grace: f64,
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    anyhow::ensure!(args.max_num_seqs >= 1, "--max-num-seqs must be at least 1");
+    anyhow::ensure!(
+        args.max_step_tokens >= 1,
+        "--max-step-tokens must be at least 1"
+    );
+    anyhow::ensure!(
+        args.shutdown_grace.is_finite() && args.shutdown_grace >= 0.0,
+        "--shutdown-grace must be a number of seconds >= 0"
+    );
+    let max_body_bytes = usize::try_from(parse_bytes(&args.max_body_bytes)?)
+        .context("--max-body-bytes is too large")?;
+    anyhow::ensure!(max_body_bytes > 0, "--max-body-bytes must be positive");
+    let path = match &args.model.model {
+        Some(p) => p.clone(),
+        None => super::fetch::ensure_default_model()?,
+    };
+    let model_id = match &args.served_model_name {
+        Some(n) => n.clone(),
+        None => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .context("cannot name the model after its path; pass --served-model-name")?,
+    };
+    let model_args = ModelArgs {
+        model: Some(path),
+        ..args.model.clone()
+    };
+    // A sequence may add two parts to a step (a prompt chunk and generated rows).
+    let max_parts = u32::try_from(args.max_num_seqs * 2).context("--max-num-seqs is too large")?;
+    let h = load(&model_args, args.max_step_tokens, max_parts, false)?;
+    info!(
+        "KV cache: {} blocks of {} tokens; up to {} sequences run at once, {} more may wait",
+        h.model.pool.num_blocks(),
+        h.model.pool.block_size(),
+        args.max_num_seqs,
+        args.max_queue
+    );
+    let metrics = Arc::new(Metrics::new());
+    let engine = EngineHandle::spawn(
+        h,
+        EngineConfig {
+            max_num_seqs: args.max_num_seqs,
+            max_queue: args.max_queue,
+            scheduler: SchedulerOptions {
+                prefix_caching: !args.no_prefix_caching,
+                ..SchedulerOptions::default()
+            },
+        },
+        metrics.clone(),
+    )
+    .context("starting the engine thread")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hearth-http")
+        .build()
+        .context("starting the async runtime")?;
+    let app = Arc::new(App::new(engine.client(), metrics, model_id, max_body_bytes));
+    let result = rt.block_on(run_http(&args, app));
+    // Whatever happened to the listener, stop the engine cleanly.
+    engine.shutdown();
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result?;
+    info!("hearth serve: stopped");
+    Ok(())
+}
+
+async fn run_http(args: &ServeArgs, app: Arc<App>) -> Result<()> {
+    // Signal handlers first, so that a signal sent as soon as the address is
+    // logged already means "shut down gracefully".
+    let signals = Signals::new()?;
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    info!(
+        "hearth serve: model `{}` at http://{addr}/v1 (POST /v1/chat/completions, /v1/completions; GET /v1/models, /health, /metrics)",
+        app.model_id
+    );
+    let grace = Duration::from_secs_f64(args.shutdown_grace);
+    let started = Arc::new(Notify::new());
+    let on_signal = {
+        let app = app.clone();
+        let started = started.clone();
+        async move {
+            signals.recv().await;
+            app.shutting_down.store(true, Ordering::SeqCst);
+            info!(
+                "shutting down: no new connections; requests in flight have {:.1} s to finish",
+                grace.as_secs_f64()
+            );
+            started.notify_one();
+            tokio::spawn(cancel_after(grace, app.engine.clone()));
+        }
+    };
+    let server = axum::serve(listener, routes::router(app)).with_graceful_shutdown(on_signal);
+    tokio::select! {
+        r = server => r.context("serving HTTP")?,
+        _ = async {
+            started.notified().await;
+            tokio::time::sleep(grace + DRAIN_TIMEOUT).await;
+        } => warn!("connections still open {} s after the grace period; exiting anyway", DRAIN_TIMEOUT.as_secs()),
+    }
+    Ok(())
+}
+
+async fn cancel_after(grace: Duration, engine: EngineClient) {
+    tokio::time::sleep(grace).await;
+    info!("grace period over: cancelling the requests still running");
+    engine.cancel_all();
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), registered when created.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    async fn recv(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

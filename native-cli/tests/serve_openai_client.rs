@@ -1,0 +1,49 @@
+//! The official `openai` Python package as the client (tests/openai_client.py).
+//! It runs where `$HEARTH_PYTHON` (scripts/test.sh sets it to a venv that
+//! has the package) or `python3` can import `openai`; elsewhere it says it
+//! skipped.
+
+mod serve_common;
+
+use std::process::Command;
+
+use serve_common::*;
+
+fn python_with_openai() -> Option<String> {
+    let py = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(
+        std::env::var_os("HEARTH_PYTHON").is_none(),
+        "HEARTH_PYTHON={py} cannot import openai"
+    );
+    None
+}
+
+#[test]
+fn official_openai_client() {
+    let Some(py) = python_with_openai() else {
+        eprintln!(
+            "skipped: no python3 with the `openai` package (scripts/test.sh sets HEARTH_PYTHON)"
+        );
+        return;
+    };
+    let server = Server::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
+    let out = Command::new(py)
+        .args([script, &server.url("/v1"), MODEL])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "openai client failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}

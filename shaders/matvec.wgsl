@@ -40,40 +40,63 @@ fn x4(t: u32, c: u32) -> vec4<f32> {
 }
 
 #if W_QUANT
-fn xq(i: u32) -> vec4<f32> {
-    return x[i];
-}
+// Block `b` of one row, unpacked once and applied to every token of the
+// workgroup. Named fields, no local arrays or dynamic indices: CPU adapters
+// turn those into per-lane scratch memory.
+struct QBlock { w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>,
+                w4: vec4<f32>, w5: vec4<f32>, w6: vec4<f32>, w7: vec4<f32>, s: vec2<f32> }
 
-// Block `b` of row `r` · x[4xb .. 4xb+32]. Written out without local arrays or
-// dynamic indices: CPU adapters turn those into per-lane scratch memory. The
-// offset (Q4_0's -8, Q4_1's min) is applied once per block through sum(x).
-fn block_dot(r: u32, b: u32, xb: u32) -> f32 {
+// The 32 x values a block meets, and their sum (for the Q4 offset).
+struct XBlock { x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+                x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>, sum: f32 }
+
+fn load_block(r: u32, b: u32) -> QBlock {
     let nb = params.cols / 32u;
     let s = block_scale(r * nb + b);
-    let x0 = xq(xb);
-    let x1 = xq(xb + 1u);
-    let x2 = xq(xb + 2u);
-    let x3 = xq(xb + 3u);
-    let x4 = xq(xb + 4u);
-    let x5 = xq(xb + 5u);
-    let x6 = xq(xb + 6u);
-    let x7 = xq(xb + 7u);
 #if W_Q8_0
     let q0 = wq[(r * nb + b) * 2u];
     let q1 = wq[(r * nb + b) * 2u + 1u];
-    let acc = dot(i8x4(q0.x), x0) + dot(i8x4(q0.y), x1) + dot(i8x4(q0.z), x2) + dot(i8x4(q0.w), x3)
-        + dot(i8x4(q1.x), x4) + dot(i8x4(q1.y), x5) + dot(i8x4(q1.z), x6) + dot(i8x4(q1.w), x7);
-    return acc * s.x;
+    return QBlock(i8x4(q0.x), i8x4(q0.y), i8x4(q0.z), i8x4(q0.w),
+                  i8x4(q1.x), i8x4(q1.y), i8x4(q1.z), i8x4(q1.w), s);
 #else
     // Word i holds columns 4i..4i+3 (low nibbles) and 16+4i.. (high nibbles).
     let q = wq[r * nb + b];
-    let acc = dot(nib_lo(q.x), x0) + dot(nib_lo(q.y), x1) + dot(nib_lo(q.z), x2) + dot(nib_lo(q.w), x3)
-        + dot(nib_hi(q.x), x4) + dot(nib_hi(q.y), x5) + dot(nib_hi(q.z), x6) + dot(nib_hi(q.w), x7);
-    let xs = dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));
-#if W_Q4_0
-    return s.x * (acc - 8.0 * xs);
+    return QBlock(nib_lo(q.x), nib_lo(q.y), nib_lo(q.z), nib_lo(q.w),
+                  nib_hi(q.x), nib_hi(q.y), nib_hi(q.z), nib_hi(q.w), s);
+#endif
+}
+
+// x[4xb .. 4xb+32] (vec4 index `xb`).
+fn load_x(xb: u32) -> XBlock {
+    let x0 = x[xb];
+    let x1 = x[xb + 1u];
+    let x2 = x[xb + 2u];
+    let x3 = x[xb + 3u];
+    let x4 = x[xb + 4u];
+    let x5 = x[xb + 5u];
+    let x6 = x[xb + 6u];
+    let x7 = x[xb + 7u];
+#if W_Q8_0
+    let sum = 0.0;
 #else
-    return s.x * acc + s.y * xs;
+    let sum = dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));
+#endif
+    return XBlock(x0, x1, x2, x3, x4, x5, x6, x7, sum);
+}
+
+// Block · x. The offset (Q4_0's -8, Q4_1's min) is applied once per block
+// through sum(x). Every kernel form computes a row through this one
+// expression, so a row's bits do not depend on the form (batch invariance).
+fn qdot(q: QBlock, x: XBlock) -> f32 {
+    let acc = dot(q.w0, x.x0) + dot(q.w1, x.x1) + dot(q.w2, x.x2) + dot(q.w3, x.x3)
+        + dot(q.w4, x.x4) + dot(q.w5, x.x5) + dot(q.w6, x.x6) + dot(q.w7, x.x7);
+#if W_Q8_0
+    return acc * q.s.x;
+#else
+#if W_Q4_0
+    return q.s.x * (acc - 8.0 * x.sum);
+#else
+    return q.s.x * acc + q.s.y * x.sum;
 #endif
 #endif
 }
@@ -98,8 +121,9 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
 #if W_QUANT
     let nb = params.cols / 32u;
     for (var b = lane; b < nb; b += stride) {
+        let q = load_block(r, b);
         for (var t = 0u; t < MAX_T; t++) {
-            if (t < nt) { acc[t] += block_dot(r, b, ((t0 + t) * params.cols + b * 32u) / 4u); }
+            if (t < nt) { acc[t] += qdot(q, load_x(((t0 + t) * params.cols + b * 32u) / 4u)); }
         }
     }
 #else
@@ -116,18 +140,71 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
 
 #if LANE_ROWS
 // CPU adapters (lavapipe, WARP) run invocations as SIMD lanes: one row per
-// invocation keeps x loads uniform across lanes (scalar loads, no gathers)
-// and needs no reduction. GPUs prefer the cooperative rows below.
+// invocation needs no reduction. llvmpipe loads x per lane (a gather, even
+// though every lane reads the same address), and those loads dominate, so
+// for quantized weights each lane takes two rows (ROWS = 2 * WG) and applies
+// every x block it loads to both.
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = (wid.x + wid.y * nwg.x) * ROWS + li;
     let t0 = step.first_row + wid.z * MAX_T;
-    if (t0 >= step.n_tokens || r >= params.rows) { return; }
+    if (t0 >= step.n_tokens) { return; }
     let nt = min(MAX_T, step.n_tokens - t0);
+#if W_QUANT
+    let row = (wid.x + wid.y * nwg.x) * ROWS + li;
+    // A lane past the last row computes a copy of it and stores nothing.
+    let r0 = min(row, params.rows - 1u);
+    let r1 = min(row + WG, params.rows - 1u);
+    var a0 = 0.0; var a1 = 0.0; var a2 = 0.0; var a3 = 0.0;
+    var a4 = 0.0; var a5 = 0.0; var a6 = 0.0; var a7 = 0.0;
+    var c0 = 0.0; var c1 = 0.0; var c2 = 0.0; var c3 = 0.0;
+    var c4 = 0.0; var c5 = 0.0; var c6 = 0.0; var c7 = 0.0;
+    let nb = params.cols / 32u;
+    let ts = params.cols / 4u;
+    for (var b = 0u; b < nb; b++) {
+        let q0 = load_block(r0, b);
+        let q1 = load_block(r1, b);
+        let xb = (t0 * params.cols + b * 32u) / 4u;
+        let x0 = load_x(xb);
+        a0 += qdot(q0, x0);
+        c0 += qdot(q1, x0);
+        if (MAX_T > 1u) {
+            if (nt > 1u) { let xt = load_x(xb + ts); a1 += qdot(q0, xt); c1 += qdot(q1, xt); }
+            if (nt > 2u) { let xt = load_x(xb + 2u * ts); a2 += qdot(q0, xt); c2 += qdot(q1, xt); }
+            if (nt > 3u) { let xt = load_x(xb + 3u * ts); a3 += qdot(q0, xt); c3 += qdot(q1, xt); }
+            if (nt > 4u) { let xt = load_x(xb + 4u * ts); a4 += qdot(q0, xt); c4 += qdot(q1, xt); }
+            if (nt > 5u) { let xt = load_x(xb + 5u * ts); a5 += qdot(q0, xt); c5 += qdot(q1, xt); }
+            if (nt > 6u) { let xt = load_x(xb + 6u * ts); a6 += qdot(q0, xt); c6 += qdot(q1, xt); }
+            if (nt > 7u) { let xt = load_x(xb + 7u * ts); a7 += qdot(q0, xt); c7 += qdot(q1, xt); }
+        }
+    }
+    if (row < params.rows) {
+        store(t0, r0, a0);
+        if (nt > 1u) { store(t0 + 1u, r0, a1); }
+        if (nt > 2u) { store(t0 + 2u, r0, a2); }
+        if (nt > 3u) { store(t0 + 3u, r0, a3); }
+        if (nt > 4u) { store(t0 + 4u, r0, a4); }
+        if (nt > 5u) { store(t0 + 5u, r0, a5); }
+        if (nt > 6u) { store(t0 + 6u, r0, a6); }
+        if (nt > 7u) { store(t0 + 7u, r0, a7); }
+    }
+    if (row + WG < params.rows) {
+        store(t0, r1, c0);
+        if (nt > 1u) { store(t0 + 1u, r1, c1); }
+        if (nt > 2u) { store(t0 + 2u, r1, c2); }
+        if (nt > 3u) { store(t0 + 3u, r1, c3); }
+        if (nt > 4u) { store(t0 + 4u, r1, c4); }
+        if (nt > 5u) { store(t0 + 5u, r1, c5); }
+        if (nt > 6u) { store(t0 + 6u, r1, c6); }
+        if (nt > 7u) { store(t0 + 7u, r1, c7); }
+    }
+#else
+    let r = (wid.x + wid.y * nwg.x) * ROWS + li;
+    if (r >= params.rows) { return; }
     let acc = row_partial(r, 0u, 1u, t0, nt);
     for (var t = 0u; t < MAX_T; t++) {
         if (t < nt) { store(t0 + t, r, acc[t]); }
     }
+#endif
 }
 #else
 #if SUBGROUPS

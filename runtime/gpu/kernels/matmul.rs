@@ -75,8 +75,18 @@ const COOP: usize = 1;
 const LANE1: usize = 2;
 const LANE: usize = 3;
 const TILED: usize = 4;
-/// Invocations (= rows) per workgroup of the lane-rows matrix-vector kernel.
+/// Invocations per workgroup of the lane-rows matrix-vector kernel.
 const LANE_WG: u32 = 64;
+
+/// Rows per workgroup of the lane-rows kernel: two per invocation for
+/// quantized weights (see matvec.wgsl), one otherwise.
+fn lane_rows_per_wg(dtype: DType) -> u32 {
+    if dtype.is_quantized() {
+        2 * LANE_WG
+    } else {
+        LANE_WG
+    }
+}
 
 struct Chunk {
     rows: u32,
@@ -89,6 +99,7 @@ pub struct MatMul {
     pipelines: Vec<Option<Arc<wgpu::ComputePipeline>>>,
     chunks: Vec<Chunk>,
     coop_rows: u32,
+    lane_rows: u32,
     cpu_adapter: bool,
     max_dim: u32,
 }
@@ -193,7 +204,7 @@ impl MatMul {
         };
         let matvec_spec = |max_t: u32, lane_rows: bool| {
             let (wg, rows) = if lane_rows {
-                (LANE_WG, LANE_WG)
+                (LANE_WG, lane_rows_per_wg(w.dtype()))
             } else {
                 (MATVEC_WG, coop_rows)
             };
@@ -260,6 +271,7 @@ impl MatMul {
             pipelines,
             chunks,
             coop_rows,
+            lane_rows: lane_rows_per_wg(w.dtype()),
             cpu_adapter,
             max_dim: ctx.caps.max_workgroups_per_dim,
         }
@@ -288,7 +300,7 @@ impl MatMul {
             (false, false) => COOP,
         };
         let rows_per_wg = if self.cpu_adapter {
-            LANE_WG
+            self.lane_rows
         } else {
             self.coop_rows
         };
@@ -338,8 +350,8 @@ impl MatMul {
         let one = n_tokens == 1;
         let (which, rows_per_wg, tokens_per_wg) = match kernel {
             MatMulKernel::Tiled => (TILED, TILE_ROWS, TILE_TOKENS),
-            MatMulKernel::MatVecLaneRows if one => (LANE1, LANE_WG, 1),
-            MatMulKernel::MatVecLaneRows => (LANE, LANE_WG, MATVEC_MAX_TOKENS),
+            MatMulKernel::MatVecLaneRows if one => (LANE1, self.lane_rows, 1),
+            MatMulKernel::MatVecLaneRows => (LANE, self.lane_rows, MATVEC_MAX_TOKENS),
             _ if one => (COOP1, self.coop_rows, 1),
             _ => (COOP, self.coop_rows, MATVEC_MAX_TOKENS),
         };

@@ -23,6 +23,12 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo clippy (wasm32: the runtime and hearth-web)"
 cargo clippy -q -p hearth -p hearth-web --target wasm32-unknown-unknown -- -D warnings
+echo "== python venv with the official openai client (the hearth serve client test)"
+venv=.cache/openai-venv
+if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
+  python3 -m venv "$venv" && "$venv/bin/pip" install -q 'openai==3.54.0' || echo "warning: no openai client; its test will skip" >&2
+fi
+if "$venv/bin/python" -c 'import openai' 2>/dev/null; then export HEARTH_PYTHON="$PWD/$venv/bin/python"; fi
 echo "== cargo test (release: the CPU reference runs a 135M-parameter model)"
 cargo test --release --workspace -- --test-threads="${HEARTH_TEST_THREADS:-2}"
 

@@ -4,7 +4,7 @@ mod concurrency;
 mod fetch;
 mod serve;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -422,6 +422,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only help a person at a terminal, not a log file.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let r = match cli.cmd {
         Cmd::Info { json } => info(json),

@@ -32,6 +32,15 @@ async fn raw(addr: &str, head: &str, body: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// A bad request's name, its response, and the status, `param` and `code` it must have.
+type Case = (
+    &'static str,
+    reqwest::Response,
+    u16,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 fn error_json(body: &str) -> Value {
     let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
     assert!(v["error"]["message"].is_string(), "{v}");
@@ -67,7 +76,7 @@ async fn bad_requests_get_openai_errors_and_hurt_nothing() {
                 .unwrap()
         }
     };
-    let cases: Vec<(&str, reqwest::Response, u16, Option<&str>, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("bad json", send_raw(b"{\"model\": \"tiny\", ").await, 400, None, None),
         ("not an object", send_raw(b"[1, 2, 3]").await, 400, None, None),
         ("empty body", send_raw(b"").await, 400, None, None),

@@ -202,7 +202,8 @@ fn float_where(
     rule: &str,
 ) -> Result<f32, ApiError> {
     let x = v.unwrap_or(default);
-    if !x.is_finite() || !ok(x) {
+    // The engine works in f32: a value beyond its range is out of range here.
+    if !(x as f32).is_finite() || !ok(x) {
         return Err(ApiError::invalid_param(
             field,
             format!("`{field}` must be {rule}, got {x}."),
@@ -598,6 +599,10 @@ mod tests {
         assert_eq!(
             param(c, r#"{"model": "m", "prompt": "a", "top_p": 0}"#),
             "top_p"
+        );
+        assert_eq!(
+            param(c, r#"{"model": "m", "prompt": "a", "temperature": 1e300}"#),
+            "temperature"
         );
         assert_eq!(
             param(c, r#"{"model": "m", "prompt": "a", "logprobs": true}"#),

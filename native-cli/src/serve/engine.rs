@@ -327,6 +327,9 @@ impl Engine {
 
     fn command(&mut self, cmd: Command, stopping: &mut bool) {
         match cmd {
+            Command::Submit(sub) if *stopping => {
+                let _ = sub.reply.send(Err(ApiError::shutting_down()));
+            }
             Command::Submit(sub) => self.submit(*sub),
             Command::CancelAll => self.cancel_all(),
             Command::Shutdown => {

@@ -286,3 +286,15 @@ fn cached_blocks_are_evicted_when_the_pool_needs_them() {
     assert!(m.pool.cached_blocks() <= m.pool.num_blocks());
     assert_eq!(m.pool.free_blocks(), m.pool.num_blocks());
 }
+
+#[test]
+fn a_request_that_needs_the_whole_pool_still_runs() {
+    // 16 KiB: 4 blocks of 16 tokens; the 50-token prompt alone takes all 4.
+    let (mut m, tok) = load(16 << 10);
+    assert_eq!(m.pool.num_blocks(), 4);
+    let n = 14;
+    let p: Vec<u32> = (0..50u32).map(|i| (i * 5 + 2) % 40).collect();
+    let want = alone(&mut m, &tok, &p, n);
+    let mut sched = Scheduler::new(SchedulerOptions::default());
+    assert_eq!(through(&mut m, &tok, &mut sched, &p, n), want);
+}

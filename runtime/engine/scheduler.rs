@@ -357,7 +357,15 @@ impl Scheduler {
             let first = (s.known() - cached * bs).min(budget);
             let need = BlockTable::blocks_for((cached * bs + first) as u32, bs as u32) - cached;
             let free = model.pool.free_blocks() as usize - parked;
-            if free < need + self.opts.watermark_blocks as usize {
+            // The watermark keeps room for running sequences to grow; with
+            // none running it would only lock out a request that needs the
+            // whole pool.
+            let watermark = if self.running.is_empty() {
+                0
+            } else {
+                self.opts.watermark_blocks as usize
+            };
+            if free < need + watermark {
                 break;
             }
             let mut s = self.waiting.pop_front().expect("front exists");

@@ -26,6 +26,9 @@ cargo clippy -q -p hearth -p hearth-web --target wasm32-unknown-unknown -- -D wa
 echo "== python venv with the official openai client (the hearth serve client test)"
 venv=.cache/openai-venv
 if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
+  # Debian's python3 makes venvs only with python3-venv installed.
+  python3 -c 'import ensurepip' 2>/dev/null || apt_install python3-venv || true
+  rm -rf "$venv"
   python3 -m venv "$venv" && "$venv/bin/pip" install -q 'openai==3.54.0' || echo "warning: no openai client; its test will skip" >&2
 fi
 if "$venv/bin/python" -c 'import openai' 2>/dev/null; then export HEARTH_PYTHON="$PWD/$venv/bin/python"; fi

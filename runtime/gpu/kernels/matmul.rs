@@ -24,6 +24,10 @@ const TILED_SRC: &str = concat!(
 /// Token counts up to this use the matrix-vector kernel (each workgroup applies
 /// its weights to this many tokens per read).
 pub const MATVEC_MAX_TOKENS: u32 = 8;
+/// Tokens per workgroup of the multi-token lane-rows build: every token
+/// needs its own accumulators, and on llvmpipe (16 vector registers) more
+/// than a few spill and cost more than unpacking the weights again.
+const LANE_MAX_TOKENS: u32 = 2;
 const MATVEC_WG: u32 = 256;
 /// Invocations per row in the matrix-vector kernel without subgroups.
 const MATVEC_TPR: u32 = 16;
@@ -221,7 +225,7 @@ impl MatMul {
             coop.then(|| ctx.pipeline(&matvec_spec(1, false))),
             coop.then(|| ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, false))),
             lane.then(|| ctx.pipeline(&matvec_spec(1, true))),
-            lane.then(|| ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, true))),
+            lane.then(|| ctx.pipeline(&matvec_spec(LANE_MAX_TOKENS, true))),
             Some(
                 ctx.pipeline(
                     &flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
@@ -299,17 +303,12 @@ impl MatMul {
             (false, true) => COOP1,
             (false, false) => COOP,
         };
-        let rows_per_wg = if self.cpu_adapter {
-            self.lane_rows
+        let (rows_per_wg, tokens_per_wg) = if self.cpu_adapter {
+            (self.lane_rows, LANE_MAX_TOKENS)
         } else {
-            self.coop_rows
+            (self.coop_rows, MATVEC_MAX_TOKENS)
         };
-        self.dispatch(
-            pass,
-            form,
-            rows_per_wg,
-            n_matvec.div_ceil(MATVEC_MAX_TOKENS),
-        );
+        self.dispatch(pass, form, rows_per_wg, n_matvec.div_ceil(tokens_per_wg));
         let tiled = n_tokens.saturating_sub(n_matvec);
         self.dispatch(pass, TILED, TILE_ROWS, tiled.div_ceil(TILE_TOKENS));
     }
@@ -351,7 +350,7 @@ impl MatMul {
         let (which, rows_per_wg, tokens_per_wg) = match kernel {
             MatMulKernel::Tiled => (TILED, TILE_ROWS, TILE_TOKENS),
             MatMulKernel::MatVecLaneRows if one => (LANE1, self.lane_rows, 1),
-            MatMulKernel::MatVecLaneRows => (LANE, self.lane_rows, MATVEC_MAX_TOKENS),
+            MatMulKernel::MatVecLaneRows => (LANE, self.lane_rows, LANE_MAX_TOKENS),
             _ if one => (COOP1, self.coop_rows, 1),
             _ => (COOP, self.coop_rows, MATVEC_MAX_TOKENS),
         };

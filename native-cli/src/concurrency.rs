@@ -6,7 +6,7 @@ use hearth::engine::scheduler::{Scheduler, SchedulerOptions, SeqEvent};
 use hearth::engine::{GenerateOptions, SamplingParams};
 use std::time::Instant;
 
-use super::{load, BenchArgs};
+use super::{load, print_profile, BenchArgs};
 
 /// The `p`-th percentile (0..=100) of `v` (sorted in place), nearest rank.
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -111,18 +111,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         rows.push(row);
         if let Some(p) = h.model.profile().cloned() {
             h.model.set_profiling(false);
-            let total: f64 = p.values().map(|v| v.0).sum();
-            eprintln!("profile at concurrency {c} (each kernel submitted alone):");
-            let mut kinds: Vec<_> = p.into_iter().collect();
-            kinds.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-            for (name, (secs, n)) in kinds {
-                eprintln!(
-                    "  {name:<40} {:>9.1} ms {:>6} calls {:>5.1}%",
-                    secs * 1e3,
-                    n,
-                    100.0 * secs / total.max(1e-12)
-                );
-            }
+            print_profile(
+                &format!("profile at concurrency {c} (each kernel submitted alone):"),
+                p,
+            );
         }
     }
     if args.json {

@@ -360,20 +360,28 @@ fn bench(args: BenchArgs) -> Result<()> {
         );
     }
     if let Some(p) = profile {
-        let total: f64 = p.values().map(|v| v.0).sum();
-        eprintln!("profile (64-token prefill + 16 decode steps, each kernel submitted alone):");
-        let mut rows: Vec<_> = p.into_iter().collect();
-        rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-        for (name, (secs, n)) in rows {
-            eprintln!(
-                "  {name:<40} {:>9.1} ms {:>6} calls {:>5.1}%",
-                secs * 1e3,
-                n,
-                100.0 * secs / total.max(1e-12)
-            );
-        }
+        print_profile(
+            "profile (64-token prefill + 16 decode steps, each kernel submitted alone):",
+            p,
+        );
     }
     Ok(())
+}
+
+/// Time per kernel kind, largest first, to stderr.
+fn print_profile(title: &str, p: hearth::model::forward::KernelProfile) {
+    let total: f64 = p.values().map(|v| v.0).sum();
+    eprintln!("{title}");
+    let mut rows: Vec<_> = p.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    for (name, (secs, n)) in rows {
+        eprintln!(
+            "  {name:<40} {:>9.1} ms {:>6} calls {:>5.1}%",
+            secs * 1e3,
+            n,
+            100.0 * secs / total.max(1e-12)
+        );
+    }
 }
 
 fn info(json: bool) -> Result<()> {

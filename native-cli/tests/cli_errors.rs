@@ -9,18 +9,9 @@ use std::process::Command;
 
 use gguf_writer::{GgufWriter, Val};
 
-/// The writer's tiny model with a vocabulary of single characters, so that
-/// any lowercase prompt encodes (byte-level BPE: "Ġ" is the space).
+/// The writer's tiny model with single-character tokens (any lowercase prompt encodes).
 fn tiny_model(arch: &str, tied: bool) -> GgufWriter {
-    let mut w = gguf_writer::tiny_model(arch, tied);
-    let mut tokens: Vec<String> = vec!["Ġ".into()];
-    tokens.extend(('a'..='z').map(String::from));
-    tokens.extend(('0'..='9').map(String::from));
-    tokens.extend([".", ",", "!"].map(String::from));
-    assert_eq!(tokens.len(), gguf_writer::VOCAB);
-    w.kv("tokenizer.ggml.tokens", Val::strs(&tokens));
-    w.kv("tokenizer.ggml.merges", Val::strs::<&str>(&[]));
-    w
+    gguf_writer::tiny_char_model(arch, tied)
 }
 
 fn hearth(args: &[&str]) -> (bool, String, String) {

@@ -581,82 +581,89 @@ mod tests {
 
     #[test]
     fn rejects_each_bad_field_by_name() {
-        let c = Endpoint::Completions;
-        let ch = Endpoint::Chat;
-        assert_eq!(
-            param(c, r#"{"model": "m", "prompt": "a", "max_tokens": -1}"#),
-            "max_tokens"
-        );
-        assert_eq!(
-            param(c, r#"{"model": "m", "prompt": "a", "max_tokens": 0}"#),
-            "max_tokens"
-        );
-        assert_eq!(param(c, r#"{"model": "m", "prompt": "a", "n": 1000}"#), "n");
-        assert_eq!(
-            param(c, r#"{"model": "m", "prompt": "a", "temperature": -0.5}"#),
-            "temperature"
-        );
-        assert_eq!(
-            param(c, r#"{"model": "m", "prompt": "a", "top_p": 0}"#),
-            "top_p"
-        );
-        assert_eq!(
-            param(c, r#"{"model": "m", "prompt": "a", "temperature": 1e300}"#),
-            "temperature"
-        );
-        assert_eq!(
-            param(c, r#"{"model": "m", "prompt": "a", "logprobs": true}"#),
-            "logprobs"
-        );
-        assert_eq!(
-            param(c, r#"{"model": "m", "prompt": "a", "stop": ""}"#),
-            "stop"
-        );
-        assert_eq!(
-            param(c, r#"{"model": "m", "prompt": "a", "echo": true}"#),
-            "echo"
-        );
-        assert_eq!(param(c, r#"{"model": "m", "prompt": [-1]}"#), "prompt");
-        assert_eq!(param(c, r#"{"model": "m", "messages": []}"#), "messages");
-        assert_eq!(
-            param(ch, r#"{"model": "m", "messages": [], "prompt": "a"}"#),
-            "prompt"
-        );
-        assert_eq!(param(ch, r#"{"model": "m", "messages": []}"#), "messages");
-        assert_eq!(
-            param(
-                ch,
-                r#"{"model": "m", "messages": [{"role": "tool", "content": "x"}]}"#
+        use Endpoint::{Chat, Completions};
+        let cases = [
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "max_tokens": -1}"#,
+                "max_tokens",
             ),
-            "messages[0].role"
-        );
-        assert_eq!(
-            param(
-                ch,
-                r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "max_tokens": 0}"#,
+                "max_tokens",
             ),
-            "messages[0].content[0].type"
-        );
-        assert_eq!(
-            param(
-                ch,
-                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "top_logprobs": 2}"#
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "n": 1000}"#,
+                "n",
             ),
-            "top_logprobs"
-        );
-        assert_eq!(
-            param(
-                ch,
-                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "tools": [{}]}"#
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "temperature": -0.5}"#,
+                "temperature",
             ),
-            "tools"
-        );
-        assert_eq!(
-            param(
-                ch,
-                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json_object"}}"#
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "top_p": 0}"#,
+                "top_p",
             ),
-            "response_format"
-        );
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "temperature": 1e300}"#,
+                "temperature",
+            ),
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "logprobs": true}"#,
+                "logprobs",
+            ),
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "stop": ""}"#,
+                "stop",
+            ),
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "echo": true}"#,
+                "echo",
+            ),
+            (Completions, r#"{"model": "m", "prompt": [-1]}"#, "prompt"),
+            (Completions, r#"{"model": "m", "messages": []}"#, "messages"),
+            (
+                Chat,
+                r#"{"model": "m", "messages": [], "prompt": "a"}"#,
+                "prompt",
+            ),
+            (Chat, r#"{"model": "m", "messages": []}"#, "messages"),
+            (
+                Chat,
+                r#"{"model": "m", "messages": [{"role": "tool", "content": "x"}]}"#,
+                "messages[0].role",
+            ),
+            (
+                Chat,
+                r#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}"#,
+                "messages[0].content[0].type",
+            ),
+            (
+                Chat,
+                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "top_logprobs": 2}"#,
+                "top_logprobs",
+            ),
+            (
+                Chat,
+                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "tools": [{}]}"#,
+                "tools",
+            ),
+            (
+                Chat,
+                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json_object"}}"#,
+                "response_format",
+            ),
+        ];
+        for (endpoint, body, want) in cases {
+            assert_eq!(param(endpoint, body), want, "{body}");
+        }
     }
 }

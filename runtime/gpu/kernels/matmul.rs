@@ -26,8 +26,10 @@ const TILED_SRC: &str = concat!(
 pub const MATVEC_MAX_TOKENS: u32 = 8;
 /// Tokens per workgroup of the multi-token lane-rows build: every token
 /// needs its own accumulators, and on llvmpipe (16 vector registers) more
-/// than a few spill and cost more than unpacking the weights again.
+/// than a few spill and cost more than unpacking the weights again. The
+/// quantized lane-rows kernel is written out for at most two.
 const LANE_MAX_TOKENS: u32 = 2;
+const _: () = assert!(LANE_MAX_TOKENS <= 2);
 const MATVEC_WG: u32 = 256;
 /// Invocations per row in the matrix-vector kernel without subgroups.
 const MATVEC_TPR: u32 = 16;
@@ -206,15 +208,16 @@ impl MatMul {
                 .flag("BIAS", opts.bias.is_some())
                 .flag("ACCUMULATE", opts.accumulate)
         };
-        let matvec_spec = |max_t: u32, lane_rows: bool| {
-            let (wg, rows) = if lane_rows {
-                (LANE_WG, lane_rows_per_wg(w.dtype()))
+        let lane_rows = lane_rows_per_wg(w.dtype());
+        let matvec_spec = |max_t: u32, lane_form: bool| {
+            let (wg, rows) = if lane_form {
+                (LANE_WG, lane_rows)
             } else {
                 (MATVEC_WG, coop_rows)
             };
             flags(ShaderSpec::new("matvec", MATVEC_SRC))
                 .flag("X_VEC4", w.cols().is_multiple_of(4))
-                .flag("LANE_ROWS", lane_rows)
+                .flag("LANE_ROWS", lane_form)
                 .constant("WG", wg)
                 .constant("ROWS", rows)
                 .constant("TPR", MATVEC_TPR)
@@ -275,7 +278,7 @@ impl MatMul {
             pipelines,
             chunks,
             coop_rows,
-            lane_rows: lane_rows_per_wg(w.dtype()),
+            lane_rows,
             cpu_adapter,
             max_dim: ctx.caps.max_workgroups_per_dim,
         }
@@ -291,7 +294,7 @@ impl MatMul {
     /// latter through the tiled one, whatever else is in the step, so each
     /// row's sums are computed in the same order whether its sequence runs
     /// alone or in a batch. A lone generated row takes the 1-token build of
-    /// the kernel (the 8-token build is 2.7x slower for one row on llvmpipe);
+    /// the kernel (the multi-token build is slower for one row on llvmpipe);
     /// both accumulate each row in the same order, which
     /// tests/batch_invariance.rs checks bit for bit. Built with [`MatMul::new_split`];
     /// the steps must say `{n_tokens: n_matvec}` and

@@ -95,39 +95,34 @@ impl Seq {
         ((a..b).map(|p| self.token(p)).collect(), prompt_rows as u32)
     }
 
-    /// Cached blocks this sequence could start from: how many, and how many
-    /// of them are unreferenced now. At least one token is left to compute,
-    /// since the next token's logits come from it.
-    fn cached_prefix(&self, pool: &KvPool) -> (usize, usize) {
+    /// Cached blocks this sequence could start from, with their hashes. At
+    /// least one token is left to compute, since the next token's logits
+    /// come from it.
+    fn cached_prefix(&self, pool: &KvPool) -> Vec<(u32, u64)> {
         let bs = pool.block_size() as usize;
-        let (mut n, mut parked, mut parent) = (0, 0, ROOT_HASH);
+        let mut found = Vec::new();
+        let mut parent = ROOT_HASH;
         for j in 0..(self.known() - 1) / bs {
             let (tokens, rows) = self.block_content(j, bs);
-            match pool.peek_cached(parent, &tokens, rows) {
-                Some(p) => {
-                    n += 1;
-                    parked += p as usize;
-                    parent = block_hash(parent, &tokens, rows);
-                }
-                None => break,
-            }
+            let Some(b) = pool.find_cached(parent, &tokens, rows) else {
+                break;
+            };
+            parent = block_hash(parent, &tokens, rows);
+            found.push((b, parent));
         }
-        (n, parked)
+        found
     }
 
-    /// Takes the first `n` cached blocks (found by `cached_prefix`).
-    fn take_cached_prefix(&mut self, pool: &mut KvPool, n: usize) {
-        let bs = pool.block_size() as usize;
-        for j in 0..n {
-            let (tokens, rows) = self.block_content(j, bs);
-            let parent = self.hashes.last().copied().unwrap_or(ROOT_HASH);
-            let b = pool
-                .acquire_cached(parent, &tokens, rows)
-                .expect("cached_prefix found it this step");
-            self.table.push_full_block(b, bs as u32);
-            self.hashes.push(block_hash(parent, &tokens, rows));
+    /// Starts the sequence after `prefix` (from `cached_prefix`, this step).
+    fn take_cached_prefix(&mut self, pool: &mut KvPool, prefix: &[(u32, u64)]) -> Result<()> {
+        let bs = pool.block_size();
+        for &(b, hash) in prefix {
+            pool.retain(b)?;
+            self.table.push_full_block(b, bs);
+            self.hashes.push(hash);
         }
-        self.computed = n * bs;
+        self.computed = prefix.len() * bs as usize;
+        Ok(())
     }
 
     /// Registers the full blocks computed since the last call.
@@ -349,11 +344,17 @@ impl Scheduler {
         while budget > 0 && plan.len() + 2 <= max_parts {
             let Some(s) = self.waiting.front() else { break };
             let bs = model.pool.block_size() as usize;
-            let (cached, parked) = if self.opts.prefix_caching {
+            let prefix = if self.opts.prefix_caching {
                 s.cached_prefix(&model.pool)
             } else {
-                (0, 0)
+                Vec::new()
             };
+            let cached = prefix.len();
+            // Cached blocks nobody holds count as free, but taking them uses them up.
+            let parked = prefix
+                .iter()
+                .filter(|&&(b, _)| model.pool.ref_count(b) == 0)
+                .count();
             let first = (s.known() - cached * bs).min(budget);
             let need = BlockTable::blocks_for((cached * bs + first) as u32, bs as u32) - cached;
             let free = model.pool.free_blocks() as usize - parked;
@@ -369,7 +370,7 @@ impl Scheduler {
                 break;
             }
             let mut s = self.waiting.pop_front().expect("front exists");
-            s.take_cached_prefix(&mut model.pool, cached);
+            s.take_cached_prefix(&mut model.pool, &prefix)?;
             if !s.queried && self.opts.prefix_caching {
                 model.pool.record_prefix_query(s.known(), cached * bs);
                 s.queried = true;

@@ -164,20 +164,10 @@ impl KvPool {
         Ok(blocks)
     }
 
-    /// The cached block holding this content (see [`super::prefix_cache`]),
-    /// with a reference added for the caller.
-    pub fn acquire_cached(&mut self, parent: u64, tokens: &[u32], prompt_rows: u32) -> Option<u32> {
-        let b = self.prefix.find(parent, tokens, prompt_rows)?;
-        self.prefix.unpark(b);
-        self.refs[b as usize] += 1;
-        Some(b)
-    }
-
-    /// Whether `acquire_cached` would find this content, and whether the
-    /// block is unreferenced now (so taking it uses up a free block).
-    pub fn peek_cached(&self, parent: u64, tokens: &[u32], prompt_rows: u32) -> Option<bool> {
-        let b = self.prefix.find(parent, tokens, prompt_rows)?;
-        Some(self.prefix.is_parked(b))
+    /// The cached block holding this content (see [`super::prefix_cache`]);
+    /// take it with [`KvPool::retain`].
+    pub fn find_cached(&self, parent: u64, tokens: &[u32], prompt_rows: u32) -> Option<u32> {
+        self.prefix.find(parent, tokens, prompt_rows)
     }
 
     /// Registers a full, computed block in the prefix cache; returns its
@@ -206,11 +196,14 @@ impl KvPool {
         }
     }
 
-    /// Adds a reference to an allocated block (a second sequence shares it).
+    /// Adds a reference to an allocated block, or to a cached one nobody
+    /// holds (which stops being evictable): a second sequence shares it.
     pub fn retain(&mut self, block: u32) -> Result<()> {
+        let cached = self.prefix.is_parked(block);
         match self.refs.get_mut(block as usize) {
-            Some(r) if *r > 0 => {
+            Some(r) if *r > 0 || cached => {
                 *r += 1;
+                self.prefix.unpark(block);
                 Ok(())
             }
             _ => Err(HearthError::OutOfKvMemory(format!(
@@ -304,15 +297,15 @@ mod tests {
             (p.used_blocks(), p.free_blocks(), p.cached_blocks()),
             (0, 4, 2)
         );
-        assert_eq!(p.peek_cached(0, &[1, 2], 2), Some(true));
-        let b = p.acquire_cached(0, &[1, 2], 2).unwrap();
-        assert_eq!(b, a[0]);
+        let b = p.find_cached(0, &[1, 2], 2).unwrap();
+        assert_eq!((b, p.ref_count(b)), (a[0], 0));
+        p.retain(b).unwrap();
         assert_eq!((p.used_blocks(), p.ref_count(b)), (1, 1));
-        assert_eq!(p.peek_cached(0, &[1, 2], 2), Some(false));
+        assert_eq!(p.find_cached(0, &[1, 2], 2), Some(b));
         // Two never-used blocks, then the parked tail block is evicted.
         let c = p.allocate(3).unwrap();
         assert!(c.contains(&a[1]) && !c.contains(&a[0]));
-        assert_eq!(p.acquire_cached(h, &[3, 4], 2), None, "evicted");
+        assert_eq!(p.find_cached(h, &[3, 4], 2), None, "evicted");
         assert_eq!(p.prefix_stats().evictions, 1);
         assert!(p.allocate(1).is_err());
         p.free(&c).unwrap();

@@ -139,13 +139,74 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
 }
 
 #if LANE_ROWS
+#if LANE_BCAST
+// x[4xb .. 4xb+32] loaded cooperatively: each lane of the subgroup loads one
+// vec4 (two when the subgroup has 4 lanes) and the block is assembled with
+// broadcasts from constant lanes. llvmpipe turns every storage load whose
+// address is not a constant into a per-lane loop, so this cuts the x loads of
+// a block from 8 such loops to 1 (or 2); the values, and so the sums, are
+// the same as load_x's.
+fn load_x_bcast(xb: u32, sg_lane: u32) -> XBlock {
+#if LANE_SG4
+    let a = x[xb + (sg_lane & 3u)];
+    let b = x[xb + 4u + (sg_lane & 3u)];
+    let x0 = subgroupBroadcast(a, 0u);
+    let x1 = subgroupBroadcast(a, 1u);
+    let x2 = subgroupBroadcast(a, 2u);
+    let x3 = subgroupBroadcast(a, 3u);
+    let x4 = subgroupBroadcast(b, 0u);
+    let x5 = subgroupBroadcast(b, 1u);
+    let x6 = subgroupBroadcast(b, 2u);
+    let x7 = subgroupBroadcast(b, 3u);
+#else
+    let a = x[xb + (sg_lane & 7u)];
+    let x0 = subgroupBroadcast(a, 0u);
+    let x1 = subgroupBroadcast(a, 1u);
+    let x2 = subgroupBroadcast(a, 2u);
+    let x3 = subgroupBroadcast(a, 3u);
+    let x4 = subgroupBroadcast(a, 4u);
+    let x5 = subgroupBroadcast(a, 5u);
+    let x6 = subgroupBroadcast(a, 6u);
+    let x7 = subgroupBroadcast(a, 7u);
+#endif
+#if W_Q8_0
+    let sum = 0.0;
+#else
+    let sum = dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));
+#endif
+    return XBlock(x0, x1, x2, x3, x4, x5, x6, x7, sum);
+}
+#endif
+
+#if W_QUANT
+fn xblock(xb: u32, lane: u32) -> XBlock {
+#if LANE_BCAST
+    return load_x_bcast(xb, lane);
+#else
+    return load_x(xb);
+#endif
+}
+
+// Both rows of a lane against one token's block.
+fn qdot2(q0: QBlock, q1: QBlock, x: XBlock) -> vec2<f32> {
+    return vec2<f32>(qdot(q0, x), qdot(q1, x));
+}
+#endif
+
 // CPU adapters (lavapipe, WARP) run invocations as SIMD lanes: one row per
 // invocation needs no reduction. llvmpipe loads x per lane (a gather, even
 // though every lane reads the same address), and those loads dominate, so
 // for quantized weights each lane takes two rows (ROWS = 2 * WG) and applies
 // every x block it loads to both.
 @compute @workgroup_size(WG)
-fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn main(
+    @builtin(local_invocation_index) li: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+#if LANE_BCAST
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+#endif
+) {
     let t0 = step.first_row + wid.z * MAX_T;
     if (t0 >= step.n_tokens) { return; }
     let nt = min(MAX_T, step.n_tokens - t0);
@@ -154,34 +215,52 @@ fn main(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wid: ve
     // A lane past the last row computes a copy of it and stores nothing.
     let r0 = min(row, params.rows - 1u);
     let r1 = min(row + WG, params.rows - 1u);
-    // At most two tokens (MAX_T <= 2, see LANE_MAX_TOKENS in matmul.rs):
-    // more accumulators spill on llvmpipe.
-    var a0 = 0.0;
-    var a1 = 0.0;
-    var c0 = 0.0;
-    var c1 = 0.0;
+    // Up to eight tokens (LANE_MAX_TOKENS in matmul.rs), written out: named
+    // accumulators stay in registers where an indexed array would not.
+    var a0 = vec2<f32>(0.0);
+    var a1 = vec2<f32>(0.0);
+    var a2 = vec2<f32>(0.0);
+    var a3 = vec2<f32>(0.0);
+    var a4 = vec2<f32>(0.0);
+    var a5 = vec2<f32>(0.0);
+    var a6 = vec2<f32>(0.0);
+    var a7 = vec2<f32>(0.0);
+#if LANE_BCAST
+    let lane = sg_lane;
+#else
+    let lane = 0u;
+#endif
     let nb = params.cols / 32u;
+    let xs = params.cols / 4u;
     for (var b = 0u; b < nb; b++) {
         let q0 = load_block(r0, b);
         let q1 = load_block(r1, b);
         let xb = (t0 * params.cols + b * 32u) / 4u;
-        let x0 = load_x(xb);
-        a0 += qdot(q0, x0);
-        c0 += qdot(q1, x0);
-        if (nt > 1u) {
-            let x1 = load_x(xb + params.cols / 4u);
-            a1 += qdot(q0, x1);
-            c1 += qdot(q1, x1);
-        }
+        a0 += qdot2(q0, q1, xblock(xb, lane));
+        if (MAX_T > 1u && nt > 1u) { a1 += qdot2(q0, q1, xblock(xb + 1u * xs, lane)); }
+        if (MAX_T > 2u && nt > 2u) { a2 += qdot2(q0, q1, xblock(xb + 2u * xs, lane)); }
+        if (MAX_T > 3u && nt > 3u) { a3 += qdot2(q0, q1, xblock(xb + 3u * xs, lane)); }
+        if (MAX_T > 4u && nt > 4u) { a4 += qdot2(q0, q1, xblock(xb + 4u * xs, lane)); }
+        if (MAX_T > 5u && nt > 5u) { a5 += qdot2(q0, q1, xblock(xb + 5u * xs, lane)); }
+        if (MAX_T > 6u && nt > 6u) { a6 += qdot2(q0, q1, xblock(xb + 6u * xs, lane)); }
+        if (MAX_T > 7u && nt > 7u) { a7 += qdot2(q0, q1, xblock(xb + 7u * xs, lane)); }
     }
-    if (row < params.rows) {
-        store(t0, r0, a0);
-        if (nt > 1u) { store(t0 + 1u, r0, a1); }
-    }
-    if (row + WG < params.rows) {
-        store(t0, r1, c0);
-        if (nt > 1u) { store(t0 + 1u, r1, c1); }
-    }
+    if (row < params.rows) { store(t0 + 0u, r0, a0.x); }
+    if (row + WG < params.rows) { store(t0 + 0u, r1, a0.y); }
+    if (MAX_T > 1u && nt > 1u && row < params.rows) { store(t0 + 1u, r0, a1.x); }
+    if (MAX_T > 1u && nt > 1u && row + WG < params.rows) { store(t0 + 1u, r1, a1.y); }
+    if (MAX_T > 2u && nt > 2u && row < params.rows) { store(t0 + 2u, r0, a2.x); }
+    if (MAX_T > 2u && nt > 2u && row + WG < params.rows) { store(t0 + 2u, r1, a2.y); }
+    if (MAX_T > 3u && nt > 3u && row < params.rows) { store(t0 + 3u, r0, a3.x); }
+    if (MAX_T > 3u && nt > 3u && row + WG < params.rows) { store(t0 + 3u, r1, a3.y); }
+    if (MAX_T > 4u && nt > 4u && row < params.rows) { store(t0 + 4u, r0, a4.x); }
+    if (MAX_T > 4u && nt > 4u && row + WG < params.rows) { store(t0 + 4u, r1, a4.y); }
+    if (MAX_T > 5u && nt > 5u && row < params.rows) { store(t0 + 5u, r0, a5.x); }
+    if (MAX_T > 5u && nt > 5u && row + WG < params.rows) { store(t0 + 5u, r1, a5.y); }
+    if (MAX_T > 6u && nt > 6u && row < params.rows) { store(t0 + 6u, r0, a6.x); }
+    if (MAX_T > 6u && nt > 6u && row + WG < params.rows) { store(t0 + 6u, r1, a6.y); }
+    if (MAX_T > 7u && nt > 7u && row < params.rows) { store(t0 + 7u, r0, a7.x); }
+    if (MAX_T > 7u && nt > 7u && row + WG < params.rows) { store(t0 + 7u, r1, a7.y); }
 #else
     let r = (wid.x + wid.y * nwg.x) * ROWS + li;
     if (r >= params.rows) { return; }

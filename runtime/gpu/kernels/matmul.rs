@@ -24,12 +24,14 @@ const TILED_SRC: &str = concat!(
 /// Token counts up to this use the matrix-vector kernel (each workgroup applies
 /// its weights to this many tokens per read).
 pub const MATVEC_MAX_TOKENS: u32 = 8;
-/// Tokens per workgroup of the multi-token lane-rows build: every token
-/// needs its own accumulators, and on llvmpipe (16 vector registers) more
-/// than a few spill and cost more than unpacking the weights again. The
-/// quantized lane-rows kernel is written out for at most two.
-const LANE_MAX_TOKENS: u32 = 2;
-const _: () = assert!(LANE_MAX_TOKENS <= 2);
+/// Tokens per workgroup of the multi-token lane-rows build. With broadcast x
+/// loads (see matvec.wgsl) a token costs little beside the weight loads and
+/// unpacking it shares, so eight share them (the kernel is written out for
+/// at most eight); with per-lane x loads each token's 32 loaded values stay
+/// live and more than two spill on llvmpipe.
+const LANE_MAX_TOKENS: u32 = 8;
+const LANE_MAX_TOKENS_NO_BCAST: u32 = 2;
+const _: () = assert!(LANE_MAX_TOKENS <= 8);
 const MATVEC_WG: u32 = 256;
 /// Invocations per row in the matrix-vector kernel without subgroups.
 const MATVEC_TPR: u32 = 16;
@@ -94,6 +96,14 @@ fn lane_rows_per_wg(dtype: DType) -> u32 {
     }
 }
 
+/// Whether the quantized lane-rows kernel assembles x blocks with subgroup
+/// broadcasts: that needs one known subgroup size of 4 or at least 8
+/// (lavapipe: 8 or 16, SwiftShader: 4).
+fn lane_bcast(caps: &crate::gpu::Caps, dtype: DType) -> bool {
+    let (min, max) = (caps.subgroup_min_size, caps.subgroup_max_size);
+    caps.subgroups && dtype.is_quantized() && min == max && (min == 4 || min >= 8)
+}
+
 struct Chunk {
     rows: u32,
     binds: Vec<Option<wgpu::BindGroup>>,
@@ -106,6 +116,8 @@ pub struct MatMul {
     chunks: Vec<Chunk>,
     coop_rows: u32,
     lane_rows: u32,
+    /// Tokens per workgroup of the multi-token lane-rows build.
+    lane_tokens: u32,
     cpu_adapter: bool,
     max_dim: u32,
 }
@@ -209,6 +221,12 @@ impl MatMul {
                 .flag("ACCUMULATE", opts.accumulate)
         };
         let lane_rows = lane_rows_per_wg(w.dtype());
+        let bcast = lane_bcast(&ctx.caps, w.dtype());
+        let lane_tokens = if bcast {
+            LANE_MAX_TOKENS
+        } else {
+            LANE_MAX_TOKENS_NO_BCAST
+        };
         let matvec_spec = |max_t: u32, lane_form: bool| {
             let (wg, rows) = if lane_form {
                 (LANE_WG, lane_rows)
@@ -218,6 +236,8 @@ impl MatMul {
             flags(ShaderSpec::new("matvec", MATVEC_SRC))
                 .flag("X_VEC4", w.cols().is_multiple_of(4))
                 .flag("LANE_ROWS", lane_form)
+                .flag("LANE_BCAST", lane_form && bcast)
+                .flag("LANE_SG4", ctx.caps.subgroup_min_size == 4)
                 .constant("WG", wg)
                 .constant("ROWS", rows)
                 .constant("TPR", MATVEC_TPR)
@@ -228,7 +248,7 @@ impl MatMul {
             coop.then(|| ctx.pipeline(&matvec_spec(1, false))),
             coop.then(|| ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, false))),
             lane.then(|| ctx.pipeline(&matvec_spec(1, true))),
-            lane.then(|| ctx.pipeline(&matvec_spec(LANE_MAX_TOKENS, true))),
+            lane.then(|| ctx.pipeline(&matvec_spec(lane_tokens, true))),
             Some(
                 ctx.pipeline(
                     &flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
@@ -279,6 +299,7 @@ impl MatMul {
             chunks,
             coop_rows,
             lane_rows,
+            lane_tokens,
             cpu_adapter,
             max_dim: ctx.caps.max_workgroups_per_dim,
         }
@@ -307,7 +328,7 @@ impl MatMul {
             (false, false) => COOP,
         };
         let (rows_per_wg, tokens_per_wg) = if self.cpu_adapter {
-            (self.lane_rows, LANE_MAX_TOKENS)
+            (self.lane_rows, self.lane_tokens)
         } else {
             (self.coop_rows, MATVEC_MAX_TOKENS)
         };
@@ -353,7 +374,7 @@ impl MatMul {
         let (which, rows_per_wg, tokens_per_wg) = match kernel {
             MatMulKernel::Tiled => (TILED, TILE_ROWS, TILE_TOKENS),
             MatMulKernel::MatVecLaneRows if one => (LANE1, self.lane_rows, 1),
-            MatMulKernel::MatVecLaneRows => (LANE, self.lane_rows, LANE_MAX_TOKENS),
+            MatMulKernel::MatVecLaneRows => (LANE, self.lane_rows, self.lane_tokens),
             _ if one => (COOP1, self.coop_rows, 1),
             _ => (COOP, self.coop_rows, MATVEC_MAX_TOKENS),
         };
@@ -377,4 +398,44 @@ pub fn matmul_ref(w: &[f32], rows: usize, cols: usize, x: &[f32], n_tokens: usiz
         }
     }
     y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::shader::render;
+
+    /// Every lane-rows variant parses and validates, including the 4-lane
+    /// broadcast form that no adapter here runs (SwiftShader's subgroup size).
+    #[test]
+    fn lane_rows_variants_validate() {
+        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::F16] {
+            for (bcast, sg4) in [(false, false), (true, false), (true, true)] {
+                if bcast && !dtype.is_quantized() {
+                    continue;
+                }
+                for max_t in [1, LANE_MAX_TOKENS] {
+                    let spec = format_flags(ShaderSpec::new("matvec", MATVEC_SRC), dtype)
+                        .flag("X_VEC4", true)
+                        .flag("LANE_ROWS", true)
+                        .flag("LANE_BCAST", bcast)
+                        .flag("LANE_SG4", sg4)
+                        .constant("WG", LANE_WG)
+                        .constant("ROWS", lane_rows_per_wg(dtype))
+                        .constant("TPR", MATVEC_TPR)
+                        .constant("MAX_T", max_t);
+                    let src = render(&spec, false, true);
+                    let what = format!("{dtype:?} bcast={bcast} sg4={sg4} max_t={max_t}");
+                    let module = naga::front::wgsl::parse_str(&src)
+                        .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+                    naga::valid::Validator::new(
+                        naga::valid::ValidationFlags::all(),
+                        naga::valid::Capabilities::all(),
+                    )
+                    .validate(&module)
+                    .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+                }
+            }
+        }
+    }
 }

@@ -187,17 +187,18 @@ fn xblock(xb: u32, lane: u32) -> XBlock {
 #endif
 }
 
-// Both rows of a lane against one token's block.
-fn qdot2(q0: QBlock, q1: QBlock, x: XBlock) -> vec2<f32> {
-    return vec2<f32>(qdot(q0, x), qdot(q1, x));
+// The four rows of a lane against one token's block.
+fn qdot4(q0: QBlock, q1: QBlock, q2: QBlock, q3: QBlock, x: XBlock) -> vec4<f32> {
+    return vec4<f32>(qdot(q0, x), qdot(q1, x), qdot(q2, x), qdot(q3, x));
 }
 #endif
 
 // CPU adapters (lavapipe, WARP) run invocations as SIMD lanes: one row per
-// invocation needs no reduction. llvmpipe loads x per lane (a gather, even
-// though every lane reads the same address), and those loads dominate, so
-// for quantized weights each lane takes two rows (ROWS = 2 * WG) and applies
-// every x block it loads to both.
+// invocation needs no reduction. llvmpipe loads x per lane (a loop over the
+// lanes, even though every lane reads the same address), so for quantized
+// weights the x loads are spread over the subgroup (load_x_bcast), each lane
+// takes four rows (ROWS = 4 * WG) to share every x block among them, and up
+// to eight tokens share each unpacked weight block.
 @compute @workgroup_size(WG)
 fn main(
     @builtin(local_invocation_index) li: u32,
@@ -215,16 +216,18 @@ fn main(
     // A lane past the last row computes a copy of it and stores nothing.
     let r0 = min(row, params.rows - 1u);
     let r1 = min(row + WG, params.rows - 1u);
+    let r2 = min(row + 2u * WG, params.rows - 1u);
+    let r3 = min(row + 3u * WG, params.rows - 1u);
     // Up to eight tokens (LANE_MAX_TOKENS in matmul.rs), written out: named
     // accumulators stay in registers where an indexed array would not.
-    var a0 = vec2<f32>(0.0);
-    var a1 = vec2<f32>(0.0);
-    var a2 = vec2<f32>(0.0);
-    var a3 = vec2<f32>(0.0);
-    var a4 = vec2<f32>(0.0);
-    var a5 = vec2<f32>(0.0);
-    var a6 = vec2<f32>(0.0);
-    var a7 = vec2<f32>(0.0);
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0);
+    var a5 = vec4<f32>(0.0);
+    var a6 = vec4<f32>(0.0);
+    var a7 = vec4<f32>(0.0);
 #if LANE_BCAST
     let lane = sg_lane;
 #else
@@ -235,32 +238,50 @@ fn main(
     for (var b = 0u; b < nb; b++) {
         let q0 = load_block(r0, b);
         let q1 = load_block(r1, b);
+        let q2 = load_block(r2, b);
+        let q3 = load_block(r3, b);
         let xb = (t0 * params.cols + b * 32u) / 4u;
-        a0 += qdot2(q0, q1, xblock(xb, lane));
-        if (MAX_T > 1u && nt > 1u) { a1 += qdot2(q0, q1, xblock(xb + 1u * xs, lane)); }
-        if (MAX_T > 2u && nt > 2u) { a2 += qdot2(q0, q1, xblock(xb + 2u * xs, lane)); }
-        if (MAX_T > 3u && nt > 3u) { a3 += qdot2(q0, q1, xblock(xb + 3u * xs, lane)); }
-        if (MAX_T > 4u && nt > 4u) { a4 += qdot2(q0, q1, xblock(xb + 4u * xs, lane)); }
-        if (MAX_T > 5u && nt > 5u) { a5 += qdot2(q0, q1, xblock(xb + 5u * xs, lane)); }
-        if (MAX_T > 6u && nt > 6u) { a6 += qdot2(q0, q1, xblock(xb + 6u * xs, lane)); }
-        if (MAX_T > 7u && nt > 7u) { a7 += qdot2(q0, q1, xblock(xb + 7u * xs, lane)); }
+        a0 += qdot4(q0, q1, q2, q3, xblock(xb, lane));
+        if (MAX_T > 1u && nt > 1u) { a1 += qdot4(q0, q1, q2, q3, xblock(xb + 1u * xs, lane)); }
+        if (MAX_T > 2u && nt > 2u) { a2 += qdot4(q0, q1, q2, q3, xblock(xb + 2u * xs, lane)); }
+        if (MAX_T > 3u && nt > 3u) { a3 += qdot4(q0, q1, q2, q3, xblock(xb + 3u * xs, lane)); }
+        if (MAX_T > 4u && nt > 4u) { a4 += qdot4(q0, q1, q2, q3, xblock(xb + 4u * xs, lane)); }
+        if (MAX_T > 5u && nt > 5u) { a5 += qdot4(q0, q1, q2, q3, xblock(xb + 5u * xs, lane)); }
+        if (MAX_T > 6u && nt > 6u) { a6 += qdot4(q0, q1, q2, q3, xblock(xb + 6u * xs, lane)); }
+        if (MAX_T > 7u && nt > 7u) { a7 += qdot4(q0, q1, q2, q3, xblock(xb + 7u * xs, lane)); }
     }
     if (row < params.rows) { store(t0 + 0u, r0, a0.x); }
     if (row + WG < params.rows) { store(t0 + 0u, r1, a0.y); }
+    if (row + 2u * WG < params.rows) { store(t0 + 0u, r2, a0.z); }
+    if (row + 3u * WG < params.rows) { store(t0 + 0u, r3, a0.w); }
     if (MAX_T > 1u && nt > 1u && row < params.rows) { store(t0 + 1u, r0, a1.x); }
     if (MAX_T > 1u && nt > 1u && row + WG < params.rows) { store(t0 + 1u, r1, a1.y); }
+    if (MAX_T > 1u && nt > 1u && row + 2u * WG < params.rows) { store(t0 + 1u, r2, a1.z); }
+    if (MAX_T > 1u && nt > 1u && row + 3u * WG < params.rows) { store(t0 + 1u, r3, a1.w); }
     if (MAX_T > 2u && nt > 2u && row < params.rows) { store(t0 + 2u, r0, a2.x); }
     if (MAX_T > 2u && nt > 2u && row + WG < params.rows) { store(t0 + 2u, r1, a2.y); }
+    if (MAX_T > 2u && nt > 2u && row + 2u * WG < params.rows) { store(t0 + 2u, r2, a2.z); }
+    if (MAX_T > 2u && nt > 2u && row + 3u * WG < params.rows) { store(t0 + 2u, r3, a2.w); }
     if (MAX_T > 3u && nt > 3u && row < params.rows) { store(t0 + 3u, r0, a3.x); }
     if (MAX_T > 3u && nt > 3u && row + WG < params.rows) { store(t0 + 3u, r1, a3.y); }
+    if (MAX_T > 3u && nt > 3u && row + 2u * WG < params.rows) { store(t0 + 3u, r2, a3.z); }
+    if (MAX_T > 3u && nt > 3u && row + 3u * WG < params.rows) { store(t0 + 3u, r3, a3.w); }
     if (MAX_T > 4u && nt > 4u && row < params.rows) { store(t0 + 4u, r0, a4.x); }
     if (MAX_T > 4u && nt > 4u && row + WG < params.rows) { store(t0 + 4u, r1, a4.y); }
+    if (MAX_T > 4u && nt > 4u && row + 2u * WG < params.rows) { store(t0 + 4u, r2, a4.z); }
+    if (MAX_T > 4u && nt > 4u && row + 3u * WG < params.rows) { store(t0 + 4u, r3, a4.w); }
     if (MAX_T > 5u && nt > 5u && row < params.rows) { store(t0 + 5u, r0, a5.x); }
     if (MAX_T > 5u && nt > 5u && row + WG < params.rows) { store(t0 + 5u, r1, a5.y); }
+    if (MAX_T > 5u && nt > 5u && row + 2u * WG < params.rows) { store(t0 + 5u, r2, a5.z); }
+    if (MAX_T > 5u && nt > 5u && row + 3u * WG < params.rows) { store(t0 + 5u, r3, a5.w); }
     if (MAX_T > 6u && nt > 6u && row < params.rows) { store(t0 + 6u, r0, a6.x); }
     if (MAX_T > 6u && nt > 6u && row + WG < params.rows) { store(t0 + 6u, r1, a6.y); }
+    if (MAX_T > 6u && nt > 6u && row + 2u * WG < params.rows) { store(t0 + 6u, r2, a6.z); }
+    if (MAX_T > 6u && nt > 6u && row + 3u * WG < params.rows) { store(t0 + 6u, r3, a6.w); }
     if (MAX_T > 7u && nt > 7u && row < params.rows) { store(t0 + 7u, r0, a7.x); }
     if (MAX_T > 7u && nt > 7u && row + WG < params.rows) { store(t0 + 7u, r1, a7.y); }
+    if (MAX_T > 7u && nt > 7u && row + 2u * WG < params.rows) { store(t0 + 7u, r2, a7.z); }
+    if (MAX_T > 7u && nt > 7u && row + 3u * WG < params.rows) { store(t0 + 7u, r3, a7.w); }
 #else
     let r = (wid.x + wid.y * nwg.x) * ROWS + li;
     if (r >= params.rows) { return; }

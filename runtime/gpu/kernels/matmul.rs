@@ -86,11 +86,11 @@ const TILED: usize = 4;
 /// Invocations per workgroup of the lane-rows matrix-vector kernel.
 const LANE_WG: u32 = 64;
 
-/// Rows per workgroup of the lane-rows kernel: two per invocation for
+/// Rows per workgroup of the lane-rows kernel: four per invocation for
 /// quantized weights (see matvec.wgsl), one otherwise.
 fn lane_rows_per_wg(dtype: DType) -> u32 {
     if dtype.is_quantized() {
-        2 * LANE_WG
+        4 * LANE_WG
     } else {
         LANE_WG
     }

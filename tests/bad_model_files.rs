@@ -97,15 +97,27 @@ fn unknown_tensor_type_names_tensor_and_type() {
         .iter()
         .position(|t| t.name == "blk.1.ffn_up.weight")
         .unwrap();
-    w.tensors[i].type_id = 12; // Q4_K: a real ggml type this runtime does not load yet
+    w.tensors[i].type_id = 10; // Q2_K: a real ggml type this runtime does not load yet
     let model = GgufModel::from_bytes(w.build()).unwrap();
     let e = model.tensor("blk.1.ffn_up.weight").unwrap_err();
     assert!(
-        matches!(&e, HearthError::Unsupported(m) if m.contains("Q4_K") && m.contains("blk.1.ffn_up.weight")),
+        matches!(&e, HearthError::Unsupported(m) if m.contains("Q2_K") && m.contains("blk.1.ffn_up.weight")),
         "{e}"
     );
     let e = check_shapes(&model).unwrap_err();
-    assert!(e.to_string().contains("Q4_K"), "{e}");
+    assert!(e.to_string().contains("Q2_K"), "{e}");
+
+    // A K-quant tensor whose rows are not whole 256-element super-blocks.
+    let mut w = tiny_model("llama", false);
+    w.tensors[i].type_id = 12;
+    let e = GgufModel::from_bytes(w.build())
+        .and_then(|m| m.tensor("blk.1.ffn_up.weight").map(|_| ()))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not a multiple of the q4_k block size 256"),
+        "{e}"
+    );
 
     let mut w = tiny_model("llama", false);
     w.tensors[0].type_id = 99;

@@ -14,7 +14,17 @@ use hearth::reference::{RefKvCache, RefModel};
 use hearth::text::Tokenizer;
 
 fn check(arch: &str, tied: bool, kv_dtype: KvDtype, tol: f32) {
-    let model = GgufModel::from_bytes(gguf_writer::tiny_model(arch, tied).build()).unwrap();
+    check_file(
+        gguf_writer::tiny_model(arch, tied),
+        arch,
+        tied,
+        kv_dtype,
+        tol,
+    );
+}
+
+fn check_file(file: gguf_writer::GgufWriter, arch: &str, tied: bool, kv_dtype: KvDtype, tol: f32) {
+    let model = GgufModel::from_bytes(file.build()).unwrap();
     let prompt: Vec<u32> = (0..37).map(|i| (i * 7 + 3) % 40).collect();
     let rm = RefModel::load(&model).unwrap();
     let want = rm.forward(&prompt, &mut RefKvCache::default()).unwrap();
@@ -73,6 +83,54 @@ fn check(arch: &str, tied: bool, kv_dtype: KvDtype, tol: f32) {
             "{arch}: greedy ids"
         );
     }
+}
+
+/// Q5_0 and Q5_1 matrices (read, stored on the GPU as f16: the tiny model's
+/// rows are too short for the K-quants' 256-element blocks), random blocks
+/// with small scales, against the reference on the exact values.
+#[test]
+fn llama_q5_weights() {
+    use gguf_writer::*;
+    let mut w = GgufWriter::new();
+    tiny_metadata(&mut w, "llama");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut byte = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 24) as u8
+    };
+    for (i, (name, shape)) in tiny_tensors("llama", false).into_iter().enumerate() {
+        let n: usize = shape.iter().product();
+        if shape.len() == 1 {
+            w.tensor(
+                &name,
+                &shape,
+                hearth::model::DType::F32,
+                &values(n, i as u64 + 1),
+            );
+            continue;
+        }
+        let (dtype, id, bb, scales) = if i % 2 == 0 {
+            (hearth::model::DType::Q5_0, 6, 22, 1)
+        } else {
+            (hearth::model::DType::Q5_1, 7, 24, 2)
+        };
+        assert_eq!(dtype.block_bytes(), bb);
+        let mut data = Vec::new();
+        for _ in 0..n / 32 {
+            let mut block: Vec<u8> = (0..bb).map(|_| byte()).collect();
+            for s in 0..scales {
+                // d around 0.01, m around -0.15: weights of about ±0.15.
+                let v = if s == 0 { 0.01 } else { -0.15 } * (0.5 + byte() as f32 / 255.0);
+                block[2 * s..2 * s + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+            data.extend(block);
+        }
+        let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+        w.raw_tensor(&name, &shape, id, data);
+    }
+    check_file(w, "llama", false, KvDtype::F32, 2e-2);
 }
 
 #[test]

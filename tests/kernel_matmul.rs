@@ -441,3 +441,58 @@ fn split_rows_match_reference_and_each_kernel() {
         }
     }
 }
+
+/// Formats with no kernels of their own (Q5_0, Q5_1, the K-quants) upload as
+/// F16 and compute with the f16 rounding of their dequantized weights: the
+/// gguf-py fixture blocks as a matrix, every kernel.
+#[test]
+fn read_only_formats_run_as_f16() {
+    let ctx = gpu();
+    for (name, dtype, cols) in [
+        ("q5_0", DType::Q5_0, 96),
+        ("q5_1", DType::Q5_1, 128),
+        ("q4_k", DType::Q4_K, 512),
+        ("q5_k", DType::Q5_K, 768),
+        ("q6_k", DType::Q6_K, 256),
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/quant")
+            .join(format!("{name}.bin"));
+        let data = std::fs::read(&path).unwrap();
+        let rows = data.len() / dtype.block_bytes() * dtype.block_elems() / cols;
+        let t = HostTensor {
+            name: name.into(),
+            dtype,
+            shape: vec![rows, cols],
+            data: Cow::Owned(data),
+        };
+        let w = GpuMatrix::upload(&ctx, name, std::slice::from_ref(&t), None).unwrap();
+        assert_eq!(w.dtype(), DType::F16, "{name} is stored as f16");
+        let wf: Vec<f32> = weights_f32(&t)
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
+        for n in [1u32, 9] {
+            let x = rand_vec(n as usize * cols, 3);
+            let want = matmul_ref(&wf, rows, cols, &x, n as usize);
+            for kernel in KERNELS {
+                let run = Run {
+                    n_tokens: n,
+                    kernel,
+                    bias: None,
+                    y0: None,
+                };
+                let got = run_gpu(&ctx, &w, &x, &run);
+                check(
+                    &got,
+                    &want,
+                    &wf,
+                    &x,
+                    rows,
+                    cols,
+                    &format!("{name} n={n} {kernel:?}"),
+                );
+            }
+        }
+    }
+}

@@ -13,6 +13,15 @@ const FORMATS: [(&str, DType); 5] = [
     ("q4_1", DType::Q4_1),
 ];
 
+/// Formats Hearth reads but does not produce: random blocks, dequantized by gguf-py.
+const READ_ONLY: [(&str, DType); 5] = [
+    ("q5_0", DType::Q5_0),
+    ("q5_1", DType::Q5_1),
+    ("q4_k", DType::Q4_K),
+    ("q5_k", DType::Q5_K),
+    ("q6_k", DType::Q6_K),
+];
+
 fn fixture(name: &str) -> Vec<u8> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/quant")
@@ -47,7 +56,7 @@ fn quantize_matches_gguf_python_byte_for_byte() {
 
 #[test]
 fn dequantize_matches_gguf_python_value_for_value() {
-    for (name, dtype) in FORMATS {
+    for (name, dtype) in FORMATS.into_iter().chain(READ_ONLY) {
         let q = fixture(&format!("{name}.bin"));
         let want = f32s(&fixture(&format!("{name}.deq.f32")));
         let got = dequantize(dtype, &q, want.len()).unwrap();
@@ -57,6 +66,28 @@ fn dequantize_matches_gguf_python_value_for_value() {
                 "{name}[{i}]: got {g} want {w}"
             );
         }
+    }
+}
+
+#[test]
+fn read_only_formats_refuse_to_quantize_and_check_sizes() {
+    for (name, dtype) in READ_ONLY {
+        let q = fixture(&format!("{name}.bin"));
+        let n = q.len() / dtype.block_bytes() * dtype.block_elems();
+        let err = quantize(dtype, &vec![0.5; n]).unwrap_err().to_string();
+        assert!(
+            err.contains(name) && err.contains("cannot quantize"),
+            "{err}"
+        );
+        // One byte short of the last block, and a count that splits a block.
+        assert!(
+            dequantize(dtype, &q[..q.len() - 1], n).is_err(),
+            "{name} short"
+        );
+        assert!(
+            dequantize(dtype, &q, n - 1).is_err(),
+            "{name} partial block"
+        );
     }
 }
 
@@ -91,6 +122,7 @@ fn round_trip_error_bounds() {
                     DType::Q4_0 => amax / 8.0 * 1.01 + amax * 1e-3,
                     DType::Q4_1 => (max - min) / 15.0 * 0.51 + amax * 2e-3,
                     DType::F32 => 0.0,
+                    other => unreachable!("{other:?} is not produced"),
                 };
                 assert!(
                     (v - r).abs() <= tol,

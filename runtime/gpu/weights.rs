@@ -188,7 +188,7 @@ fn gather_rows(
             let row_bytes = p.dtype.bytes_for(cols)?;
             let src = &p.data[(lo - base) * row_bytes..(hi - base) * row_bytes];
             let m = (hi - lo) * cols;
-            if gpu_dtype(p.dtype) == dtype && p.dtype != DType::BF16 {
+            if p.dtype == dtype {
                 out.extend_from_slice(src);
             } else {
                 let f = crate::quant::dequantize(p.dtype, src, m)?;

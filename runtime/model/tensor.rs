@@ -5,8 +5,12 @@ use std::borrow::Cow;
 use crate::{HearthError, Result};
 
 /// Element or block formats a weight can be stored in, on the host and on the GPU.
-/// Quantized formats follow GGUF's block semantics (32 elements per block).
+/// Quantized formats follow GGUF's block semantics (32 elements per block,
+/// 256 per super-block for the K-quants). Q5_0, Q5_1, Q4_K, Q5_K and Q6_K are
+/// read from files but not produced, and go to the GPU as F16 (see
+/// [`crate::quant::pack::gpu_dtype`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(non_camel_case_types)] // ggml's names: Q4_K, not Q4K
 pub enum DType {
     F32,
     F16,
@@ -14,6 +18,11 @@ pub enum DType {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+    Q4_K,
+    Q5_K,
+    Q6_K,
 }
 
 impl DType {
@@ -21,7 +30,8 @@ impl DType {
     pub fn block_elems(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 => 32,
+            DType::Q4_K | DType::Q5_K | DType::Q6_K => 256,
         }
     }
 
@@ -33,6 +43,11 @@ impl DType {
             DType::Q8_0 => 34,
             DType::Q4_0 => 18,
             DType::Q4_1 => 20,
+            DType::Q5_0 => 22,
+            DType::Q5_1 => 24,
+            DType::Q4_K => 144,
+            DType::Q5_K => 176,
+            DType::Q6_K => 210,
         }
     }
 
@@ -62,9 +77,24 @@ impl DType {
             DType::Q8_0 => "q8_0",
             DType::Q4_0 => "q4_0",
             DType::Q4_1 => "q4_1",
+            DType::Q5_0 => "q5_0",
+            DType::Q5_1 => "q5_1",
+            DType::Q4_K => "q4_k",
+            DType::Q5_K => "q5_k",
+            DType::Q6_K => "q6_k",
         }
     }
 
+    /// Whether [`crate::quant::quantize`] can produce this format (the
+    /// others are only read from files).
+    pub fn can_quantize(self) -> bool {
+        !matches!(
+            self,
+            DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K
+        )
+    }
+
+    /// A format [`DType::can_quantize`] produces, by name.
     pub fn parse(s: &str) -> Result<DType> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "f32" => DType::F32,

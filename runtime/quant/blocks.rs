@@ -7,7 +7,7 @@ use half::f16;
 use crate::model::DType;
 use crate::{HearthError, Result};
 
-/// Elements per quantized block (Q8_0, Q4_0, Q4_1).
+/// Elements per 32-element block (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
 pub const QK: usize = 32;
 
 /// bf16 bits → f32: bf16 is the top half of an f32.
@@ -85,8 +85,108 @@ pub fn dequantize_into(dtype: DType, data: &[u8], out: &mut [f32]) -> Result<()>
                 }
             }
         }
+        DType::Q5_0 | DType::Q5_1 => dequantize_q5(dtype == DType::Q5_1, data, out),
+        DType::Q4_K | DType::Q5_K => dequantize_q45_k(dtype == DType::Q5_K, data, out),
+        DType::Q6_K => dequantize_q6_k(data, out),
     }
     Ok(())
+}
+
+/// Q5_0 (`d`, high bits, nibbles: `d·(q − 16)`) and Q5_1 (`d`, `m`, high
+/// bits, nibbles: `d·q + m`). Bit j of the 32-bit high word is element j's fifth bit.
+fn dequantize_q5(with_min: bool, data: &[u8], out: &mut [f32]) {
+    let bb = if with_min { 24 } else { 22 };
+    let at = if with_min { 4 } else { 2 };
+    for (o, b) in out.chunks_exact_mut(QK).zip(data.chunks_exact(bb)) {
+        let d = f16_at(b, 0);
+        let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let qs = &b[at + 4..];
+        for j in 0..QK / 2 {
+            let lo = (qs[j] & 0x0f) as u32 | ((qh >> j) & 1) << 4;
+            let hi = (qs[j] >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+            if with_min {
+                let m = f16_at(b, 2);
+                o[j] = lo as f32 * d + m;
+                o[j + QK / 2] = hi as f32 * d + m;
+            } else {
+                o[j] = (lo as i32 - 16) as f32 * d;
+                o[j + QK / 2] = (hi as i32 - 16) as f32 * d;
+            }
+        }
+    }
+}
+
+/// Scale and min (6 bits each) of sub-block `j` of a Q4_K/Q5_K super-block
+/// (ggml's `get_scale_min_k4`): 8 pairs packed into 12 bytes.
+fn scale_min_k4(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Q4_K (`d`, `dmin`, 12 scale bytes, 128 nibble bytes) and Q5_K (the same
+/// with 32 bytes of fifth bits before the nibbles): 256 elements in 8
+/// sub-blocks of 32, element = `d·sc·q − dmin·m`. Each 32 nibble bytes hold
+/// two sub-blocks, the first in the low nibbles.
+fn dequantize_q45_k(five: bool, data: &[u8], out: &mut [f32]) {
+    let bb = if five { 176 } else { 144 };
+    for (o, b) in out.chunks_exact_mut(256).zip(data.chunks_exact(bb)) {
+        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+        let scales = &b[4..16];
+        let (qh, qs) = if five {
+            (&b[16..48], &b[48..176])
+        } else {
+            (&b[16..16], &b[16..144])
+        };
+        for c in 0..4 {
+            let (sc1, m1) = scale_min_k4(2 * c, scales);
+            let (sc2, m2) = scale_min_k4(2 * c + 1, scales);
+            let (d1, min1) = (d * sc1 as f32, dmin * m1 as f32);
+            let (d2, min2) = (d * sc2 as f32, dmin * m2 as f32);
+            for l in 0..32 {
+                let q = qs[32 * c + l];
+                let (mut lo, mut hi) = ((q & 0x0f) as u32, (q >> 4) as u32);
+                if five {
+                    lo |= ((qh[l] >> (2 * c)) & 1) as u32 * 16;
+                    hi |= ((qh[l] >> (2 * c + 1)) & 1) as u32 * 16;
+                }
+                o[64 * c + l] = d1 * lo as f32 - min1;
+                o[64 * c + 32 + l] = d2 * hi as f32 - min2;
+            }
+        }
+    }
+}
+
+/// Q6_K: 128 bytes of low nibbles, 64 of two-bit highs, 16 signed 8-bit
+/// scales (one per 16 elements) and `d`: element = `d·sc·(q − 32)`.
+fn dequantize_q6_k(data: &[u8], out: &mut [f32]) {
+    for (o, b) in out.chunks_exact_mut(256).zip(data.chunks_exact(210)) {
+        let d = f16_at(b, 208);
+        for n in 0..2 {
+            let ql = &b[64 * n..64 * n + 64];
+            let qh = &b[128 + 32 * n..128 + 32 * n + 32];
+            let sc = &b[192 + 8 * n..192 + 8 * n + 8];
+            let o = &mut o[128 * n..128 * n + 128];
+            for l in 0..32 {
+                let is = l / 16;
+                let q = [
+                    (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
+                    (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
+                    (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                    (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+                ];
+                for (k, q) in q.into_iter().enumerate() {
+                    let s = sc[is + 2 * k] as i8 as f32;
+                    o[32 * k + l] = d * s * (q as i32 - 32) as f32;
+                }
+            }
+        }
+    }
 }
 
 /// Encodes `values` as `dtype` in the GGUF byte layout. Quantized types need
@@ -100,6 +200,12 @@ pub fn quantize(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
             dtype.block_elems()
         ))
     })?;
+    if !dtype.can_quantize() {
+        return Err(HearthError::Unsupported(format!(
+            "Hearth reads {} weights but cannot quantize to {0} (it produces f32, f16, bf16, q8_0, q4_0 and q4_1)",
+            dtype.name()
+        )));
+    }
     let mut out = Vec::with_capacity(size);
     match dtype {
         DType::F32 => values
@@ -120,6 +226,7 @@ pub fn quantize(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
         DType::Q4_1 => values
             .chunks_exact(QK)
             .for_each(|b| quantize_q4_1(b, &mut out)),
+        _ => unreachable!("checked by can_quantize"),
     }
     debug_assert_eq!(out.len(), size);
     Ok(out)

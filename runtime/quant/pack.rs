@@ -31,10 +31,15 @@ pub struct Packed {
     pub scales: Vec<u32>,
 }
 
-/// The form `dtype` takes on the GPU (BF16 is stored as F16).
+/// The form `dtype` takes on the GPU: BF16 is stored as F16, and so are the
+/// formats with no kernels yet (Q5_0, Q5_1 and the K-quants), dequantized on
+/// upload. F16 rounds each weight to 11 significant bits, far finer than those
+/// formats' own steps, at 2–3.5x their memory.
 pub fn gpu_dtype(dtype: DType) -> DType {
     match dtype {
-        DType::BF16 => DType::F16,
+        DType::BF16 | DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+            DType::F16
+        }
         d => d,
     }
 }
@@ -43,9 +48,10 @@ pub fn gpu_dtype(dtype: DType) -> DType {
 pub fn row_words(dtype: DType, cols: usize) -> usize {
     match gpu_dtype(dtype) {
         DType::F32 => cols,
-        DType::F16 | DType::BF16 => cols.div_ceil(2),
         DType::Q8_0 => cols / 32 * 8,
         DType::Q4_0 | DType::Q4_1 => cols / 32 * 4,
+        // F16, and what gpu_dtype stores as F16.
+        _ => cols.div_ceil(2),
     }
 }
 
@@ -96,6 +102,13 @@ pub fn pack(dtype: DType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
             data.len()
         )));
     }
+    if gpu_dtype(dtype) != dtype && dtype != DType::BF16 {
+        return Err(HearthError::Unsupported(format!(
+            "{} has no GPU layout of its own: upload converts it to {}",
+            dtype.name(),
+            gpu_dtype(dtype).name()
+        )));
+    }
     let data = &data[..need];
     let rw = row_words(dtype, cols);
     let mut out = Packed {
@@ -142,6 +155,7 @@ pub fn pack(dtype: DType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
                 out.qs.extend(block[4..].chunks_exact(4).map(word));
             }
         }
+        _ => unreachable!("refused above"),
     }
     Ok(out)
 }

@@ -3,14 +3,20 @@
 
 use crate::model::DType;
 
-/// The supported ggml type ids (F32=0, F16=1, Q4_0=2, Q4_1=3, Q8_0=8, BF16=30).
+/// The supported ggml type ids (F32=0, F16=1, Q4_0=2, Q4_1=3, Q5_0=6,
+/// Q5_1=7, Q8_0=8, Q4_K=12, Q5_K=13, Q6_K=14, BF16=30).
 pub fn dtype_from_ggml(type_id: u32) -> Option<DType> {
     Some(match type_id {
         0 => DType::F32,
         1 => DType::F16,
         2 => DType::Q4_0,
         3 => DType::Q4_1,
+        6 => DType::Q5_0,
+        7 => DType::Q5_1,
         8 => DType::Q8_0,
+        12 => DType::Q4_K,
+        13 => DType::Q5_K,
+        14 => DType::Q6_K,
         30 => DType::BF16,
         _ => return None,
     })
@@ -22,7 +28,12 @@ pub fn ggml_id(dtype: DType) -> u32 {
         DType::F16 => 1,
         DType::Q4_0 => 2,
         DType::Q4_1 => 3,
+        DType::Q5_0 => 6,
+        DType::Q5_1 => 7,
         DType::Q8_0 => 8,
+        DType::Q4_K => 12,
+        DType::Q5_K => 13,
+        DType::Q6_K => 14,
         DType::BF16 => 30,
     }
 }

@@ -50,6 +50,7 @@ fn main() {
         DType::Q8_0,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q4_K,
     ];
     for dtype in dtypes
         .into_iter()
@@ -58,15 +59,33 @@ fn main() {
         // `HEARTH_BENCH_SHAPES=1536x576` limits the shapes.
         let shapes_only = std::env::var("HEARTH_BENCH_SHAPES").unwrap_or_default();
         for &(rows, cols) in shapes.iter().filter(|(r, c)| {
-            shapes_only.is_empty() || shapes_only.split(',').any(|o| o == format!("{r}x{c}"))
+            (shapes_only.is_empty() || shapes_only.split(',').any(|o| o == format!("{r}x{c}")))
+                && c % dtype.block_elems() == 0
         }) {
-            let src = HostTensor {
-                name: "w".into(),
-                dtype: DType::F32,
-                shape: vec![rows, cols],
-                data: Cow::Owned(bytemuck::cast_slice(&rand_vec(rows * cols, 1)).to_vec()),
-            };
-            let w = GpuMatrix::upload(&ctx, "w", &[src], Some(dtype)).expect("upload");
+            let w = if dtype.can_quantize() {
+                let src = HostTensor {
+                    name: "w".into(),
+                    dtype: DType::F32,
+                    shape: vec![rows, cols],
+                    data: Cow::Owned(bytemuck::cast_slice(&rand_vec(rows * cols, 1)).to_vec()),
+                };
+                GpuMatrix::upload(&ctx, "w", &[src], Some(dtype))
+            } else {
+                // Formats Hearth only reads: random blocks with small scales.
+                let noise = rand_vec(rows * cols / dtype.block_elems() * dtype.block_bytes(), 1);
+                let mut data: Vec<u8> = noise.iter().map(|v| ((v + 1.0) * 127.9) as u8).collect();
+                for b in data.chunks_exact_mut(dtype.block_bytes()) {
+                    b[..4].copy_from_slice(&[0x1a, 0x18, 0x1a, 0x1c]); // d, dmin ≈ 0.002, 0.004
+                }
+                let src = HostTensor {
+                    name: "w".into(),
+                    dtype,
+                    shape: vec![rows, cols],
+                    data: Cow::Owned(data),
+                };
+                GpuMatrix::upload(&ctx, "w", &[src], None)
+            }
+            .expect("upload");
             let n = PREFILL_TOKENS;
             let step = |n_tokens| {
                 let s = StepInfo {

@@ -1,6 +1,6 @@
 // Weight access shared by matvec, matmul_tiled and embed (prepended to each).
 // A matrix chunk is row-major [params.rows, params.cols] in the GPU layout of
-// runtime/quant/pack.rs; exactly one of W_F32, W_F16, W_Q8_0, W_Q4_0, W_Q4_1
+// runtime/quant/pack.rs; exactly one of W_F32, W_F16, W_Q8_0, W_Q4_0, W_Q4_1, W_Q4_K
 // is set. The unit of access is a "group" of 8 elements of one row, returned
 // as two vec4 halves whose first columns `group_cols` gives: contiguous for
 // float and Q8_0 rows, (4w, 16+4w) within a block for the Q4 nibble layout.
@@ -19,6 +19,11 @@
 #if W_QUANT
 // Vector loads: one block of Q4 values is one vec4, of Q8_0 values two.
 @group(0) @binding(5) var<storage, read> wq: array<vec4<u32>>;
+#if W_Q4_K
+// One vec4 per 256-element super-block: (d, dmin) as an f16 pair, then the
+// 12 bytes of 6-bit sub-block scales and mins as GGUF packs them.
+@group(0) @binding(6) var<storage, read> wscale: array<vec4<u32>>;
+#else
 #if W_Q4_1
 #if F16
 @group(0) @binding(6) var<storage, read> wscale: array<vec2<f16>>;
@@ -30,6 +35,7 @@
 @group(0) @binding(6) var<storage, read> wscale: array<f16>;
 #else
 @group(0) @binding(6) var<storage, read> wscale: array<u32>;
+#endif
 #endif
 #endif
 #endif
@@ -60,8 +66,27 @@ fn group_cols(g: u32) -> vec2<u32> {
 }
 
 #if W_QUANT
-// Scale (Q8_0/Q4_0) or (scale, min) (Q4_1) of block `b`, counted from the chunk's first row.
+#if W_Q4_K
+// Byte `k` of a Q4_K super-block's 12 scale bytes.
+fn k_scale_byte(s: vec4<u32>, k: u32) -> u32 {
+    return (s[1u + k / 4u] >> ((k % 4u) * 8u)) & 255u;
+}
+#endif
+
+// Scale (Q8_0/Q4_0) or (scale, offset) (Q4_1, Q4_K) of 32-element block
+// `b`, counted from the chunk's first row.
 fn block_scale(b: u32) -> vec2<f32> {
+#if W_Q4_K
+    // ggml's get_scale_min_k4 for sub-block j of super-block b / 8, without
+    // branches: the other arm's byte indices stay in range.
+    let s = wscale[b / 8u];
+    let dm = unpack2x16float(s.x);
+    let j = b % 8u;
+    let hi = k_scale_byte(s, (j + 4u) % 12u);
+    let sc = select((hi & 15u) | ((k_scale_byte(s, (j - 4u) & 7u) >> 6u) << 4u), k_scale_byte(s, j) & 63u, j < 4u);
+    let m = select((hi >> 4u) | ((k_scale_byte(s, j) >> 6u) << 4u), hi & 63u, j < 4u);
+    return vec2<f32>(dm.x * f32(sc), -(dm.y * f32(m)));
+#else
 #if W_Q4_1
 #if F16
     return vec2<f32>(wscale[b]);
@@ -73,6 +98,7 @@ fn block_scale(b: u32) -> vec2<f32> {
     return vec2<f32>(f32(wscale[b]), 0.0);
 #else
     return vec2<f32>(unpack2x16float(wscale[b / 2u])[b % 2u], 0.0);
+#endif
 #endif
 #endif
 }

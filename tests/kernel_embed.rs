@@ -36,8 +36,19 @@ fn gather(ctx: &GpuContext, table: &GpuMatrix, ids: &[u32]) -> Vec<f32> {
 }
 
 fn check_dtype(ctx: &GpuContext, dtype: DType, rows: usize, cols: usize, min_chunks: usize) {
-    let data = quantize(dtype, &rand_vec(rows * cols, (rows + cols) as u64)).unwrap();
-    let want_table = dequantize(dtype, &data, rows * cols).unwrap();
+    let seed = (rows + cols) as u64;
+    let data = if dtype.can_quantize() {
+        quantize(dtype, &rand_vec(rows * cols, seed)).unwrap()
+    } else {
+        random_blocks(dtype, rows * cols, seed)
+    };
+    let mut want_table = dequantize(dtype, &data, rows * cols).unwrap();
+    if !dtype.can_quantize() && hearth::quant::pack::gpu_dtype(dtype) == DType::F16 {
+        // Stored on the GPU as f16.
+        want_table
+            .iter_mut()
+            .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+    }
     let t = HostTensor {
         name: "token_embd.weight".into(),
         dtype,
@@ -73,6 +84,16 @@ fn gathers_every_format() {
             if !dtype.is_quantized() {
                 check_dtype(&ctx, dtype, 9, 33, 1);
             }
+        }
+        // Q4_K in its own layout; the rest of the read-only formats as f16.
+        for dtype in [
+            DType::Q4_K,
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q5_K,
+            DType::Q6_K,
+        ] {
+            check_dtype(&ctx, dtype, 37, 512, 1);
         }
     }
 }

@@ -8,6 +8,9 @@
 //! - Q4_0: qs = 4 words per block (the 16 GGUF nibble bytes as they are:
 //!   byte `j` holds element `j` low and `j+16` high); scales as Q8_0.
 //! - Q4_1: qs as Q4_0; scales = one word per block, `(d, m)` as an f16 pair.
+//! - Q4_K: qs as Q4_0, one 32-element sub-block at a time (GGUF keeps two
+//!   sub-blocks in the low and high nibbles of 32 bytes); scales = 4 words
+//!   per 256-element super-block: `(d, dmin)` and the 12 packed scale bytes.
 //! - F16: two halves per word; each row starts on a word (rows of odd length
 //!   get one zero half of padding).
 //! - BF16 is stored as F16: the kernels then only need f16 paths, and the
@@ -32,14 +35,12 @@ pub struct Packed {
 }
 
 /// The form `dtype` takes on the GPU: BF16 is stored as F16, and so are the
-/// formats with no kernels yet (Q5_0, Q5_1 and the K-quants), dequantized on
+/// formats with no kernels yet (Q5_0, Q5_1, Q5_K, Q6_K), dequantized on
 /// upload. F16 rounds each weight to 11 significant bits, far finer than those
-/// formats' own steps, at 2–3.5x their memory.
+/// formats' own steps, at 2–3x their memory.
 pub fn gpu_dtype(dtype: DType) -> DType {
     match dtype {
-        DType::BF16 | DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K => {
-            DType::F16
-        }
+        DType::BF16 | DType::Q5_0 | DType::Q5_1 | DType::Q5_K | DType::Q6_K => DType::F16,
         d => d,
     }
 }
@@ -49,7 +50,7 @@ pub fn row_words(dtype: DType, cols: usize) -> usize {
     match gpu_dtype(dtype) {
         DType::F32 => cols,
         DType::Q8_0 => cols / 32 * 8,
-        DType::Q4_0 | DType::Q4_1 => cols / 32 * 4,
+        DType::Q4_0 | DType::Q4_1 | DType::Q4_K => cols / 32 * 4,
         // F16, and what gpu_dtype stores as F16.
         _ => cols.div_ceil(2),
     }
@@ -61,6 +62,7 @@ pub fn scale_words(dtype: DType, rows: usize, cols: usize) -> usize {
     match gpu_dtype(dtype) {
         DType::Q8_0 | DType::Q4_0 => blocks.div_ceil(2),
         DType::Q4_1 => blocks,
+        DType::Q4_K => blocks / 8 * 4,
         _ => 0,
     }
 }
@@ -70,10 +72,11 @@ pub fn check_cols(dtype: DType, cols: usize) -> Result<()> {
     if cols == 0 {
         return Err(HearthError::Unsupported("matrix with zero columns".into()));
     }
-    if dtype.is_quantized() && !cols.is_multiple_of(32) {
+    if dtype.is_quantized() && !cols.is_multiple_of(dtype.block_elems()) {
         return Err(HearthError::Unsupported(format!(
-            "{} needs a row length that is a multiple of 32, got {cols}",
-            dtype.name()
+            "{} needs a row length that is a multiple of {}, got {cols}",
+            dtype.name(),
+            dtype.block_elems()
         )));
     }
     Ok(())
@@ -153,6 +156,22 @@ pub fn pack(dtype: DType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
             for block in data.chunks_exact(20) {
                 out.scales.push(word(&block[..4]));
                 out.qs.extend(block[4..].chunks_exact(4).map(word));
+            }
+        }
+        DType::Q4_K => {
+            // Scales: the super-block's first 16 bytes (d, dmin, 12 scale
+            // bytes) as 4 words. Values: each 32 GGUF bytes hold two
+            // sub-blocks (low nibbles, then high), repacked into the Q4
+            // layout one sub-block at a time.
+            for block in data.chunks_exact(144) {
+                out.scales.extend(block[..16].chunks_exact(4).map(word));
+                for pair in block[16..].chunks_exact(32) {
+                    for shift in [0, 4] {
+                        let v = |l: usize| (pair[l] >> shift) & 0x0f;
+                        let bytes: Vec<u8> = (0..16).map(|i| v(i) | (v(i + 16) << 4)).collect();
+                        out.qs.extend(bytes.chunks_exact(4).map(word));
+                    }
+                }
             }
         }
         _ => unreachable!("refused above"),

@@ -59,3 +59,27 @@ pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str)
         );
     }
 }
+
+/// `n` elements of a format Hearth reads but does not produce (Q5_0, Q5_1,
+/// the K-quants) as random blocks: random codes and packed sub-block
+/// scales, with the f16 scale fields set to small finite values.
+#[allow(dead_code)]
+pub fn random_blocks(dtype: hearth::model::DType, n: usize, seed: u64) -> Vec<u8> {
+    use hearth::model::DType;
+    let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
+    let f16_at: &[usize] = match dtype {
+        DType::Q5_0 => &[0],
+        DType::Q5_1 | DType::Q4_K | DType::Q5_K => &[0, 2],
+        DType::Q6_K => &[208],
+        other => panic!("{other:?} is produced by quantize()"),
+    };
+    let noise = rand_vec(n / be * bb, seed);
+    let mut data: Vec<u8> = noise.iter().map(|v| ((v + 1.0) * 127.9) as u8).collect();
+    for (i, b) in data.chunks_exact_mut(bb).enumerate() {
+        for (k, &at) in f16_at.iter().enumerate() {
+            let v = 0.002 + 0.001 * ((i + k) % 5) as f32;
+            b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+    }
+    data
+}

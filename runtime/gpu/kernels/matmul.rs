@@ -124,12 +124,13 @@ pub struct MatMul {
 
 /// The `#if` flag naming a weight format in weight_formats.wgsl, plus its family flags.
 pub(crate) fn format_flags(spec: ShaderSpec, dtype: DType) -> ShaderSpec {
-    let q4 = matches!(dtype, DType::Q4_0 | DType::Q4_1);
+    let q4 = matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q4_K);
     spec.flag("W_F32", dtype == DType::F32)
         .flag("W_F16", matches!(dtype, DType::F16 | DType::BF16))
         .flag("W_Q8_0", dtype == DType::Q8_0)
         .flag("W_Q4_0", dtype == DType::Q4_0)
         .flag("W_Q4_1", dtype == DType::Q4_1)
+        .flag("W_Q4_K", dtype == DType::Q4_K)
         .flag("W_Q4", q4)
         .flag("W_QUANT", dtype.is_quantized())
         .flag("W_FLOAT", !dtype.is_quantized())
@@ -409,7 +410,13 @@ mod tests {
     /// broadcast form that no adapter here runs (SwiftShader's subgroup size).
     #[test]
     fn lane_rows_variants_validate() {
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::F16] {
+        for dtype in [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q4_K,
+            DType::F16,
+        ] {
             for (bcast, sg4) in [(false, false), (true, false), (true, true)] {
                 if bcast && !dtype.is_quantized() {
                     continue;

@@ -1,6 +1,8 @@
 //! Micro-benchmarks of the small kernels of a forward pass (GB/s of memory
-//! traffic): RMSNorm, RoPE, residual add / SiLU·mul, top-K. `cargo bench --bench misc_kernels`.
+//! traffic): RMSNorm, RoPE, residual add / SiLU·mul, top-K, and the roofline's
+//! buffer copy. `cargo bench --bench misc_kernels`.
 
+use hearth::gpu::kernels::copy::CopyKernel;
 use hearth::gpu::kernels::elementwise::{Elementwise, Op};
 use hearth::gpu::kernels::rmsnorm::RmsNorm;
 use hearth::gpu::kernels::rope::{Rope, RopeLayout};
@@ -22,6 +24,20 @@ fn report(what: &str, s: f64, bytes: f64) {
 fn main() {
     let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).expect("a wgpu adapter");
     println!("adapter: {}", ctx.adapter_name());
+    for mib in [1u64, 64] {
+        let bytes = (mib << 20).min(ctx.caps.max_binding);
+        let (src, dst) = (
+            ctx.buffer_zeroed("src", bytes),
+            ctx.buffer_zeroed("dst", bytes),
+        );
+        let copy = CopyKernel::new(&ctx, &src, &dst, (bytes / 16) as u32);
+        let s = time(&ctx, &|p| copy.record(p));
+        report(
+            &format!("copy {} MiB (read + write)", bytes >> 20),
+            s,
+            copy.bytes_moved() as f64,
+        );
+    }
     let (hidden, n_heads, n_kv, hd) = (4096u32, 32u32, 8u32, 128u32);
     for &n in &[1u32, 512] {
         let step = ctx.uniform(

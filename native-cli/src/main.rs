@@ -2,6 +2,7 @@
 
 mod concurrency;
 mod fetch;
+mod roofline;
 mod serve;
 
 use std::io::{IsTerminal, Write};
@@ -136,6 +137,10 @@ struct BenchArgs {
     /// decode tok/s, time to first token and inter-token latency percentiles.
     #[arg(long, value_delimiter = ',')]
     concurrency: Vec<usize>,
+    /// Also measure the adapter's copy bandwidth (a compute-kernel buffer
+    /// copy) and report decode's weight reads as a percentage of it.
+    #[arg(long)]
+    roofline: bool,
 }
 
 fn parse_bytes(s: &str) -> Result<u64> {
@@ -339,11 +344,18 @@ fn bench(args: BenchArgs) -> Result<()> {
     };
     let gbs = h.model.weight_bytes as f64 * decode / 1e9;
     let adapter = h.model.ctx.adapter_name();
+    let copy = if args.roofline {
+        Some(roofline::copy_gb_s(&h.model.ctx)?)
+    } else {
+        None
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"prefill_tok_s": g.prefill_tok_s(), "decode_tok_s": decode, "weight_gb_s": gbs, "adapter": adapter, "prompt_tokens": prompt.len(), "gen_tokens": g.ids.len()})
-        );
+        let mut j = serde_json::json!({"prefill_tok_s": g.prefill_tok_s(), "decode_tok_s": decode, "weight_gb_s": gbs, "adapter": adapter, "prompt_tokens": prompt.len(), "gen_tokens": g.ids.len()});
+        if let Some(c) = copy {
+            j["copy_gb_s"] = c.into();
+            j["weight_pct_of_copy"] = (100.0 * gbs / c).into();
+        }
+        println!("{j}");
     } else {
         println!("adapter:  {adapter}");
         println!("model:    {}", h.source_desc);
@@ -358,6 +370,12 @@ fn bench(args: BenchArgs) -> Result<()> {
             gbs,
             h.model.weight_bytes as f64 / 1e6
         );
+        if let Some(c) = copy {
+            println!(
+                "roofline: copy {c:.2} GB/s (read + write, copy kernel); decode's weight reads run at {:.0}% of it",
+                100.0 * gbs / c
+            );
+        }
     }
     if let Some(p) = profile {
         print_profile(

@@ -218,10 +218,17 @@ fn bench_prints_the_json_fields() {
         "--gen-tokens",
         "4",
         "--json",
+        "--roofline",
     ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
-    for key in ["prefill_tok_s", "decode_tok_s", "weight_gb_s"] {
+    for key in [
+        "prefill_tok_s",
+        "decode_tok_s",
+        "weight_gb_s",
+        "copy_gb_s",
+        "weight_pct_of_copy",
+    ] {
         let x = v[key]
             .as_f64()
             .unwrap_or_else(|| panic!("{key} missing: {v}"));

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod batch;
+pub mod copy;
 pub mod elementwise;
 pub mod embed;
 pub mod kv_write;

@@ -51,6 +51,7 @@ fn main() {
         DType::Q4_0,
         DType::Q4_1,
         DType::Q4_K,
+        DType::Q6_K,
     ];
     for dtype in dtypes
         .into_iter()
@@ -75,7 +76,10 @@ fn main() {
                 let noise = rand_vec(rows * cols / dtype.block_elems() * dtype.block_bytes(), 1);
                 let mut data: Vec<u8> = noise.iter().map(|v| ((v + 1.0) * 127.9) as u8).collect();
                 for b in data.chunks_exact_mut(dtype.block_bytes()) {
-                    b[..4].copy_from_slice(&[0x1a, 0x18, 0x1a, 0x1c]); // d, dmin ≈ 0.002, 0.004
+                    match dtype {
+                        DType::Q6_K => b[208..].copy_from_slice(&[0x1a, 0x18]), // d ≈ 0.002
+                        _ => b[..4].copy_from_slice(&[0x1a, 0x18, 0x1a, 0x1c]), // d, dmin ≈ 0.002, 0.004
+                    }
                 }
                 let src = HostTensor {
                     name: "w".into(),

@@ -52,7 +52,16 @@ struct XBlock { x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
 
 fn load_block(r: u32, b: u32) -> QBlock {
     let nb = params.cols / 32u;
+#if W_Q6_K
+    let q = wq[r * nb + b];
+    let a = q6_aux(r * nb + b);
+    return QBlock(q6x4(q.x, 0u, a.hi0, 0u, a.sc.x), q6x4(q.y, 0u, a.hi0, 1u, a.sc.x),
+                  q6x4(q.z, 0u, a.hi0, 2u, a.sc.x), q6x4(q.w, 0u, a.hi0, 3u, a.sc.x),
+                  q6x4(q.x, 4u, a.hi1, 0u, a.sc.y), q6x4(q.y, 4u, a.hi1, 1u, a.sc.y),
+                  q6x4(q.z, 4u, a.hi1, 2u, a.sc.y), q6x4(q.w, 4u, a.hi1, 3u, a.sc.y), vec2<f32>(a.d, 0.0));
+#else
     let s = block_scale(r * nb + b);
+#endif
 #if W_Q8_0
     let q0 = wq[(r * nb + b) * 2u];
     let q1 = wq[(r * nb + b) * 2u + 1u];
@@ -60,9 +69,11 @@ fn load_block(r: u32, b: u32) -> QBlock {
                   i8x4(q1.x), i8x4(q1.y), i8x4(q1.z), i8x4(q1.w), s);
 #else
     // Word i holds columns 4i..4i+3 (low nibbles) and 16+4i.. (high nibbles).
+#if W_Q4
     let q = wq[r * nb + b];
     return QBlock(nib_lo(q.x), nib_lo(q.y), nib_lo(q.z), nib_lo(q.w),
                   nib_hi(q.x), nib_hi(q.y), nib_hi(q.z), nib_hi(q.w), s);
+#endif
 #endif
 }
 
@@ -76,7 +87,7 @@ fn load_x(xb: u32) -> XBlock {
     let x5 = x[xb + 5u];
     let x6 = x[xb + 6u];
     let x7 = x[xb + 7u];
-#if W_Q8_0
+#if W_SCALED
     let sum = 0.0;
 #else
     let sum = dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));
@@ -84,13 +95,13 @@ fn load_x(xb: u32) -> XBlock {
     return XBlock(x0, x1, x2, x3, x4, x5, x6, x7, sum);
 }
 
-// Block · x. The offset (Q4_0's -8, Q4_1's min) is applied once per block
+// Block · x. The offset (Q4_0's -8, Q4_1's and Q4_K's min) is applied once per block
 // through sum(x). Every kernel form computes a row through this one
 // expression, so a row's bits do not depend on the form (batch invariance).
 fn qdot(q: QBlock, x: XBlock) -> f32 {
     let acc = dot(q.w0, x.x0) + dot(q.w1, x.x1) + dot(q.w2, x.x2) + dot(q.w3, x.x3)
         + dot(q.w4, x.x4) + dot(q.w5, x.x5) + dot(q.w6, x.x6) + dot(q.w7, x.x7);
-#if W_Q8_0
+#if W_SCALED
     return acc * q.s.x;
 #else
 #if W_Q4_0
@@ -169,7 +180,7 @@ fn load_x_bcast(xb: u32, sg_lane: u32) -> XBlock {
     let x6 = subgroupBroadcast(a, 6u);
     let x7 = subgroupBroadcast(a, 7u);
 #endif
-#if W_Q8_0
+#if W_SCALED
     let sum = 0.0;
 #else
     let sum = dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));

@@ -1,6 +1,6 @@
 // Weight access shared by matvec, matmul_tiled and embed (prepended to each).
 // A matrix chunk is row-major [params.rows, params.cols] in the GPU layout of
-// runtime/quant/pack.rs; exactly one of W_F32, W_F16, W_Q8_0, W_Q4_0, W_Q4_1, W_Q4_K
+// runtime/quant/pack.rs; exactly one of W_F32, W_F16, W_Q8_0, W_Q4_0, W_Q4_1, W_Q4_K, W_Q6_K
 // is set. The unit of access is a "group" of 8 elements of one row, returned
 // as two vec4 halves whose first columns `group_cols` gives: contiguous for
 // float and Q8_0 rows, (4w, 16+4w) within a block for the Q4 nibble layout.
@@ -19,6 +19,11 @@
 #if W_QUANT
 // Vector loads: one block of Q4 values is one vec4, of Q8_0 values two.
 @group(0) @binding(5) var<storage, read> wq: array<vec4<u32>>;
+#if W_Q6_K
+// Three words per 32-element block: the two-bit highs of elements 0..15 and
+// 16..31, then the two signed sub-block scales (bytes 0, 1) and d (f16, high half).
+@group(0) @binding(6) var<storage, read> wscale: array<u32>;
+#else
 #if W_Q4_K
 // One vec4 per 256-element super-block: (d, dmin) as an f16 pair, then the
 // 12 bytes of 6-bit sub-block scales and mins as GGUF packs them.
@@ -35,6 +40,7 @@
 @group(0) @binding(6) var<storage, read> wscale: array<f16>;
 #else
 @group(0) @binding(6) var<storage, read> wscale: array<u32>;
+#endif
 #endif
 #endif
 #endif
@@ -57,7 +63,7 @@ fn groups_per_row() -> u32 {
 }
 
 fn group_cols(g: u32) -> vec2<u32> {
-#if W_Q4
+#if W_NIBBLES
     let c = (g / 4u) * 32u + (g % 4u) * 4u;
     return vec2<u32>(c, c + 16u);
 #else
@@ -66,6 +72,25 @@ fn group_cols(g: u32) -> vec2<u32> {
 }
 
 #if W_QUANT
+#if W_Q6_K
+struct Q6Aux { hi0: u32, hi1: u32, sc: vec2<f32>, d: f32 }
+
+fn q6_aux(b: u32) -> Q6Aux {
+    let w = wscale[3u * b + 2u];
+    let sc = vec2<f32>(vec2<i32>(bitcast<i32>(w << 24u) >> 24u, bitcast<i32>(w << 16u) >> 24u));
+    return Q6Aux(wscale[3u * b], wscale[3u * b + 1u], sc, unpack2x16float(w).y);
+}
+
+// Four 6-bit values (low nibbles of word `w` at `lo_shift`, highs of
+// elements 4k.. of the half-block in `hi`) as signed values times the
+// sub-block scale: exact in f32 (|q·sc| ≤ 4096); d is applied per block.
+fn q6x4(w: u32, lo_shift: u32, hi: u32, k: u32, sc: f32) -> vec4<f32> {
+    let l = (vec4<u32>(w) >> (vec4<u32>(0u, 8u, 16u, 24u) + lo_shift)) & vec4<u32>(15u);
+    let h = (vec4<u32>(hi) >> (vec4<u32>(0u, 2u, 4u, 6u) + 8u * k)) & vec4<u32>(3u);
+    return (vec4<f32>(l | (h << vec4<u32>(4u))) - 32.0) * sc;
+}
+#endif
+
 #if W_Q4_K
 // Byte `k` of a Q4_K super-block's 12 scale bytes.
 fn k_scale_byte(s: vec4<u32>, k: u32) -> u32 {
@@ -144,6 +169,12 @@ fn load8(r: u32, g: u32) -> W8 {
     let q = wq[base / 4u];
     if (base % 4u == 0u) { return W8(i8x4(q.x) * d, i8x4(q.y) * d); }
     return W8(i8x4(q.z) * d, i8x4(q.w) * d);
+#endif
+#if W_Q6_K
+    let i = r * params.row_words + g;
+    let a = q6_aux(r * (params.cols / 32u) + g / 4u);
+    let w = wq[i / 4u][i % 4u];
+    return W8(q6x4(w, 0u, a.hi0, g % 4u, a.sc.x) * a.d, q6x4(w, 4u, a.hi1, g % 4u, a.sc.y) * a.d);
 #endif
 #if W_Q4
     let i = r * params.row_words + g;

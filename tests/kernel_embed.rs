@@ -85,7 +85,7 @@ fn gathers_every_format() {
                 check_dtype(&ctx, dtype, 9, 33, 1);
             }
         }
-        // Q4_K in its own layout; the rest of the read-only formats as f16.
+        // Q4_K and Q6_K in their own layouts; the other read-only formats as f16.
         for dtype in [
             DType::Q4_K,
             DType::Q5_0,

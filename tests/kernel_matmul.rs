@@ -223,11 +223,11 @@ fn large_prefill_batch_matches_reference() {
 fn row_chunks_from_a_small_binding_limit() {
     // 4 KiB bindings: every format here needs at least three chunks.
     let ctx = gpu_with(false, false, Some(4096));
-    for dtype in DTYPES.into_iter().chain([DType::Q4_K]) {
-        let (rows, cols) = (100, if dtype == DType::Q4_K { 256 } else { 160 });
-        let t = match dtype {
-            DType::Q4_K => random_q4_k(rows, cols, 21),
-            _ => tensor("w", dtype, rows, cols, 21),
+    for dtype in DTYPES.into_iter().chain([DType::Q4_K, DType::Q6_K]) {
+        let (rows, cols) = (100, if dtype.can_quantize() { 160 } else { 256 });
+        let t = match dtype.can_quantize() {
+            false => random_k(dtype, rows, cols, 21),
+            true => tensor("w", dtype, rows, cols, 21),
         };
         let wf = weights_f32(&t);
         let w = GpuMatrix::upload(&ctx, "w", &[t], None).unwrap();
@@ -445,26 +445,25 @@ fn split_rows_match_reference_and_each_kernel() {
     }
 }
 
-fn random_q4_k(rows: usize, cols: usize, seed: u64) -> HostTensor<'static> {
+fn random_k(dtype: DType, rows: usize, cols: usize, seed: u64) -> HostTensor<'static> {
     HostTensor {
-        name: "q4_k".into(),
-        dtype: DType::Q4_K,
+        name: dtype.name().into(),
+        dtype,
         shape: vec![rows, cols],
-        data: Cow::Owned(random_blocks(DType::Q4_K, rows * cols, seed)),
+        data: Cow::Owned(random_blocks(dtype, rows * cols, seed)),
     }
 }
 
-/// Q4_K runs in its own layout through every kernel and capability variant,
-/// at row counts that are not multiples of any tile (row chunks: see
-/// row_chunks_from_a_small_binding_limit).
-#[test]
-fn q4_k_matches_reference() {
+/// Q4_K and Q6_K run in their own layouts through every kernel and
+/// capability variant, at row counts that are not multiples of any tile (row
+/// chunks: see row_chunks_from_a_small_binding_limit).
+fn k_quant_matches_reference(dtype: DType) {
     for ctx in all_variants() {
         for (rows, cols, seed) in [(77usize, 512usize, 1u64), (3, 256, 2), (300, 768, 3)] {
-            let t = random_q4_k(rows, cols, seed);
+            let t = random_k(dtype, rows, cols, seed);
             let wf = weights_f32(&t);
-            let w = GpuMatrix::upload(&ctx, "q4_k", std::slice::from_ref(&t), None).unwrap();
-            assert_eq!(w.dtype(), DType::Q4_K);
+            let w = GpuMatrix::upload(&ctx, "k", std::slice::from_ref(&t), None).unwrap();
+            assert_eq!(w.dtype(), dtype);
             for n in [1u32, 3, 9, 17] {
                 let x = rand_vec(n as usize * cols, seed + 10 * n as u64);
                 let want = matmul_ref(&wf, rows, cols, &x, n as usize);
@@ -476,7 +475,10 @@ fn q4_k_matches_reference() {
                         y0: None,
                     };
                     let got = run_gpu(&ctx, &w, &x, &run);
-                    let what = format!("q4_k {rows}x{cols} n={n} {kernel:?} caps={:?}", ctx.caps);
+                    let what = format!(
+                        "{dtype:?} {rows}x{cols} n={n} {kernel:?} caps={:?}",
+                        ctx.caps
+                    );
                     check(&got, &want, &wf, &x, rows, cols, &what);
                 }
             }
@@ -484,7 +486,17 @@ fn q4_k_matches_reference() {
     }
 }
 
-/// Formats with no kernels of their own (Q5_0, Q5_1, Q5_K, Q6_K) upload as
+#[test]
+fn q4_k_matches_reference() {
+    k_quant_matches_reference(DType::Q4_K);
+}
+
+#[test]
+fn q6_k_matches_reference() {
+    k_quant_matches_reference(DType::Q6_K);
+}
+
+/// Formats with no kernels of their own (Q5_0, Q5_1, Q5_K) upload as
 /// F16 and compute with the f16 rounding of their dequantized weights: the
 /// gguf-py fixture blocks as a matrix, every kernel.
 #[test]
@@ -494,7 +506,6 @@ fn read_only_formats_run_as_f16() {
         ("q5_0", DType::Q5_0, 96),
         ("q5_1", DType::Q5_1, 128),
         ("q5_k", DType::Q5_K, 768),
-        ("q6_k", DType::Q6_K, 256),
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/quant")

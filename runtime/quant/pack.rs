@@ -11,6 +11,10 @@
 //! - Q4_K: qs as Q4_0, one 32-element sub-block at a time (GGUF keeps two
 //!   sub-blocks in the low and high nibbles of 32 bytes); scales = 4 words
 //!   per 256-element super-block: `(d, dmin)` and the 12 packed scale bytes.
+//! - Q6_K: qs = the low four bits of the 6-bit codes in the Q4 layout, per
+//!   32-element block; scales = 3 words per block: the two-bit highs of
+//!   elements 0..15 and 16..31 (element i at bits 2i), then the two i8
+//!   sub-block scales (bytes 0 and 1) and `d` (high half).
 //! - F16: two halves per word; each row starts on a word (rows of odd length
 //!   get one zero half of padding).
 //! - BF16 is stored as F16: the kernels then only need f16 paths, and the
@@ -35,12 +39,12 @@ pub struct Packed {
 }
 
 /// The form `dtype` takes on the GPU: BF16 is stored as F16, and so are the
-/// formats with no kernels yet (Q5_0, Q5_1, Q5_K, Q6_K), dequantized on
-/// upload. F16 rounds each weight to 11 significant bits, far finer than those
-/// formats' own steps, at 2–3x their memory.
+/// formats with no kernels yet (Q5_0, Q5_1, Q5_K), dequantized on upload.
+/// F16 rounds each weight to 11 significant bits, far finer than those
+/// formats' own steps, at about 3x their memory.
 pub fn gpu_dtype(dtype: DType) -> DType {
     match dtype {
-        DType::BF16 | DType::Q5_0 | DType::Q5_1 | DType::Q5_K | DType::Q6_K => DType::F16,
+        DType::BF16 | DType::Q5_0 | DType::Q5_1 | DType::Q5_K => DType::F16,
         d => d,
     }
 }
@@ -50,7 +54,7 @@ pub fn row_words(dtype: DType, cols: usize) -> usize {
     match gpu_dtype(dtype) {
         DType::F32 => cols,
         DType::Q8_0 => cols / 32 * 8,
-        DType::Q4_0 | DType::Q4_1 | DType::Q4_K => cols / 32 * 4,
+        DType::Q4_0 | DType::Q4_1 | DType::Q4_K | DType::Q6_K => cols / 32 * 4,
         // F16, and what gpu_dtype stores as F16.
         _ => cols.div_ceil(2),
     }
@@ -63,6 +67,7 @@ pub fn scale_words(dtype: DType, rows: usize, cols: usize) -> usize {
         DType::Q8_0 | DType::Q4_0 => blocks.div_ceil(2),
         DType::Q4_1 => blocks,
         DType::Q4_K => blocks / 8 * 4,
+        DType::Q6_K => blocks * 3,
         _ => 0,
     }
 }
@@ -174,9 +179,49 @@ pub fn pack(dtype: DType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
                 }
             }
         }
+        DType::Q6_K => {
+            for block in data.chunks_exact(210) {
+                let codes = q6_k_codes(block);
+                let d = half_bits(&block[208..]) as u32;
+                for (bi, c) in codes.chunks_exact(32).enumerate() {
+                    let bytes: Vec<u8> =
+                        (0..16).map(|i| (c[i] & 0x0f) | (c[i + 16] << 4)).collect();
+                    out.qs.extend(bytes.chunks_exact(4).map(word));
+                    let highs = |h: &[u8]| {
+                        h.iter()
+                            .enumerate()
+                            .fold(0u32, |w, (i, &v)| w | ((v as u32 >> 4) << (2 * i)))
+                    };
+                    out.scales.push(highs(&c[..16]));
+                    out.scales.push(highs(&c[16..]));
+                    let (s0, s1) = (block[192 + 2 * bi] as u32, block[193 + 2 * bi] as u32);
+                    out.scales.push(s0 | (s1 << 8) | (d << 16));
+                }
+            }
+        }
         _ => unreachable!("refused above"),
     }
     Ok(out)
+}
+
+/// The 256 six-bit codes (0..63, element order) of a Q6_K super-block:
+/// 128 bytes of low nibbles and 64 of two-bit highs, interleaved as ggml
+/// writes them (see `blocks::dequantize_q6_k`).
+fn q6_k_codes(block: &[u8]) -> [u8; 256] {
+    let mut c = [0u8; 256];
+    for n in 0..2 {
+        let (ql, qh) = (
+            &block[64 * n..64 * n + 64],
+            &block[128 + 32 * n..160 + 32 * n],
+        );
+        for l in 0..32 {
+            c[128 * n + l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
+            c[128 * n + 32 + l] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
+            c[128 * n + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            c[128 * n + 96 + l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        }
+    }
+    c
 }
 
 #[cfg(test)]

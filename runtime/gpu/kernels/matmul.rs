@@ -131,7 +131,12 @@ pub(crate) fn format_flags(spec: ShaderSpec, dtype: DType) -> ShaderSpec {
         .flag("W_Q4_0", dtype == DType::Q4_0)
         .flag("W_Q4_1", dtype == DType::Q4_1)
         .flag("W_Q4_K", dtype == DType::Q4_K)
+        .flag("W_Q6_K", dtype == DType::Q6_K)
+        // Values carry their sign and offset: a block is d · (q · x).
+        .flag("W_SCALED", matches!(dtype, DType::Q8_0 | DType::Q6_K))
         .flag("W_Q4", q4)
+        // The Q4 nibble layout within each 32-element block (Q6_K keeps its low four bits so).
+        .flag("W_NIBBLES", q4 || dtype == DType::Q6_K)
         .flag("W_QUANT", dtype.is_quantized())
         .flag("W_FLOAT", !dtype.is_quantized())
 }

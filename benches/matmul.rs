@@ -51,6 +51,9 @@ fn main() {
         DType::Q4_0,
         DType::Q4_1,
         DType::Q4_K,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q5_K,
         DType::Q6_K,
     ];
     for dtype in dtypes
@@ -78,7 +81,8 @@ fn main() {
                 for b in data.chunks_exact_mut(dtype.block_bytes()) {
                     match dtype {
                         DType::Q6_K => b[208..].copy_from_slice(&[0x1a, 0x18]), // d ≈ 0.002
-                        _ => b[..4].copy_from_slice(&[0x1a, 0x18, 0x1a, 0x1c]), // d, dmin ≈ 0.002, 0.004
+                        // d and dmin/m (Q5_0: d and two bytes of fifth bits).
+                        _ => b[..4].copy_from_slice(&[0x1a, 0x18, 0x1a, 0x1c]),
                     }
                 }
                 let src = HostTensor {

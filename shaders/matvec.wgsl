@@ -52,6 +52,13 @@ struct XBlock { x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
 
 fn load_block(r: u32, b: u32) -> QBlock {
     let nb = params.cols / 32u;
+#if W_Q5
+    let q5 = wq[r * nb + b];
+    let hw = q5_high(r * nb + b);
+    return QBlock(q5x4(q5.x, 0u, hw, 0u), q5x4(q5.y, 0u, hw, 4u), q5x4(q5.z, 0u, hw, 8u), q5x4(q5.w, 0u, hw, 12u),
+                  q5x4(q5.x, 4u, hw, 16u), q5x4(q5.y, 4u, hw, 20u), q5x4(q5.z, 4u, hw, 24u), q5x4(q5.w, 4u, hw, 28u),
+                  block_scale(r * nb + b));
+#else
 #if W_Q6_K
     let q = wq[r * nb + b];
     let a = q6_aux(r * nb + b);
@@ -73,6 +80,7 @@ fn load_block(r: u32, b: u32) -> QBlock {
     let q = wq[r * nb + b];
     return QBlock(nib_lo(q.x), nib_lo(q.y), nib_lo(q.z), nib_lo(q.w),
                   nib_hi(q.x), nib_hi(q.y), nib_hi(q.z), nib_hi(q.w), s);
+#endif
 #endif
 #endif
 }

@@ -1,6 +1,7 @@
 // Weight access shared by matvec, matmul_tiled and embed (prepended to each).
 // A matrix chunk is row-major [params.rows, params.cols] in the GPU layout of
-// runtime/quant/pack.rs; exactly one of W_F32, W_F16, W_Q8_0, W_Q4_0, W_Q4_1, W_Q4_K, W_Q6_K
+// runtime/quant/pack.rs; exactly one of W_F32, W_F16, W_Q8_0, W_Q4_0, W_Q4_1,
+// W_Q4_K, W_Q5_0, W_Q5_1, W_Q5_K, W_Q6_K
 // is set. The unit of access is a "group" of 8 elements of one row, returned
 // as two vec4 halves whose first columns `group_cols` gives: contiguous for
 // float and Q8_0 rows, (4w, 16+4w) within a block for the Q4 nibble layout.
@@ -19,9 +20,13 @@
 #if W_QUANT
 // Vector loads: one block of Q4 values is one vec4, of Q8_0 values two.
 @group(0) @binding(5) var<storage, read> wq: array<vec4<u32>>;
-#if W_Q6_K
-// Three words per 32-element block: the two-bit highs of elements 0..15 and
-// 16..31, then the two signed sub-block scales (bytes 0, 1) and d (f16, high half).
+#if W_SCALE_WORDS
+// Q6_K: three words per 32-element block: the two-bit highs of elements
+// 0..15 and 16..31, then the two signed sub-block scales (bytes 0, 1) and d
+// (f16, high half). Q5_0/Q5_1: two words per block: the fifth bits (bit i
+// for element i), then d (low half) and Q5_1's m (high half). Q5_K: twelve
+// words per super-block: (d, dmin) and the 12 scale bytes as Q4_K has them,
+// then the fifth bits of each of its 8 blocks.
 @group(0) @binding(6) var<storage, read> wscale: array<u32>;
 #else
 #if W_Q4_K
@@ -91,10 +96,44 @@ fn q6x4(w: u32, lo_shift: u32, hi: u32, k: u32, sc: f32) -> vec4<f32> {
 }
 #endif
 
-#if W_Q4_K
-// Byte `k` of a Q4_K super-block's 12 scale bytes.
+#if W_KSCALES
+// Byte `k` of a Q4_K/Q5_K super-block's 12 scale bytes.
 fn k_scale_byte(s: vec4<u32>, k: u32) -> u32 {
     return (s[1u + k / 4u] >> ((k % 4u) * 8u)) & 255u;
+}
+
+// (scale, offset) of block j of a Q4_K/Q5_K super-block whose first 16
+// bytes are `s`: ggml's get_scale_min_k4 without branches (the other arm's
+// byte indices stay in range).
+fn k_scale_min(s: vec4<u32>, j: u32) -> vec2<f32> {
+    let dm = unpack2x16float(s.x);
+    let hi = k_scale_byte(s, (j + 4u) % 12u);
+    let sc = select((hi & 15u) | ((k_scale_byte(s, (j - 4u) & 7u) >> 6u) << 4u), k_scale_byte(s, j) & 63u, j < 4u);
+    let m = select((hi >> 4u) | ((k_scale_byte(s, j) >> 6u) << 4u), hi & 63u, j < 4u);
+    return vec2<f32>(dm.x * f32(sc), -(dm.y * f32(m)));
+}
+#endif
+
+#if W_Q5
+// The fifth bits of block `b` (bit i: element i).
+fn q5_high(b: u32) -> u32 {
+#if W_Q5_K
+    return wscale[12u * (b / 8u) + 4u + b % 8u];
+#else
+    return wscale[2u * b];
+#endif
+}
+
+// Four 5-bit values: low nibbles of word `w` at `lo_shift`, fifth bits of
+// elements `first`.. of the block in `hw`. Q5_0's codes are centred (−16).
+fn q5x4(w: u32, lo_shift: u32, hw: u32, first: u32) -> vec4<f32> {
+    let l = (vec4<u32>(w) >> (vec4<u32>(0u, 8u, 16u, 24u) + lo_shift)) & vec4<u32>(15u);
+    let h = (vec4<u32>(hw) >> (vec4<u32>(0u, 1u, 2u, 3u) + first)) & vec4<u32>(1u);
+#if W_Q5_0
+    return vec4<f32>(l | (h << vec4<u32>(4u))) - 16.0;
+#else
+    return vec4<f32>(l | (h << vec4<u32>(4u)));
+#endif
 }
 #endif
 
@@ -102,16 +141,22 @@ fn k_scale_byte(s: vec4<u32>, k: u32) -> u32 {
 // `b`, counted from the chunk's first row.
 fn block_scale(b: u32) -> vec2<f32> {
 #if W_Q4_K
-    // ggml's get_scale_min_k4 for sub-block j of super-block b / 8, without
-    // branches: the other arm's byte indices stay in range.
-    let s = wscale[b / 8u];
-    let dm = unpack2x16float(s.x);
-    let j = b % 8u;
-    let hi = k_scale_byte(s, (j + 4u) % 12u);
-    let sc = select((hi & 15u) | ((k_scale_byte(s, (j - 4u) & 7u) >> 6u) << 4u), k_scale_byte(s, j) & 63u, j < 4u);
-    let m = select((hi >> 4u) | ((k_scale_byte(s, j) >> 6u) << 4u), hi & 63u, j < 4u);
-    return vec2<f32>(dm.x * f32(sc), -(dm.y * f32(m)));
-#else
+    return k_scale_min(wscale[b / 8u], b % 8u);
+#endif
+#if W_Q5_K
+    let base = 12u * (b / 8u);
+    return k_scale_min(vec4<u32>(wscale[base], wscale[base + 1u], wscale[base + 2u], wscale[base + 3u]), b % 8u);
+#endif
+#if W_Q5_1
+    return unpack2x16float(wscale[2u * b + 1u]);
+#endif
+#if W_Q5_0
+    return vec2<f32>(unpack2x16float(wscale[2u * b + 1u]).x, 0.0);
+#endif
+#if W_Q6_K
+    return vec2<f32>(unpack2x16float(wscale[3u * b + 2u]).y, 0.0);
+#endif
+#if W_OLD_SCALES
 #if W_Q4_1
 #if F16
     return vec2<f32>(wscale[b]);
@@ -169,6 +214,16 @@ fn load8(r: u32, g: u32) -> W8 {
     let q = wq[base / 4u];
     if (base % 4u == 0u) { return W8(i8x4(q.x) * d, i8x4(q.y) * d); }
     return W8(i8x4(q.z) * d, i8x4(q.w) * d);
+#endif
+#if W_Q5
+    let i = r * params.row_words + g;
+    let blk = r * (params.cols / 32u) + g / 4u;
+    let w = wq[i / 4u][i % 4u];
+    let hw = q5_high(blk);
+    let s = block_scale(blk);
+    let lo = q5x4(w, 0u, hw, 4u * (g % 4u));
+    let hi = q5x4(w, 4u, hw, 16u + 4u * (g % 4u));
+    return W8(lo * s.x + s.y, hi * s.x + s.y);
 #endif
 #if W_Q6_K
     let i = r * params.row_words + g;

@@ -85,9 +85,9 @@ fn check_file(file: gguf_writer::GgufWriter, arch: &str, tied: bool, kv_dtype: K
     }
 }
 
-/// Q5_0 and Q5_1 matrices (read, stored on the GPU as f16: the tiny model's
-/// rows are too short for the K-quants' 256-element blocks), random blocks
-/// with small scales, against the reference on the exact values.
+/// Q5_0 and Q5_1 matrices (the tiny model's rows are too short for the
+/// K-quants' 256-element blocks), random blocks with small scales, against
+/// the reference.
 #[test]
 fn llama_q5_weights() {
     use gguf_writer::*;

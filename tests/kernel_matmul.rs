@@ -223,7 +223,13 @@ fn large_prefill_batch_matches_reference() {
 fn row_chunks_from_a_small_binding_limit() {
     // 4 KiB bindings: every format here needs at least three chunks.
     let ctx = gpu_with(false, false, Some(4096));
-    for dtype in DTYPES.into_iter().chain([DType::Q4_K, DType::Q6_K]) {
+    for dtype in DTYPES.into_iter().chain([
+        DType::Q4_K,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q5_K,
+        DType::Q6_K,
+    ]) {
         let (rows, cols) = (100, if dtype.can_quantize() { 160 } else { 256 });
         let t = match dtype.can_quantize() {
             false => random_k(dtype, rows, cols, 21),
@@ -454,7 +460,8 @@ fn random_k(dtype: DType, rows: usize, cols: usize, seed: u64) -> HostTensor<'st
     }
 }
 
-/// Q4_K and Q6_K run in their own layouts through every kernel and
+/// The formats Hearth reads but does not produce (random blocks) run in
+/// their own layouts through every kernel and
 /// capability variant, at row counts that are not multiples of any tile (row
 /// chunks: see row_chunks_from_a_small_binding_limit).
 fn k_quant_matches_reference(dtype: DType) {
@@ -496,55 +503,13 @@ fn q6_k_matches_reference() {
     k_quant_matches_reference(DType::Q6_K);
 }
 
-/// Formats with no kernels of their own (Q5_0, Q5_1, Q5_K) upload as
-/// F16 and compute with the f16 rounding of their dequantized weights: the
-/// gguf-py fixture blocks as a matrix, every kernel.
 #[test]
-fn read_only_formats_run_as_f16() {
-    let ctx = gpu();
-    for (name, dtype, cols) in [
-        ("q5_0", DType::Q5_0, 96),
-        ("q5_1", DType::Q5_1, 128),
-        ("q5_k", DType::Q5_K, 768),
-    ] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/quant")
-            .join(format!("{name}.bin"));
-        let data = std::fs::read(&path).unwrap();
-        let rows = data.len() / dtype.block_bytes() * dtype.block_elems() / cols;
-        let t = HostTensor {
-            name: name.into(),
-            dtype,
-            shape: vec![rows, cols],
-            data: Cow::Owned(data),
-        };
-        let w = GpuMatrix::upload(&ctx, name, std::slice::from_ref(&t), None).unwrap();
-        assert_eq!(w.dtype(), DType::F16, "{name} is stored as f16");
-        let wf: Vec<f32> = weights_f32(&t)
-            .iter()
-            .map(|v| half::f16::from_f32(*v).to_f32())
-            .collect();
-        for n in [1u32, 9] {
-            let x = rand_vec(n as usize * cols, 3);
-            let want = matmul_ref(&wf, rows, cols, &x, n as usize);
-            for kernel in KERNELS {
-                let run = Run {
-                    n_tokens: n,
-                    kernel,
-                    bias: None,
-                    y0: None,
-                };
-                let got = run_gpu(&ctx, &w, &x, &run);
-                check(
-                    &got,
-                    &want,
-                    &wf,
-                    &x,
-                    rows,
-                    cols,
-                    &format!("{name} n={n} {kernel:?}"),
-                );
-            }
-        }
-    }
+fn q5_k_matches_reference() {
+    k_quant_matches_reference(DType::Q5_K);
+}
+
+#[test]
+fn q5_0_and_q5_1_match_reference() {
+    k_quant_matches_reference(DType::Q5_0);
+    k_quant_matches_reference(DType::Q5_1);
 }

@@ -7,8 +7,7 @@ use crate::{HearthError, Result};
 /// Element or block formats a weight can be stored in, on the host and on the GPU.
 /// Quantized formats follow GGUF's block semantics (32 elements per block,
 /// 256 per super-block for the K-quants). Q5_0, Q5_1, Q4_K, Q5_K and Q6_K are
-/// read from files but not produced; Q5_0, Q5_1 and Q5_K go to the GPU as F16 (see
-/// [`crate::quant::pack::gpu_dtype`]).
+/// read from files but not produced ([`DType::can_quantize`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[allow(non_camel_case_types)] // ggml's names: Q4_K, not Q4K
 pub enum DType {

@@ -11,6 +11,10 @@
 //! - Q4_K: qs as Q4_0, one 32-element sub-block at a time (GGUF keeps two
 //!   sub-blocks in the low and high nibbles of 32 bytes); scales = 4 words
 //!   per 256-element super-block: `(d, dmin)` and the 12 packed scale bytes.
+//! - Q5_0/Q5_1: qs as Q4_0 (the low four bits); scales = 2 words per block:
+//!   the fifth bits (bit i: element i), then `d` (Q5_0, low half) or `(d, m)`.
+//! - Q5_K: qs as Q4_K; scales = 12 words per super-block: Q4_K's 4, then the
+//!   fifth bits of each of its 8 blocks.
 //! - Q6_K: qs = the low four bits of the 6-bit codes in the Q4 layout, per
 //!   32-element block; scales = 3 words per block: the two-bit highs of
 //!   elements 0..15 and 16..31 (element i at bits 2i), then the two i8
@@ -38,13 +42,10 @@ pub struct Packed {
     pub scales: Vec<u32>,
 }
 
-/// The form `dtype` takes on the GPU: BF16 is stored as F16, and so are the
-/// formats with no kernels yet (Q5_0, Q5_1, Q5_K), dequantized on upload.
-/// F16 rounds each weight to 11 significant bits, far finer than those
-/// formats' own steps, at about 3x their memory.
+/// The form `dtype` takes on the GPU (BF16 is stored as F16).
 pub fn gpu_dtype(dtype: DType) -> DType {
     match dtype {
-        DType::BF16 | DType::Q5_0 | DType::Q5_1 | DType::Q5_K => DType::F16,
+        DType::BF16 => DType::F16,
         d => d,
     }
 }
@@ -54,7 +55,13 @@ pub fn row_words(dtype: DType, cols: usize) -> usize {
     match gpu_dtype(dtype) {
         DType::F32 => cols,
         DType::Q8_0 => cols / 32 * 8,
-        DType::Q4_0 | DType::Q4_1 | DType::Q4_K | DType::Q6_K => cols / 32 * 4,
+        DType::Q4_0
+        | DType::Q4_1
+        | DType::Q4_K
+        | DType::Q5_0
+        | DType::Q5_1
+        | DType::Q5_K
+        | DType::Q6_K => cols / 32 * 4,
         // F16, and what gpu_dtype stores as F16.
         _ => cols.div_ceil(2),
     }
@@ -68,6 +75,8 @@ pub fn scale_words(dtype: DType, rows: usize, cols: usize) -> usize {
         DType::Q4_1 => blocks,
         DType::Q4_K => blocks / 8 * 4,
         DType::Q6_K => blocks * 3,
+        DType::Q5_0 | DType::Q5_1 => blocks * 2,
+        DType::Q5_K => blocks / 8 * 12,
         _ => 0,
     }
 }
@@ -108,13 +117,6 @@ pub fn pack(dtype: DType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
             "{} matrix {rows}×{cols} needs {need} bytes, got {}",
             dtype.name(),
             data.len()
-        )));
-    }
-    if gpu_dtype(dtype) != dtype && dtype != DType::BF16 {
-        return Err(HearthError::Unsupported(format!(
-            "{} has no GPU layout of its own: upload converts it to {}",
-            dtype.name(),
-            gpu_dtype(dtype).name()
         )));
     }
     let data = &data[..need];
@@ -170,13 +172,38 @@ pub fn pack(dtype: DType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
             // layout one sub-block at a time.
             for block in data.chunks_exact(144) {
                 out.scales.extend(block[..16].chunks_exact(4).map(word));
-                for pair in block[16..].chunks_exact(32) {
-                    for shift in [0, 4] {
-                        let v = |l: usize| (pair[l] >> shift) & 0x0f;
-                        let bytes: Vec<u8> = (0..16).map(|i| v(i) | (v(i + 16) << 4)).collect();
-                        out.qs.extend(bytes.chunks_exact(4).map(word));
-                    }
-                }
+                push_k_nibbles(&block[16..], &mut out.qs);
+            }
+        }
+        DType::Q5_0 | DType::Q5_1 => {
+            // GGUF's nibble bytes are already the Q4 layout.
+            let (bb, at) = if dtype == DType::Q5_1 {
+                (24, 4)
+            } else {
+                (22, 2)
+            };
+            for block in data.chunks_exact(bb) {
+                out.scales.push(word(&block[at..at + 4]));
+                out.scales.push(if at == 4 {
+                    word(&block[..4])
+                } else {
+                    half_bits(block) as u32
+                });
+                out.qs.extend(block[at + 4..].chunks_exact(4).map(word));
+            }
+        }
+        DType::Q5_K => {
+            // As Q4_K, plus one word of fifth bits per block: GGUF keeps
+            // block j's in bit j of the 32 high-bit bytes.
+            for block in data.chunks_exact(176) {
+                out.scales.extend(block[..16].chunks_exact(4).map(word));
+                let qh = &block[16..48];
+                out.scales.extend((0..8).map(|j| {
+                    qh.iter()
+                        .enumerate()
+                        .fold(0u32, |w, (l, &h)| w | (((h >> j) & 1) as u32) << l)
+                }));
+                push_k_nibbles(&block[48..176], &mut out.qs);
             }
         }
         DType::Q6_K => {
@@ -199,9 +226,20 @@ pub fn pack(dtype: DType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
                 }
             }
         }
-        _ => unreachable!("refused above"),
     }
     Ok(out)
+}
+
+/// Q4_K/Q5_K nibbles (128 bytes, each 32 holding two blocks: the first in
+/// the low nibbles) in the Q4 layout, one 32-element block at a time.
+fn push_k_nibbles(qs: &[u8], out: &mut Vec<u32>) {
+    for pair in qs.chunks_exact(32) {
+        for shift in [0, 4] {
+            let v = |l: usize| (pair[l] >> shift) & 0x0f;
+            let bytes: Vec<u8> = (0..16).map(|i| v(i) | (v(i + 16) << 4)).collect();
+            out.extend(bytes.chunks_exact(4).map(word));
+        }
+    }
 }
 
 /// The 256 six-bit codes (0..63, element order) of a Q6_K super-block:

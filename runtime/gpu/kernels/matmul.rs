@@ -125,6 +125,7 @@ pub struct MatMul {
 /// The `#if` flag naming a weight format in weight_formats.wgsl, plus its family flags.
 pub(crate) fn format_flags(spec: ShaderSpec, dtype: DType) -> ShaderSpec {
     let q4 = matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q4_K);
+    let q5 = matches!(dtype, DType::Q5_0 | DType::Q5_1 | DType::Q5_K);
     spec.flag("W_F32", dtype == DType::F32)
         .flag("W_F16", matches!(dtype, DType::F16 | DType::BF16))
         .flag("W_Q8_0", dtype == DType::Q8_0)
@@ -132,11 +133,25 @@ pub(crate) fn format_flags(spec: ShaderSpec, dtype: DType) -> ShaderSpec {
         .flag("W_Q4_1", dtype == DType::Q4_1)
         .flag("W_Q4_K", dtype == DType::Q4_K)
         .flag("W_Q6_K", dtype == DType::Q6_K)
+        .flag("W_Q5_0", dtype == DType::Q5_0)
+        .flag("W_Q5_1", dtype == DType::Q5_1)
+        .flag("W_Q5_K", dtype == DType::Q5_K)
+        .flag("W_Q5", q5)
         // Values carry their sign and offset: a block is d · (q · x).
-        .flag("W_SCALED", matches!(dtype, DType::Q8_0 | DType::Q6_K))
+        .flag(
+            "W_SCALED",
+            matches!(dtype, DType::Q8_0 | DType::Q6_K | DType::Q5_0),
+        )
+        // Which scale array layout (see weight_formats.wgsl).
+        .flag("W_SCALE_WORDS", q5 || dtype == DType::Q6_K)
+        .flag("W_KSCALES", matches!(dtype, DType::Q4_K | DType::Q5_K))
+        .flag(
+            "W_OLD_SCALES",
+            matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_1),
+        )
         .flag("W_Q4", q4)
         // The Q4 nibble layout within each 32-element block (Q6_K keeps its low four bits so).
-        .flag("W_NIBBLES", q4 || dtype == DType::Q6_K)
+        .flag("W_NIBBLES", q4 || q5 || dtype == DType::Q6_K)
         .flag("W_QUANT", dtype.is_quantized())
         .flag("W_FLOAT", !dtype.is_quantized())
 }

@@ -513,3 +513,48 @@ fn q5_0_and_q5_1_match_reference() {
     k_quant_matches_reference(DType::Q5_0);
     k_quant_matches_reference(DType::Q5_1);
 }
+
+/// `--dtype q4_k` / `q6_k` on float weights: Hearth's K-quant quantizers on
+/// whole super-block rows, Q4_1 / Q8_0 for rows that are not.
+#[test]
+fn k_quant_targets_and_fallbacks() {
+    let ctx = gpu();
+    for (target, cols, want_dtype) in [
+        (DType::Q4_K, 512, DType::Q4_K),
+        (DType::Q4_K, 160, DType::Q4_1),
+        (DType::Q6_K, 256, DType::Q6_K),
+        (DType::Q6_K, 96, DType::Q8_0),
+    ] {
+        let rows = 45;
+        let t = tensor("w", DType::F32, rows, cols, 7);
+        let w = GpuMatrix::upload(&ctx, "w", std::slice::from_ref(&t), Some(target)).unwrap();
+        assert_eq!(w.dtype(), want_dtype, "{target:?} with {cols} columns");
+        assert_eq!(target.target_for(cols), want_dtype);
+        let wf = dequantize(
+            want_dtype,
+            &quantize(want_dtype, &weights_f32(&t)).unwrap(),
+            rows * cols,
+        )
+        .unwrap();
+        for n in [1u32, 9] {
+            let x = rand_vec(n as usize * cols, 8);
+            let want = matmul_ref(&wf, rows, cols, &x, n as usize);
+            let run = Run {
+                n_tokens: n,
+                kernel: MatMulKernel::Auto,
+                bias: None,
+                y0: None,
+            };
+            let got = run_gpu(&ctx, &w, &x, &run);
+            check(
+                &got,
+                &want,
+                &wf,
+                &x,
+                rows,
+                cols,
+                &format!("{target:?} {cols} n={n}"),
+            );
+        }
+    }
+}

@@ -53,7 +53,9 @@ struct ModelArgs {
     /// GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct, fetched if missing).
     #[arg(long, short)]
     model: Option<PathBuf>,
-    /// Weight form on the GPU: f32, f16, q8_0, q4_0, q4_1 (default: as stored).
+    /// Weight form on the GPU for float matrices: f32, f16, q8_0, q4_0, q4_1,
+    /// q4_k, q6_k (K-quants fall back to q4_1 / q8_0 for rows that are not
+    /// whole 256-element super-blocks; default: as stored).
     #[arg(long)]
     dtype: Option<String>,
     /// KV cache memory budget, e.g. 256MiB, 1GiB.

@@ -44,7 +44,7 @@ impl GpuMatrix {
             .first()
             .ok_or_else(|| HearthError::Unsupported(format!("`{name}`: no tensors to upload")))?;
         let cols = first.rows_cols().1;
-        let dtype = gpu_dtype(target.unwrap_or(first.dtype));
+        let dtype = gpu_dtype(target.map_or(first.dtype, |t| t.target_for(cols)));
         check_cols(dtype, cols).map_err(|e| HearthError::Unsupported(format!("`{name}`: {e}")))?;
         let mut rows = 0usize;
         for p in parts {

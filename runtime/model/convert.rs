@@ -35,18 +35,22 @@ impl WeightSource for ConvertedSource<'_> {
         if shape.len() != 2 || dtype.is_quantized() {
             return Ok((dtype, shape));
         }
-        Ok((self.dtype, shape))
+        Ok((self.dtype.target_for(shape[1]), shape))
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
         let t = self.inner.tensor(name)?;
-        if t.shape.len() != 2 || t.dtype.is_quantized() || t.dtype == self.dtype {
+        if t.shape.len() != 2 || t.dtype.is_quantized() {
             return Ok(t);
         }
-        let data = crate::quant::quantize(self.dtype, &t.to_f32()?)?;
+        let dtype = self.dtype.target_for(t.shape[1]);
+        if t.dtype == dtype {
+            return Ok(t);
+        }
+        let data = crate::quant::quantize(dtype, &t.to_f32()?)?;
         Ok(HostTensor {
             name: t.name,
-            dtype: self.dtype,
+            dtype,
             shape: t.shape,
             data: Cow::Owned(data),
         })

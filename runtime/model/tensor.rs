@@ -87,10 +87,24 @@ impl DType {
     /// Whether [`crate::quant::quantize`] can produce this format (the
     /// others are only read from files).
     pub fn can_quantize(self) -> bool {
-        !matches!(
-            self,
-            DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K
-        )
+        !matches!(self, DType::Q5_0 | DType::Q5_1 | DType::Q5_K)
+    }
+
+    /// The format a matrix with rows of `cols` elements gets when `self` is
+    /// the requested target: the K-quants need whole 256-element
+    /// super-blocks, so shorter or ragged rows fall back to Q4_1 (for Q4_K)
+    /// or Q8_0 (for Q6_K), as llama.cpp falls back to other types for them.
+    pub fn target_for(self, cols: usize) -> DType {
+        match self {
+            DType::Q4_K | DType::Q6_K if !cols.is_multiple_of(256) => {
+                if self == DType::Q4_K {
+                    DType::Q4_1
+                } else {
+                    DType::Q8_0
+                }
+            }
+            d => d,
+        }
     }
 
     /// A format [`DType::can_quantize`] produces, by name.
@@ -102,10 +116,12 @@ impl DType {
             "q8_0" | "q8" => DType::Q8_0,
             "q4_0" => DType::Q4_0,
             "q4_1" => DType::Q4_1,
+            "q4_k" => DType::Q4_K,
+            "q6_k" => DType::Q6_K,
             other => {
                 return Err(HearthError::InvalidRequest(format!(
-                    "unknown dtype `{other}` (expected f32, f16, bf16, q8_0, q4_0 or q4_1)"
-                )))
+                "unknown dtype `{other}` (expected f32, f16, bf16, q8_0, q4_0, q4_1, q4_k or q6_k)"
+            )))
             }
         })
     }

@@ -202,7 +202,7 @@ pub fn quantize(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
     })?;
     if !dtype.can_quantize() {
         return Err(HearthError::Unsupported(format!(
-            "Hearth reads {} weights but cannot quantize to {0} (it produces f32, f16, bf16, q8_0, q4_0 and q4_1)",
+            "Hearth reads {} weights but cannot quantize to {0} (it produces f32, f16, bf16, q8_0, q4_0, q4_1, q4_k and q6_k)",
             dtype.name()
         )));
     }
@@ -226,6 +226,12 @@ pub fn quantize(dtype: DType, values: &[f32]) -> Result<Vec<u8>> {
         DType::Q4_1 => values
             .chunks_exact(QK)
             .for_each(|b| quantize_q4_1(b, &mut out)),
+        DType::Q4_K => values
+            .chunks_exact(256)
+            .for_each(|b| quantize_q4_k(b, &mut out)),
+        DType::Q6_K => values
+            .chunks_exact(256)
+            .for_each(|b| quantize_q6_k(b, &mut out)),
         _ => unreachable!("checked by can_quantize"),
     }
     debug_assert_eq!(out.len(), size);
@@ -279,4 +285,116 @@ fn quantize_q4_1(x: &[f32], out: &mut Vec<u8>) {
     out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
     out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
     push_nibbles(|j| code((x[j] - min) * id + 0.5), out);
+}
+
+/// Q4_K from f32, one 256-element super-block: per 32-element block the
+/// range [min(x, 0), max(x)] over 15 steps, then the blocks' scales and
+/// mins as 6-bit multiples of `d` and `dmin`, and the codes re-rounded
+/// against the stored (quantized) scale and min. Simpler than ggml's
+/// iterative search (`make_qkx2_quants`), so not byte-identical to its files.
+fn quantize_q4_k(x: &[f32], out: &mut Vec<u8>) {
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    for (j, b) in x.chunks_exact(32).enumerate() {
+        let mn = b.iter().copied().fold(0f32, f32::min);
+        let mx = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        scales[j] = (mx - mn) / 15.0;
+        mins[j] = -mn;
+    }
+    let six_bit = |v: &[f32; 8]| {
+        let max = v.iter().copied().fold(0f32, f32::max);
+        let d = f16::from_f32(max / 63.0);
+        let id = if d.to_f32() > 0.0 {
+            1.0 / d.to_f32()
+        } else {
+            0.0
+        };
+        (d, v.map(|s| (roundf(s * id) as i32).clamp(0, 63) as u8))
+    };
+    let (d, sc) = six_bit(&scales);
+    let (dmin, m) = six_bit(&mins);
+    out.extend_from_slice(&d.to_le_bytes());
+    out.extend_from_slice(&dmin.to_le_bytes());
+    // The inverse of scale_min_k4: blocks 0..3 in the low 6 bits of bytes
+    // 0..7, blocks 4..7 split over the nibbles of bytes 8..11 and the top
+    // two bits of bytes 0..7.
+    let mut packed = [0u8; 12];
+    for j in 0..8 {
+        if j < 4 {
+            packed[j] = sc[j];
+            packed[j + 4] = m[j];
+        } else {
+            packed[j + 4] = (sc[j] & 0x0f) | ((m[j] & 0x0f) << 4);
+            packed[j - 4] |= (sc[j] >> 4) << 6;
+            packed[j] |= (m[j] >> 4) << 6;
+        }
+    }
+    out.extend_from_slice(&packed);
+    let codes: Vec<u8> = x
+        .chunks_exact(32)
+        .enumerate()
+        .flat_map(|(j, b)| {
+            let step = d.to_f32() * sc[j] as f32;
+            let off = dmin.to_f32() * m[j] as f32;
+            let is = if step > 0.0 { 1.0 / step } else { 0.0 };
+            b.iter()
+                .map(move |v| (roundf((v + off) * is) as i32).clamp(0, 15) as u8)
+        })
+        .collect();
+    for c in codes.chunks_exact(64) {
+        out.extend((0..32).map(|l| c[l] | (c[l + 32] << 4)));
+    }
+}
+
+/// Q6_K from f32, one 256-element super-block: per 16-element block the
+/// value of largest magnitude maps to −32 (as Q4_0 does with −8), the 16
+/// block scales become signed 8-bit multiples of `d`, and the codes are
+/// re-rounded against the stored scales. Not ggml's search, as for Q4_K.
+fn quantize_q6_k(x: &[f32], out: &mut Vec<u8>) {
+    let mut scales = [0f32; 16];
+    for (j, b) in x.chunks_exact(16).enumerate() {
+        let max = b
+            .iter()
+            .copied()
+            .fold(0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+        scales[j] = max / -32.0;
+    }
+    let amax = scales.iter().fold(0f32, |m, s| m.max(s.abs()));
+    let d = f16::from_f32(amax / 127.0);
+    let id = if d.to_f32() > 0.0 {
+        1.0 / d.to_f32()
+    } else {
+        0.0
+    };
+    let sc = scales.map(|s| (roundf(s * id) as i32).clamp(-128, 127) as i8);
+    let codes: Vec<u8> = x
+        .chunks_exact(16)
+        .enumerate()
+        .flat_map(|(j, b)| {
+            let step = d.to_f32() * sc[j] as f32;
+            let is = if step != 0.0 { 1.0 / step } else { 0.0 };
+            b.iter()
+                .map(move |v| ((roundf(v * is) as i32).clamp(-32, 31) + 32) as u8)
+        })
+        .collect();
+    // The layout dequantize_q6_k reads: per 128 elements, 64 bytes of low
+    // nibbles (elements l and l+64 in byte l, l+32 and l+96 in byte l+32)
+    // and 32 of two-bit highs (elements l, l+32, l+64, l+96 in byte l).
+    let mut ql = [0u8; 128];
+    let mut qh = [0u8; 64];
+    for n in 0..2 {
+        let c = &codes[128 * n..128 * n + 128];
+        for l in 0..32 {
+            ql[64 * n + l] = (c[l] & 0x0f) | ((c[l + 64] & 0x0f) << 4);
+            ql[64 * n + l + 32] = (c[l + 32] & 0x0f) | ((c[l + 96] & 0x0f) << 4);
+            qh[32 * n + l] = (c[l] >> 4)
+                | ((c[l + 32] >> 4) << 2)
+                | ((c[l + 64] >> 4) << 4)
+                | ((c[l + 96] >> 4) << 6);
+        }
+    }
+    out.extend_from_slice(&ql);
+    out.extend_from_slice(&qh);
+    out.extend(sc.iter().map(|&s| s as u8));
+    out.extend_from_slice(&d.to_le_bytes());
 }

@@ -61,9 +61,10 @@ PY
 fi
 
 # llama-bench's JSON: one object per test with n_prompt, n_gen, avg_ts.
-llama_bench() { # $1: label, rest: env assignments for the run
-  local label=$1; shift
-  env "$@" "$BENCH" -m "$MODEL" -p "$PP" -n "$TG" -ngl 99 -r 1 -o json 2>/dev/null |
+# lavapipe is a CPU-type device, which llama.cpp's Vulkan backend hides
+# unless it is named (and llama-bench crashes with no device at all).
+llama_bench() { # arguments: llama-bench options choosing the backend
+  GGML_VK_VISIBLE_DEVICES=0 "$BENCH" -m "$MODEL" -p "$PP" -n "$TG" -r 1 -o json "$@" 2>/dev/null |
     python3 -c '
 import json, sys
 rows = json.load(sys.stdin)
@@ -78,10 +79,9 @@ echo "model $MODEL (sha256 $sha...), pp$PP / tg$TG, $(date -u +%Y-%m-%dT%H:%MZ)"
 cargo build --release -q -p hearth-cli
 read -r h_pp h_tg < <(target/release/hearth bench --model "$MODEL" --prompt-tokens "$PP" --gen-tokens "$TG" --json 2>/dev/null |
   python3 -c 'import json,sys; j=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(j["prefill_tok_s"], j["decode_tok_s"])')
-# lavapipe is a CPU-type device, which llama.cpp's Vulkan backend hides
-# unless it is named; without it, the same build runs on its CPU backend.
-read -r v_pp v_tg v_dev < <(llama_bench vulkan GGML_VK_VISIBLE_DEVICES=0)
-read -r c_pp c_tg c_dev < <(llama_bench cpu GGML_VK_VISIBLE_DEVICES=)
+read -r v_pp v_tg v_dev < <(llama_bench -ngl 99)
+# The CPU backend of the same build: no layers and no ops offloaded.
+read -r c_pp c_tg c_dev < <(llama_bench -ngl 0 -nopo 1)
 python3 - "$h_pp" "$h_tg" "$v_pp" "$v_tg" "$c_pp" "$c_tg" "$PP" "$TG" <<'PY'
 import sys
 h_pp, h_tg, v_pp, v_tg, c_pp, c_tg = map(float, sys.argv[1:7])

@@ -95,6 +95,12 @@ fn load_x(xb: u32) -> XBlock {
     let x5 = x[xb + 5u];
     let x6 = x[xb + 6u];
     let x7 = x[xb + 7u];
+    return x_block(x0, x1, x2, x3, x4, x5, x6, x7);
+}
+
+// The block with its sum (what Q4/Q5 offsets multiply; unused by scaled formats).
+fn x_block(x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+           x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> XBlock {
 #if W_SCALED
     let sum = 0.0;
 #else
@@ -188,12 +194,7 @@ fn load_x_bcast(xb: u32, sg_lane: u32) -> XBlock {
     let x6 = subgroupBroadcast(a, 6u);
     let x7 = subgroupBroadcast(a, 7u);
 #endif
-#if W_SCALED
-    let sum = 0.0;
-#else
-    let sum = dot(x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7, vec4<f32>(1.0));
-#endif
-    return XBlock(x0, x1, x2, x3, x4, x5, x6, x7, sum);
+    return x_block(x0, x1, x2, x3, x4, x5, x6, x7);
 }
 #endif
 
@@ -204,6 +205,14 @@ fn xblock(xb: u32, lane: u32) -> XBlock {
 #else
     return load_x(xb);
 #endif
+}
+
+// A lane's four rows (row, row + WG, ...) of token `t`, those past the end not stored.
+fn store_rows(t: u32, row: u32, a: vec4<f32>) {
+    if (row < params.rows) { store(t, row, a.x); }
+    if (row + WG < params.rows) { store(t, row + WG, a.y); }
+    if (row + 2u * WG < params.rows) { store(t, row + 2u * WG, a.z); }
+    if (row + 3u * WG < params.rows) { store(t, row + 3u * WG, a.w); }
 }
 
 // The four rows of a lane against one token's block.
@@ -269,38 +278,14 @@ fn main(
         if (MAX_T > 6u && nt > 6u) { a6 += qdot4(q0, q1, q2, q3, xblock(xb + 6u * xs, lane)); }
         if (MAX_T > 7u && nt > 7u) { a7 += qdot4(q0, q1, q2, q3, xblock(xb + 7u * xs, lane)); }
     }
-    if (row < params.rows) { store(t0 + 0u, r0, a0.x); }
-    if (row + WG < params.rows) { store(t0 + 0u, r1, a0.y); }
-    if (row + 2u * WG < params.rows) { store(t0 + 0u, r2, a0.z); }
-    if (row + 3u * WG < params.rows) { store(t0 + 0u, r3, a0.w); }
-    if (MAX_T > 1u && nt > 1u && row < params.rows) { store(t0 + 1u, r0, a1.x); }
-    if (MAX_T > 1u && nt > 1u && row + WG < params.rows) { store(t0 + 1u, r1, a1.y); }
-    if (MAX_T > 1u && nt > 1u && row + 2u * WG < params.rows) { store(t0 + 1u, r2, a1.z); }
-    if (MAX_T > 1u && nt > 1u && row + 3u * WG < params.rows) { store(t0 + 1u, r3, a1.w); }
-    if (MAX_T > 2u && nt > 2u && row < params.rows) { store(t0 + 2u, r0, a2.x); }
-    if (MAX_T > 2u && nt > 2u && row + WG < params.rows) { store(t0 + 2u, r1, a2.y); }
-    if (MAX_T > 2u && nt > 2u && row + 2u * WG < params.rows) { store(t0 + 2u, r2, a2.z); }
-    if (MAX_T > 2u && nt > 2u && row + 3u * WG < params.rows) { store(t0 + 2u, r3, a2.w); }
-    if (MAX_T > 3u && nt > 3u && row < params.rows) { store(t0 + 3u, r0, a3.x); }
-    if (MAX_T > 3u && nt > 3u && row + WG < params.rows) { store(t0 + 3u, r1, a3.y); }
-    if (MAX_T > 3u && nt > 3u && row + 2u * WG < params.rows) { store(t0 + 3u, r2, a3.z); }
-    if (MAX_T > 3u && nt > 3u && row + 3u * WG < params.rows) { store(t0 + 3u, r3, a3.w); }
-    if (MAX_T > 4u && nt > 4u && row < params.rows) { store(t0 + 4u, r0, a4.x); }
-    if (MAX_T > 4u && nt > 4u && row + WG < params.rows) { store(t0 + 4u, r1, a4.y); }
-    if (MAX_T > 4u && nt > 4u && row + 2u * WG < params.rows) { store(t0 + 4u, r2, a4.z); }
-    if (MAX_T > 4u && nt > 4u && row + 3u * WG < params.rows) { store(t0 + 4u, r3, a4.w); }
-    if (MAX_T > 5u && nt > 5u && row < params.rows) { store(t0 + 5u, r0, a5.x); }
-    if (MAX_T > 5u && nt > 5u && row + WG < params.rows) { store(t0 + 5u, r1, a5.y); }
-    if (MAX_T > 5u && nt > 5u && row + 2u * WG < params.rows) { store(t0 + 5u, r2, a5.z); }
-    if (MAX_T > 5u && nt > 5u && row + 3u * WG < params.rows) { store(t0 + 5u, r3, a5.w); }
-    if (MAX_T > 6u && nt > 6u && row < params.rows) { store(t0 + 6u, r0, a6.x); }
-    if (MAX_T > 6u && nt > 6u && row + WG < params.rows) { store(t0 + 6u, r1, a6.y); }
-    if (MAX_T > 6u && nt > 6u && row + 2u * WG < params.rows) { store(t0 + 6u, r2, a6.z); }
-    if (MAX_T > 6u && nt > 6u && row + 3u * WG < params.rows) { store(t0 + 6u, r3, a6.w); }
-    if (MAX_T > 7u && nt > 7u && row < params.rows) { store(t0 + 7u, r0, a7.x); }
-    if (MAX_T > 7u && nt > 7u && row + WG < params.rows) { store(t0 + 7u, r1, a7.y); }
-    if (MAX_T > 7u && nt > 7u && row + 2u * WG < params.rows) { store(t0 + 7u, r2, a7.z); }
-    if (MAX_T > 7u && nt > 7u && row + 3u * WG < params.rows) { store(t0 + 7u, r3, a7.w); }
+    store_rows(t0, row, a0);
+    if (MAX_T > 1u && nt > 1u) { store_rows(t0 + 1u, row, a1); }
+    if (MAX_T > 2u && nt > 2u) { store_rows(t0 + 2u, row, a2); }
+    if (MAX_T > 3u && nt > 3u) { store_rows(t0 + 3u, row, a3); }
+    if (MAX_T > 4u && nt > 4u) { store_rows(t0 + 4u, row, a4); }
+    if (MAX_T > 5u && nt > 5u) { store_rows(t0 + 5u, row, a5); }
+    if (MAX_T > 6u && nt > 6u) { store_rows(t0 + 6u, row, a6); }
+    if (MAX_T > 7u && nt > 7u) { store_rows(t0 + 7u, row, a7); }
 #else
     let r = (wid.x + wid.y * nwg.x) * ROWS + li;
     if (r >= params.rows) { return; }

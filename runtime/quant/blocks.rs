@@ -167,26 +167,32 @@ fn dequantize_q45_k(five: bool, data: &[u8], out: &mut [f32]) {
 fn dequantize_q6_k(data: &[u8], out: &mut [f32]) {
     for (o, b) in out.chunks_exact_mut(256).zip(data.chunks_exact(210)) {
         let d = f16_at(b, 208);
-        for n in 0..2 {
-            let ql = &b[64 * n..64 * n + 64];
-            let qh = &b[128 + 32 * n..128 + 32 * n + 32];
-            let sc = &b[192 + 8 * n..192 + 8 * n + 8];
-            let o = &mut o[128 * n..128 * n + 128];
-            for l in 0..32 {
-                let is = l / 16;
-                let q = [
-                    (ql[l] & 0x0f) | ((qh[l] & 3) << 4),
-                    (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4),
-                    (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
-                    (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
-                ];
-                for (k, q) in q.into_iter().enumerate() {
-                    let s = sc[is + 2 * k] as i8 as f32;
-                    o[32 * k + l] = d * s * (q as i32 - 32) as f32;
-                }
-            }
+        for (e, (v, q)) in o.iter_mut().zip(q6_k_codes(b)).enumerate() {
+            let s = b[192 + e / 16] as i8 as f32;
+            *v = d * s * (q as i32 - 32) as f32;
         }
     }
+}
+
+/// The 256 six-bit codes (0..63, element order) of a Q6_K super-block: per
+/// 128 elements, 64 bytes of low nibbles (elements l and l+64 in byte l,
+/// l+32 and l+96 in byte l+32) and 32 bytes of two-bit highs (elements l,
+/// l+32, l+64, l+96 in byte l). The GPU packer (`pack.rs`) reads them too.
+pub(crate) fn q6_k_codes(block: &[u8]) -> [u8; 256] {
+    let mut c = [0u8; 256];
+    for n in 0..2 {
+        let (ql, qh) = (
+            &block[64 * n..64 * n + 64],
+            &block[128 + 32 * n..160 + 32 * n],
+        );
+        for l in 0..32 {
+            c[128 * n + l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
+            c[128 * n + 32 + l] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
+            c[128 * n + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            c[128 * n + 96 + l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        }
+    }
+    c
 }
 
 /// Encodes `values` as `dtype` in the GGUF byte layout. Quantized types need
@@ -377,9 +383,7 @@ fn quantize_q6_k(x: &[f32], out: &mut Vec<u8>) {
                 .map(move |v| ((roundf(v * is) as i32).clamp(-32, 31) + 32) as u8)
         })
         .collect();
-    // The layout dequantize_q6_k reads: per 128 elements, 64 bytes of low
-    // nibbles (elements l and l+64 in byte l, l+32 and l+96 in byte l+32)
-    // and 32 of two-bit highs (elements l, l+32, l+64, l+96 in byte l).
+    // The inverse of q6_k_codes.
     let mut ql = [0u8; 128];
     let mut qh = [0u8; 64];
     for n in 0..2 {

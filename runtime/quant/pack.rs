@@ -208,7 +208,7 @@ pub fn pack(dtype: DType, data: &[u8], rows: usize, cols: usize) -> Result<Packe
         }
         DType::Q6_K => {
             for block in data.chunks_exact(210) {
-                let codes = q6_k_codes(block);
+                let codes = crate::quant::blocks::q6_k_codes(block);
                 let d = half_bits(&block[208..]) as u32;
                 for (bi, c) in codes.chunks_exact(32).enumerate() {
                     let bytes: Vec<u8> =
@@ -240,26 +240,6 @@ fn push_k_nibbles(qs: &[u8], out: &mut Vec<u32>) {
             out.extend(bytes.chunks_exact(4).map(word));
         }
     }
-}
-
-/// The 256 six-bit codes (0..63, element order) of a Q6_K super-block:
-/// 128 bytes of low nibbles and 64 of two-bit highs, interleaved as ggml
-/// writes them (see `blocks::dequantize_q6_k`).
-fn q6_k_codes(block: &[u8]) -> [u8; 256] {
-    let mut c = [0u8; 256];
-    for n in 0..2 {
-        let (ql, qh) = (
-            &block[64 * n..64 * n + 64],
-            &block[128 + 32 * n..160 + 32 * n],
-        );
-        for l in 0..32 {
-            c[128 * n + l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
-            c[128 * n + 32 + l] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
-            c[128 * n + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-            c[128 * n + 96 + l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
-        }
-    }
-    c
 }
 
 #[cfg(test)]

@@ -63,7 +63,6 @@ pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str)
 /// `n` elements of a format Hearth reads but does not produce (Q5_0, Q5_1,
 /// the K-quants) as random blocks: random codes and packed sub-block
 /// scales, with the f16 scale fields set to small finite values.
-#[allow(dead_code)]
 pub fn random_blocks(dtype: hearth::model::DType, n: usize, seed: u64) -> Vec<u8> {
     use hearth::model::DType;
     let (bb, be) = (dtype.block_bytes(), dtype.block_elems());

@@ -4,9 +4,10 @@
 use anyhow::Result;
 use hearth::engine::scheduler::{Scheduler, SchedulerOptions, SeqEvent};
 use hearth::engine::{GenerateOptions, SamplingParams};
+use hearth::model::forward::ProfileSteps;
 use std::time::Instant;
 
-use super::{load, print_profile, BenchArgs};
+use super::{load, print_profile, profile_method, BenchArgs};
 
 /// The `p`-th percentile (0..=100) of `v` (sorted in place), nearest rank.
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -49,7 +50,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             sched.add(&h.model, p, &opts)?;
         }
         if args.profile {
-            h.model.set_profiling(true);
+            h.model.set_profiling(Some(ProfileSteps::All));
         }
         let t0 = Instant::now();
         let mut last: Vec<Option<f64>> = vec![None; c];
@@ -110,11 +111,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         }
         rows.push(row);
         if let Some(p) = h.model.profile().cloned() {
-            h.model.set_profiling(false);
-            print_profile(
-                &format!("profile at concurrency {c} (each kernel submitted alone):"),
-                p,
-            );
+            let how = profile_method(&h.model);
+            h.model.set_profiling(None);
+            print_profile(&format!("profile at concurrency {c} ({how}):"), p);
         }
     }
     if args.json {

@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use hearth::engine::{GenerateOptions, SamplingParams};
 use hearth::gpu::GpuOptions;
 use hearth::kv::KvDtype;
-use hearth::model::forward::ForwardOptions;
+use hearth::model::forward::{ForwardOptions, ProfileSteps};
 use hearth::model::DType;
 use hearth::text::ChatMessage;
 use hearth::{EngineOptions, Hearth, Prompt};
@@ -331,16 +331,18 @@ fn bench(args: BenchArgs) -> Result<()> {
     let g = h.generate_blocking(&prompt, &opts(args.gen_tokens), &mut |_| true)?;
     let decode = g.decode_tok_s();
     let profile = if args.profile {
-        // A separate decode run: per-kernel submissions slow the whole step down.
-        h.model.set_profiling(true);
-        h.generate_blocking(
-            &prompt[..prompt.len().min(64)],
-            &opts(args.gen_tokens.min(16)),
-            &mut |_| true,
-        )?;
-        let p = h.model.profile().cloned().unwrap_or_default();
-        h.model.set_profiling(false);
-        Some(p)
+        // Separate runs, so that profiling (per-kernel passes or submissions)
+        // does not touch the figures above: the prompt's prefill, then decode
+        // steps after the same prompt.
+        h.model.set_profiling(Some(ProfileSteps::Prefill));
+        h.generate_blocking(&prompt, &opts(1), &mut |_| true)?;
+        let prefill = h.model.profile().cloned().unwrap_or_default();
+        h.model.set_profiling(Some(ProfileSteps::Decode));
+        h.generate_blocking(&prompt, &opts(args.gen_tokens.min(16)), &mut |_| true)?;
+        let decode = h.model.profile().cloned().unwrap_or_default();
+        let how = profile_method(&h.model);
+        h.model.set_profiling(None);
+        Some((prefill, decode, how))
     } else {
         None
     };
@@ -379,13 +381,29 @@ fn bench(args: BenchArgs) -> Result<()> {
             );
         }
     }
-    if let Some(p) = profile {
+    if let Some((prefill, decode, how)) = profile {
         print_profile(
-            "profile (64-token prefill + 16 decode steps, each kernel submitted alone):",
-            p,
+            &format!("profile of the {}-token prefill ({how}):", prompt.len()),
+            prefill,
+        );
+        print_profile(
+            &format!(
+                "profile of {} decode steps after it ({how}):",
+                args.gen_tokens.min(16)
+            ),
+            decode,
         );
     }
     Ok(())
+}
+
+/// How `--profile` times kernels on this adapter.
+fn profile_method(m: &hearth::model::forward::GpuModel) -> &'static str {
+    if m.profile_uses_timestamps() {
+        "GPU timestamps, one pass per kernel"
+    } else {
+        "no timestamp queries: each kernel submitted and timed alone"
+    }
 }
 
 /// Time per kernel kind, largest first, to stderr.

@@ -23,10 +23,14 @@ pub struct GpuOptions {
     /// wgpu's web backend neither reports nor requests (the browser worker
     /// adds it to `requestDevice`); kernels may then use subgroup operations.
     pub web_subgroups: bool,
+    /// Don't use timestamp queries even if the adapter has them (profiling
+    /// then times each kernel as its own submission).
+    pub no_timestamps: bool,
 }
 
 impl GpuOptions {
-    /// `HEARTH_ADAPTER`, `HEARTH_NO_F16=1`, `HEARTH_NO_SUBGROUPS=1`, `HEARTH_MAX_BINDING=<bytes>`.
+    /// `HEARTH_ADAPTER`, `HEARTH_NO_F16=1`, `HEARTH_NO_SUBGROUPS=1`, `HEARTH_MAX_BINDING=<bytes>`,
+    /// `HEARTH_NO_TIMESTAMPS=1`.
     pub fn from_env() -> Self {
         let flag = |k: &str| {
             std::env::var(k)
@@ -43,6 +47,7 @@ impl GpuOptions {
                 .ok()
                 .and_then(|s| s.parse().ok()),
             web_subgroups: false,
+            no_timestamps: flag("HEARTH_NO_TIMESTAMPS"),
         }
     }
 }
@@ -62,6 +67,8 @@ pub struct Caps {
     pub max_workgroup_storage: u32,
     pub max_storage_buffers_per_stage: u32,
     pub max_workgroups_per_dim: u32,
+    /// Timestamp queries at compute-pass boundaries (`hearth bench --profile` uses them).
+    pub timestamps: bool,
 }
 
 /// One line of `hearth info`.
@@ -200,6 +207,10 @@ impl GpuContext {
         if subgroups && native_subgroups {
             features |= wgpu::Features::SUBGROUP;
         }
+        let timestamps = have.contains(wgpu::Features::TIMESTAMP_QUERY) && !opts.no_timestamps;
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
         // Ask for everything the adapter offers: kernels specialise to it.
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -232,6 +243,7 @@ impl GpuContext {
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+            timestamps,
         };
         tracing::info!(adapter = %info.name, backend = ?info.backend, ?caps, "GPU device ready");
         let first_error = Arc::new(Mutex::new(None));

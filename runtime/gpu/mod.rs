@@ -5,6 +5,7 @@ pub mod buffers;
 pub mod context;
 pub mod kernels;
 pub mod shader;
+pub mod timer;
 pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -17,6 +17,7 @@ use crate::gpu::kernels::rmsnorm::RmsNorm;
 use crate::gpu::kernels::rope::Rope;
 use crate::gpu::kernels::topk::{Penalties, TopK};
 use crate::gpu::kernels::StepInfo;
+use crate::gpu::timer::PassTimer;
 use crate::gpu::weights::GpuMatrix;
 use crate::gpu::GpuContext;
 use crate::kv::{KvBuffers, KvDtype, KvLayout, KvPool};
@@ -62,6 +63,34 @@ pub struct LoadProgress {
 
 /// Seconds and dispatch count per kernel kind.
 pub type KernelProfile = std::collections::BTreeMap<&'static str, (f64, u64)>;
+
+/// Which steps `--profile` times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProfileSteps {
+    #[default]
+    All,
+    /// Steps with prompt rows (prefill chunks, possibly beside decode rows).
+    Prefill,
+    /// Steps of generated tokens only.
+    Decode,
+}
+
+impl ProfileSteps {
+    fn includes(self, has_prompt_rows: bool) -> bool {
+        match self {
+            ProfileSteps::All => true,
+            ProfileSteps::Prefill => has_prompt_rows,
+            ProfileSteps::Decode => !has_prompt_rows,
+        }
+    }
+}
+
+/// Profile entry of the final norm, lm_head and top-K pass (GPU time).
+const LOGITS: &str = "logits (norm+lm_head+top-k)";
+/// The same stage timed on the host, readback included (no timestamps).
+const LOGITS_WALL: &str = "logits (norm+lm_head+top-k+readback)";
+/// Upper bound on the ops `for_each_op` visits per layer (for the query set).
+const OPS_PER_LAYER: u32 = 12;
 
 /// Receives each dispatch of a step with its kernel kind.
 type OpVisitor<'a> = dyn FnMut(&'static str, &dyn Fn(&mut wgpu::ComputePass)) + 'a;
@@ -149,6 +178,9 @@ pub struct GpuModel {
     /// Bytes of weights read per decode token (for bandwidth figures).
     pub weight_bytes: u64,
     profile: Option<KernelProfile>,
+    /// Profiling through timestamp queries, when the adapter has them.
+    timer: Option<PassTimer>,
+    profile_steps: ProfileSteps,
 }
 
 fn f32_buffer(
@@ -484,6 +516,8 @@ impl GpuModel {
             staging,
             weight_bytes,
             profile: None,
+            timer: None,
+            profile_steps: ProfileSteps::All,
             ctx,
         };
         model.warm_up()?;
@@ -502,24 +536,36 @@ impl GpuModel {
     /// its top-`k` candidates (in `seqs` order).
     pub async fn step(&mut self, seqs: &[SeqStep<'_>], k: usize) -> Result<Vec<Candidates>> {
         let k = k.clamp(1, MAX_CANDIDATES);
-        let (n_rows, t_logits) = self.submit_step(seqs, k)?;
+        let (n_rows, t_logits, timed) = self.submit_step(seqs, k)?;
         if n_rows == 0 {
             return Ok(Vec::new());
         }
         let bytes = self.topk.output_bytes_for(n_rows, k as u32);
         let data = self.ctx.map_read(&self.staging, bytes).await?;
         self.ctx.check_errors()?;
-        if let Some(p) = self.profile.as_mut() {
-            let e = p.entry("logits (norm+lm_head+top-k+readback)").or_default();
+        if let Some(timer) = self.timer.as_mut() {
+            let spans = timer.read(&self.ctx).await?;
+            let p = self.profile.get_or_insert_with(Default::default);
+            for (name, t) in spans {
+                let e = p.entry(name).or_default();
+                e.0 += t;
+                e.1 += 1;
+            }
+        } else if let (Some(p), true) = (self.profile.as_mut(), timed) {
+            let e = p.entry(LOGITS_WALL).or_default();
             e.0 += t_logits.elapsed().as_secs_f64();
             e.1 += 1;
         }
         Ok(self.topk.parse_output(&data, n_rows, k as u32))
     }
 
-    /// Records and submits one step; returns the number of logit rows and
-    /// when the submission was made.
-    fn submit_step(&mut self, seqs: &[SeqStep<'_>], k: usize) -> Result<(u32, web_time::Instant)> {
+    /// Records and submits one step; returns the number of logit rows, when
+    /// the submission was made and whether the profile times this step.
+    fn submit_step(
+        &mut self,
+        seqs: &[SeqStep<'_>],
+        k: usize,
+    ) -> Result<(u32, web_time::Instant, bool)> {
         let mut meta = StepMeta::new();
         let n_gen: u32 = seqs
             .iter()
@@ -615,7 +661,19 @@ impl GpuModel {
             .unwrap_or(0);
         let h = self.config.hidden_size as u64 * 4;
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        if self.profile.is_some() {
+        let timed = self.profile.is_some() && self.profile_steps.includes(n_gen < n_tokens);
+        // Taken out for the step so the ops (which borrow self) can use it.
+        let mut timer = if timed { self.timer.take() } else { None };
+        if let Some(t) = timer.as_mut() {
+            // One pass per kernel, each bracketed by timestamps, one submission.
+            self.for_each_op(n_tokens, n_gen, max_gen_kv, &mut |name, op| {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(name),
+                    timestamp_writes: t.pass(name),
+                });
+                op(&mut pass);
+            });
+        } else if timed {
             self.profile_ops(n_tokens, n_gen, max_gen_kv)?;
         } else {
             let mut pass = enc.begin_compute_pass(&Default::default());
@@ -626,7 +684,10 @@ impl GpuModel {
                 enc.copy_buffer_to_buffer(&self.x, r as u64 * h, &self.hid, i as u64 * h, h);
             }
             {
-                let mut pass = enc.begin_compute_pass(&Default::default());
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(LOGITS),
+                    timestamp_writes: timer.as_mut().and_then(|t| t.pass(LOGITS)),
+                });
                 self.final_norm.record(&mut pass, n_rows);
                 self.lm_head.record_rows(&mut pass, n_rows, n_rows);
                 if any_pen {
@@ -642,9 +703,15 @@ impl GpuModel {
                 self.topk.output_bytes_for(n_rows, k as u32),
             );
         }
+        if let Some(t) = &timer {
+            t.resolve(&mut enc);
+        }
+        if timer.is_some() {
+            self.timer = timer;
+        }
         let t_logits = web_time::Instant::now();
         self.ctx.queue.submit(Some(enc.finish()));
-        Ok((n_rows, t_logits))
+        Ok((n_rows, t_logits, timed))
     }
 
     /// Runs a prefill-sized and a decode-sized step on scratch blocks, so that
@@ -742,8 +809,26 @@ impl GpuModel {
     }
 
     /// Turns per-kernel timing on (and clears it) or off; see [`GpuModel::profile`].
-    pub fn set_profiling(&mut self, on: bool) {
+    /// With timestamp queries (when the adapter has them) a step runs as
+    /// usual, one pass per kernel in one submission; without, every kernel is
+    /// submitted and waited for alone.
+    pub fn set_profiling(&mut self, steps: Option<ProfileSteps>) {
+        let on = steps.is_some();
+        self.profile_steps = steps.unwrap_or_default();
         self.profile = on.then(Default::default);
+        // Every op of a step, plus the logits pass.
+        let passes = 2 + self.layers.len() as u32 * OPS_PER_LAYER;
+        self.timer = if on {
+            PassTimer::new(&self.ctx, passes)
+        } else {
+            None
+        };
+    }
+
+    /// Whether the profile comes from GPU timestamps (else from timing each
+    /// kernel's own submission on the host).
+    pub fn profile_uses_timestamps(&self) -> bool {
+        self.timer.is_some()
     }
 
     /// Seconds and dispatch count per kernel kind since profiling was turned on

@@ -3,6 +3,7 @@
 # by side in one run, plus llama.cpp's CPU backend as a second reference.
 #
 #   bash benches/llama_cpp_compare.sh [MODEL.gguf]     (default: the default model)
+#   bash benches/llama_cpp_compare.sh random-q4km      (a random ~0.5B Llama, Q4_K_M)
 #   PP=64 TG=16 bash benches/llama_cpp_compare.sh      (shorter runs)
 #
 # Builds llama.cpp's `llama-bench` (CPU + Vulkan backends) from the vendored
@@ -16,6 +17,12 @@ source scripts/env.sh
 ensure_vulkan
 
 MODEL="${1:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+if [ "$MODEL" = random-q4km ]; then
+  # benches/random_llama.py's F16 model (SmolLM2's tokenizer), made Q4_K_M by
+  # llama.cpp's own llama-quantize, built below beside llama-bench.
+  MODEL=.cache/models/random-llama-0.5b.Q4_K_M.gguf
+  RANDOM_F16=.cache/models/random-llama-0.5b.f16.gguf
+fi
 PP="${PP:-512}"
 TG="${TG:-128}"
 CACHE=.cache/llama.cpp
@@ -23,7 +30,7 @@ SDIST=.cache/llama_cpp_python-0.3.36.tar.gz
 BENCH="$CACHE/build/bin/llama-bench"
 
 [ -f "$MODEL" ] || { [ "$MODEL" = models/SmolLM2-135M-Instruct.Q4_1.gguf ] && cargo run --release -q -p hearth-cli -- fetch; }
-[ -f "$MODEL" ] || { echo "no model file at $MODEL" >&2; exit 1; }
+[ -f "$MODEL" ] || [ -n "${RANDOM_F16:-}" ] || { echo "no model file at $MODEL" >&2; exit 1; }
 
 if [ ! -x "$BENCH" ]; then
   need=()
@@ -58,6 +65,17 @@ PY
   cmake -S "$CACHE/src" -B "$CACHE/build" -DCMAKE_BUILD_TYPE=Release -DGGML_VULKAN=ON \
     -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
   cmake --build "$CACHE/build" --target llama-bench -j "$(nproc)"
+fi
+
+if [ -n "${RANDOM_F16:-}" ] && [ ! -f "$MODEL" ]; then
+  [ -f models/SmolLM2-135M-Instruct.Q4_1.gguf ] || cargo run --release -q -p hearth-cli -- fetch
+  VENV=.cache/bench-venv
+  [ -x "$VENV/bin/python" ] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q numpy gguf==0.19.0; }
+  mkdir -p "$(dirname "$MODEL")"
+  "$VENV/bin/python" benches/random_llama.py models/SmolLM2-135M-Instruct.Q4_1.gguf "$RANDOM_F16"
+  cmake --build "$CACHE/build" --target llama-quantize -j "$(nproc)"
+  "$CACHE/build/bin/llama-quantize" "$RANDOM_F16" "$MODEL" Q4_K_M "$(nproc)" >/dev/null 2>&1
+  rm -f "$RANDOM_F16"
 fi
 
 # llama-bench's JSON: one object per test with n_prompt, n_gen, avg_ts.

@@ -128,9 +128,22 @@ fn main() {
                     time_per_call(&ctx, budget, &|p| mm.record_with(p, n, MatMulKernel::Tiled));
                 let flops = 2.0 * (rows * cols) as f64 * n as f64;
                 line += &format!(
-                    " tiled x{n} {:>9.1} us {:>6.2} GFLOP/s",
+                    " tiled x{n} {:>9.1} us {:>6.2} GFLOP/s |",
                     tm * 1e6,
                     flops / tm / 1e9
+                );
+                // The prompt-sized batch through the matrix-vector form (what
+                // CPU adapters use for prompt rows too).
+                let kernel = if mm.cpu_adapter() {
+                    MatMulKernel::MatVecLaneRows
+                } else {
+                    MatMulKernel::MatVec
+                };
+                let tl = time_per_call(&ctx, budget, &|p| mm.record_with(p, n, kernel));
+                line += &format!(
+                    " matvec x{n} {:>9.1} us {:>6.2} GFLOP/s",
+                    tl * 1e6,
+                    flops / tl / 1e9
                 );
             }
             println!("{line}");

@@ -386,8 +386,9 @@ fn bad_uploads_are_errors() {
 }
 
 /// `record_rows`: the first rows through the matrix-vector kernel, the rest
-/// through the tiled one from `first_row` on, all matching the reference, and
-/// each row bit-identical to the same row computed with its kernel alone.
+/// through the tiled one (the lane-rows one for quantized weights on CPU
+/// adapters) from `first_row` on, all matching the reference, and each row
+/// bit-identical to the same row computed with its kernel alone.
 #[test]
 fn split_rows_match_reference_and_each_kernel() {
     for ctx in all_variants() {
@@ -427,7 +428,19 @@ fn split_rows_match_reference_and_each_kernel() {
                 let want = matmul_ref(&wf, rows, cols, &x, n as usize);
                 let what = format!("{dtype:?} split {n_mv}/{n} caps={:?}", ctx.caps);
                 check(&got, &want, &wf, &x, rows, cols, &what);
-                // The prompt rows equal the tiled kernel's result for them alone.
+                // The prompt rows equal their kernel's result for them alone.
+                let prompt_kernel = if mm.lane_prompts() {
+                    MatMulKernel::MatVecLaneRows
+                } else {
+                    MatMulKernel::Tiled
+                };
+                let sg = ctx.caps.subgroup_min_size;
+                let lane_expected = ctx.caps.subgroups
+                    && sg == ctx.caps.subgroup_max_size
+                    && (sg == 4 || sg >= 8)
+                    && ctx.info.device_type == wgpu::DeviceType::Cpu
+                    && dtype.is_quantized();
+                assert_eq!(mm.lane_prompts(), lane_expected, "{what}: prompt kernel");
                 let tail = &x[n_mv as usize * cols..];
                 let alone = run_gpu(
                     &ctx,
@@ -435,7 +448,7 @@ fn split_rows_match_reference_and_each_kernel() {
                     tail,
                     &Run {
                         n_tokens: n - n_mv,
-                        kernel: MatMulKernel::Tiled,
+                        kernel: prompt_kernel,
                         bias: None,
                         y0: None,
                     },
@@ -444,7 +457,7 @@ fn split_rows_match_reference_and_each_kernel() {
                 assert_eq!(
                     bits(&got[n_mv as usize * rows..]),
                     bits(&alone),
-                    "{what}: tiled rows"
+                    "{what}: prompt rows"
                 );
             }
         }

@@ -77,12 +77,14 @@ pub enum MatMulKernel {
     Tiled,
 }
 
-/// Pipelines of one MatMul: (cooperative, lane rows) × (1 token, up to 8), tiled.
+/// Pipelines of one MatMul: (cooperative, lane rows) × (1 token, up to 8),
+/// tiled, and the multi-token lane-rows build bound to the prompt rows' step.
 const COOP1: usize = 0;
 const COOP: usize = 1;
 const LANE1: usize = 2;
 const LANE: usize = 3;
 const TILED: usize = 4;
+const LANE_PROMPT: usize = 5;
 /// Invocations per workgroup of the lane-rows matrix-vector kernel.
 const LANE_WG: u32 = 64;
 
@@ -265,17 +267,25 @@ impl MatMul {
                 .constant("MAX_T", max_t)
         };
         let (coop, lane) = (all || !cpu_adapter, all || cpu_adapter);
+        // On CPU adapters the multi-token lane-rows build beats the tiled
+        // kernel for quantized weights at any batch (`cargo bench --bench
+        // matmul`: ~11 against ~3.3 GFLOP/s on llvmpipe at 128 tokens, whose
+        // workgroup-memory tiles cost a per-lane loop per load), so prompt
+        // rows take it too; float weights stay tiled (the lane form is 3-4x
+        // slower there).
+        let lane_prompts = cpu_adapter && bcast && w.dtype().is_quantized();
         let pipelines = vec![
             coop.then(|| ctx.pipeline(&matvec_spec(1, false))),
             coop.then(|| ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, false))),
             lane.then(|| ctx.pipeline(&matvec_spec(1, true))),
             lane.then(|| ctx.pipeline(&matvec_spec(lane_tokens, true))),
-            Some(
+            (all || !lane_prompts).then(|| {
                 ctx.pipeline(
                     &flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
                         .flag("X_VEC4", w.cols().is_multiple_of(4)),
-                ),
-            ),
+                )
+            }),
+            lane_prompts.then(|| ctx.pipeline(&matvec_spec(lane_tokens, true))),
         ];
         let chunks = w
             .chunks()
@@ -304,7 +314,7 @@ impl MatMul {
                     .enumerate()
                     .map(|(i, p)| {
                         p.as_ref().map(|p| {
-                            entries[0].1 = steps[usize::from(i == TILED)];
+                            entries[0].1 = steps[usize::from(i == TILED || i == LANE_PROMPT)];
                             bind_numbered(ctx, p, &entries)
                         })
                     })
@@ -326,6 +336,11 @@ impl MatMul {
         }
     }
 
+    /// Whether this matrix takes the CPU adapters' forms (one row per lane).
+    pub fn cpu_adapter(&self) -> bool {
+        self.cpu_adapter
+    }
+
     pub fn record(&self, pass: &mut wgpu::ComputePass, n_tokens: u32) {
         self.record_with(pass, n_tokens, MatMulKernel::Auto);
     }
@@ -333,7 +348,8 @@ impl MatMul {
     /// Batch-invariant recording for a step whose first `n_matvec` rows are
     /// generated tokens and whose other rows (up to `n_tokens`) are prompt
     /// tokens: the former always go through the matrix-vector kernel, the
-    /// latter through the tiled one, whatever else is in the step, so each
+    /// latter through the tiled one (through the lane-rows one where
+    /// [`MatMul::lane_prompts`]), whatever else is in the step, so each
     /// row's sums are computed in the same order whether its sequence runs
     /// alone or in a batch. A lone generated row takes the 1-token build of
     /// the kernel (the multi-token build is slower for one row on llvmpipe);
@@ -354,8 +370,19 @@ impl MatMul {
             (self.coop_rows, MATVEC_MAX_TOKENS)
         };
         self.dispatch(pass, form, rows_per_wg, n_matvec.div_ceil(tokens_per_wg));
-        let tiled = n_tokens.saturating_sub(n_matvec);
-        self.dispatch(pass, TILED, TILE_ROWS, tiled.div_ceil(TILE_TOKENS));
+        let prompt = n_tokens.saturating_sub(n_matvec);
+        if self.pipelines[LANE_PROMPT].is_some() {
+            let z = prompt.div_ceil(self.lane_tokens);
+            self.dispatch(pass, LANE_PROMPT, self.lane_rows, z);
+        } else {
+            self.dispatch(pass, TILED, TILE_ROWS, prompt.div_ceil(TILE_TOKENS));
+        }
+    }
+
+    /// Whether prompt rows go through the lane-rows kernel (CPU adapters,
+    /// quantized weights) rather than the tiled one.
+    pub fn lane_prompts(&self) -> bool {
+        self.pipelines[LANE_PROMPT].is_some()
     }
 
     fn dispatch(&self, pass: &mut wgpu::ComputePass, which: usize, rows_per_wg: u32, z: u32) {
@@ -384,11 +411,14 @@ impl MatMul {
             return;
         }
         let kernel = match kernel {
-            MatMulKernel::Auto if n_tokens > MATVEC_MAX_TOKENS => MatMulKernel::Tiled,
+            MatMulKernel::Auto if n_tokens > MATVEC_MAX_TOKENS && !self.lane_prompts() => {
+                MatMulKernel::Tiled
+            }
             MatMulKernel::Auto if self.cpu_adapter => MatMulKernel::MatVecLaneRows,
             MatMulKernel::Auto => MatMulKernel::MatVec,
             MatMulKernel::MatVec if self.pipelines[COOP].is_none() => MatMulKernel::MatVecLaneRows,
             MatMulKernel::MatVecLaneRows if self.pipelines[LANE].is_none() => MatMulKernel::MatVec,
+            MatMulKernel::Tiled if self.pipelines[TILED].is_none() => MatMulKernel::MatVecLaneRows,
             k => k,
         };
         let one = n_tokens == 1;

@@ -74,7 +74,8 @@ if [ -n "${RANDOM_F16:-}" ] && [ ! -f "$MODEL" ]; then
   mkdir -p "$(dirname "$MODEL")"
   "$VENV/bin/python" benches/random_llama.py models/SmolLM2-135M-Instruct.Q4_1.gguf "$RANDOM_F16"
   cmake --build "$CACHE/build" --target llama-quantize -j "$(nproc)"
-  "$CACHE/build/bin/llama-quantize" "$RANDOM_F16" "$MODEL" Q4_K_M "$(nproc)" >/dev/null 2>&1
+  "$CACHE/build/bin/llama-quantize" "$RANDOM_F16" "$MODEL" Q4_K_M "$(nproc)" >"$CACHE/quantize.log" 2>&1 ||
+    { tail -20 "$CACHE/quantize.log" >&2; rm -f "$MODEL"; exit 1; }
   rm -f "$RANDOM_F16"
 fi
 

@@ -65,15 +65,6 @@ impl PassTimer {
         })
     }
 
-    /// Passes recorded since the last [`PassTimer::read`].
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
     /// Records the copy of this step's timestamps to the readback buffer; call
     /// once, after the last timed pass, in the same submission.
     pub fn resolve(&self, enc: &mut wgpu::CommandEncoder) {

@@ -89,8 +89,6 @@ impl ProfileSteps {
 const LOGITS: &str = "logits (norm+lm_head+top-k)";
 /// The same stage timed on the host, readback included (no timestamps).
 const LOGITS_WALL: &str = "logits (norm+lm_head+top-k+readback)";
-/// Upper bound on the ops `for_each_op` visits per layer (for the query set).
-const OPS_PER_LAYER: u32 = 12;
 
 /// Receives each dispatch of a step with its kernel kind.
 type OpVisitor<'a> = dyn FnMut(&'static str, &dyn Fn(&mut wgpu::ComputePass)) + 'a;
@@ -545,16 +543,9 @@ impl GpuModel {
         self.ctx.check_errors()?;
         if let Some(timer) = self.timer.as_mut() {
             let spans = timer.read(&self.ctx).await?;
-            let p = self.profile.get_or_insert_with(Default::default);
-            for (name, t) in spans {
-                let e = p.entry(name).or_default();
-                e.0 += t;
-                e.1 += 1;
-            }
-        } else if let (Some(p), true) = (self.profile.as_mut(), timed) {
-            let e = p.entry(LOGITS_WALL).or_default();
-            e.0 += t_logits.elapsed().as_secs_f64();
-            e.1 += 1;
+            self.add_to_profile(spans);
+        } else if timed {
+            self.add_to_profile([(LOGITS_WALL, t_logits.elapsed().as_secs_f64())]);
         }
         Ok(self.topk.parse_output(&data, n_rows, k as u32))
     }
@@ -703,11 +694,9 @@ impl GpuModel {
                 self.topk.output_bytes_for(n_rows, k as u32),
             );
         }
-        if let Some(t) = &timer {
+        if let Some(t) = timer {
             t.resolve(&mut enc);
-        }
-        if timer.is_some() {
-            self.timer = timer;
+            self.timer = Some(t);
         }
         let t_logits = web_time::Instant::now();
         self.ctx.queue.submit(Some(enc.finish()));
@@ -792,12 +781,7 @@ impl GpuModel {
         if let Some(e) = err {
             return Err(e);
         }
-        let prof = self.profile.get_or_insert_with(Default::default);
-        for (name, t) in times {
-            let e = prof.entry(name).or_default();
-            e.0 += t;
-            e.1 += 1;
-        }
+        self.add_to_profile(times);
         Ok(())
     }
 
@@ -816,13 +800,26 @@ impl GpuModel {
         let on = steps.is_some();
         self.profile_steps = steps.unwrap_or_default();
         self.profile = on.then(Default::default);
-        // Every op of a step, plus the logits pass.
-        let passes = 2 + self.layers.len() as u32 * OPS_PER_LAYER;
         self.timer = if on {
+            // Every op of a step, plus the logits pass.
+            let mut passes = 1;
+            self.for_each_op(1, 0, 0, &mut |_, _| passes += 1);
             PassTimer::new(&self.ctx, passes)
         } else {
             None
         };
+    }
+
+    /// Adds kernel times (seconds) to the profile, one call each.
+    fn add_to_profile(&mut self, times: impl IntoIterator<Item = (&'static str, f64)>) {
+        let Some(p) = self.profile.as_mut() else {
+            return;
+        };
+        for (name, t) in times {
+            let e = p.entry(name).or_default();
+            e.0 += t;
+            e.1 += 1;
+        }
     }
 
     /// Whether the profile comes from GPU timestamps (else from timing each

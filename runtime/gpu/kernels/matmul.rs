@@ -271,9 +271,9 @@ impl MatMul {
         // kernel for quantized weights at any batch (`cargo bench --bench
         // matmul`: ~11 against ~3.3 GFLOP/s on llvmpipe at 128 tokens, whose
         // workgroup-memory tiles cost a per-lane loop per load), so prompt
-        // rows take it too; float weights stay tiled (the lane form is 3-4x
-        // slower there).
-        let lane_prompts = cpu_adapter && bcast && w.dtype().is_quantized();
+        // rows take it too. `bcast` implies quantized weights: float weights
+        // stay tiled (the lane form is 3-4x slower there).
+        let lane_prompts = cpu_adapter && bcast;
         let pipelines = vec![
             coop.then(|| ctx.pipeline(&matvec_spec(1, false))),
             coop.then(|| ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, false))),

@@ -76,7 +76,7 @@ fn run(m: &mut GpuModel, prompts: &[Vec<u32>], n_new: usize, chunk: usize) -> Ve
             if s.done < s.prompt.len() {
                 let end = (s.done + chunk).min(s.prompt.len());
                 let part = SeqStep {
-                    want_logits: end == s.prompt.len(),
+                    logit_rows: (end == s.prompt.len()) as u32,
                     ..SeqStep::new(&s.prompt[s.done..end], s.done as u32, &s.blocks)
                 };
                 parts.push((i, part));
@@ -87,7 +87,7 @@ fn run(m: &mut GpuModel, prompts: &[Vec<u32>], n_new: usize, chunk: usize) -> Ve
         }
         let who: Vec<(usize, bool, usize)> = parts
             .iter()
-            .map(|(i, p)| (*i, p.want_logits, p.tokens.len()))
+            .map(|(i, p)| (*i, p.logit_rows > 0, p.tokens.len()))
             .collect();
         let steps: Vec<SeqStep> = parts.into_iter().map(|(_, p)| p).collect();
         let cands = pollster::block_on(m.step(&steps, 8)).unwrap();

@@ -185,7 +185,7 @@ fn penalties_match_reference() {
             tokens: &prompt,
             start: 0,
             blocks: &blocks,
-            want_logits: true,
+            logit_rows: 1,
             generated: false,
             penalty_counts: &counts,
             repetition_penalty: 1.3,

@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use hearth::engine::scheduler::{Scheduler, SchedulerOptions, SeqEvent};
-use hearth::engine::{GenerateOptions, SamplingParams};
+use hearth::engine::{GenerateOptions, SamplingParams, SpecStats};
 use hearth::model::forward::ProfileSteps;
 use std::time::Instant;
 
@@ -23,7 +23,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let most = *args.concurrency.iter().max().unwrap_or(&1);
     anyhow::ensure!(most >= 1, "--concurrency levels must be at least 1");
     // Each sequence may add two parts to a step (prompt and generated rows).
-    let mut h = load(&args.model, 256, (2 * most).max(2) as u32, args.json)?;
+    let parts = (2 * most).max(2) as u32;
+    let spec = args.spec.options()?;
+    // Drafts of up to 16 sequences at once get logit rows of their own.
+    let logit_rows = parts + most.min(16) as u32 * (args.spec.rows_per_seq() - 1);
+    let mut h = load(&args.model, 256, parts, logit_rows, args.json)?;
     let base = h.tokenizer.encode(
         "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",
         false,
@@ -33,6 +37,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         sampling: SamplingParams::greedy(),
         max_tokens: args.gen_tokens,
         ignore_eos: true,
+        speculative: spec,
         ..Default::default()
     };
     let mut rows = Vec::new();
@@ -58,10 +63,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let mut tokens = 0usize;
         let mut all_started = None;
         let mut after_start = 0usize;
+        let mut spec_total = SpecStats::default();
         while !sched.is_idle() {
             let events = pollster::block_on(sched.step(&mut h.model, &h.tokenizer))?;
             let now = t0.elapsed().as_secs_f64();
             for ev in events {
+                if let SeqEvent::Finished { spec, .. } = &ev {
+                    spec_total.add(spec);
+                }
                 if let SeqEvent::Token(id, _) = ev {
                     let id = id as usize;
                     tokens += 1;
@@ -96,6 +105,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "itl_ms_p90": 1e3 * percentile(&mut itl, 90.0),
             "itl_ms_p99": 1e3 * percentile(&mut itl, 99.0),
             "preemptions": sched.preemptions,
+            "spec": spec_total,
         });
         if !args.json {
             println!(
@@ -108,6 +118,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 row["itl_ms_p90"].as_f64().unwrap_or(0.0),
                 row["itl_ms_p99"].as_f64().unwrap_or(0.0),
             );
+            if spec.enabled() {
+                println!(
+                    "                 speculative decoding: {}",
+                    super::spec_args::describe(&spec_total)
+                );
+            }
         }
         rows.push(row);
         if let Some(p) = h.model.profile().cloned() {

@@ -2,8 +2,10 @@
 
 mod concurrency;
 mod fetch;
+mod perplexity;
 mod roofline;
 mod serve;
+mod spec_args;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -46,6 +48,8 @@ enum Cmd {
     Fetch,
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Perplexity of a text file under the model (sliding window).
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 #[derive(Args, Clone)]
@@ -119,6 +123,8 @@ struct RunArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    spec: spec_args::SpecArgs,
 }
 
 #[derive(Args)]
@@ -143,6 +149,14 @@ struct BenchArgs {
     /// copy) and report decode's weight reads as a percentage of it.
     #[arg(long)]
     roofline: bool,
+    /// Benchmark this chat message (through the chat template) instead of a
+    /// synthetic prompt of --prompt-tokens tokens.
+    #[arg(long)]
+    chat: Option<String>,
+    /// With --draft: decode with and without it and print both rates and the
+    /// acceptance rate.
+    #[command(flatten)]
+    spec: spec_args::SpecArgs,
 }
 
 fn parse_bytes(s: &str) -> Result<u64> {
@@ -167,7 +181,15 @@ fn parse_bytes(s: &str) -> Result<u64> {
     Ok((v * mult as f64) as u64)
 }
 
-fn load(args: &ModelArgs, max_step_tokens: u32, max_seqs: u32, quiet: bool) -> Result<Hearth> {
+/// Loads the model for steps of up to `max_step_tokens` rows, `max_seqs`
+/// sequence parts and `logit_rows` rows with logits (at least `max_seqs`).
+fn load(
+    args: &ModelArgs,
+    max_step_tokens: u32,
+    max_seqs: u32,
+    logit_rows: u32,
+    quiet: bool,
+) -> Result<Hearth> {
     let path = match &args.model {
         Some(p) => p.clone(),
         None => fetch::ensure_default_model()?,
@@ -190,6 +212,7 @@ fn load(args: &ModelArgs, max_step_tokens: u32, max_seqs: u32, quiet: bool) -> R
             kv_dtype,
             max_step_tokens,
             max_seqs,
+            max_logit_rows: logit_rows,
             ..ForwardOptions::default()
         },
     };
@@ -221,7 +244,8 @@ fn load(args: &ModelArgs, max_step_tokens: u32, max_seqs: u32, quiet: bool) -> R
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let mut h = load(&args.model, 128, 1, args.json)?;
+    let spec = args.spec.options()?;
+    let mut h = load(&args.model, 128, 1, args.spec.rows_per_seq(), args.json)?;
     let prompt = match (&args.prompt, &args.chat) {
         (Some(p), None) => Prompt::Text(p.clone()),
         (None, Some(c)) => {
@@ -250,6 +274,7 @@ fn run(args: RunArgs) -> Result<()> {
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
         logprobs: args.logprobs,
+        speculative: spec,
     };
     let json = args.json;
     let mut out = std::io::stdout().lock();
@@ -277,6 +302,7 @@ fn run(args: RunArgs) -> Result<()> {
             "finish_reason": g.finish_reason,
             "prefill_tok_s": g.prefill_tok_s(),
             "decode_tok_s": g.decode_tok_s(),
+            "spec": g.spec,
         });
         if args.logprobs > 0 {
             v["top_logprobs"] = serde_json::Value::from(top);
@@ -292,6 +318,13 @@ fn run(args: RunArgs) -> Result<()> {
             g.decode_tok_s(),
             g.finish_reason
         );
+        if spec.enabled() {
+            eprintln!(
+                "hearth: speculative decoding ({}): {}",
+                args.spec.draft,
+                spec_args::describe(&g.spec)
+            );
+        }
     }
     Ok(())
 }
@@ -304,31 +337,40 @@ fn bench(args: BenchArgs) -> Result<()> {
     if !args.concurrency.is_empty() {
         return concurrency::bench(&args);
     }
-    let mut h = load(&args.model, 512, 1, args.json)?;
-    // A natural-text prompt repeated to length keeps the numbers representative.
-    let base = h.tokenizer.encode(
-        "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",
-        false,
-    )?;
-    anyhow::ensure!(
-        !base.is_empty(),
-        "the model's tokenizer encodes the benchmark text to no tokens"
-    );
-    let prompt: Vec<u32> = base
-        .iter()
-        .cycle()
-        .take(args.prompt_tokens)
-        .copied()
-        .collect();
-    let opts = |n| GenerateOptions {
+    let spec = args.spec.options()?;
+    let mut h = load(&args.model, 512, 1, args.spec.rows_per_seq(), args.json)?;
+    let prompt = match &args.chat {
+        Some(c) => h.prompt_ids(&Prompt::chat_user(c))?,
+        None => synthetic_prompt(&h, args.prompt_tokens)?,
+    };
+    // A chat answer ends at its end-of-turn token; a synthetic prompt has none.
+    let ignore_eos = args.chat.is_none();
+    let opts = |n, speculative| GenerateOptions {
         sampling: SamplingParams::greedy(),
         max_tokens: n,
-        ignore_eos: true,
+        ignore_eos,
+        speculative,
         ..Default::default()
     };
+    let plain = hearth::engine::SpecOptions::default();
     // Warm-up: compiles pipelines and touches every buffer.
-    h.generate_blocking(&prompt[..prompt.len().min(16)], &opts(2), &mut |_| true)?;
-    let g = h.generate_blocking(&prompt, &opts(args.gen_tokens), &mut |_| true)?;
+    h.generate_blocking(
+        &prompt[..prompt.len().min(16)],
+        &opts(2, plain),
+        &mut |_| true,
+    )?;
+    let g = h.generate_blocking(&prompt, &opts(args.gen_tokens, plain), &mut |_| true)?;
+    let spec_run = if spec.enabled() {
+        let s = h.generate_blocking(&prompt, &opts(args.gen_tokens, spec), &mut |_| true)?;
+        anyhow::ensure!(
+            s.ids == g.ids,
+            "speculative decoding changed the greedy output (a bug: please report it)"
+        );
+        Some(s)
+    } else {
+        None
+    };
+    let opts = |n| opts(n, plain);
     let decode = g.decode_tok_s();
     let profile = if args.profile {
         // Separate runs, so that profiling (per-kernel passes or submissions)
@@ -359,6 +401,11 @@ fn bench(args: BenchArgs) -> Result<()> {
             j["copy_gb_s"] = c.into();
             j["weight_pct_of_copy"] = (100.0 * gbs / c).into();
         }
+        if let Some(s) = &spec_run {
+            j["spec_decode_tok_s"] = s.decode_tok_s().into();
+            j["spec_speedup"] = (s.decode_tok_s() / decode).into();
+            j["spec"] = serde_json::to_value(s.spec)?;
+        }
         println!("{j}");
     } else {
         println!("adapter:  {adapter}");
@@ -380,6 +427,15 @@ fn bench(args: BenchArgs) -> Result<()> {
                 100.0 * gbs / c
             );
         }
+        if let Some(s) = &spec_run {
+            println!(
+                "speculative ({}): decode {:.1} tok/s, {:.2}x plain, same tokens; {}",
+                args.spec.draft,
+                s.decode_tok_s(),
+                s.decode_tok_s() / decode,
+                spec_args::describe(&s.spec)
+            );
+        }
     }
     if let Some((prefill, decode, how)) = profile {
         print_profile(
@@ -395,6 +451,19 @@ fn bench(args: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A natural-text prompt repeated to `n` tokens (keeps the numbers representative).
+fn synthetic_prompt(h: &Hearth, n: usize) -> Result<Vec<u32>> {
+    let base = h.tokenizer.encode(
+        "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",
+        false,
+    )?;
+    anyhow::ensure!(
+        !base.is_empty(),
+        "the model's tokenizer encodes the benchmark text to no tokens"
+    );
+    Ok(base.iter().cycle().take(n).copied().collect())
 }
 
 /// How `--profile` times kernels on this adapter.
@@ -477,6 +546,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench(a),
         Cmd::Fetch => fetch::ensure_default_model().map(|p| println!("{}", p.display())),
         Cmd::Serve(a) => serve::serve(a),
+        Cmd::Perplexity(a) => perplexity::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

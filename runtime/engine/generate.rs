@@ -5,6 +5,7 @@ use web_time::Instant;
 
 use super::sampling::SamplingParams;
 use super::sequence::{check_request, with_penalties, SeqOutput};
+use super::speculative::{SpecOptions, SpecStats, Speculator};
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::Tokenizer;
@@ -20,6 +21,8 @@ pub struct GenerateOptions {
     pub ignore_eos: bool,
     /// Top-K log-probabilities to report per generated token (0: none).
     pub logprobs: usize,
+    /// Speculative decoding (off by default).
+    pub speculative: SpecOptions,
 }
 
 impl Default for GenerateOptions {
@@ -30,6 +33,7 @@ impl Default for GenerateOptions {
             stop: Vec::new(),
             ignore_eos: false,
             logprobs: 0,
+            speculative: SpecOptions::default(),
         }
     }
 }
@@ -63,6 +67,8 @@ pub struct Generation {
     pub finish_reason: FinishReason,
     pub prefill_secs: f64,
     pub decode_secs: f64,
+    /// Drafted and accepted tokens (speculative decoding).
+    pub spec: SpecStats,
 }
 
 impl Generation {
@@ -113,7 +119,7 @@ async fn run(
         cands = model
             .step(
                 &[SeqStep {
-                    want_logits: end == prompt_ids.len(),
+                    logit_rows: (end == prompt_ids.len()) as u32,
                     ..with_penalties(
                         SeqStep::new(&prompt_ids[pos..end], pos as u32, table.blocks()),
                         &pc,
@@ -127,32 +133,66 @@ async fn run(
     }
     let prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
+    let mut spec = Speculator::new(out.opts().speculative);
+    // Most tokens one verification step may carry.
+    let max_part = (model.logit_capacity() as usize).min(chunk);
+    let mut cands = vec![cands
+        .into_iter()
+        .next()
+        .ok_or_else(|| HearthError::Gpu("step returned no candidates".into()))?];
+    let mut drafts: Vec<u32> = Vec::new();
     while out.finish.is_none() {
-        let c = cands
-            .first()
-            .ok_or_else(|| HearthError::Gpu("step returned no candidates".into()))?;
-        let a = out.accept(tok, c)?;
-        let go_on = on_token(TokenEvent {
-            id: a.id,
-            text: &a.text,
-            top_logprobs: &a.top_logprobs,
-        });
-        if a.finish.is_some() {
+        let (accepted, confirmed) = out.accept_verified(tok, &cands, &drafts)?;
+        if let Some(s) = spec.as_mut() {
+            s.record(drafts.len(), confirmed);
+        }
+        for a in &accepted {
+            let go_on = on_token(TokenEvent {
+                id: a.id,
+                text: &a.text,
+                top_logprobs: &a.top_logprobs,
+            });
+            if !go_on {
+                out.cancel();
+                break;
+            }
+        }
+        if out.finish.is_some() {
             break;
         }
-        if !go_on {
-            out.cancel();
-            break;
-        }
+        // The cache holds the fed tokens up to the last confirmed draft;
+        // rejected drafts' slots are given back.
         let p = prompt_ids.len() + out.ids.len() - 1;
-        table.append(&mut model.pool, 1)?;
+        table.truncate(&mut model.pool, p as u32)?;
+        let last = *out.ids.last().expect("a token was accepted");
+        drafts = match &spec {
+            Some(s) => {
+                let limit = out.remaining().saturating_sub(1).min(max_part - 1);
+                s.propose(&out.context(prompt_ids), limit)
+            }
+            None => Vec::new(),
+        };
+        if !drafts.is_empty()
+            && table
+                .append(&mut model.pool, 1 + drafts.len() as u32)
+                .is_err()
+        {
+            drafts.clear();
+        }
+        if drafts.is_empty() {
+            table.append(&mut model.pool, 1)?;
+        }
+        let tokens: Vec<u32> = std::iter::once(last)
+            .chain(drafts.iter().copied())
+            .collect();
         let pc = out.penalty_counts();
         cands = model
             .step(
                 &[with_penalties(
                     SeqStep {
                         generated: true,
-                        ..SeqStep::new(&[a.id], p as u32, table.blocks())
+                        logit_rows: tokens.len() as u32,
+                        ..SeqStep::new(&tokens, p as u32, table.blocks())
                     },
                     &pc,
                     &sp,
@@ -169,5 +209,6 @@ async fn run(
         finish_reason: out.finish.unwrap_or(FinishReason::Length),
         prefill_secs,
         decode_secs: t1.elapsed().as_secs_f64(),
+        spec: spec.map(|s| s.stats).unwrap_or_default(),
     })
 }

@@ -137,10 +137,42 @@ impl Sampler {
 
     /// Picks a token from `c` (sorted best first, non-empty).
     pub fn sample(&mut self, c: &Candidates) -> u32 {
-        let p = &self.params;
-        if p.is_greedy() || c.ids.len() == 1 {
+        if self.params.is_greedy() || c.ids.len() == 1 {
             return c.ids[0];
         }
+        let probs = self.support(c);
+        let mass: f64 = probs.iter().sum();
+        let r = self.rng.random::<f64>() * mass;
+        draw(&c.ids, &probs, r, None)
+    }
+
+    /// Speculative verification of `draft`, proposed by a deterministic
+    /// drafter (n-gram lookup): the draft with probability p(draft), else a
+    /// draw from p without it, so the token is distributed exactly as
+    /// [`Sampler::sample`]'s. Greedy: the best candidate, as `sample`.
+    pub fn sample_with_draft(&mut self, c: &Candidates, draft: u32) -> u32 {
+        if self.params.is_greedy() || c.ids.len() == 1 {
+            return c.ids[0];
+        }
+        let probs = self.support(c);
+        let mass: f64 = probs.iter().sum();
+        let at = c.ids[..probs.len()].iter().position(|&t| t == draft);
+        let p_draft = at.map_or(0.0, |i| probs[i] / mass);
+        if p_draft > 0.0 && self.rng.random::<f64>() < p_draft {
+            return draft;
+        }
+        let rest = mass - at.map_or(0.0, |i| probs[i]);
+        if rest <= 0.0 {
+            return draft;
+        }
+        let r = self.rng.random::<f64>() * rest;
+        draw(&c.ids, &probs, r, at)
+    }
+
+    /// Unnormalised probabilities of the leading candidates that temperature,
+    /// top-k, min-p and top-p leave (at least one).
+    fn support(&self, c: &Candidates) -> Vec<f64> {
+        let p = &self.params;
         let k = if p.top_k > 0 {
             p.top_k.min(c.ids.len())
         } else {
@@ -173,16 +205,25 @@ impl Sampler {
             }
             keep = n.max(1);
         }
-        let mass: f64 = probs[..keep].iter().sum();
-        let mut r = self.rng.random::<f64>() * mass;
-        for (i, &x) in probs[..keep].iter().enumerate() {
-            if r < x {
-                return c.ids[i];
-            }
-            r -= x;
-        }
-        c.ids[keep - 1]
+        probs.truncate(keep);
+        probs
     }
+}
+
+/// The candidate where `r` (in `[0, mass)`) falls, skipping index `skip`.
+fn draw(ids: &[u32], probs: &[f64], mut r: f64, skip: Option<usize>) -> u32 {
+    let mut last = None;
+    for (i, &x) in probs.iter().enumerate() {
+        if Some(i) == skip {
+            continue;
+        }
+        if r < x {
+            return ids[i];
+        }
+        r -= x;
+        last = Some(i);
+    }
+    ids[last.unwrap_or(0)]
 }
 
 fn clock_seed() -> u64 {
@@ -275,6 +316,36 @@ mod tests {
         p.min_p = 0.1;
         let mut s = Sampler::new(p).unwrap();
         assert!((0..500).all(|_| s.sample(&c) < 103));
+    }
+
+    /// Rejection sampling against a deterministic draft must leave the
+    /// distribution as plain sampling has it, whichever token is drafted
+    /// (likely, unlikely, or outside the top-k support).
+    #[test]
+    fn draft_verification_keeps_distribution() {
+        let logits = [0.0f32, (0.5f32).ln(), (0.25f32).ln(), (0.125f32).ln()];
+        let c = cands(&logits);
+        let mut p = params(1.0);
+        p.top_k = 3;
+        let want = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0, 0.0];
+        for draft in [100u32, 101, 102, 103] {
+            let mut s = Sampler::new(p.clone()).unwrap();
+            let mut counts = [0usize; 4];
+            let n = 40_000;
+            for _ in 0..n {
+                counts[(s.sample_with_draft(&c, draft) - 100) as usize] += 1;
+            }
+            for i in 0..4 {
+                let got = counts[i] as f64 / n as f64;
+                assert!(
+                    (got - want[i]).abs() < 0.01,
+                    "draft {draft}, token {i}: {got} vs {}",
+                    want[i]
+                );
+            }
+        }
+        let mut g = Sampler::new(params(0.0)).unwrap();
+        assert_eq!(g.sample_with_draft(&c, 102), 100);
     }
 
     #[test]

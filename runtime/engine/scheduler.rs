@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 
 use super::generate::{FinishReason, GenerateOptions};
 use super::sequence::{check_request, with_penalties, Accepted, SeqOutput};
+use super::speculative::{SpecStats, Speculator};
 use crate::kv::prefix_cache::{block_hash, ROOT_HASH};
 use crate::kv::{BlockTable, KvPool};
 use crate::model::forward::{GpuModel, SeqStep};
@@ -55,6 +56,8 @@ pub enum SeqEvent {
         reason: FinishReason,
         prompt_tokens: usize,
         completion_tokens: usize,
+        /// Drafted and accepted tokens (speculative decoding).
+        spec: SpecStats,
     },
 }
 
@@ -70,6 +73,7 @@ struct Seq {
     /// Counted in the prefix-cache hit rate already (first admission only).
     queried: bool,
     cancelled: bool,
+    spec: Option<Speculator>,
 }
 
 impl Seq {
@@ -137,6 +141,10 @@ impl Seq {
         }
     }
 
+    fn spec_stats(&self) -> SpecStats {
+        self.spec.as_ref().map(|s| s.stats).unwrap_or_default()
+    }
+
     /// Gives back every block; the sequence will start over.
     fn release(&mut self, pool: &mut KvPool) -> Result<()> {
         self.table.release(pool)?;
@@ -152,7 +160,9 @@ struct Planned {
     start: usize,
     tokens: Vec<u32>,
     generated: bool,
-    want_logits: bool,
+    logit_rows: u32,
+    /// Drafted tokens this part verifies (they follow `tokens[0]`).
+    drafts: Vec<u32>,
     blocks: Vec<u32>,
     counts: Vec<(u32, u32)>,
 }
@@ -191,6 +201,7 @@ impl Scheduler {
         self.waiting.push_back(Seq {
             id,
             prompt,
+            spec: Speculator::new(opts.speculative),
             out,
             table: BlockTable::new(),
             computed: 0,
@@ -237,6 +248,7 @@ impl Scheduler {
                         reason,
                         prompt_tokens: s.prompt.len(),
                         completion_tokens: s.out.ids.len(),
+                        spec: s.spec_stats(),
                     });
                 }
                 None => keep.push(s),
@@ -252,6 +264,7 @@ impl Scheduler {
                     reason: s.out.finish.unwrap_or(FinishReason::Cancelled),
                     prompt_tokens: s.prompt.len(),
                     completion_tokens: s.out.ids.len(),
+                    spec: s.spec_stats(),
                 });
             } else {
                 waiting.push_back(s);
@@ -278,35 +291,71 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Plans the parts of running sequence `i` within `budget` tokens,
-    /// allocating its blocks; `None` when the pool is out of blocks.
-    fn plan_seq(&mut self, model: &mut GpuModel, i: usize, budget: usize) -> Option<Vec<Planned>> {
+    /// Plans the parts of running sequence `i` within `budget` tokens and
+    /// `rows` logit rows, allocating its blocks; `None` when the pool is out
+    /// of blocks. A decoding sequence with a drafter also carries its drafts,
+    /// when blocks allow.
+    fn plan_seq(
+        &mut self,
+        model: &mut GpuModel,
+        i: usize,
+        budget: usize,
+        rows: usize,
+    ) -> Option<Vec<Planned>> {
         let s = &mut self.running[i];
         let known = s.known();
+        let mut drafts = match &s.spec {
+            // Drafts only after a generated token, so every verification row is a generated row.
+            Some(spec) if s.computed + 1 == known && known > s.prompt.len() => {
+                let limit = s
+                    .out
+                    .remaining()
+                    .saturating_sub(1)
+                    .min(budget.saturating_sub(1))
+                    .min(rows.saturating_sub(1));
+                spec.propose(&s.out.context(&s.prompt), limit)
+            }
+            _ => Vec::new(),
+        };
         let end = known.min(s.computed + budget);
         if end <= s.computed {
             return Some(Vec::new());
         }
         let have = (s.table.len() as usize).min(end);
-        s.table.append(&mut model.pool, (end - have) as u32).ok()?;
+        if !drafts.is_empty()
+            && s.table
+                .append(&mut model.pool, (end + drafts.len() - have) as u32)
+                .is_err()
+        {
+            drafts.clear();
+        }
+        if drafts.is_empty() {
+            s.table.append(&mut model.pool, (end - have) as u32).ok()?;
+        }
         let counts = s.out.penalty_counts();
         let mut parts = Vec::new();
         // Prompt positions are prompt rows, generated positions generated rows.
         let split = s.prompt.len().clamp(s.computed, end);
         for (a, b, generated) in [(s.computed, split, false), (split, end, true)] {
             if b > a {
+                let last = b == known;
+                let drafts = if last {
+                    std::mem::take(&mut drafts)
+                } else {
+                    Vec::new()
+                };
                 parts.push(Planned {
                     seq: i,
                     start: a,
-                    tokens: (a..b).map(|p| s.token(p)).collect(),
+                    tokens: (a..b)
+                        .map(|p| s.token(p))
+                        .chain(drafts.iter().copied())
+                        .collect(),
                     generated,
-                    want_logits: b == known,
+                    logit_rows: if last { 1 + drafts.len() as u32 } else { 0 },
+                    drafts,
                     blocks: s.table.blocks().to_vec(),
-                    counts: if b == known {
-                        counts.clone()
-                    } else {
-                        Vec::new()
-                    },
+                    counts: if last { counts.clone() } else { Vec::new() },
                 });
             }
         }
@@ -320,6 +369,7 @@ impl Scheduler {
         self.retire(model, &mut events)?;
         let mut budget = model.max_step_tokens() as usize;
         let max_parts = model.max_seqs() as usize;
+        let mut rows = model.logit_capacity() as usize;
         let mut plan: Vec<Planned> = Vec::new();
         // Running sequences, oldest first: decode tokens, then prompt chunks.
         let mut i = 0;
@@ -327,9 +377,12 @@ impl Scheduler {
             if budget == 0 || plan.len() + 2 > max_parts {
                 break;
             }
-            match self.plan_seq(model, i, budget) {
+            // Every later running sequence may need a logit row too.
+            let reserve = self.running.len() - i - 1;
+            match self.plan_seq(model, i, budget, rows.saturating_sub(reserve)) {
                 Some(parts) => {
                     budget -= parts.iter().map(|p| p.tokens.len()).sum::<usize>();
+                    rows = rows.saturating_sub(parts.iter().map(|p| p.logit_rows as usize).sum());
                     plan.extend(parts);
                     i += 1;
                 }
@@ -341,7 +394,7 @@ impl Scheduler {
             }
         }
         // Admit waiting sequences while blocks (above the watermark) and budget allow.
-        while budget > 0 && plan.len() + 2 <= max_parts {
+        while budget > 0 && rows > 0 && plan.len() + 2 <= max_parts {
             let Some(s) = self.waiting.front() else { break };
             let bs = model.pool.block_size() as usize;
             let prefix = if self.opts.prefix_caching {
@@ -377,9 +430,10 @@ impl Scheduler {
             }
             self.running.push(s);
             let i = self.running.len() - 1;
-            match self.plan_seq(model, i, budget) {
+            match self.plan_seq(model, i, budget, rows) {
                 Some(parts) => {
                     budget -= parts.iter().map(|p| p.tokens.len()).sum::<usize>();
+                    rows = rows.saturating_sub(parts.iter().map(|p| p.logit_rows as usize).sum());
                     plan.extend(parts);
                 }
                 None => {
@@ -397,7 +451,7 @@ impl Scheduler {
         plan.sort_by_key(|p| !p.generated);
         let k = plan
             .iter()
-            .filter(|p| p.want_logits)
+            .filter(|p| p.logit_rows > 0)
             .map(|p| self.running[p.seq].out.candidates_needed())
             .max()
             .unwrap_or(1);
@@ -406,7 +460,7 @@ impl Scheduler {
             .map(|p| {
                 let sp = &self.running[p.seq].out.opts().sampling;
                 SeqStep {
-                    want_logits: p.want_logits,
+                    logit_rows: p.logit_rows,
                     generated: p.generated,
                     ..with_penalties(
                         SeqStep::new(&p.tokens, p.start as u32, &p.blocks),
@@ -420,16 +474,28 @@ impl Scheduler {
         let mut cands = cands.into_iter();
         for p in &plan {
             let s = &mut self.running[p.seq];
-            s.computed = s.computed.max(p.start + p.tokens.len());
+            let rows: Vec<_> = cands.by_ref().take(p.logit_rows as usize).collect();
+            if rows.len() < p.logit_rows as usize {
+                return Err(HearthError::Gpu("step returned too few candidates".into()));
+            }
+            if p.drafts.is_empty() {
+                s.computed = s.computed.max(p.start + p.tokens.len());
+            }
+            if !rows.is_empty() {
+                let (accepted, confirmed) = s.out.accept_verified(tok, &rows, &p.drafts)?;
+                events.extend(accepted.into_iter().map(|a| SeqEvent::Token(s.id, a)));
+                if let Some(spec) = s.spec.as_mut() {
+                    spec.record(p.drafts.len(), confirmed);
+                }
+                if !p.drafts.is_empty() {
+                    // The fed token and the confirmed drafts stay in the
+                    // cache; the rejected drafts' slots are given back.
+                    s.computed = p.start + 1 + confirmed;
+                    s.table.truncate(&mut model.pool, s.computed as u32)?;
+                }
+            }
             if self.opts.prefix_caching {
                 s.cache_full_blocks(&mut model.pool);
-            }
-            if p.want_logits {
-                let c = cands
-                    .next()
-                    .ok_or_else(|| HearthError::Gpu("step returned too few candidates".into()))?;
-                let a = s.out.accept(tok, &c)?;
-                events.push(SeqEvent::Token(s.id, a));
             }
         }
         self.retire(model, &mut events)?;

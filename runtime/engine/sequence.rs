@@ -134,6 +134,16 @@ impl SeqOutput {
         &self.opts
     }
 
+    /// Tokens this request may still generate.
+    pub fn remaining(&self) -> usize {
+        self.max_new.saturating_sub(self.ids.len())
+    }
+
+    /// Prompt followed by the generated tokens (what a drafter looks up in).
+    pub fn context(&self, prompt: &[u32]) -> Vec<u32> {
+        [prompt, &self.ids].concat()
+    }
+
     /// Candidates the GPU must return per step for this request.
     pub fn candidates_needed(&self) -> usize {
         self.opts.sampling.candidates_needed(self.opts.logprobs)
@@ -147,8 +157,52 @@ impl SeqOutput {
     /// Samples the next token from `c` and advances the text. A `finish`
     /// in the result means the sequence is over.
     pub fn accept(&mut self, tok: &Tokenizer, c: &Candidates) -> Result<Accepted> {
-        let opts = &self.opts;
         let id = self.sampler.sample(c);
+        self.push(tok, c, id)
+    }
+
+    /// As [`SeqOutput::accept`], verifying a drafted token (speculative decoding).
+    pub fn accept_draft(
+        &mut self,
+        tok: &Tokenizer,
+        c: &Candidates,
+        draft: u32,
+    ) -> Result<Accepted> {
+        let id = self.sampler.sample_with_draft(c, draft);
+        self.push(tok, c, id)
+    }
+
+    /// Accepts tokens from verification rows: row `j` of `cands` follows
+    /// `drafts[..j]`. Stops at the first token that differs from its draft
+    /// (it is still accepted: it was sampled from the right context) or
+    /// that ends the sequence. Returns the tokens and how many of them
+    /// confirmed drafts (their K/V, written by the step, stay valid).
+    pub fn accept_verified(
+        &mut self,
+        tok: &Tokenizer,
+        cands: &[Candidates],
+        drafts: &[u32],
+    ) -> Result<(Vec<Accepted>, usize)> {
+        let mut out = Vec::new();
+        let mut confirmed = 0;
+        for (j, c) in cands.iter().enumerate() {
+            let a = match drafts.get(j) {
+                Some(&d) => self.accept_draft(tok, c, d)?,
+                None => self.accept(tok, c)?,
+            };
+            let matched = drafts.get(j) == Some(&a.id);
+            let done = a.finish.is_some();
+            out.push(a);
+            if !matched || done {
+                break;
+            }
+            confirmed += 1;
+        }
+        Ok((out, confirmed))
+    }
+
+    fn push(&mut self, tok: &Tokenizer, c: &Candidates, id: u32) -> Result<Accepted> {
+        let opts = &self.opts;
         self.ids.push(id);
         let lp: Vec<(u32, f32)> = (0..opts.logprobs.min(c.ids.len()))
             .map(|i| (c.ids[i], c.logprob(i)))

@@ -39,6 +39,9 @@ pub struct ForwardOptions {
     pub max_step_tokens: u32,
     /// Most sequences in one step.
     pub max_seqs: u32,
+    /// Most rows of one step that get logits (at least `max_seqs`): speculative
+    /// verification and perplexity want logits for several rows of one sequence.
+    pub max_logit_rows: u32,
 }
 
 impl Default for ForwardOptions {
@@ -50,6 +53,7 @@ impl Default for ForwardOptions {
             block_size: crate::kv::DEFAULT_BLOCK_SIZE,
             max_step_tokens: 128,
             max_seqs: 1,
+            max_logit_rows: 0,
         }
     }
 }
@@ -93,6 +97,9 @@ const LOGITS_WALL: &str = "logits (norm+lm_head+top-k+readback)";
 /// Receives each dispatch of a step with its kernel kind.
 type OpVisitor<'a> = dyn FnMut(&'static str, &dyn Fn(&mut wgpu::ComputePass)) + 'a;
 
+/// A logit row, its penalty counts and the part it belongs to.
+type PenaltyCounts<'a, 'b> = (u32, std::borrow::Cow<'a, [(u32, u32)]>, &'a SeqStep<'b>);
+
 /// One sequence's part of a step.
 pub struct SeqStep<'a> {
     pub tokens: &'a [u32],
@@ -100,8 +107,11 @@ pub struct SeqStep<'a> {
     pub start: u32,
     /// The sequence's whole block table (covering `start + tokens.len()` positions).
     pub blocks: &'a [u32],
-    /// Return candidates for the last token of this part.
-    pub want_logits: bool,
+    /// Return candidates for the last `logit_rows` tokens of this part (0: none).
+    /// `penalty_counts` are those of the first such row; each later row also
+    /// counts the part's tokens after the first one up to itself, as if
+    /// they had been generated one at a time (speculative verification).
+    pub logit_rows: u32,
     /// The tokens were generated (sampled), not part of a prompt: their rows
     /// go through the matrix-vector kernels, prompt rows through the tiled
     /// ones, whatever else is in the step, so a sequence's results do not
@@ -121,7 +131,7 @@ impl<'a> SeqStep<'a> {
             tokens,
             start,
             blocks,
-            want_logits: true,
+            logit_rows: 1,
             generated: false,
             penalty_counts: &[],
             repetition_penalty: 1.0,
@@ -219,6 +229,18 @@ impl GpuModel {
         let qkv_w = qd + 2 * kvd;
         let t_max = opts.max_step_tokens.max(1);
         let seqs_max = opts.max_seqs.max(1);
+        // Extra logit rows are a wish (capped by what one binding holds);
+        // one per sequence is a must.
+        let row_bytes = c.vocab_size as u64 * 4;
+        let fit = (ctx.caps.max_binding / row_bytes).min(u32::MAX as u64) as u32;
+        if seqs_max > fit {
+            return Err(HearthError::Config(format!(
+                "{seqs_max} sequences need {seqs_max} logit rows of {} tokens, one storage binding ({} bytes) holds {fit}; lower max_seqs",
+                c.vocab_size, ctx.caps.max_binding
+            )));
+        }
+        let rows_max = opts.max_logit_rows.clamp(seqs_max, fit);
+        let logit_bytes = rows_max as u64 * row_bytes;
         let total = c.num_layers + 2;
         let mut done = 0;
         progress(LoadProgress { done, total });
@@ -257,9 +279,9 @@ impl GpuModel {
         let attn_out = act("attn", qd);
         let gu = act("gate_up", 2 * f);
         let actv = act("act", f);
-        let hid = ctx.buffer_zeroed("hid", (seqs_max as usize * h * 4) as u64);
-        let hidn = ctx.buffer_zeroed("hid_norm", (seqs_max as usize * h * 4) as u64);
-        let logits = ctx.buffer_zeroed("logits", (seqs_max as usize * c.vocab_size * 4) as u64);
+        let hid = ctx.buffer_zeroed("hid", (rows_max as usize * h * 4) as u64);
+        let hidn = ctx.buffer_zeroed("hid_norm", (rows_max as usize * h * 4) as u64);
+        let logits = ctx.buffer_zeroed("logits", logit_bytes);
         let logit_step = ctx.uniform("logit_step", &StepInfo::default());
         let inv_freqs = c.rope_inv_freqs();
         let shape = AttnShape {
@@ -472,11 +494,11 @@ impl GpuModel {
             &logits,
             MatMulOpts::default(),
         );
-        let penalties = Penalties::new(&ctx, &logits, seqs_max, c.vocab_size as u32);
+        let penalties = Penalties::new(&ctx, &logits, rows_max, c.vocab_size as u32);
         let topk = TopK::new(
             &ctx,
             &logits,
-            seqs_max,
+            rows_max,
             c.vocab_size as u32,
             MAX_CANDIDATES as u32,
         );
@@ -493,7 +515,10 @@ impl GpuModel {
         let mut model = GpuModel {
             config: c,
             pool,
-            opts,
+            opts: ForwardOptions {
+                max_logit_rows: rows_max,
+                ..opts
+            },
             batch,
             _kv: kv,
             _embed_w: embed_w,
@@ -530,8 +555,13 @@ impl GpuModel {
         self.opts.max_seqs
     }
 
-    /// Runs one step and returns, for every sequence part with `want_logits`,
-    /// its top-`k` candidates (in `seqs` order).
+    /// Most rows of one step that can get logits.
+    pub fn logit_capacity(&self) -> u32 {
+        self.opts.max_logit_rows.max(self.opts.max_seqs).max(1)
+    }
+
+    /// Runs one step and returns the top-`k` candidates of every logit row (see
+    /// [`SeqStep::logit_rows`]), in `seqs` order and row order within a part.
     pub async fn step(&mut self, seqs: &[SeqStep<'_>], k: usize) -> Result<Vec<Candidates>> {
         let k = k.clamp(1, MAX_CANDIDATES);
         let (n_rows, t_logits, timed) = self.submit_step(seqs, k)?;
@@ -606,18 +636,39 @@ impl GpuModel {
                 .queue
                 .write_buffer(buf, 0, bytemuck::bytes_of(info));
         }
-        // Rows whose hidden state feeds the lm_head: the last token of each part that wants logits.
+        // Rows whose hidden state feeds the lm_head, and each one's penalty counts.
         let mut logit_rows = Vec::new();
+        let mut pen_counts: Vec<PenaltyCounts> = Vec::new();
         let mut row = 0u32;
-        let mut pen_rows = Vec::new();
         for s in seqs {
-            row += s.tokens.len() as u32;
-            if s.want_logits {
-                pen_rows.push((logit_rows.len() as u32, s));
-                logit_rows.push(row - 1);
+            let n = s.tokens.len() as u32;
+            if s.logit_rows > n {
+                return Err(HearthError::InvalidRequest(format!(
+                    "logits wanted for {} rows of a {n}-token part",
+                    s.logit_rows
+                )));
             }
+            let first = n - s.logit_rows;
+            for j in first..n {
+                if !s.penalty_counts.is_empty() {
+                    let mut counts = std::borrow::Cow::Borrowed(s.penalty_counts);
+                    if j > first {
+                        let extra = &s.tokens[first as usize + 1..=j as usize];
+                        counts.to_mut().extend(extra.iter().map(|&t| (t, 1)));
+                    }
+                    pen_counts.push((logit_rows.len() as u32, counts, s));
+                }
+                logit_rows.push(row + j);
+            }
+            row += n;
         }
         let n_rows = logit_rows.len() as u32;
+        if n_rows > self.logit_capacity() {
+            return Err(HearthError::InvalidRequest(format!(
+                "a step wants logits for {n_rows} rows, the model was loaded for {} (max_logit_rows)",
+                self.logit_capacity()
+            )));
+        }
         self.ctx.queue.write_buffer(
             &self.logit_step,
             0,
@@ -627,14 +678,14 @@ impl GpuModel {
                 ..Default::default()
             }),
         );
-        let any_pen = pen_rows.iter().any(|(_, s)| !s.penalty_counts.is_empty());
+        let any_pen = !pen_counts.is_empty();
         if any_pen {
-            let rows: Vec<_> = pen_rows
+            let rows: Vec<_> = pen_counts
                 .iter()
-                .map(|(r, s)| {
+                .map(|(r, counts, s)| {
                     (
                         *r,
-                        s.penalty_counts,
+                        &counts[..],
                         s.repetition_penalty,
                         s.presence_penalty,
                         s.frequency_penalty,

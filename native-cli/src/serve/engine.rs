@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use hearth::engine::scheduler::{RequestId, Scheduler, SchedulerOptions, SeqEvent};
-use hearth::engine::FinishReason;
+use hearth::engine::{FinishReason, SpecOptions};
 use hearth::{Hearth, HearthError, Prompt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
@@ -98,6 +98,8 @@ pub struct EngineConfig {
     /// Sequences that may wait beyond those; more is a 429.
     pub max_queue: usize,
     pub scheduler: SchedulerOptions,
+    /// Speculative decoding for requests that don't choose (`draft` field).
+    pub speculative: SpecOptions,
 }
 
 /// The handlers' side of the engine: cheap to clone.
@@ -469,6 +471,10 @@ impl Engine {
                 let choice = p * job.n + i;
                 let mut opts = job.opts.clone();
                 opts.max_tokens = *max_tokens;
+                opts.speculative = SpecOptions {
+                    drafting: job.draft.unwrap_or(self.cfg.speculative.drafting),
+                    ..self.cfg.speculative
+                };
                 // Each sample of a seeded request draws its own reproducible stream.
                 opts.sampling.seed = opts.sampling.seed.map(|s| s.wrapping_add(choice as u64));
                 match self.sched.add(&self.h.model, ids.clone(), &opts) {
@@ -593,8 +599,11 @@ impl Engine {
                 id: sid,
                 reason,
                 completion_tokens,
+                spec,
                 ..
             } => {
+                self.metrics.spec_drafted.inc_by(spec.drafted);
+                self.metrics.spec_accepted.inc_by(spec.accepted);
                 let Some((key, choice)) = self.seqs.remove(&sid) else {
                     return;
                 };

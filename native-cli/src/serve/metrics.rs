@@ -42,6 +42,9 @@ pub struct Metrics {
     prefix_hit_tokens: Counter,
     prefix_evictions: Counter,
     preemptions: Counter,
+    pub spec_drafted: Counter,
+    pub spec_accepted: Counter,
+    spec_acceptance: Gauge<f64, AtomicU64>,
 }
 
 /// Moves a counter up to a running total the engine keeps.
@@ -77,6 +80,9 @@ impl Metrics {
             prefix_hit_tokens: Counter::default(),
             prefix_evictions: Counter::default(),
             preemptions: Counter::default(),
+            spec_drafted: Counter::default(),
+            spec_accepted: Counter::default(),
+            spec_acceptance: Gauge::default(),
         };
         r.register(
             "http_requests",
@@ -163,6 +169,21 @@ impl Metrics {
             "Sequences preempted (KV blocks freed, recomputed later)",
             m.preemptions.clone(),
         );
+        r.register(
+            "spec_draft_tokens",
+            "Tokens drafted for speculative decoding (finished sequences)",
+            m.spec_drafted.clone(),
+        );
+        r.register(
+            "spec_accepted_tokens",
+            "Drafted tokens the model confirmed (finished sequences)",
+            m.spec_accepted.clone(),
+        );
+        r.register(
+            "spec_acceptance_rate",
+            "Accepted / drafted tokens so far (0 before any draft)",
+            m.spec_acceptance.clone(),
+        );
         *m.registry.lock().expect("fresh mutex") = r;
         m
     }
@@ -186,6 +207,12 @@ impl Metrics {
         catch_up(&self.prefix_hit_tokens, snap.prefix_hit_tokens);
         catch_up(&self.prefix_evictions, snap.prefix_evictions);
         catch_up(&self.preemptions, snap.preemptions);
+        let drafted = self.spec_drafted.get();
+        self.spec_acceptance.set(if drafted > 0 {
+            self.spec_accepted.get() as f64 / drafted as f64
+        } else {
+            0.0
+        });
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);

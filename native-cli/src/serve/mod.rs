@@ -71,6 +71,9 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGTERM/Ctrl-C.
     #[arg(long, default_value_t = 30.0)]
     shutdown_grace: f64,
+    /// The default for requests without a `draft` field.
+    #[command(flatten)]
+    spec: super::spec_args::SpecArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -104,7 +107,17 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     };
     // A sequence may add two parts to a step (a prompt chunk and generated rows).
     let max_parts = u32::try_from(args.max_num_seqs * 2).context("--max-num-seqs is too large")?;
-    let h = load(&model_args, args.max_step_tokens, max_parts, false)?;
+    let speculative = args.spec.options()?;
+    // Drafts of up to 16 sequences at once get logit rows of their own (the
+    // scheduler shortens drafts when rows run out).
+    let logit_rows = max_parts + args.max_num_seqs.min(16) as u32 * (args.spec.rows_per_seq() - 1);
+    let h = load(
+        &model_args,
+        args.max_step_tokens,
+        max_parts,
+        logit_rows,
+        false,
+    )?;
     info!(
         "KV cache: {} blocks of {} tokens; up to {} sequences run at once, {} more may wait",
         h.model.pool.num_blocks(),
@@ -122,6 +135,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 prefix_caching: !args.no_prefix_caching,
                 ..SchedulerOptions::default()
             },
+            speculative,
         },
         metrics.clone(),
     )

@@ -6,7 +6,7 @@
 //! `response_format` of type text, empty `tools`); anything else is a 400
 //! that names the field.
 
-use hearth::engine::{GenerateOptions, SamplingParams};
+use hearth::engine::{Drafting, GenerateOptions, SamplingParams, SpecOptions};
 use hearth::text::ChatMessage;
 use serde::Deserialize;
 
@@ -76,6 +76,8 @@ pub struct RequestBody {
     min_p: Option<f64>,
     repetition_penalty: Option<f64>,
     ignore_eos: Option<bool>,
+    // Hearth's own: speculative decoding, "ngram" or "off".
+    draft: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +160,8 @@ pub struct Job {
     pub opts: GenerateOptions,
     /// Alternatives per token to report, when logprobs were asked for.
     pub logprobs: Option<usize>,
+    /// Speculative decoding asked for (`None`: the server's default).
+    pub draft: Option<Drafting>,
     pub stream: bool,
     pub include_usage: bool,
 }
@@ -504,6 +508,17 @@ pub fn validate(body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiError> 
         Some(_) => return Err(unsupported("tool_choice", "Tool calling")),
     }
 
+    let draft = match body.draft.as_deref() {
+        None => None,
+        Some("ngram") => Some(Drafting::Ngram),
+        Some("off") => Some(Drafting::Off),
+        Some(o) => {
+            return Err(ApiError::invalid_param(
+                "draft",
+                format!("`draft` must be \"ngram\" or \"off\", got {o:?}."),
+            ))
+        }
+    };
     let stream = body.stream.unwrap_or(false);
     let include_usage = stream
         && body
@@ -525,8 +540,10 @@ pub fn validate(body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiError> 
             stop,
             ignore_eos: body.ignore_eos.unwrap_or(false),
             logprobs: engine_logprobs,
+            speculative: SpecOptions::default(),
         },
         logprobs,
+        draft,
         stream,
         include_usage,
     })

@@ -238,3 +238,61 @@ fn bench_prints_the_json_fields() {
     assert_eq!(v["prompt_tokens"], 20);
     assert_eq!(v["gen_tokens"], 4);
 }
+
+#[test]
+fn bad_speculative_options_are_named() {
+    let bytes = tiny_model("llama", false).build();
+    expect_run_error(&bytes, &["--draft", "eagle"], "unknown --draft `eagle`");
+    expect_run_error(
+        &bytes,
+        &["--draft", "ngram", "--max-draft", "0"],
+        "--max-draft",
+    );
+}
+
+/// `hearth perplexity --json` prints what the issue names, and bad input is an error.
+#[test]
+fn perplexity_reports_json_and_names_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.gguf");
+    std::fs::write(&model, tiny_model("llama", false).build()).unwrap();
+    let text = dir.path().join("text.txt");
+    std::fs::write(
+        &text,
+        "hello world, the quick brown fox jumps over the lazy dog ".repeat(3),
+    )
+    .unwrap();
+    let m = model.to_str().unwrap();
+    let t = text.to_str().unwrap();
+    let (ok, out, err) = hearth(&[
+        "perplexity",
+        "--model",
+        m,
+        "--file",
+        t,
+        "--window",
+        "32",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let ppl = v["perplexity"].as_f64().unwrap();
+    let n = v["tokens"].as_u64().unwrap();
+    assert!(ppl.is_finite() && ppl >= 1.0, "{v}");
+    assert!(n > 100, "{v}");
+    for (args, needle) in [
+        (
+            vec!["--file", "/nonexistent/text.txt"],
+            "/nonexistent/text.txt",
+        ),
+        (vec!["--file", t, "--window", "1"], "window 1"),
+    ] {
+        let mut a = vec!["perplexity", "--model", m];
+        a.extend(args);
+        let (ok, _, err) = hearth(&a);
+        assert!(
+            !ok && err.contains(needle) && !err.contains("panicked"),
+            "{needle}: {err}"
+        );
+    }
+}

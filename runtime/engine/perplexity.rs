@@ -55,11 +55,9 @@ pub async fn perplexity(
         scored += end - next;
         next = end;
         progress(scored, total);
-        start += stride;
-        if start + 1 >= next && next < tokens.len() {
-            // A stride as long as the window leaves no overlap: keep going from the next target.
-            start = next - 1;
-        }
+        // Every target keeps at least one token of context, even with a
+        // stride as long as the window.
+        start = (start + stride).min(next - 1);
     }
     let mean = nll / scored as f64;
     Ok(PerplexityResult {

@@ -53,7 +53,8 @@ impl Default for ForwardOptions {
             block_size: crate::kv::DEFAULT_BLOCK_SIZE,
             max_step_tokens: 128,
             max_seqs: 1,
-            max_logit_rows: 0,
+            // One token and 7 drafts (SpecOptions' default) per step.
+            max_logit_rows: 8,
         }
     }
 }

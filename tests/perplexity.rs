@@ -1,0 +1,97 @@
+//! `hearth perplexity`'s sliding-window scoring on the GPU against the same
+//! recipe computed from the CPU reference forward pass's logits.
+
+#[path = "fixtures/gguf_writer.rs"]
+mod gguf_writer;
+
+use hearth::engine::perplexity;
+use hearth::engine::perplexity::log_prob;
+use hearth::gpu::{GpuContext, GpuOptions};
+use hearth::kv::KvDtype;
+use hearth::model::forward::{ForwardOptions, GpuModel};
+use hearth::model::gguf::GgufModel;
+use hearth::reference::{RefKvCache, RefModel};
+
+/// The sliding-window recipe on the reference model: windows of `window`
+/// tokens every `stride`, each scoring the targets not scored before (a
+/// window starts at most one token before its first target).
+fn reference(rm: &RefModel, tokens: &[u32], window: usize, stride: usize) -> (f64, usize, usize) {
+    let vocab = rm.config.vocab_size;
+    let (mut nll, mut n, mut hits) = (0f64, 0usize, 0usize);
+    let mut next = 1;
+    let mut start = 0;
+    while next < tokens.len() {
+        let end = (start + window).min(tokens.len());
+        let logits = rm
+            .forward(&tokens[start..end], &mut RefKvCache::default())
+            .unwrap();
+        for t in next..end {
+            let row = t - 1 - start;
+            let (lp, top) = log_prob(&logits[row * vocab..(row + 1) * vocab], tokens[t] as usize);
+            nll -= lp;
+            hits += top as usize;
+            n += 1;
+        }
+        next = end;
+        // Every target keeps at least one token of context.
+        start = (start + stride).min(next - 1);
+    }
+    ((nll / n as f64).exp(), n, hits)
+}
+
+#[test]
+fn sliding_window_perplexity_matches_the_cpu_reference() {
+    let file = gguf_writer::tiny_model("llama", false).build();
+    let model = GgufModel::from_bytes(file).unwrap();
+    let rm = RefModel::load(&model).unwrap();
+    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
+    // 12 rows per step: windows span several steps and KV blocks.
+    let mut m = GpuModel::load(
+        ctx,
+        &model,
+        ForwardOptions {
+            kv_memory: 1 << 20,
+            kv_dtype: KvDtype::F32,
+            max_step_tokens: 12,
+            max_logit_rows: 12,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let tokens: Vec<u32> = (0..83u32).map(|i| (i * i * 7 + i * 3 + 1) % 40).collect();
+    for (window, stride) in [(40, 16), (25, 25), (90, 45)] {
+        let (want, n, hits) = reference(&rm, &tokens, window, stride);
+        let mut last = 0;
+        let got = pollster::block_on(perplexity(
+            &mut m,
+            &tokens,
+            window,
+            stride,
+            &mut |done, total| {
+                assert!(done > last && total == tokens.len() - 1);
+                last = done;
+            },
+        ))
+        .unwrap();
+        assert_eq!(m.pool.used_blocks(), 0);
+        assert_eq!(
+            got.tokens,
+            tokens.len() - 1,
+            "window {window} stride {stride}"
+        );
+        assert_eq!(n, got.tokens);
+        assert!(
+            (got.perplexity - want).abs() < 1e-3 * want,
+            "window {window} stride {stride}: {} vs {want}",
+            got.perplexity
+        );
+        assert!(
+            (got.top1 - hits as f64 / n as f64).abs() < 0.03,
+            "top-1 {} vs {hits}/{n}",
+            got.top1
+        );
+    }
+    assert!(pollster::block_on(perplexity(&mut m, &tokens, 1, 1, &mut |_, _| {})).is_err());
+    assert!(pollster::block_on(perplexity(&mut m, &tokens[..1], 8, 4, &mut |_, _| {})).is_err());
+}

@@ -25,9 +25,9 @@ fn reference(rm: &RefModel, tokens: &[u32], window: usize, stride: usize) -> (f6
         let logits = rm
             .forward(&tokens[start..end], &mut RefKvCache::default())
             .unwrap();
-        for t in next..end {
+        for (t, &target) in tokens.iter().enumerate().take(end).skip(next) {
             let row = t - 1 - start;
-            let (lp, top) = log_prob(&logits[row * vocab..(row + 1) * vocab], tokens[t] as usize);
+            let (lp, top) = log_prob(&logits[row * vocab..(row + 1) * vocab], target as usize);
             nll -= lp;
             hits += top as usize;
             n += 1;

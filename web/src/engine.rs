@@ -31,6 +31,8 @@ struct LastRun {
     decode_tok_s: f64,
     prompt_tokens: usize,
     completion_tokens: usize,
+    /// Drafted and accepted tokens (speculative decoding).
+    spec: hearth::engine::SpecStats,
 }
 
 /// What `stats()` returns; fixed at load time except `last`.
@@ -238,6 +240,7 @@ impl Engine {
                 decode_tok_s: g.decode_tok_s(),
                 prompt_tokens: g.prompt_ids.len(),
                 completion_tokens: g.ids.len(),
+                spec: g.spec,
             });
             Ok(serialize(&ResultOut {
                 text: &g.text,

@@ -1,6 +1,6 @@
 //! Options as JavaScript passes them, with OpenAI's names.
 
-use hearth::engine::{GenerateOptions, SamplingParams};
+use hearth::engine::{Drafting, GenerateOptions, SamplingParams, SpecOptions};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +34,8 @@ pub struct GenOptions {
     pub frequency_penalty: Option<f32>,
     pub repetition_penalty: Option<f32>,
     pub ignore_eos: bool,
+    /// Speculative decoding: "ngram" (prompt lookup) or "off" (default).
+    pub draft: Option<Drafting>,
 }
 
 impl GenOptions {
@@ -61,6 +63,10 @@ impl GenOptions {
             },
             ignore_eos: self.ignore_eos,
             logprobs: 0,
+            speculative: SpecOptions {
+                drafting: self.draft.unwrap_or_default(),
+                ..SpecOptions::default()
+            },
         }
     }
 }

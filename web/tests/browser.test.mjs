@@ -136,6 +136,20 @@ test('chat: greedy reply in the browser equals the native CLI, token for token',
     assert.equal(bubble, result.text, 'the chat shows the reply');
     assert.match(await page.textContent('#toks'), /decode [\d.]+ tok\/s/);
 
+    // Speculative decoding (n-gram drafts) in wasm: the same greedy tokens.
+    await page.click('#reset');
+    await page.check('#draft');
+    await page.evaluate(() => { window.hearthDemo.lastResult = null; });
+    await page.fill('#prompt', PROMPT);
+    await page.click('#send');
+    await page.waitForFunction(
+      () => window.hearthDemo.state === 'error' || (window.hearthDemo.lastResult && window.hearthDemo.state !== 'generating'),
+      null, { timeout: 10 * MINUTE, polling: 250 });
+    assert.equal(await demoState(page), 'ready', `drafted generation failed\n${await failureContext(page, logs)}`);
+    const drafted = await page.evaluate(() => window.hearthDemo.lastResult);
+    assert.deepEqual(Array.from(drafted.token_ids), native.ids, `with drafts: ${JSON.stringify(drafted.text)}`);
+    await page.uncheck('#draft');
+
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     await page.$eval('aside', (el) => { el.scrollTop = 0; }); // setting the checkbox scrolled it
     await page.screenshot({ path: path.join(ARTIFACTS, 'web-chat.png') });

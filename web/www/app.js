@@ -100,6 +100,7 @@ function samplingOptions() {
     seed: num('seed'),
   };
   for (const k of Object.keys(opts)) if (opts[k] === undefined || Number.isNaN(opts[k])) delete opts[k];
+  if ($('draft').checked) opts.draft = 'ngram';
   return opts;
 }
 

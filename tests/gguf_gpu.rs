@@ -152,8 +152,20 @@ fn llama_tied_f16_kv() {
 #[test]
 fn llama_quantized_kv_matches_the_quantized_reference() {
     for (dtype, tol) in [(KvDtype::Q8, 2e-3), (KvDtype::Q4, 2e-3)] {
-        check_file(gguf_writer::tiny_model_hd("llama", false, 32), "llama", false, dtype, tol);
-        check_file(gguf_writer::tiny_model_hd("qwen2", true, 64), "qwen2", true, dtype, tol);
+        check_file(
+            gguf_writer::tiny_model_hd("llama", false, 32),
+            "llama",
+            false,
+            dtype,
+            tol,
+        );
+        check_file(
+            gguf_writer::tiny_model_hd("qwen2", true, 64),
+            "qwen2",
+            true,
+            dtype,
+            tol,
+        );
     }
 }
 

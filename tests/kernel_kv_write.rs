@@ -135,8 +135,12 @@ fn check(n_heads: u32, n_kv: u32, hd: u32, dtype: KvDtype) {
                 for (name, off, got) in [("K", q_dim, &got_k), ("V", q_dim + kv_dim, &got_v)] {
                     let src = t * stride + off + kvh * hdu;
                     let what = format!("{dtype:?} hd {hd} {name} pos {p} kv head {kvh}");
-                    exact +=
-                        check_row(dtype, &x[src..src + hdu], &got[row * rw..(row + 1) * rw], &what);
+                    exact += check_row(
+                        dtype,
+                        &x[src..src + hdu],
+                        &got[row * rw..(row + 1) * rw],
+                        &what,
+                    );
                     total += rw;
                 }
             }

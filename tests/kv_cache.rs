@@ -37,15 +37,14 @@ fn quantized_kv_holds_more_tokens_in_the_same_budget() {
             ..layout(16)
         };
         let f16 = l.bytes_per_token(KvDtype::F16) as f64;
-        let blocks = |d| {
-            KvPool::new(l, d, budget, 1 << 40)
-                .unwrap()
-                .num_blocks() as f64
-        };
+        let blocks = |d| KvPool::new(l, d, budget, 1 << 40).unwrap().num_blocks() as f64;
         let base = blocks(KvDtype::F16);
         for (dtype, ratio) in [(KvDtype::Q8, 0.55), (KvDtype::Q4, 0.32)] {
             let r = l.bytes_per_token(dtype) as f64 / f16;
-            assert!(r <= ratio, "{dtype} hd {head_dim}: {r} of f16's bytes per token");
+            assert!(
+                r <= ratio,
+                "{dtype} hd {head_dim}: {r} of f16's bytes per token"
+            );
             let gain = blocks(dtype) / base;
             assert!(
                 gain >= 1.0 / ratio,

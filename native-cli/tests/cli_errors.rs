@@ -154,7 +154,11 @@ fn bad_options() {
     expect_run_error(&bytes, &["--dtype", "q3"], "unknown dtype");
     expect_run_error(&bytes, &["--temperature=-1"], "temperature");
     expect_run_error(&bytes, &["--kv-memory", "lots"], "invalid size");
-    expect_run_error(&bytes, &["--kv-dtype", "q5"], "expected one of f16, f32, q8, q4");
+    expect_run_error(
+        &bytes,
+        &["--kv-dtype", "q5"],
+        "expected one of f16, f32, q8, q4",
+    );
     // The tiny model's heads of 16 are not whole 32-element groups.
     expect_run_error(&bytes, &["--kv-dtype", "q4"], "head_dim 16");
 }
@@ -179,11 +183,22 @@ fn quantized_kv_reported_and_usable() {
     );
     assert!(v["adapters"].as_array().is_some_and(|a| !a.is_empty()));
     let (ok, out, err) = hearth(&["info", "--model", path]);
-    assert!(ok && out.contains("--kv-dtype q4") && out.contains("0.312x f16"), "{out}{err}");
+    assert!(
+        ok && out.contains("--kv-dtype q4") && out.contains("0.312x f16"),
+        "{out}{err}"
+    );
     for dtype in ["q8", "q4"] {
         let (ok, out, err) = hearth(&[
-            "bench", "--model", path, "--kv-dtype", dtype, "--prompt-tokens", "20",
-            "--gen-tokens", "3", "--json",
+            "bench",
+            "--model",
+            path,
+            "--kv-dtype",
+            dtype,
+            "--prompt-tokens",
+            "20",
+            "--gen-tokens",
+            "3",
+            "--json",
         ]);
         assert!(ok, "{err}");
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

@@ -16,8 +16,8 @@ pub mod quant;
 pub mod reference;
 
 pub use block_table::BlockTable;
-pub use gpu::KvBuffers;
 pub use dtype::KvDtype;
+pub use gpu::KvBuffers;
 pub use pool::{KvLayout, KvPool};
 pub use prefix_cache::PrefixStats;
 

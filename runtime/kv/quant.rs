@@ -215,7 +215,10 @@ mod tests {
         let (d, m) = group_params(KvDtype::Q4, &w, 32)[0];
         assert!(m <= 0.0 && d > 0.0);
         assert_eq!(w[0], 0x7654_3210, "codes 0..=7 in nibbles 0..=7");
-        assert_eq!(round_row(KvDtype::Q4, &x), x.iter().map(|&v| v.round()).collect::<Vec<_>>());
+        assert_eq!(
+            round_row(KvDtype::Q4, &x),
+            x.iter().map(|&v| v.round()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -68,7 +68,6 @@ impl RefKvCache {
         }
     }
 
-
     pub fn len(&self, kv_dim: usize) -> usize {
         self.k.first().map_or(0, |k| k.len() / kv_dim.max(1))
     }

@@ -46,7 +46,8 @@ impl KvWrite {
     ) -> crate::Result<Self> {
         shape.validate()?;
         let spec = if shape.kv_dtype.is_quantized() {
-            ShaderSpec::new("kv_write_quant", SRC_QUANT).flag("KV_Q8", shape.kv_dtype == KvDtype::Q8)
+            ShaderSpec::new("kv_write_quant", SRC_QUANT)
+                .flag("KV_Q8", shape.kv_dtype == KvDtype::Q8)
         } else {
             ShaderSpec::new("kv_write", SRC).flag("KV_F16", shape.kv_dtype == KvDtype::F16)
         };

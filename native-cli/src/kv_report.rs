@@ -45,7 +45,7 @@ pub fn model_info(path: &Path, json: bool) -> Result<serde_json::Value> {
         "kv_bytes_per_token": per,
     });
     if !json {
-        println!("model: {} ({})", path.display(), m.source_desc);
+        println!("model: {}", m.source_desc);
         println!(
             "    KV cache per token (K+V, {} layers x {} KV heads x {}):",
             l.n_layers, l.n_kv_heads, l.head_dim

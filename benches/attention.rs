@@ -21,7 +21,7 @@ fn main() {
     println!("adapter: {}", ctx.adapter_name());
     // Llama-3-8B-like head layout.
     let (n_heads, n_kv, hd) = (32u32, 8u32, 128u32);
-    for dtype in [KvDtype::F16, KvDtype::F32] {
+    for dtype in KvDtype::ALL {
         for &ctx_len in &[512u32, 2048, 8192] {
             let shape = AttnShape {
                 n_heads,
@@ -38,7 +38,7 @@ fn main() {
             meta.push_seq(&[0], ctx_len - 1, &table);
             batch.write(&ctx.queue, &meta).unwrap();
             let qkv = ctx.buffer_zeroed("qkv", 512 * shape.row_stride() as u64 * 4);
-            let kv_bytes = (blocks * BS * n_kv * hd) as u64 * dtype.bytes();
+            let kv_bytes = (blocks * BS * n_kv) as u64 * dtype.row_bytes(hd);
             let k = ctx.buffer_zeroed("k", kv_bytes);
             let v = ctx.buffer_zeroed("v", kv_bytes);
             let out = ctx.buffer_zeroed("out", 512 * (n_heads * hd) as u64 * 4);
@@ -56,7 +56,8 @@ fn main() {
             .unwrap();
             let splits = attn.splits_for(1, ctx_len);
             let s = time(&ctx, &|p| attn.record(p, 1, ctx_len));
-            let bytes = 2.0 * (ctx_len * n_kv * hd) as f64 * dtype.bytes() as f64;
+            // Bytes the cache holds for these tokens, scales included.
+            let bytes = 2.0 * (ctx_len * n_kv) as f64 * dtype.row_bytes(hd) as f64;
             println!(
                 "decode attention {dtype:?} ctx {ctx_len:5} ({n_heads}q/{n_kv}kv x {hd}, {splits} splits): {:8.3} ms  {:6.2} GB/s KV read",
                 s * 1e3,

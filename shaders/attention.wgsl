@@ -7,12 +7,17 @@
 // DIRECT (one split): writes the normalised output. Otherwise writes the
 // partial (max, sum, acc[head_dim]) to scratch for attention_reduce.wgsl;
 // scratch[0] holds the split count, entries start at 4.
+// KV_QUANT (KV_Q8 / KV_Q4): head rows of 8-/4-bit codes with f16 scales per
+// 32 elements (layout: runtime/kv/quant.rs), dequantized here as they are read.
 
 struct Step { n_tokens: u32, n_seqs: u32, first_row: u32, _p0: u32 }
 struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
 // row_stride: QKV row length (elements); k_offset/v_offset unused here (K/V come from the cache).
 struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, block_size: u32, row_stride: u32, group: u32, scale: f32, max_splits: u32 }
 
+#if KV_QUANT
+alias KV2 = u32;
+#else
 #if KV_F16
 #if F16
 // Same layout as the packed words below; CPUs convert f16 natively (F16C),
@@ -26,6 +31,7 @@ fn from_kv(w: u32) -> vec2<f32> { return unpack2x16float(w); }
 #else
 alias KV2 = vec2<f32>;
 fn from_kv(w: vec2<f32>) -> vec2<f32> { return w; }
+#endif
 #endif
 
 @group(0) @binding(0) var<uniform> step: Step;
@@ -46,6 +52,98 @@ var<workgroup> probs: array<f32, GB * WG>;
 var<workgroup> kbase: array<u32, WG>;
 var<workgroup> red: array<f32, GB * WG>;
 var<workgroup> wg_pos: u32;
+
+#if KV_Q4
+// Per query head and group: the sum of the (scaled) query elements, so that
+// a q4 key's minimum enters its score once per group.
+var<workgroup> qsum: array<f32, GB * 8>;
+#endif
+
+#if KV_QUANT
+#if KV_Q8
+// Length of one head row in kc/vc elements.
+fn row_len(hd: u32) -> u32 { return hd / 4u + (hd / 32u + 1u) / 2u; }
+
+// Four sign-extended i8 codes of a word.
+fn codes8(w: u32) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u));
+}
+
+// Scores of the key row at kb for the GB query heads; each group's scale is
+// applied once to its code dot products.
+fn k_dots(kb: u32, hd: u32) -> array<f32, GB> {
+    var s: array<f32, GB>;
+    for (var gi = 0u; gi < hd / 32u; gi++) {
+        let d = unpack2x16float(kc[kb + hd / 4u + gi / 2u])[gi % 2u];
+        var part: array<f32, GB>;
+        for (var w = 0u; w < 8u; w++) {
+            let c = codes8(kc[kb + gi * 8u + w]);
+            let i = gi * 16u + 2u * w;
+            for (var g = 0u; g < GB; g++) {
+                part[g] += dot(q2[g * 128u + i], c.xy) + dot(q2[g * 128u + i + 1u], c.zw);
+            }
+        }
+        for (var g = 0u; g < GB; g++) { s[g] += d * part[g]; }
+    }
+    return s;
+}
+
+// Element pair i of the value row at vb.
+fn v_pair(vb: u32, i: u32, hd: u32) -> vec2<f32> {
+    let w = vc[vb + i / 2u] >> ((i % 2u) * 16u);
+    let c = vec2<f32>(bitcast<vec2<i32>>(vec2<u32>(w << 24u, w << 16u)) >> vec2<u32>(24u));
+    return c * unpack2x16float(vc[vb + hd / 4u + i / 32u])[(i / 16u) % 2u];
+}
+#else
+fn row_len(hd: u32) -> u32 { return hd / 8u + hd / 32u; }
+
+fn codes4(w: u32, shift: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>((vec4<u32>(w) >> shift) & vec4<u32>(15u));
+}
+
+// Scores of the key row at kb: per group d·(q·codes) + m·sum(q).
+fn k_dots(kb: u32, hd: u32) -> array<f32, GB> {
+    var s: array<f32, GB>;
+    for (var gi = 0u; gi < hd / 32u; gi++) {
+        let dm = unpack2x16float(kc[kb + hd / 8u + gi]);
+        var part: array<f32, GB>;
+        for (var w = 0u; w < 4u; w++) {
+            let word = kc[kb + gi * 4u + w];
+            let lo = codes4(word, vec4<u32>(0u, 4u, 8u, 12u));
+            let hi = codes4(word, vec4<u32>(16u, 20u, 24u, 28u));
+            let i = gi * 16u + 4u * w;
+            for (var g = 0u; g < GB; g++) {
+                let qb = g * 128u + i;
+                part[g] += dot(q2[qb], lo.xy) + dot(q2[qb + 1u], lo.zw)
+                    + dot(q2[qb + 2u], hi.xy) + dot(q2[qb + 3u], hi.zw);
+            }
+        }
+        for (var g = 0u; g < GB; g++) { s[g] += dm.x * part[g] + dm.y * qsum[g * 8u + gi]; }
+    }
+    return s;
+}
+
+fn v_pair(vb: u32, i: u32, hd: u32) -> vec2<f32> {
+    let w = vc[vb + i / 4u] >> ((i % 4u) * 8u);
+    let c = vec2<f32>(vec2<u32>(w, w >> 4u) & vec2<u32>(15u));
+    let dm = unpack2x16float(vc[vb + hd / 8u + i / 16u]);
+    return c * dm.x + dm.y;
+}
+#endif
+#else
+fn row_len(hd: u32) -> u32 { return hd / 2u; }
+
+fn k_dots(kb: u32, hd: u32) -> array<f32, GB> {
+    var s: array<f32, GB>;
+    for (var i = 0u; i < hd / 2u; i++) {
+        let k = from_kv(kc[kb + i]);
+        for (var g = 0u; g < GB; g++) { s[g] += dot(q2[g * 128u + i], k); }
+    }
+    return s;
+}
+
+fn v_pair(vb: u32, i: u32, hd: u32) -> vec2<f32> { return from_kv(vc[vb + i]); }
+#endif
 
 struct Lane { lid: u32, sg_lane: u32, sg_id: u32, n_sg: u32 }
 
@@ -137,6 +235,16 @@ fn main(@builtin(local_invocation_index) lid: u32,
         }
     }
     workgroupBarrier();
+#if KV_Q4
+    let ng = hd / 32u;
+    for (var e = lid; e < GB * ng; e += WG) {
+        let qb = (e / ng) * 128u + (e % ng) * 16u;
+        var a = 0.0;
+        for (var i = 0u; i < 16u; i++) { a += q2[qb + i].x + q2[qb + i].y; }
+        qsum[(e / ng) * 8u + e % ng] = a;
+    }
+    workgroupBarrier();
+#endif
 
     var m: array<f32, GB>;
     var l: array<f32, GB>;
@@ -154,13 +262,9 @@ fn main(@builtin(local_invocation_index) lid: u32,
         for (var g = 0u; g < GB; g++) { s[g] = NEG; }
         if (j < end) {
             let blk = block_table[seq.table_offset + j / bs];
-            let kb = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * half;
+            let kb = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * row_len(hd);
             kbase[lid] = kb;
-            for (var g = 0u; g < GB; g++) { s[g] = 0.0; }
-            for (var i = 0u; i < half; i++) {
-                let k = from_kv(kc[kb + i]);
-                for (var g = 0u; g < GB; g++) { s[g] += dot(q2[g * 128u + i], k); }
-            }
+            s = k_dots(kb, hd);
         }
         let tile_max = wg_reduce(s, ln, true);
         var pj: array<f32, GB>;
@@ -183,11 +287,11 @@ fn main(@builtin(local_invocation_index) lid: u32,
         for (var jj = 0u; jj < n; jj++) {
             let vb = kbase[jj];
             if (lid < half) {
-                let v = from_kv(vc[vb + lid]);
+                let v = v_pair(vb, lid, hd);
                 for (var g = 0u; g < GB; g++) { acc0[g] += probs[g * WG + jj] * v; }
             }
             if (lid + WG < half) {
-                let v = from_kv(vc[vb + lid + WG]);
+                let v = v_pair(vb, lid + WG, hd);
                 for (var g = 0u; g < GB; g++) { acc1[g] += probs[g * WG + jj] * v; }
             }
         }

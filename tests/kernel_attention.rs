@@ -1,6 +1,8 @@
 //! KV write + paged attention on the GPU vs contiguous causal attention on the
 //! CPU: sequences stored in shuffled, non-contiguous blocks, across block
-//! boundaries, several sequences per step, chunked prefill and long decode.
+//! boundaries, several sequences per step, chunked prefill and long decode;
+//! every KV dtype, the quantized ones against the reference fed the
+//! CPU-dequantized K/V.
 mod common;
 
 use common::*;
@@ -8,7 +10,8 @@ use hearth::gpu::kernels::attention::{Attention, AttnScratch, AttnShape};
 use hearth::gpu::kernels::batch::{BatchBuffers, StepMeta};
 use hearth::gpu::kernels::kv_write::KvWrite;
 use hearth::gpu::{readback_f32, GpuContext};
-use hearth::kv::reference::{causal_attention_ref, round_kv};
+use hearth::kv::quant::round_rows;
+use hearth::kv::reference::causal_attention_ref;
 use hearth::kv::KvDtype;
 
 const BS: u32 = 16;
@@ -63,7 +66,7 @@ fn run(ctx: &GpuContext, c: &Case) {
 
     let batch = BatchBuffers::new(ctx, shape.max_tokens, c.seqs.len() as u32, n_blocks, BS);
     let qkv = ctx.buffer_zeroed("qkv", (shape.max_tokens as usize * stride * 4) as u64);
-    let cache_bytes = (n_blocks * BS) as u64 * kv_dim as u64 * c.dtype.bytes();
+    let cache_bytes = (n_blocks * BS * c.n_kv) as u64 * c.dtype.row_bytes(c.hd);
     let kc = ctx.buffer_zeroed("k", cache_bytes);
     let vc = ctx.buffer_zeroed("v", cache_bytes);
     let out = ctx.buffer_zeroed("out", shape.max_tokens as u64 * q_dim as u64 * 4);
@@ -120,10 +123,10 @@ fn run(ctx: &GpuContext, c: &Case) {
     for (i, &(pre, len)) in c.seqs.iter().enumerate() {
         let r = &rows[i];
         let kv = |off: usize| -> Vec<f32> {
-            (0..len as usize)
+            let raw: Vec<f32> = (0..len as usize)
                 .flat_map(|p| r[p * stride + off..p * stride + off + kv_dim].to_vec())
-                .map(|x| round_kv(x, c.dtype))
-                .collect()
+                .collect();
+            round_rows(c.dtype, &raw, c.hd as usize)
         };
         let (k, v) = (kv(q_dim), kv(q_dim + kv_dim));
         for p in pre..len {
@@ -139,9 +142,11 @@ fn run(ctx: &GpuContext, c: &Case) {
             ));
         }
     }
+    // The quantized caches hold exactly the reference's values (see
+    // kernel_kv_write.rs); what remains is f32 summation order.
     let tol = match c.dtype {
         KvDtype::F32 => 2e-5,
-        KvDtype::F16 => 2e-4,
+        KvDtype::F16 | KvDtype::Q8 | KvDtype::Q4 => 2e-4,
     };
     let what = format!(
         "attention h={} kv={} hd={} {:?} splits={:?} {:?}",
@@ -160,7 +165,7 @@ fn paged_equals_contiguous_for_mixed_batches() {
     let ctx = gpu();
     for &(n_heads, n_kv) in &[(4u32, 4u32), (6, 2)] {
         for &hd in &[64u32, 128] {
-            for dtype in [KvDtype::F16, KvDtype::F32] {
+            for dtype in KvDtype::ALL {
                 let case = Case {
                     n_heads,
                     n_kv,
@@ -174,7 +179,12 @@ fn paged_equals_contiguous_for_mixed_batches() {
         }
     }
     for ctx in all_variants() {
-        for (n_heads, n_kv, hd, dtype) in [(6, 2, 128, KvDtype::F16), (4, 4, 64, KvDtype::F32)] {
+        for (n_heads, n_kv, hd, dtype) in [
+            (6, 2, 128, KvDtype::F16),
+            (4, 4, 64, KvDtype::F32),
+            (6, 2, 64, KvDtype::Q4),
+            (4, 4, 128, KvDtype::Q8),
+        ] {
             let case = Case {
                 n_heads,
                 n_kv,
@@ -201,8 +211,19 @@ fn split_key_range_matches_for_prefill_and_long_decode() {
             splits: Some(5),
         };
         run(&ctx, &case);
+        for dtype in [KvDtype::Q8, KvDtype::Q4] {
+            let case = Case {
+                n_heads: 8,
+                n_kv: 2,
+                hd: 96,
+                dtype,
+                seqs: vec![(0, 3), (20, 70)],
+                splits: Some(5),
+            };
+            run(&ctx, &case);
+        }
         // One decode row at ~2000 positions: the automatic choice splits it.
-        for dtype in [KvDtype::F16, KvDtype::F32] {
+        for dtype in KvDtype::ALL {
             let case = Case {
                 n_heads: 3,
                 n_kv: 1,

@@ -25,6 +25,46 @@ fn vals(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The same budget holds proportionally more tokens when K/V are quantized:
+/// q8 at most 0.55x and q4 at most 0.32x the bytes per token of f16, scales
+/// included, for the head sizes of Llama/Qwen/Mistral.
+#[test]
+fn quantized_kv_holds_more_tokens_in_the_same_budget() {
+    let budget = 256u64 << 20;
+    for head_dim in [64, 128] {
+        let l = KvLayout {
+            head_dim,
+            ..layout(16)
+        };
+        let f16 = l.bytes_per_token(KvDtype::F16) as f64;
+        let blocks = |d| KvPool::new(l, d, budget, 1 << 40).unwrap().num_blocks() as f64;
+        let base = blocks(KvDtype::F16);
+        for (dtype, ratio) in [(KvDtype::Q8, 0.55), (KvDtype::Q4, 0.32)] {
+            let r = l.bytes_per_token(dtype) as f64 / f16;
+            assert!(
+                r <= ratio,
+                "{dtype} hd {head_dim}: {r} of f16's bytes per token"
+            );
+            let gain = blocks(dtype) / base;
+            assert!(
+                gain >= 1.0 / ratio,
+                "{dtype} hd {head_dim}: {gain}x the blocks of f16"
+            );
+        }
+    }
+    // SmolLM2-135M: 30 layers, 3 KV heads of 64.
+    let smol = KvLayout {
+        n_layers: 30,
+        n_kv_heads: 3,
+        head_dim: 64,
+        block_size: 16,
+    };
+    let per_token: Vec<u64> = [KvDtype::F16, KvDtype::Q8, KvDtype::Q4]
+        .map(|d| smol.bytes_per_token(d))
+        .to_vec();
+    assert_eq!(per_token, vec![23040, 12240, 7200]);
+}
+
 #[test]
 fn budget_sets_block_count_and_binding_caps_it() {
     // K+V of 3 layers, f16: 2 * 3 * (2 * 16 * 64 * 2) bytes per block.

@@ -154,6 +154,58 @@ fn bad_options() {
     expect_run_error(&bytes, &["--dtype", "q3"], "unknown dtype");
     expect_run_error(&bytes, &["--temperature=-1"], "temperature");
     expect_run_error(&bytes, &["--kv-memory", "lots"], "invalid size");
+    expect_run_error(
+        &bytes,
+        &["--kv-dtype", "q5"],
+        "expected one of f16, f32, q8, q4",
+    );
+    // The tiny model's heads of 16 are not whole 32-element groups.
+    expect_run_error(&bytes, &["--kv-dtype", "q4"], "head_dim 16");
+}
+
+#[test]
+fn quantized_kv_reported_and_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model.gguf");
+    let mut w = gguf_writer::tiny_model_hd("llama", false, 32);
+    gguf_writer::char_vocab(&mut w);
+    std::fs::write(&p, w.build()).unwrap();
+    let path = p.to_str().unwrap();
+    let (ok, out, err) = hearth(&["info", "--json", "--model", path]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // 2 layers x 2 KV heads x (K+V) x head row bytes of 32 elements.
+    let per = &v["model"]["kv_bytes_per_token"];
+    assert_eq!(
+        [&per["f16"], &per["f32"], &per["q8"], &per["q4"]].map(|b| b.as_u64().unwrap()),
+        [8 * 64, 8 * 128, 8 * 36, 8 * 20],
+        "{v}"
+    );
+    assert!(v["adapters"].as_array().is_some_and(|a| !a.is_empty()));
+    let (ok, out, err) = hearth(&["info", "--model", path]);
+    assert!(
+        ok && out.contains("--kv-dtype q4") && out.contains("0.312x f16"),
+        "{out}{err}"
+    );
+    for dtype in ["q8", "q4"] {
+        let (ok, out, err) = hearth(&[
+            "bench",
+            "--model",
+            path,
+            "--kv-dtype",
+            dtype,
+            "--prompt-tokens",
+            "20",
+            "--gen-tokens",
+            "3",
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["kv_dtype"], dtype);
+        assert_eq!(v["kv_bytes_per_token"], per[dtype], "{v}");
+        assert!(v["decode_tok_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    }
 }
 
 #[test]

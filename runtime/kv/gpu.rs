@@ -1,6 +1,6 @@
 //! Per-layer GPU storage of the paged cache: one K and one V buffer per
-//! layer, each `[block][kv_head][slot][head_dim]` of [`KvDtype`] elements
-//! (f16 packed two per u32 word).
+//! layer, each `[block][kv_head][slot]` of head rows in the form of
+//! [`KvDtype`] (f16 packed two per u32 word; quantized rows see [`super::quant`]).
 
 use super::pool::KvPool;
 use crate::gpu::GpuContext;

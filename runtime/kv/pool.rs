@@ -4,27 +4,9 @@
 //! Blocks registered in the prefix cache outlive their last reference until
 //! an allocation needs them (see [`super::prefix_cache`]).
 
+use super::dtype::KvDtype;
 use super::prefix_cache::{PrefixIndex, PrefixStats};
 use crate::{HearthError, Result};
-
-/// Element type of the cached K/V values. Quantized forms come later, hence an enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum KvDtype {
-    /// Two halves packed per u32 word (`pack2x16float`); works without `shader-f16`.
-    #[default]
-    F16,
-    /// Exact; for tests and for users who trade memory for bit-exactness.
-    F32,
-}
-
-impl KvDtype {
-    pub fn bytes(self) -> u64 {
-        match self {
-            KvDtype::F16 => 2,
-            KvDtype::F32 => 4,
-        }
-    }
-}
 
 /// Shape of the cache; the GPU layout of one layer's K (and V) buffer is
 /// `[block][kv_head][slot][head_dim]`.
@@ -37,9 +19,14 @@ pub struct KvLayout {
 }
 
 impl KvLayout {
-    /// Elements of one block of K (or V) in one layer.
-    pub fn block_elems(&self) -> u64 {
-        self.n_kv_heads as u64 * self.block_size as u64 * self.head_dim as u64
+    /// Head rows (token × KV head) of one block of K (or V) in one layer.
+    pub fn block_rows(&self) -> u64 {
+        self.n_kv_heads as u64 * self.block_size as u64
+    }
+
+    /// Bytes of K and V of one token over all layers, scales included.
+    pub fn bytes_per_token(&self, dtype: KvDtype) -> u64 {
+        2 * self.n_layers as u64 * self.n_kv_heads as u64 * dtype.row_bytes(self.head_dim)
     }
 }
 
@@ -56,7 +43,7 @@ pub struct KvPool {
 impl KvPool {
     /// Bytes one block costs in one layer's K buffer (the V buffer costs the same).
     pub fn block_bytes_per_layer(layout: &KvLayout, dtype: KvDtype) -> u64 {
-        layout.block_elems() * dtype.bytes()
+        layout.block_rows() * dtype.row_bytes(layout.head_dim)
     }
 
     /// Sizes the pool from `budget_bytes` (K and V of all layers). The block
@@ -77,6 +64,7 @@ impl KvPool {
                 layout.head_dim
             )));
         }
+        dtype.check_head_dim(layout.head_dim)?;
         let per_layer = Self::block_bytes_per_layer(&layout, dtype);
         let per_block_all = per_layer * 2 * layout.n_layers as u64;
         let by_budget = budget_bytes / per_block_all;
@@ -264,6 +252,16 @@ mod tests {
         let mut odd = layout();
         odd.head_dim = 63;
         assert!(KvPool::new(odd, KvDtype::F32, 1 << 30, 1 << 30).is_err());
+        // Quantized rows need whole 32-element groups; f16 does not.
+        odd.head_dim = 48;
+        for dtype in [KvDtype::Q8, KvDtype::Q4] {
+            let e = KvPool::new(odd, dtype, 1 << 30, 1 << 30).unwrap_err();
+            assert!(
+                matches!(&e, HearthError::Unsupported(m) if m.contains("head_dim 48") && m.contains(dtype.name())),
+                "{e}"
+            );
+        }
+        assert!(KvPool::new(odd, KvDtype::F16, 1 << 30, 1 << 30).is_ok());
     }
 
     #[test]

@@ -1,16 +1,11 @@
 //! CPU references: plain contiguous causal attention, and the same through a
 //! paged cache. "Paged == contiguous" is one of the project's invariants; the
 //! reference forward pass uses [`PagedKvRef`] so it exercises the block tables too.
+//! What the cache gives back for a written row (f16 rounding, quantization)
+//! is [`super::quant::round_row`].
 
-use super::pool::KvDtype;
-
-/// Rounds a value the way the cache stores it.
-pub fn round_kv(x: f32, dtype: KvDtype) -> f32 {
-    match dtype {
-        KvDtype::F16 => half::f16::from_f32(x).to_f32(),
-        KvDtype::F32 => x,
-    }
-}
+use super::dtype::KvDtype;
+use super::quant::round_row;
 
 /// One query row (`n_heads * head_dim`) attending causally to `k`/`v` rows
 /// `0..n_ctx` (each `n_kv_heads * head_dim`, contiguous). GQA: query head `h`
@@ -67,12 +62,14 @@ fn attend<'a>(
 }
 
 /// One layer of paged cache on the host, f32, with the GPU layout
-/// `[block][kv_head][slot][head_dim]`.
+/// `[block][kv_head][slot][head_dim]`; each written head row is rounded the
+/// way `dtype` stores it.
 #[derive(Debug, Clone)]
 pub struct PagedKvRef {
     pub n_kv_heads: usize,
     pub head_dim: usize,
     pub block_size: usize,
+    pub dtype: KvDtype,
     pub k: Vec<f32>,
     pub v: Vec<f32>,
 }
@@ -84,9 +81,16 @@ impl PagedKvRef {
             n_kv_heads,
             head_dim,
             block_size,
+            dtype: KvDtype::F32,
             k: vec![0.0; n],
             v: vec![0.0; n],
         }
+    }
+
+    /// The same cache storing rows as `dtype`.
+    pub fn with_dtype(mut self, dtype: KvDtype) -> Self {
+        self.dtype = dtype;
+        self
     }
 
     /// Element offset of (position `pos`, kv head `kvh`) through `blocks`.
@@ -100,8 +104,8 @@ impl PagedKvRef {
         let hd = self.head_dim;
         for kvh in 0..self.n_kv_heads {
             let o = self.offset(blocks, pos, kvh);
-            self.k[o..o + hd].copy_from_slice(&k[kvh * hd..(kvh + 1) * hd]);
-            self.v[o..o + hd].copy_from_slice(&v[kvh * hd..(kvh + 1) * hd]);
+            self.k[o..o + hd].copy_from_slice(&round_row(self.dtype, &k[kvh * hd..(kvh + 1) * hd]));
+            self.v[o..o + hd].copy_from_slice(&round_row(self.dtype, &v[kvh * hd..(kvh + 1) * hd]));
         }
     }
 

@@ -8,7 +8,9 @@ pub use ops::matmul_ref_rows;
 
 use crate::gpu::kernels::rmsnorm::rmsnorm_ref;
 use crate::gpu::kernels::rope::rope_ref;
+use crate::kv::quant::round_rows;
 use crate::kv::reference::causal_attention_ref;
+use crate::kv::KvDtype;
 
 use crate::model::config::names;
 use crate::model::{ModelConfig, WeightSource};
@@ -42,14 +44,30 @@ pub struct RefModel {
     inv_freq: Vec<f32>,
 }
 
-/// Contiguous per-layer K/V history of one sequence.
-#[derive(Default, Clone)]
+/// Contiguous per-layer K/V history of one sequence, each head row rounded
+/// the way the GPU cache of `dtype` stores it (default f32: exact).
+#[derive(Clone)]
 pub struct RefKvCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
+    dtype: KvDtype,
+}
+
+impl Default for RefKvCache {
+    fn default() -> Self {
+        Self::new(KvDtype::F32)
+    }
 }
 
 impl RefKvCache {
+    pub fn new(dtype: KvDtype) -> Self {
+        RefKvCache {
+            k: Vec::new(),
+            v: Vec::new(),
+            dtype,
+        }
+    }
+
     pub fn len(&self, kv_dim: usize) -> usize {
         self.k.first().map_or(0, |k| k.len() / kv_dim.max(1))
     }
@@ -185,8 +203,8 @@ impl RefModel {
                 kvd,
                 c.rope_layout,
             );
-            cache.k[li].extend_from_slice(&k);
-            cache.v[li].extend_from_slice(&v);
+            cache.k[li].extend(round_rows(cache.dtype, &k, hd));
+            cache.v[li].extend(round_rows(cache.dtype, &v, hd));
             // Row t sees the cache up to its own position (causal).
             let attn: Vec<f32> = q
                 .chunks(qd)

@@ -54,6 +54,7 @@ impl AttnShape {
     }
 
     pub fn validate(&self) -> Result<()> {
+        self.kv_dtype.check_head_dim(self.head_dim)?;
         let ok = self.n_heads > 0
             && self.n_kv_heads > 0
             && self.n_heads.is_multiple_of(self.n_kv_heads)
@@ -158,14 +159,16 @@ impl Attention {
         out: &wgpu::Buffer,
     ) -> Result<Self> {
         shape.validate()?;
-        let kv16 = shape.kv_dtype == KvDtype::F16;
         let group = shape.n_heads / shape.n_kv_heads;
         let heads_per_group = (1..=MAX_GB)
             .rev()
             .find(|b| group.is_multiple_of(*b))
             .unwrap_or(1);
         let spec = ShaderSpec::new("attention", SRC)
-            .flag("KV_F16", kv16)
+            .flag("KV_F16", shape.kv_dtype == KvDtype::F16)
+            .flag("KV_QUANT", shape.kv_dtype.is_quantized())
+            .flag("KV_Q8", shape.kv_dtype == KvDtype::Q8)
+            .flag("KV_Q4", shape.kv_dtype == KvDtype::Q4)
             .constant("WG", WG)
             .constant("MIN_CHUNK", MIN_CHUNK)
             .constant("GB", heads_per_group);

@@ -1,4 +1,5 @@
-//! KV write launcher: K/V heads of the fused QKV rows → the layer's paged cache.
+//! KV write launcher: K/V heads of the fused QKV rows → the layer's paged
+//! cache, stored as f16/f32 (`kv_write.wgsl`) or quantized (`kv_write_quant.wgsl`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -6,9 +7,11 @@ use super::attention::AttnShape;
 use super::batch::BatchBuffers;
 use super::grid;
 use crate::gpu::{GpuContext, ShaderSpec};
+use crate::kv::dtype::GROUP;
 use crate::kv::KvDtype;
 
 const SRC: &str = include_str!("../../../shaders/kv_write.wgsl");
+const SRC_QUANT: &str = include_str!("../../../shaders/kv_write_quant.wgsl");
 const WG: u32 = 256;
 
 #[repr(C)]
@@ -26,6 +29,7 @@ struct Params {
 pub struct KvWrite {
     pipeline: std::sync::Arc<wgpu::ComputePipeline>,
     bind: wgpu::BindGroup,
+    /// Invocations per QKV row.
     per_row: u32,
     max_dim: u32,
 }
@@ -41,12 +45,21 @@ impl KvWrite {
         v: &wgpu::Buffer,
     ) -> crate::Result<Self> {
         shape.validate()?;
-        let spec = ShaderSpec::new("kv_write", SRC)
-            .flag("KV_F16", shape.kv_dtype == KvDtype::F16)
-            .constant("WG", WG);
-        let pipeline = ctx.pipeline(&spec);
+        let spec = if shape.kv_dtype.is_quantized() {
+            ShaderSpec::new("kv_write_quant", SRC_QUANT)
+                .flag("KV_Q8", shape.kv_dtype == KvDtype::Q8)
+        } else {
+            ShaderSpec::new("kv_write", SRC).flag("KV_F16", shape.kv_dtype == KvDtype::F16)
+        };
+        let pipeline = ctx.pipeline(&spec.constant("WG", WG));
         let q_dim = shape.n_heads * shape.head_dim;
         let kv_dim = shape.n_kv_heads * shape.head_dim;
+        // Quantized: one invocation per pair of groups of K or of V; else per element pair.
+        let per_row = if shape.kv_dtype.is_quantized() {
+            shape.n_kv_heads * (shape.head_dim / GROUP).div_ceil(2) * 2
+        } else {
+            kv_dim / 2
+        };
         let params = Params {
             n_kv_heads: shape.n_kv_heads,
             head_dim: shape.head_dim,
@@ -74,7 +87,7 @@ impl KvWrite {
         Ok(KvWrite {
             pipeline,
             bind,
-            per_row: kv_dim / 2,
+            per_row,
             max_dim: ctx.caps.max_workgroups_per_dim,
         })
     }

@@ -1,0 +1,69 @@
+//! KV cache bytes per token (K and V of every layer, scales included) for
+//! `hearth info --model` and `hearth bench`: what `--kv-dtype` buys in
+//! tokens per `--kv-memory`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use hearth::kv::{KvDtype, KvLayout, DEFAULT_BLOCK_SIZE};
+use hearth::model::ModelConfig;
+
+pub fn layout(c: &ModelConfig) -> KvLayout {
+    KvLayout {
+        n_layers: c.num_layers as u32,
+        n_kv_heads: c.num_kv_heads as u32,
+        head_dim: c.head_dim as u32,
+        block_size: DEFAULT_BLOCK_SIZE,
+    }
+}
+
+/// Bytes per token of `dtype` and their ratio to f16's; None where the
+/// model's head_dim rules the dtype out.
+pub fn per_token(l: &KvLayout, dtype: KvDtype) -> Option<(u64, f64)> {
+    dtype.check_head_dim(l.head_dim).ok()?;
+    let b = l.bytes_per_token(dtype);
+    Some((b, b as f64 / l.bytes_per_token(KvDtype::F16) as f64))
+}
+
+/// `hearth info --model`: the model's KV shape and bytes per token of every dtype.
+pub fn model_info(path: &Path, json: bool) -> Result<serde_json::Value> {
+    let m = hearth::model::load::open(path)?;
+    let l = layout(m.weights.config());
+    let mut per = serde_json::Map::new();
+    for d in KvDtype::ALL {
+        per.insert(
+            d.name().into(),
+            per_token(&l, d).map_or(serde_json::Value::Null, |(b, _)| b.into()),
+        );
+    }
+    let v = serde_json::json!({
+        "path": path.display().to_string(),
+        "source": m.source_desc,
+        "layers": l.n_layers,
+        "kv_heads": l.n_kv_heads,
+        "head_dim": l.head_dim,
+        "kv_bytes_per_token": per,
+    });
+    if !json {
+        println!("model: {}", m.source_desc);
+        println!(
+            "    KV cache per token (K+V, {} layers x {} KV heads x {}):",
+            l.n_layers, l.n_kv_heads, l.head_dim
+        );
+        for d in KvDtype::ALL {
+            match per_token(&l, d) {
+                Some((b, r)) => println!(
+                    "      --kv-dtype {:<3} {b:>8} bytes ({r:.3}x f16), {:.0} tokens per GiB",
+                    d.name(),
+                    (1u64 << 30) as f64 / b as f64
+                ),
+                None => println!(
+                    "      --kv-dtype {:<3} unsupported (head_dim {} is not a multiple of 32)",
+                    d.name(),
+                    l.head_dim
+                ),
+            }
+        }
+    }
+    Ok(v)
+}

@@ -143,7 +143,8 @@ struct BenchArgs {
     gen_tokens: usize,
     #[arg(long)]
     json: bool,
-    /// Time every kernel separately (one submission each) and print time per kernel kind.
+    /// Time every kernel (GPU timestamps where the adapter has them, else one
+    /// submission each) and print time per kernel kind.
     #[arg(long)]
     profile: bool,
     /// Serve this many identical-length requests at once per level (e.g.

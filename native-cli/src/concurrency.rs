@@ -25,8 +25,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     // Each sequence may add two parts to a step (prompt and generated rows).
     let parts = (2 * most).max(2) as u32;
     let spec = args.spec.options()?;
-    // Drafts of up to 16 sequences at once get logit rows of their own.
-    let logit_rows = parts + most.min(16) as u32 * (args.spec.rows_per_seq() - 1);
+    let logit_rows = args.spec.batch_logit_rows(parts, most);
     let mut h = load(&args.model, 256, parts, logit_rows, args.json)?;
     let base = h.tokenizer.encode(
         "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",

@@ -18,7 +18,9 @@ pub struct SpecArgs {
 
 impl SpecArgs {
     pub fn options(&self) -> Result<SpecOptions> {
-        let drafting = parse_drafting(&self.draft)?;
+        let drafting = Drafting::parse(&self.draft).ok_or_else(|| {
+            anyhow::anyhow!("unknown --draft `{}` (expected ngram or off)", self.draft)
+        })?;
         anyhow::ensure!(
             (1..=32).contains(&self.max_draft),
             "--max-draft must be 1..=32, got {}",
@@ -35,13 +37,12 @@ impl SpecArgs {
     pub fn rows_per_seq(&self) -> u32 {
         1 + self.max_draft.min(32) as u32
     }
-}
 
-pub fn parse_drafting(s: &str) -> Result<Drafting> {
-    match s {
-        "off" => Ok(Drafting::Off),
-        "ngram" => Ok(Drafting::Ngram),
-        o => anyhow::bail!("unknown --draft `{o}` (expected ngram or off)"),
+    /// Logit rows for steps of `parts` sequence parts from up to `seqs`
+    /// sequences: one per part, plus drafts for up to 16 sequences at once
+    /// (the scheduler shortens drafts when rows run out).
+    pub fn batch_logit_rows(&self, parts: u32, seqs: usize) -> u32 {
+        parts + seqs.min(16) as u32 * (self.rows_per_seq() - 1)
     }
 }
 

@@ -280,25 +280,25 @@ mod tests {
         assert!(run().iter().collect::<std::collections::HashSet<_>>().len() > 1);
     }
 
+    /// Draws 40 000 tokens (ids 100..) and checks each one's frequency within 0.01.
+    fn assert_frequencies(mut draw: impl FnMut() -> u32, want: &[f64], what: &str) {
+        let mut counts = vec![0usize; want.len()];
+        let n = 40_000;
+        for _ in 0..n {
+            counts[(draw() - 100) as usize] += 1;
+        }
+        for (i, (&c, &w)) in counts.iter().zip(want).enumerate() {
+            let got = c as f64 / n as f64;
+            assert!((got - w).abs() < 0.01, "{what}token {i}: {got} vs {w}");
+        }
+    }
+
     #[test]
     fn frequencies_follow_softmax() {
         let logits = [0.0f32, (0.5f32).ln(), (0.25f32).ln()];
         let mut s = Sampler::new(params(1.0)).unwrap();
         let c = cands(&logits);
-        let mut counts = [0usize; 3];
-        let n = 40_000;
-        for _ in 0..n {
-            counts[(s.sample(&c) - 100) as usize] += 1;
-        }
-        let want = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0];
-        for i in 0..3 {
-            let got = counts[i] as f64 / n as f64;
-            assert!(
-                (got - want[i]).abs() < 0.01,
-                "token {i}: {got} vs {}",
-                want[i]
-            );
-        }
+        assert_frequencies(|| s.sample(&c), &[4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0], "");
     }
 
     #[test]
@@ -330,19 +330,8 @@ mod tests {
         let want = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0, 0.0];
         for draft in [100u32, 101, 102, 103] {
             let mut s = Sampler::new(p.clone()).unwrap();
-            let mut counts = [0usize; 4];
-            let n = 40_000;
-            for _ in 0..n {
-                counts[(s.sample_with_draft(&c, draft) - 100) as usize] += 1;
-            }
-            for i in 0..4 {
-                let got = counts[i] as f64 / n as f64;
-                assert!(
-                    (got - want[i]).abs() < 0.01,
-                    "draft {draft}, token {i}: {got} vs {}",
-                    want[i]
-                );
-            }
+            let what = format!("draft {draft}, ");
+            assert_frequencies(|| s.sample_with_draft(&c, draft), &want, &what);
         }
         let mut g = Sampler::new(params(0.0)).unwrap();
         assert_eq!(g.sample_with_draft(&c, 102), 100);

@@ -21,6 +21,17 @@ pub enum Drafting {
     Ngram,
 }
 
+impl Drafting {
+    /// By the name the CLI, the server and the web options use.
+    pub fn parse(s: &str) -> Option<Drafting> {
+        match s {
+            "off" => Some(Drafting::Off),
+            "ngram" => Some(Drafting::Ngram),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpecOptions {
     pub drafting: Drafting,

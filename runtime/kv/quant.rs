@@ -138,14 +138,9 @@ mod tests {
     use super::*;
 
     fn vals(n: usize, seed: u32, scale: f32, offset: f32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                ((s >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * scale + offset
-            })
+        crate::kv::reference::test_vals(n, seed)
+            .into_iter()
+            .map(|v| v * scale + offset)
             .collect()
     }
 

@@ -558,7 +558,8 @@ impl GpuModel {
 
     /// Most rows of one step that can get logits.
     pub fn logit_capacity(&self) -> u32 {
-        self.opts.max_logit_rows.max(self.opts.max_seqs).max(1)
+        // `load` stores the clamped count (at least max_seqs, at least 1).
+        self.opts.max_logit_rows
     }
 
     /// Runs one step and returns the top-`k` candidates of every logit row (see

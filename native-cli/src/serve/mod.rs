@@ -108,9 +108,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     // A sequence may add two parts to a step (a prompt chunk and generated rows).
     let max_parts = u32::try_from(args.max_num_seqs * 2).context("--max-num-seqs is too large")?;
     let speculative = args.spec.options()?;
-    // Drafts of up to 16 sequences at once get logit rows of their own (the
-    // scheduler shortens drafts when rows run out).
-    let logit_rows = max_parts + args.max_num_seqs.min(16) as u32 * (args.spec.rows_per_seq() - 1);
+    let logit_rows = args.spec.batch_logit_rows(max_parts, args.max_num_seqs);
     let h = load(
         &model_args,
         args.max_step_tokens,

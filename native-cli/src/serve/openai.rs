@@ -510,14 +510,12 @@ pub fn validate(body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiError> 
 
     let draft = match body.draft.as_deref() {
         None => None,
-        Some("ngram") => Some(Drafting::Ngram),
-        Some("off") => Some(Drafting::Off),
-        Some(o) => {
-            return Err(ApiError::invalid_param(
+        Some(o) => Some(Drafting::parse(o).ok_or_else(|| {
+            ApiError::invalid_param(
                 "draft",
                 format!("`draft` must be \"ngram\" or \"off\", got {o:?}."),
-            ))
-        }
+            )
+        })?),
     };
     let stream = body.stream.unwrap_or(false);
     let include_usage = stream

@@ -9,6 +9,10 @@
 // scratch[0] holds the split count, entries start at 4.
 // KV_QUANT (KV_Q8 / KV_Q4): head rows of 8-/4-bit codes with f16 scales per
 // 32 elements (layout: runtime/kv/quant.rs), dequantized here as they are read.
+// q4 rows code the Walsh-Hadamard transform H·x of each block of ROT
+// elements: the query is rotated the same way once (H·q/ROT, so scores are
+// unchanged) and the weighted sum of values is rotated back (H·acc/ROT)
+// before it is written.
 
 struct Step { n_tokens: u32, n_seqs: u32, first_row: u32, _p0: u32 }
 struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
@@ -121,6 +125,35 @@ fn k_dots(kb: u32, hd: u32) -> array<f32, GB> {
         for (var g = 0u; g < GB; g++) { s[g] += dm.x * part[g] + dm.y * qsum[g * 8u + gi]; }
     }
     return s;
+}
+
+fn fwht(y: ptr<function, array<f32, ROT>>) {
+    for (var h = 1u; h < ROT; h *= 2u) {
+        for (var i = 0u; i < ROT; i += 2u * h) {
+            for (var j = i; j < i + h; j++) {
+                let a = (*y)[j];
+                let b = (*y)[j + h];
+                (*y)[j] = a + b;
+                (*y)[j + h] = a - b;
+            }
+        }
+    }
+}
+
+// Element pair i of H·a/ROT for the rotation block holding it, where a (the
+// rotated accumulator of one head) is in q2 at base qb: H[r][c] = (-1)^popcount(r & c).
+fn unrotate_pair(qb: u32, i: u32) -> vec2<f32> {
+    let b0 = qb + (2u * i / ROT) * (ROT / 2u);
+    let r = (2u * i) % ROT;
+    var o = vec2<f32>(0.0);
+    for (var c = 0u; c < ROT / 2u; c++) {
+        let a = q2[b0 + c];
+        let c0 = 2u * c;
+        let s0 = vec2<f32>(1.0 - 2.0 * f32(countOneBits(r & c0) & 1u), 1.0 - 2.0 * f32(countOneBits((r + 1u) & c0) & 1u));
+        let s1 = vec2<f32>(1.0 - 2.0 * f32(countOneBits(r & (c0 + 1u)) & 1u), 1.0 - 2.0 * f32(countOneBits((r + 1u) & (c0 + 1u)) & 1u));
+        o += s0 * a.x + s1 * a.y;
+    }
+    return o * (1.0 / f32(ROT));
 }
 
 fn v_pair(vb: u32, i: u32, hd: u32) -> vec2<f32> {
@@ -236,6 +269,20 @@ fn main(@builtin(local_invocation_index) lid: u32,
     }
     workgroupBarrier();
 #if KV_Q4
+    let nb = hd / ROT;
+    for (var e = lid; e < GB * nb; e += WG) {
+        let qb = (e / nb) * 128u + (e % nb) * (ROT / 2u);
+        var y: array<f32, ROT>;
+        for (var i = 0u; i < ROT / 2u; i++) {
+            y[2u * i] = q2[qb + i].x;
+            y[2u * i + 1u] = q2[qb + i].y;
+        }
+        fwht(&y);
+        for (var i = 0u; i < ROT / 2u; i++) {
+            q2[qb + i] = vec2<f32>(y[2u * i], y[2u * i + 1u]) * (1.0 / f32(ROT));
+        }
+    }
+    workgroupBarrier();
     let ng = hd / 32u;
     for (var e = lid; e < GB * ng; e += WG) {
         let qb = (e / ng) * 128u + (e % ng) * 16u;
@@ -297,6 +344,17 @@ fn main(@builtin(local_invocation_index) lid: u32,
         }
         workgroupBarrier();
     }
+#if KV_Q4
+    for (var g = 0u; g < GB; g++) {
+        if (lid < half) { q2[g * 128u + lid] = acc0[g]; }
+        if (lid + WG < half) { q2[g * 128u + lid + WG] = acc1[g]; }
+    }
+    workgroupBarrier();
+    for (var g = 0u; g < GB; g++) {
+        if (lid < half) { acc0[g] = unrotate_pair(g * 128u, lid); }
+        if (lid + WG < half) { acc1[g] = unrotate_pair(g * 128u, lid + WG); }
+    }
+#endif
 
     for (var g = 0u; g < GB; g++) {
         let h = h0 + g;

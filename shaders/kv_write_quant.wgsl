@@ -1,9 +1,10 @@
 // KV write, quantized: the K and V heads of the fused QKV rows (after RoPE)
-// into the layer's paged cache as q8 (KV_Q8) or q4 head rows, at the slot and
+// into the layer's paged cache as q8 (KV_Q8) or q4 (Hadamard-rotated) head rows, at the slot and
 // block kv_write.wgsl uses. The row layout is runtime/kv/quant.rs's, which
-// this must match word for word. One invocation per (row, kv head, pair of
-// 32-element groups, K or V): a pair, because two q8 groups share one scale
-// word and no two invocations may write the same word.
+// this must match word for word. One invocation per (row, kv head, unit, K
+// or V). q8 units are pairs of 32-element groups, because two groups share
+// one scale word and no two invocations may write the same word; q4 units
+// are rotation blocks of ROT elements (quant.rs's rotation_block).
 
 struct Step { n_tokens: u32, n_seqs: u32, _p0: u32, _p1: u32 }
 struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
@@ -56,33 +57,77 @@ fn quantize_group(which: u32, src: u32, row: u32, g: u32) -> u32 {
 #else
 fn row_words(hd: u32) -> u32 { return hd / 8u + hd / 32u; }
 
-// Codes of the group at qkv pair `src` into data words row + 4g..; returns
-// its scale word pack2x16float(d, m). m is the minimum moved down by 2^-10 of
-// itself before rounding, so that it stays <= every element.
-fn quantize_group(which: u32, src: u32, row: u32, g: u32) -> u32 {
-    var mn = qkv[src].x;
-    var mx = mn;
-    for (var i = 0u; i < 16u; i++) {
+// Ratios for each end of a group's range (quant.rs's CLIP, same order).
+const CLIP = array<f32, 4>(1.0, 0.9, 0.8, 0.7);
+const F32_MAX: f32 = 3.40282347e38;
+
+fn q4_code(v: f32, m: f32, d: f32) -> f32 {
+    if (d > 0.0) { return clamp(round((v - m) / d), 0.0, 15.0); }
+    return 0.0;
+}
+
+// Rotation block b (ROT elements at qkv pair `src`) of a head row: its
+// Walsh-Hadamard transform (butterflies in quant.rs's order, so the f32 sums
+// agree bit for bit), then each of its groups coded with the (m, d) of the
+// CLIP pair that gives the least squared error.
+fn quantize_block(which: u32, src: u32, row: u32, b: u32, hd: u32) {
+    var y: array<f32, ROT>;
+    for (var i = 0u; i < ROT / 2u; i++) {
         let x = qkv[src + i];
-        mn = min(mn, min(x.x, x.y));
-        mx = max(mx, max(x.x, x.y));
+        y[2u * i] = x.x;
+        y[2u * i + 1u] = x.y;
     }
-    let m = f16_round(mn - abs(mn) * (1.0 / 1024.0));
-    let d = f16_round((mx - m) * (1.0 / 15.0));
-    for (var w = 0u; w < 4u; w++) {
-        let x0 = vec4<f32>(qkv[src + 4u * w], qkv[src + 4u * w + 1u]);
-        let x1 = vec4<f32>(qkv[src + 4u * w + 2u], qkv[src + 4u * w + 3u]);
-        var q0 = vec4<u32>(0u);
-        var q1 = vec4<u32>(0u);
-        if (d > 0.0) {
-            q0 = vec4<u32>(clamp(round((x0 - m) / d), vec4<f32>(0.0), vec4<f32>(15.0)));
-            q1 = vec4<u32>(clamp(round((x1 - m) / d), vec4<f32>(0.0), vec4<f32>(15.0)));
+    for (var h = 1u; h < ROT; h *= 2u) {
+        for (var i = 0u; i < ROT; i += 2u * h) {
+            for (var j = i; j < i + h; j++) {
+                let a = y[j];
+                let c = y[j + h];
+                y[j] = a + c;
+                y[j + h] = a - c;
+            }
         }
-        let lo = q0.x | (q0.y << 4u) | (q0.z << 8u) | (q0.w << 12u);
-        let hi = q1.x | (q1.y << 4u) | (q1.z << 8u) | (q1.w << 12u);
-        put(which, row + g * 4u + w, lo | (hi << 16u));
     }
-    return pack2x16float(vec2<f32>(d, m));
+    for (var gi = 0u; gi < ROT / 32u; gi++) {
+        let base = gi * 32u;
+        var mn = y[base];
+        var mx = mn;
+        for (var i = 1u; i < 32u; i++) {
+            mn = min(mn, y[base + i]);
+            mx = max(mx, y[base + i]);
+        }
+        var best = F32_MAX;
+        var bm = 0.0;
+        var bd = 0.0;
+        for (var a = 0u; a < 4u; a++) {
+            // The low end moves down by 2^-10 of itself before rounding, so
+            // that m <= every element when unclipped.
+            let lo = CLIP[a] * mn;
+            let m = f16_round(lo - abs(lo) * (1.0 / 1024.0));
+            for (var c = 0u; c < 4u; c++) {
+                let d = f16_round((CLIP[c] * mx - m) * (1.0 / 15.0));
+                var err = 0.0;
+                for (var i = 0u; i < 32u; i++) {
+                    let v = y[base + i];
+                    let r = q4_code(v, m, d) * d + m - v;
+                    err += r * r;
+                }
+                if (err < best) {
+                    best = err;
+                    bm = m;
+                    bd = d;
+                }
+            }
+        }
+        let g = b * (ROT / 32u) + gi;
+        for (var w = 0u; w < 4u; w++) {
+            var word = 0u;
+            for (var i = 0u; i < 8u; i++) {
+                word |= u32(q4_code(y[base + 8u * w + i], bm, bd)) << (4u * i);
+            }
+            put(which, row + g * 4u + w, word);
+        }
+        put(which, row + hd / 8u + g, pack2x16float(vec2<f32>(bd, bm)));
+    }
 }
 #endif
 
@@ -91,31 +136,32 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let idx = gid.y * nwg.x * WG + gid.x;
     let hd = params.head_dim;
     let groups = hd / 32u;
-    let pairs = (groups + 1u) / 2u;
-    let per_row = params.n_kv_heads * pairs * 2u;
+#if KV_Q8
+    // Units of a row: pairs of groups (two q8 groups share a scale word).
+    let units = (groups + 1u) / 2u;
+#else
+    let units = hd / ROT;
+#endif
+    let per_row = params.n_kv_heads * units * 2u;
     if (idx >= step.n_tokens * per_row) { return; }
     let t = idx / per_row;
     let r = idx % per_row;
     let which = r % 2u;
-    let pair = (r / 2u) % pairs;
-    let kvh = r / (2u * pairs);
+    let unit = (r / 2u) % units;
+    let kvh = r / (2u * units);
     let p = positions[t];
     let seq = seqs[row_seq[t]];
     let blk = block_table[seq.table_offset + p / params.block_size];
     let row = ((blk * params.n_kv_heads + kvh) * params.block_size + p % params.block_size) * row_words(hd);
     let off = select(params.k_offset, params.v_offset, which == 1u);
     let src = (t * params.row_stride + off + kvh * hd) / 2u;
-    let g0 = 2u * pair;
+#if KV_Q8
+    let g0 = 2u * unit;
     let s0 = quantize_group(which, src + g0 * 16u, row, g0);
     var s1 = 0u;
-#if KV_Q8
     if (g0 + 1u < groups) { s1 = quantize_group(which, src + (g0 + 1u) * 16u, row, g0 + 1u); }
-    put(which, row + hd / 4u + pair, s0 | (s1 << 16u));
+    put(which, row + hd / 4u + unit, s0 | (s1 << 16u));
 #else
-    put(which, row + hd / 8u + g0, s0);
-    if (g0 + 1u < groups) {
-        s1 = quantize_group(which, src + (g0 + 1u) * 16u, row, g0 + 1u);
-        put(which, row + hd / 8u + g0 + 1u, s1);
-    }
+    quantize_block(which, src + unit * (ROT / 2u), row, unit, hd);
 #endif
 }

@@ -4,7 +4,8 @@
 //! of both buffers compared (rows nobody wrote must stay zero).
 //!
 //! Scales come from multiplications, which WGSL rounds exactly, so they must
-//! match bit for bit wherever f32→f16 rounds to nearest; codes come from
+//! match bit for bit wherever f32→f16 rounds to nearest (q4's choice among
+//! clipped ranges may differ only where two are within 0.1% in error); codes come from
 //! `x / d`, and WGSL only bounds division to 2.5 ulp, so a GPU may round an
 //! element lying within a hair of a half-step the other way. Such elements
 //! (and only they) may differ by one code; everything else must be exact.
@@ -15,7 +16,7 @@ use hearth::gpu::kernels::attention::AttnShape;
 use hearth::gpu::kernels::batch::{BatchBuffers, StepMeta};
 use hearth::gpu::kernels::kv_write::KvWrite;
 use hearth::gpu::readback_u32;
-use hearth::kv::quant::{group_params, quantize_row};
+use hearth::kv::quant::{coded_values, group_params, quantize_row};
 use hearth::kv::KvDtype;
 
 const BS: u32 = 8;
@@ -57,20 +58,32 @@ fn check_row(dtype: KvDtype, x: &[f32], gpu: &[u32], what: &str) -> usize {
         return exact;
     }
     let (pg, pc) = (group_params(dtype, gpu, hd), group_params(dtype, &cpu, hd));
+    let y = coded_values(dtype, x);
     for (g, (a, b)) in pg.iter().zip(&pc).enumerate() {
+        if f16_ulps(a.0, b.0) <= 1 && f16_ulps(a.1, b.1) <= 1 {
+            continue;
+        }
+        // q4 picks the clip pair with the least error; a GPU that fuses
+        // multiply-adds may break a near-tie the other way, never by more.
+        let err = |(d, m): (f32, f32)| -> f32 {
+            y[g * 32..(g + 1) * 32]
+                .iter()
+                .map(|&v| (code_of(dtype, v, d, m).0 as f32 * d + m - v).powi(2))
+                .sum()
+        };
         assert!(
-            f16_ulps(a.0, b.0) <= 1 && f16_ulps(a.1, b.1) <= 1,
+            dtype == KvDtype::Q4 && err(*a) <= err(*b) * 1.001,
             "{what}: group {g} scales {a:?} vs CPU {b:?}"
         );
     }
     // Codes against the GPU's own scales.
     for (e, &c) in codes(dtype, gpu, hd).iter().enumerate() {
         let (d, m) = pg[e / 32];
-        let (want, near_tie) = code_of(dtype, x[e], d, m);
+        let (want, near_tie) = code_of(dtype, y[e], d, m);
         assert!(
             c == want || (near_tie && (c - want).abs() == 1),
             "{what}: element {e} = {} -> code {c}, want {want} (d {d}, m {m})",
-            x[e]
+            y[e]
         );
     }
     exact

@@ -5,6 +5,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::batch::BatchBuffers;
 use crate::gpu::{GpuContext, ShaderSpec};
+use crate::kv::quant::rotation_block;
 use crate::kv::KvDtype;
 use crate::{HearthError, Result};
 
@@ -171,7 +172,8 @@ impl Attention {
             .flag("KV_Q4", shape.kv_dtype == KvDtype::Q4)
             .constant("WG", WG)
             .constant("MIN_CHUNK", MIN_CHUNK)
-            .constant("GB", heads_per_group);
+            .constant("GB", heads_per_group)
+            .constant("ROT", rotation_block(shape.head_dim as usize) as u32);
         let direct = ctx.pipeline(&spec.clone().flag("DIRECT", true));
         let partial = ctx.pipeline(&spec);
         let reduce =

@@ -8,6 +8,7 @@ use super::batch::BatchBuffers;
 use super::grid;
 use crate::gpu::{GpuContext, ShaderSpec};
 use crate::kv::dtype::GROUP;
+use crate::kv::quant::rotation_block;
 use crate::kv::KvDtype;
 
 const SRC: &str = include_str!("../../../shaders/kv_write.wgsl");
@@ -51,12 +52,16 @@ impl KvWrite {
         } else {
             ShaderSpec::new("kv_write", SRC).flag("KV_F16", shape.kv_dtype == KvDtype::F16)
         };
-        let pipeline = ctx.pipeline(&spec.constant("WG", WG));
+        let rot = rotation_block(shape.head_dim as usize) as u32;
+        let pipeline = ctx.pipeline(&spec.constant("WG", WG).constant("ROT", rot));
         let q_dim = shape.n_heads * shape.head_dim;
         let kv_dim = shape.n_kv_heads * shape.head_dim;
-        // Quantized: one invocation per pair of groups of K or of V; else per element pair.
-        let per_row = if shape.kv_dtype.is_quantized() {
+        // Per K or V head: q8, one invocation per pair of groups; q4, per
+        // rotation block. Unquantized: per element pair.
+        let per_row = if shape.kv_dtype == KvDtype::Q8 {
             shape.n_kv_heads * (shape.head_dim / GROUP).div_ceil(2) * 2
+        } else if shape.kv_dtype == KvDtype::Q4 {
+            shape.n_kv_heads * (shape.head_dim / rot) * 2
         } else {
             kv_dim / 2
         };

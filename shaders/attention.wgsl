@@ -7,8 +7,9 @@
 // DIRECT (one split): writes the normalised output. Otherwise writes the
 // partial (max, sum, acc[head_dim]) to scratch for attention_reduce.wgsl;
 // scratch[0] holds the split count, entries start at 4.
-// KV_QUANT (KV_Q8 / KV_Q4): head rows of 8-/4-bit codes with f16 scales per
-// 32 elements (layout: runtime/kv/quant.rs), dequantized here as they are read.
+// KV_QUANT (KV_Q8 / KV_Q4): head rows of 8-bit codes (q4: 5-bit keys, 3-bit
+// values) with f16 scales per 32 elements (layout: runtime/kv/quant.rs),
+// dequantized here as they are read.
 // q4 rows code the Walsh-Hadamard transform H·x of each block of ROT
 // elements: the query is rotated the same way once (H·q/ROT, so scores are
 // unchanged) and the weighted sum of values is rotated back (H·acc/ROT)
@@ -105,16 +106,20 @@ fn codes4(w: u32, shift: vec4<u32>) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(w) >> shift) & vec4<u32>(15u));
 }
 
-// Scores of the key row at kb: per group d·(q·codes) + m·sum(q).
+// Scores of the key row at kb: per group d·(q·codes) + m·sum(q). Key codes
+// are 5-bit: nibbles here, fifth bits in the value row (same offset).
 fn k_dots(kb: u32, hd: u32) -> array<f32, GB> {
     var s: array<f32, GB>;
-    for (var gi = 0u; gi < hd / 32u; gi++) {
-        let dm = unpack2x16float(kc[kb + hd / 8u + gi]);
+    let ng = hd / 32u;
+    for (var gi = 0u; gi < ng; gi++) {
+        let dm = unpack2x16float(kc[kb + 4u * ng + gi]);
+        let fifth = vc[kb + 4u * ng + gi];
         var part: array<f32, GB>;
         for (var w = 0u; w < 4u; w++) {
             let word = kc[kb + gi * 4u + w];
-            let lo = codes4(word, vec4<u32>(0u, 4u, 8u, 12u));
-            let hi = codes4(word, vec4<u32>(16u, 20u, 24u, 28u));
+            let f = vec4<u32>(fifth >> (8u * w));
+            let lo = codes4(word, vec4<u32>(0u, 4u, 8u, 12u)) + 16.0 * vec4<f32>((f >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u));
+            let hi = codes4(word, vec4<u32>(16u, 20u, 24u, 28u)) + 16.0 * vec4<f32>((f >> vec4<u32>(4u, 5u, 6u, 7u)) & vec4<u32>(1u));
             let i = gi * 16u + 4u * w;
             for (var g = 0u; g < GB; g++) {
                 let qb = g * 128u + i;
@@ -156,11 +161,18 @@ fn unrotate_pair(qb: u32, i: u32) -> vec2<f32> {
     return o * (1.0 / f32(ROT));
 }
 
+// Element pair i of the value row at vb: 3-bit codes, two low bits in the
+// group's two words of pairs, the third in its word at 2G.
 fn v_pair(vb: u32, i: u32, hd: u32) -> vec2<f32> {
-    let w = vc[vb + i / 4u] >> ((i % 4u) * 8u);
-    let c = vec2<f32>(vec2<u32>(w, w >> 4u) & vec2<u32>(15u));
-    let dm = unpack2x16float(vc[vb + hd / 8u + i / 16u]);
-    return c * dm.x + dm.y;
+    let ng = hd / 32u;
+    let g = i / 16u;
+    let j = (2u * i) % 32u;
+    let low = vc[vb + 2u * g + j / 16u] >> (2u * (j % 16u));
+    let third = vc[vb + 2u * ng + g] >> j;
+    let c = vec2<u32>(low, low >> 2u) & vec2<u32>(3u);
+    let t = vec2<u32>(third, third >> 1u) & vec2<u32>(1u);
+    let dm = unpack2x16float(vc[vb + 3u * ng + g]);
+    return vec2<f32>(c + 4u * t) * dm.x + dm.y;
 }
 #endif
 #else

@@ -61,16 +61,20 @@ fn row_words(hd: u32) -> u32 { return hd / 8u + hd / 32u; }
 const CLIP = array<f32, 4>(1.0, 0.9, 0.8, 0.7);
 const F32_MAX: f32 = 3.40282347e38;
 
-fn q4_code(v: f32, m: f32, d: f32) -> f32 {
-    if (d > 0.0) { return clamp(round((v - m) / d), 0.0, 15.0); }
+fn q4_code(v: f32, m: f32, d: f32, levels: f32) -> f32 {
+    if (d > 0.0) { return clamp(round((v - m) / d), 0.0, levels); }
     return 0.0;
 }
 
 // Rotation block b (ROT elements at qkv pair `src`) of a head row: its
 // Walsh-Hadamard transform (butterflies in quant.rs's order, so the f32 sums
 // agree bit for bit), then each of its groups coded with the (m, d) of the
-// CLIP pair that gives the least squared error.
+// CLIP pair that gives the least squared error: keys in 5 bits (nibbles in
+// the key row, fifth bits in the value row), values in 3.
 fn quantize_block(which: u32, src: u32, row: u32, b: u32, hd: u32) {
+    let ng = hd / 32u;
+    let levels = select(31.0, 7.0, which == 1u);
+    let inv = select(1.0 / 31.0, 1.0 / 7.0, which == 1u);
     var y: array<f32, ROT>;
     for (var i = 0u; i < ROT / 2u; i++) {
         let x = qkv[src + i];
@@ -104,11 +108,11 @@ fn quantize_block(which: u32, src: u32, row: u32, b: u32, hd: u32) {
             let lo = CLIP[a] * mn;
             let m = f16_round(lo - abs(lo) * (1.0 / 1024.0));
             for (var c = 0u; c < 4u; c++) {
-                let d = f16_round((CLIP[c] * mx - m) * (1.0 / 15.0));
+                let d = f16_round((CLIP[c] * mx - m) * inv);
                 var err = 0.0;
                 for (var i = 0u; i < 32u; i++) {
                     let v = y[base + i];
-                    let r = q4_code(v, m, d) * d + m - v;
+                    let r = q4_code(v, m, d, levels) * d + m - v;
                     err += r * r;
                 }
                 if (err < best) {
@@ -119,14 +123,29 @@ fn quantize_block(which: u32, src: u32, row: u32, b: u32, hd: u32) {
             }
         }
         let g = b * (ROT / 32u) + gi;
-        for (var w = 0u; w < 4u; w++) {
-            var word = 0u;
-            for (var i = 0u; i < 8u; i++) {
-                word |= u32(q4_code(y[base + 8u * w + i], bm, bd)) << (4u * i);
+        var top = 0u;
+        var low = array<u32, 4>(0u, 0u, 0u, 0u);
+        for (var i = 0u; i < 32u; i++) {
+            let q = u32(q4_code(y[base + i], bm, bd, levels));
+            if (which == 0u) {
+                low[i / 8u] |= (q & 15u) << (4u * (i % 8u));
+                top |= (q >> 4u) << i;
+            } else {
+                low[i / 16u] |= (q & 3u) << (2u * (i % 16u));
+                top |= (q >> 2u) << i;
             }
-            put(which, row + g * 4u + w, word);
         }
-        put(which, row + hd / 8u + g, pack2x16float(vec2<f32>(bd, bm)));
+        let scale = pack2x16float(vec2<f32>(bd, bm));
+        if (which == 0u) {
+            for (var w = 0u; w < 4u; w++) { kc[row + g * 4u + w] = low[w]; }
+            kc[row + 4u * ng + g] = scale;
+            vc[row + 4u * ng + g] = top;
+        } else {
+            vc[row + 2u * g] = low[0];
+            vc[row + 2u * g + 1u] = low[1];
+            vc[row + 2u * ng + g] = top;
+            vc[row + 3u * ng + g] = scale;
+        }
     }
 }
 #endif

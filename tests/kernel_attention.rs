@@ -122,13 +122,12 @@ fn run(ctx: &GpuContext, c: &Case) {
     let mut want = Vec::new();
     for (i, &(pre, len)) in c.seqs.iter().enumerate() {
         let r = &rows[i];
-        let kv = |off: usize| -> Vec<f32> {
-            let raw: Vec<f32> = (0..len as usize)
+        let raw = |off: usize| -> Vec<f32> {
+            (0..len as usize)
                 .flat_map(|p| r[p * stride + off..p * stride + off + kv_dim].to_vec())
-                .collect();
-            round_rows(c.dtype, &raw, c.hd as usize)
+                .collect()
         };
-        let (k, v) = (kv(q_dim), kv(q_dim + kv_dim));
+        let (k, v) = round_rows(c.dtype, &raw(q_dim), &raw(q_dim + kv_dim), c.hd as usize);
         for p in pre..len {
             let q = &r[p as usize * stride..p as usize * stride + q_dim];
             want.extend(causal_attention_ref(
@@ -183,6 +182,7 @@ fn paged_equals_contiguous_for_mixed_batches() {
             (6, 2, 128, KvDtype::F16),
             (4, 4, 64, KvDtype::F32),
             (6, 2, 64, KvDtype::Q4),
+            (4, 1, 128, KvDtype::Q4),
             (4, 4, 128, KvDtype::Q8),
         ] {
             let case = Case {

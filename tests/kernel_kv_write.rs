@@ -16,32 +16,23 @@ use hearth::gpu::kernels::attention::AttnShape;
 use hearth::gpu::kernels::batch::{BatchBuffers, StepMeta};
 use hearth::gpu::kernels::kv_write::KvWrite;
 use hearth::gpu::readback_u32;
-use hearth::kv::quant::{coded_values, group_params, quantize_row};
+use hearth::kv::quant::{coded_values, codes, group_params, q4_levels, quantize_pair, Role};
 use hearth::kv::KvDtype;
 
 const BS: u32 = 8;
 
 /// The code the quantizer gives `x` under a group's (d, m), and whether `x`
 /// sits so close to a half-step that an inexact divide may round it either way.
-fn code_of(dtype: KvDtype, x: f32, d: f32, m: f32) -> (i32, bool) {
+fn code_of(dtype: KvDtype, role: Role, x: f32, d: f32, m: f32) -> (i32, bool) {
     if d == 0.0 {
         return (0, false);
     }
     let (t, lo, hi) = match dtype {
         KvDtype::Q8 => (x / d, -127.0, 127.0),
-        _ => ((x - m) / d, 0.0, 15.0),
+        _ => ((x - m) / d, 0.0, q4_levels(role) as f32),
     };
     let near_tie = ((t - t.floor()) - 0.5).abs() < 1e-4;
     (t.round_ties_even().clamp(lo, hi) as i32, near_tie)
-}
-
-fn codes(dtype: KvDtype, w: &[u32], hd: usize) -> Vec<i32> {
-    (0..hd)
-        .map(|e| match dtype {
-            KvDtype::Q8 => ((w[e / 4] >> (8 * (e % 4))) as u8 as i8) as i32,
-            _ => ((w[e / 8] >> (4 * (e % 8))) & 15) as i32,
-        })
-        .collect()
 }
 
 fn f16_ulps(a: f32, b: f32) -> i32 {
@@ -49,42 +40,54 @@ fn f16_ulps(a: f32, b: f32) -> i32 {
     (bits(a) - bits(b)).abs()
 }
 
-/// Compares one GPU head row with the CPU's; returns the number of exact words.
-fn check_row(dtype: KvDtype, x: &[f32], gpu: &[u32], what: &str) -> usize {
-    let hd = x.len();
-    let cpu = quantize_row(dtype, x);
-    let exact = gpu.iter().zip(&cpu).filter(|(a, b)| a == b).count();
-    if exact == cpu.len() {
+/// Compares one token's GPU K and V head rows with the CPU's; returns the
+/// number of exact words.
+fn check_rows(dtype: KvDtype, k: &[f32], v: &[f32], gpu: (&[u32], &[u32]), what: &str) -> usize {
+    let hd = k.len();
+    let (ck, cv) = quantize_pair(dtype, k, v);
+    let exact = gpu
+        .0
+        .iter()
+        .zip(&ck)
+        .chain(gpu.1.iter().zip(&cv))
+        .filter(|(a, b)| a == b)
+        .count();
+    if exact == ck.len() + cv.len() {
         return exact;
     }
-    let (pg, pc) = (group_params(dtype, gpu, hd), group_params(dtype, &cpu, hd));
-    let y = coded_values(dtype, x);
-    for (g, (a, b)) in pg.iter().zip(&pc).enumerate() {
-        if f16_ulps(a.0, b.0) <= 1 && f16_ulps(a.1, b.1) <= 1 {
-            continue;
+    for (role, x, own, cpu) in [(Role::Key, k, gpu.0, &ck), (Role::Value, v, gpu.1, &cv)] {
+        let (pg, pc) = (
+            group_params(dtype, role, own, hd),
+            group_params(dtype, role, cpu, hd),
+        );
+        let y = coded_values(dtype, x);
+        for (g, (a, b)) in pg.iter().zip(&pc).enumerate() {
+            if f16_ulps(a.0, b.0) <= 1 && f16_ulps(a.1, b.1) <= 1 {
+                continue;
+            }
+            // q4 picks the clip pair with the least error; a GPU that fuses
+            // multiply-adds may break a near-tie the other way, never by more.
+            let err = |(d, m): (f32, f32)| -> f32 {
+                y[g * 32..(g + 1) * 32]
+                    .iter()
+                    .map(|&v| (code_of(dtype, role, v, d, m).0 as f32 * d + m - v).powi(2))
+                    .sum()
+            };
+            assert!(
+                dtype == KvDtype::Q4 && err(*a) <= err(*b) * 1.001,
+                "{what} {role:?}: group {g} scales {a:?} vs CPU {b:?}"
+            );
         }
-        // q4 picks the clip pair with the least error; a GPU that fuses
-        // multiply-adds may break a near-tie the other way, never by more.
-        let err = |(d, m): (f32, f32)| -> f32 {
-            y[g * 32..(g + 1) * 32]
-                .iter()
-                .map(|&v| (code_of(dtype, v, d, m).0 as f32 * d + m - v).powi(2))
-                .sum()
-        };
-        assert!(
-            dtype == KvDtype::Q4 && err(*a) <= err(*b) * 1.001,
-            "{what}: group {g} scales {a:?} vs CPU {b:?}"
-        );
-    }
-    // Codes against the GPU's own scales.
-    for (e, &c) in codes(dtype, gpu, hd).iter().enumerate() {
-        let (d, m) = pg[e / 32];
-        let (want, near_tie) = code_of(dtype, y[e], d, m);
-        assert!(
-            c == want || (near_tie && (c - want).abs() == 1),
-            "{what}: element {e} = {} -> code {c}, want {want} (d {d}, m {m})",
-            y[e]
-        );
+        // Codes against the GPU's own scales.
+        for (e, &c) in codes(dtype, role, gpu.0, gpu.1, hd).iter().enumerate() {
+            let (d, m) = pg[e / 32];
+            let (want, near_tie) = code_of(dtype, role, y[e], d, m);
+            assert!(
+                c == want || (near_tie && (c - want).abs() == 1),
+                "{what} {role:?}: element {e} = {} -> code {c}, want {want} (d {d}, m {m})",
+                y[e]
+            );
+        }
     }
     exact
 }
@@ -145,17 +148,17 @@ fn check(n_heads: u32, n_kv: u32, hd: u32, dtype: KvDtype) {
             for kvh in 0..n_kv as usize {
                 let row = (blk as usize * n_kv as usize + kvh) * BS as usize + (p % BS) as usize;
                 written[row] = true;
-                for (name, off, got) in [("K", q_dim, &got_k), ("V", q_dim + kv_dim, &got_v)] {
-                    let src = t * stride + off + kvh * hdu;
-                    let what = format!("{dtype:?} hd {hd} {name} pos {p} kv head {kvh}");
-                    exact += check_row(
-                        dtype,
-                        &x[src..src + hdu],
-                        &got[row * rw..(row + 1) * rw],
-                        &what,
-                    );
-                    total += rw;
-                }
+                let k0 = t * stride + q_dim + kvh * hdu;
+                let v0 = t * stride + q_dim + kv_dim + kvh * hdu;
+                let r = row * rw..(row + 1) * rw;
+                exact += check_rows(
+                    dtype,
+                    &x[k0..k0 + hdu],
+                    &x[v0..v0 + hdu],
+                    (&got_k[r.clone()], &got_v[r]),
+                    &format!("{dtype:?} hd {hd} pos {p} kv head {kvh}"),
+                );
+                total += 2 * rw;
             }
             t += 1;
         }

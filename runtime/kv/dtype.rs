@@ -1,5 +1,5 @@
 //! How the cache stores one head row (the `head_dim` K or V values of one
-//! token and one KV head): plain floats, or 8-/4-bit codes in groups of
+//! token and one KV head): plain floats, or 8-/~4-bit codes in groups of
 //! [`GROUP`] with f16 scales after the codes (layouts in [`super::quant`]).
 
 use crate::{HearthError, Result};
@@ -17,7 +17,9 @@ pub enum KvDtype {
     F32,
     /// Signed 8-bit codes, one f16 scale per group (0.53x the bytes of f16).
     Q8,
-    /// 4-bit codes, an f16 scale and minimum per group (0.31x the bytes of f16).
+    /// 4 bits per value on average, an f16 scale and minimum per group (0.31x
+    /// the bytes of f16): keys take 5-bit codes and values 3-bit ones, of the
+    /// row's Walsh-Hadamard transform (layout in [`super::quant`]).
     Q4,
 }
 
@@ -61,7 +63,8 @@ impl KvDtype {
             KvDtype::F32 => head_dim,
             // Codes, then the groups' f16 scales two per word.
             KvDtype::Q8 => head_dim / 4 + groups.div_ceil(2),
-            // Nibbles, then one (scale, min) f16 pair per group.
+            // 4 bits per value, then one (scale, min) f16 pair per group:
+            // a key row holds its fifth bits in the value row's spare words.
             KvDtype::Q4 => head_dim / 8 + groups,
         }
     }

@@ -6,21 +6,30 @@
 //! - q8: element e in byte e%4 of word e/4 (two's complement), then the
 //!   groups' scales two per word (group 2w in the low half). value = q·d with
 //!   d = f16(max|x|/127), q = round(x/d) in -127..=127.
-//! - q4: element e in bits 4·(e%8) of word e/8, then one word per group,
-//!   `pack2x16float(d, m)`. value = q·d + m with m = the group minimum
-//!   rounded down to f16 (so that no element falls below code 0) and
-//!   d = f16((hi−m)/15), q = round((x−m)/d) clamped to 0..=15, where
-//!   [m, hi] is the group's [min, max] or a range clipped inside it,
-//!   whichever of [`CLIP`]² gives the least squared error (clipping a few
-//!   extremes buys a finer step for the rest). The values coded are not the
-//!   row itself but its Walsh–Hadamard transform over blocks of
-//!   [`rotation_block`] elements ([`fwht`], unnormalised): keys have a few
-//!   channels far larger than the rest (a near-constant offset per layer),
-//!   which would otherwise set the step of their whole group; after the
-//!   rotation every element carries a share of them. Attention rotates the
-//!   query the same way (q·k = (Hq)·(Hk)/R) and rotates the weighted sum of
-//!   values back. On SmolLM2 this halves the logit KL against f16 that plain
-//!   min/max 4-bit codes give.
+//! - q4: 4 bits per value on average, spent where the error costs most:
+//!   keys get 5-bit codes, values 3-bit (on SmolLM2, halving a key's step
+//!   lowers the logit KL against f16 more than doubling a value's raises
+//!   it). Both rows have G = head_dim/32 groups and 5G words; the key's
+//!   fifth bits live in the value row, so that both rows are the same length:
+//!   - key row: nibble (code & 15) of element e in bits 4·(e%8) of word e/8;
+//!     words 4G..5G: one `pack2x16float(d, m)` per group.
+//!   - value row: bits 0-1 of element i of group g in bits 2·(i%16) of word
+//!     2g + i/16; bit 2 in bit i of word 2G + g; words 3G..4G: the value
+//!     groups' (d, m); words 4G..5G: bit 4 of the key's codes (bit i of word
+//!     4G + g for element i of group g).
+//!
+//!   value = q·d + m, q = round((x−m)/d) clamped to 0..=L (L = 31 for keys,
+//!   7 for values), m = f16 of the low end of the range moved down by 2^-10
+//!   of itself, d = f16((hi−m)/L). [low, hi] is the group's [min, max]
+//!   scaled toward zero by whichever of the [`CLIP`]² ratio pairs gives the
+//!   least squared error (clipping a few extremes buys a finer step for the
+//!   rest). The values coded are not the row itself but its Walsh–Hadamard
+//!   transform over blocks of [`rotation_block`] elements ([`fwht`],
+//!   unnormalised): keys have a few channels far larger than the rest (a
+//!   near-constant offset per layer), which would otherwise set the step of
+//!   their whole group; after the rotation every element carries a share of
+//!   them. Attention rotates the query the same way (q·k = (Hq)·(Hk)/R) and
+//!   rotates the weighted sum of values back.
 //!
 //! Scales come from multiplications by constants (not divisions), which WGSL
 //! rounds exactly like the CPU; only the codes divide, where a GPU with an
@@ -77,8 +86,24 @@ pub fn coded_values(dtype: KvDtype, x: &[f32]) -> Vec<f32> {
     y
 }
 
+/// Which of a token's two head rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Key,
+    Value,
+}
+
+/// Largest code of a q4 row of `role`.
+pub fn q4_levels(role: Role) -> u32 {
+    match role {
+        Role::Key => 31,
+        Role::Value => 7,
+    }
+}
+
 /// (m, d) of a q4 group: the [`CLIP`] pair with the least squared error.
-fn q4_range(xs: &[f32]) -> (f16, f16) {
+fn q4_range(xs: &[f32], levels: u32) -> (f16, f16) {
+    let inv = 1.0 / levels as f32;
     let (mn, mx) = xs
         .iter()
         .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
@@ -91,10 +116,10 @@ fn q4_range(xs: &[f32]) -> (f16, f16) {
         let mf = m.to_f32();
         for r_hi in CLIP {
             let hi = r_hi * mx;
-            let d = to_f16((hi - mf) * (1.0 / 15.0));
+            let d = to_f16((hi - mf) * inv);
             let df = d.to_f32();
             let err = xs.iter().fold(0f32, |e, &v| {
-                let r = q4_code(v, mf, df) as f32 * df + mf - v;
+                let r = q4_code(v, mf, df, levels) as f32 * df + mf - v;
                 e + r * r
             });
             if err < best.0 {
@@ -105,17 +130,74 @@ fn q4_range(xs: &[f32]) -> (f16, f16) {
     (best.1, best.2)
 }
 
-fn q4_code(v: f32, m: f32, d: f32) -> u32 {
+/// The code of `v` in a q4 group (m, d) of `levels` + 1 steps.
+pub fn q4_code(v: f32, m: f32, d: f32, levels: u32) -> u32 {
     if d > 0.0 {
-        ((v - m) / d).round_ties_even().clamp(0.0, 15.0) as u32
+        ((v - m) / d).round_ties_even().clamp(0.0, levels as f32) as u32
     } else {
         0
     }
 }
 
-/// Quantizes one head row (`x.len()` = head_dim, checked by
-/// [`KvDtype::check_head_dim`]) into [`KvDtype::row_words`] words.
-pub fn quantize_row(dtype: KvDtype, x: &[f32]) -> Vec<u32> {
+/// Quantizes a token's key and value head rows (each head_dim long, checked
+/// by [`KvDtype::check_head_dim`]) into [`KvDtype::row_words`] words each.
+pub fn quantize_pair(dtype: KvDtype, k: &[f32], v: &[f32]) -> (Vec<u32>, Vec<u32>) {
+    if dtype != KvDtype::Q4 {
+        return (quantize_row(dtype, k), quantize_row(dtype, v));
+    }
+    let hd = k.len();
+    let groups = hd / G;
+    let n = dtype.row_words(hd as u32) as usize;
+    let (mut kw, mut vw) = (vec![0u32; n], vec![0u32; n]);
+    for (g, xs) in coded_values(dtype, k).chunks(G).enumerate() {
+        let (m, d) = q4_range(xs, q4_levels(Role::Key));
+        for (i, &x) in xs.iter().enumerate() {
+            let q = q4_code(x, m.to_f32(), d.to_f32(), q4_levels(Role::Key));
+            let e = g * G + i;
+            kw[e / 8] |= (q & 15) << (4 * (e % 8));
+            vw[4 * groups + g] |= (q >> 4) << i;
+        }
+        kw[4 * groups + g] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
+    }
+    for (g, xs) in coded_values(dtype, v).chunks(G).enumerate() {
+        let (m, d) = q4_range(xs, q4_levels(Role::Value));
+        for (i, &x) in xs.iter().enumerate() {
+            let q = q4_code(x, m.to_f32(), d.to_f32(), q4_levels(Role::Value));
+            vw[2 * g + i / 16] |= (q & 3) << (2 * (i % 16));
+            vw[2 * groups + g] |= (q >> 2) << i;
+        }
+        vw[3 * groups + g] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
+    }
+    (kw, vw)
+}
+
+/// The integer codes of a quantized row of `role` (q4 keys need the value
+/// row too, which holds their fifth bits).
+pub fn codes(dtype: KvDtype, role: Role, kw: &[u32], vw: &[u32], head_dim: usize) -> Vec<i32> {
+    let groups = head_dim / G;
+    (0..head_dim)
+        .map(|e| {
+            let (g, i) = (e / G, e % G);
+            match (dtype, role) {
+                (KvDtype::Q8, Role::Key) => ((kw[e / 4] >> (8 * (e % 4))) as u8 as i8) as i32,
+                (KvDtype::Q8, Role::Value) => ((vw[e / 4] >> (8 * (e % 4))) as u8 as i8) as i32,
+                (KvDtype::Q4, Role::Key) => {
+                    (((kw[e / 8] >> (4 * (e % 8))) & 15) | (((vw[4 * groups + g] >> i) & 1) << 4))
+                        as i32
+                }
+                (KvDtype::Q4, Role::Value) => {
+                    (((vw[2 * g + i / 16] >> (2 * (i % 16))) & 3)
+                        | (((vw[2 * groups + g] >> i) & 1) << 2)) as i32
+                }
+                _ => 0,
+            }
+        })
+        .collect()
+}
+
+/// Quantizes one head row of a role-free dtype (not q4, whose key and value
+/// rows share words: see [`quantize_pair`]).
+fn quantize_row(dtype: KvDtype, x: &[f32]) -> Vec<u32> {
     let hd = x.len();
     let mut w = vec![0u32; dtype.row_words(hd as u32) as usize];
     match dtype {
@@ -143,29 +225,22 @@ pub fn quantize_row(dtype: KvDtype, x: &[f32]) -> Vec<u32> {
                 w[hd / 4 + g / 2] |= (d.to_bits() as u32) << (16 * (g % 2));
             }
         }
-        KvDtype::Q4 => {
-            for (g, xs) in coded_values(dtype, x).chunks(G).enumerate() {
-                let (m, d) = q4_range(xs);
-                for (i, &v) in xs.iter().enumerate() {
-                    let q = q4_code(v, m.to_f32(), d.to_f32());
-                    let e = g * G + i;
-                    w[e / 8] |= q << (4 * (e % 8));
-                }
-                w[hd / 8 + g] = d.to_bits() as u32 | (m.to_bits() as u32) << 16;
-            }
-        }
+        KvDtype::Q4 => unreachable!("q4 rows are quantized in pairs"),
     }
     w
 }
 
-/// (scale d, minimum m) of each group of a quantized row (m = 0 for q8).
-pub fn group_params(dtype: KvDtype, w: &[u32], head_dim: usize) -> Vec<(f32, f32)> {
+/// (scale d, minimum m) of each group of a quantized row of `role` (m = 0
+/// for q8); `w` is that role's own row.
+pub fn group_params(dtype: KvDtype, role: Role, w: &[u32], head_dim: usize) -> Vec<(f32, f32)> {
     let half = |bits: u32| f16::from_bits(bits as u16).to_f32();
-    (0..head_dim / G)
+    let groups = head_dim / G;
+    (0..groups)
         .map(|g| match dtype {
             KvDtype::Q8 => (half(w[head_dim / 4 + g / 2] >> (16 * (g % 2))), 0.0),
             KvDtype::Q4 => {
-                let s = w[head_dim / 8 + g];
+                let at = if role == Role::Key { 4 } else { 3 };
+                let s = w[at * groups + g];
                 (half(s & 0xffff), half(s >> 16))
             }
             KvDtype::F16 | KvDtype::F32 => (0.0, 0.0),
@@ -173,53 +248,77 @@ pub fn group_params(dtype: KvDtype, w: &[u32], head_dim: usize) -> Vec<(f32, f32
         .collect()
 }
 
-/// The values a row of [`quantize_row`] words stands for.
-pub fn dequantize_row(dtype: KvDtype, w: &[u32], head_dim: usize) -> Vec<f32> {
-    let mut x = dequantize_codes(dtype, w, head_dim);
-    if dtype == KvDtype::Q4 {
-        let r = rotation_block(head_dim);
-        for b in x.chunks_mut(r) {
-            fwht(b);
-            b.iter_mut().for_each(|v| *v *= 1.0 / r as f32);
+/// What the codes of a row of `role` stand for, before q4's inverse
+/// rotation (the [`coded_values`] of the row, up to the quantization step).
+pub fn dequantize_codes(
+    dtype: KvDtype,
+    role: Role,
+    kw: &[u32],
+    vw: &[u32],
+    head_dim: usize,
+) -> Vec<f32> {
+    let w = if role == Role::Key { kw } else { vw };
+    match dtype {
+        KvDtype::F32 => w[..head_dim].iter().map(|&b| f32::from_bits(b)).collect(),
+        KvDtype::F16 => (0..head_dim)
+            .map(|e| f16::from_bits((w[e / 2] >> (16 * (e % 2))) as u16).to_f32())
+            .collect(),
+        KvDtype::Q8 | KvDtype::Q4 => {
+            let params = group_params(dtype, role, w, head_dim);
+            codes(dtype, role, kw, vw, head_dim)
+                .iter()
+                .enumerate()
+                .map(|(e, &q)| {
+                    let (d, m) = params[e / G];
+                    q as f32 * d + m
+                })
+                .collect()
         }
     }
-    x
 }
 
-/// What the codes of a row stand for, before q4's inverse rotation (the
-/// [`coded_values`] of the row, up to the quantization step).
-pub fn dequantize_codes(dtype: KvDtype, w: &[u32], head_dim: usize) -> Vec<f32> {
-    let params = group_params(dtype, w, head_dim);
-    (0..head_dim)
-        .map(|e| match dtype {
-            KvDtype::F32 => f32::from_bits(w[e]),
-            KvDtype::F16 => f16::from_bits((w[e / 2] >> (16 * (e % 2))) as u16).to_f32(),
-            KvDtype::Q8 => {
-                let q = (w[e / 4] >> (8 * (e % 4))) as u8 as i8;
-                q as f32 * params[e / G].0
+/// The values a pair of [`quantize_pair`] rows stands for.
+pub fn dequantize_pair(
+    dtype: KvDtype,
+    kw: &[u32],
+    vw: &[u32],
+    head_dim: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let [k, v] = [Role::Key, Role::Value].map(|role| {
+        let mut x = dequantize_codes(dtype, role, kw, vw, head_dim);
+        if dtype == KvDtype::Q4 {
+            let r = rotation_block(head_dim);
+            for b in x.chunks_mut(r) {
+                fwht(b);
+                b.iter_mut().for_each(|v| *v *= 1.0 / r as f32);
             }
-            KvDtype::Q4 => {
-                let q = (w[e / 8] >> (4 * (e % 8))) & 15;
-                let (d, m) = params[e / G];
-                q as f32 * d + m
-            }
-        })
-        .collect()
+        }
+        x
+    });
+    (k, v)
 }
 
-/// What the cache gives back for a head row written as `x`.
-pub fn round_row(dtype: KvDtype, x: &[f32]) -> Vec<f32> {
+/// What the cache gives back for a token's key and value head rows.
+pub fn round_pair(dtype: KvDtype, k: &[f32], v: &[f32]) -> (Vec<f32>, Vec<f32>) {
     match dtype {
-        KvDtype::F32 => x.to_vec(),
-        _ => dequantize_row(dtype, &quantize_row(dtype, x), x.len()),
+        KvDtype::F32 => (k.to_vec(), v.to_vec()),
+        _ => {
+            let (kw, vw) = quantize_pair(dtype, k, v);
+            dequantize_pair(dtype, &kw, &vw, k.len())
+        }
     }
 }
 
-/// [`round_row`] over every head row of `x` (rows of `head_dim`, e.g. the K of several tokens).
-pub fn round_rows(dtype: KvDtype, x: &[f32], head_dim: usize) -> Vec<f32> {
-    x.chunks(head_dim)
-        .flat_map(|r| round_row(dtype, r))
-        .collect()
+/// [`round_pair`] over every head row of `k` and `v` (rows of `head_dim`,
+/// e.g. the K and V of several tokens).
+pub fn round_rows(dtype: KvDtype, k: &[f32], v: &[f32], head_dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut ko, mut vo) = (Vec::with_capacity(k.len()), Vec::with_capacity(v.len()));
+    for (kr, vr) in k.chunks(head_dim).zip(v.chunks(head_dim)) {
+        let (a, b) = round_pair(dtype, kr, vr);
+        ko.extend(a);
+        vo.extend(b);
+    }
+    (ko, vo)
 }
 
 #[cfg(test)]
@@ -233,34 +332,46 @@ mod tests {
             .collect()
     }
 
-    /// |y − deq(q(x))| <= d/2 per coded element y inside the group's range
-    /// (plus the f32 rounding of q·d + m); one outside it (q4 clips) gets
-    /// the nearest end.
-    fn check_bound(dtype: KvDtype, x: &[f32]) {
-        let w = quantize_row(dtype, x);
-        let got = dequantize_codes(dtype, &w, x.len());
-        let params = group_params(dtype, &w, x.len());
-        let top = if dtype == KvDtype::Q4 { 15.0 } else { 127.0 };
-        for (e, (&a, &b)) in coded_values(dtype, x).iter().zip(&got).enumerate() {
-            let (d, m) = params[e / G];
-            let (lo, hi) = if dtype == KvDtype::Q4 {
-                (m, m + top * d)
-            } else {
-                (-top * d, top * d)
-            };
-            let slack = 1e-6 * (a.abs() + m.abs()) as f64;
-            let err = (a as f64 - b as f64).abs();
-            let clamped = (a < lo && b == lo) || (a > hi && (b - hi).abs() <= 1e-6 * hi.abs());
-            assert!(
-                err <= d as f64 / 2.0 + slack || clamped,
-                "{dtype:?} element {e}: {a} -> {b} (d {d}, m {m})"
-            );
+    fn top(dtype: KvDtype, role: Role) -> f32 {
+        if dtype == KvDtype::Q4 {
+            q4_levels(role) as f32
+        } else {
+            127.0
         }
     }
 
-    fn q4_sq_err(xs: &[f32], m: f32, d: f32) -> f32 {
+    /// |y − deq(q(x))| <= d/2 per coded element y inside the group's range
+    /// (plus the f32 rounding of q·d + m); one outside it (q4 clips) gets
+    /// the nearest end. `x` is used as the key and, reversed, as the value.
+    fn check_bound(dtype: KvDtype, x: &[f32]) {
+        let hd = x.len();
+        let v: Vec<f32> = x.iter().rev().copied().collect();
+        let (kw, vw) = quantize_pair(dtype, x, &v);
+        for (role, row, w) in [(Role::Key, x, &kw), (Role::Value, &v[..], &vw)] {
+            let got = dequantize_codes(dtype, role, &kw, &vw, hd);
+            let params = group_params(dtype, role, w, hd);
+            let top = top(dtype, role);
+            for (e, (&a, &b)) in coded_values(dtype, row).iter().zip(&got).enumerate() {
+                let (d, m) = params[e / G];
+                let (lo, hi) = if dtype == KvDtype::Q4 {
+                    (m, m + top * d)
+                } else {
+                    (-top * d, top * d)
+                };
+                let slack = 1e-6 * (a.abs() + m.abs()) as f64;
+                let err = (a as f64 - b as f64).abs();
+                let clamped = (a < lo && b == lo) || (a > hi && (b - hi).abs() <= 1e-6 * hi.abs());
+                assert!(
+                    err <= d as f64 / 2.0 + slack || clamped,
+                    "{dtype:?} {role:?} element {e}: {a} -> {b} (d {d}, m {m})"
+                );
+            }
+        }
+    }
+
+    fn q4_sq_err(xs: &[f32], m: f32, d: f32, levels: u32) -> f32 {
         xs.iter()
-            .map(|&v| (q4_code(v, m, d) as f32 * d + m - v).powi(2))
+            .map(|&v| (q4_code(v, m, d, levels) as f32 * d + m - v).powi(2))
             .sum()
     }
 
@@ -272,20 +383,23 @@ mod tests {
             let mut x = vals(64, 100 + seed, 1.0 + seed as f32, 0.1 * seed as f32);
             x[(seed as usize * 7) % 64] *= 12.0;
             let y = coded_values(KvDtype::Q4, &x);
-            let w = quantize_row(KvDtype::Q4, &x);
-            for (g, ys) in y.chunks(G).enumerate() {
-                let (d, m) = group_params(KvDtype::Q4, &w, 64)[g];
-                let (mn, mx) = ys
-                    .iter()
-                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-                let m0 = to_f16(mn - mn.abs() / 1024.0).to_f32();
-                let d0 = to_f16((mx - m0) / 15.0).to_f32();
-                let (got, plain) = (q4_sq_err(ys, m, d), q4_sq_err(ys, m0, d0));
-                assert!(
-                    got <= plain * (1.0 + 1e-6),
-                    "seed {seed} group {g}: {got} > {plain}"
-                );
-                clipped_some |= got < 0.9 * plain;
+            let (kw, vw) = quantize_pair(KvDtype::Q4, &x, &x);
+            for (role, w) in [(Role::Key, &kw), (Role::Value, &vw)] {
+                let l = q4_levels(role);
+                for (g, ys) in y.chunks(G).enumerate() {
+                    let (d, m) = group_params(KvDtype::Q4, role, w, 64)[g];
+                    let (mn, mx) = ys
+                        .iter()
+                        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                    let m0 = to_f16(mn - mn.abs() / 1024.0).to_f32();
+                    let d0 = to_f16((mx - m0) / l as f32).to_f32();
+                    let (got, plain) = (q4_sq_err(ys, m, d, l), q4_sq_err(ys, m0, d0, l));
+                    assert!(
+                        got <= plain * (1.0 + 1e-6),
+                        "seed {seed} {role:?} group {g}: {got} > {plain}"
+                    );
+                    clipped_some |= got < 0.9 * plain;
+                }
             }
         }
         assert!(clipped_some, "no group gained from clipping");
@@ -294,7 +408,7 @@ mod tests {
     #[test]
     fn round_trip_error_is_at_most_half_a_step() {
         for dtype in [KvDtype::Q8, KvDtype::Q4] {
-            for hd in [32, 64, 128, 256] {
+            for hd in [32, 64, 96, 128, 256] {
                 for (seed, scale, offset) in [
                     (1, 1.0, 0.0),
                     (2, 30.0, 5.0),
@@ -315,9 +429,15 @@ mod tests {
     #[test]
     fn zero_rows_stay_zero() {
         for dtype in [KvDtype::Q8, KvDtype::Q4] {
-            let w = quantize_row(dtype, &[0.0; 64]);
-            assert!(w.iter().all(|&w| w == 0), "{dtype:?}: {w:x?}");
-            assert_eq!(dequantize_row(dtype, &w, 64), vec![0.0; 64]);
+            let (kw, vw) = quantize_pair(dtype, &[0.0; 64], &[0.0; 64]);
+            assert!(
+                kw.iter().chain(&vw).all(|&w| w == 0),
+                "{dtype:?}: {kw:x?} {vw:x?}"
+            );
+            assert_eq!(
+                dequantize_pair(dtype, &kw, &vw, 64),
+                (vec![0.0; 64], vec![0.0; 64])
+            );
         }
     }
 
@@ -327,7 +447,7 @@ mod tests {
         x[0] = 127.0;
         x[1] = -1.0;
         x[33] = 2.0;
-        let w = quantize_row(KvDtype::Q8, &x);
+        let (w, _) = quantize_pair(KvDtype::Q8, &x, &x);
         assert_eq!(w.len(), 17);
         assert_eq!(w[0], 0x0000_ff7f, "127 then -1 (two's complement)");
         // Group 1: d = f16(2/127); code of 2.0 is 127, in byte 1 of word 8.
@@ -335,24 +455,42 @@ mod tests {
         assert_eq!(w[16] & 0xffff, f16::from_f32(1.0).to_bits() as u32);
         assert_eq!(w[16] >> 16, f16::from_f32(2.0 / 127.0).to_bits() as u32);
 
-        // A q4 row whose transform is 0..=15 twice: x = H·y/32, so H·x = y
-        // (a 32-wide row is one rotation block).
-        let y: Vec<f32> = (0..32).map(|i| (i % 16) as f32).collect();
-        let mut x = y.clone();
-        fwht(&mut x);
-        x.iter_mut().for_each(|v| *v /= 32.0);
+        // q4 rows whose transforms are y = 0..=31 (key) and 0..=7 four
+        // times (value): x = H·y/32, so H·x = y (a 32-wide row is one
+        // rotation block). Whole codes fit exactly, so no range is clipped.
         assert_eq!(rotation_block(32), 32);
         assert_eq!(
             (rotation_block(64), rotation_block(96), rotation_block(512)),
             (64, 32, 256)
         );
-        assert_eq!(coded_values(KvDtype::Q4, &x), y);
-        let w = quantize_row(KvDtype::Q4, &x);
-        assert_eq!(w.len(), 5);
-        let (d, m) = group_params(KvDtype::Q4, &w, 32)[0];
-        assert_eq!((d, m), (1.0, 0.0));
-        assert_eq!(w[0], 0x7654_3210, "codes 0..=7 in nibbles 0..=7");
-        assert_eq!(round_row(KvDtype::Q4, &x), x);
+        let inverse = |y: &[f32]| {
+            let mut x = y.to_vec();
+            fwht(&mut x);
+            x.iter_mut().for_each(|v| *v /= 32.0);
+            x
+        };
+        let yk: Vec<f32> = (0..32).map(|i| i as f32).collect();
+        let yv: Vec<f32> = (0..32).map(|i| (i % 8) as f32).collect();
+        let (k, v) = (inverse(&yk), inverse(&yv));
+        assert_eq!(coded_values(KvDtype::Q4, &k), yk);
+        let (kw, vw) = quantize_pair(KvDtype::Q4, &k, &v);
+        assert_eq!((kw.len(), vw.len()), (5, 5));
+        assert_eq!(group_params(KvDtype::Q4, Role::Key, &kw, 32)[0], (1.0, 0.0));
+        assert_eq!(
+            group_params(KvDtype::Q4, Role::Value, &vw, 32)[0],
+            (1.0, 0.0)
+        );
+        assert_eq!(kw[0], 0x7654_3210, "key code nibbles 0..=7");
+        assert_eq!(kw[2], 0x7654_3210, "codes 16..=23 keep their low nibbles");
+        assert_eq!(vw[4], 0xffff_0000, "key fifth bits: elements 16..=31");
+        // Value codes 0..=7 repeating: low bits 0,1,2,3,0,1,2,3 (2 bits each).
+        assert_eq!(vw[0], 0xe4e4_e4e4, "value low bits");
+        assert_eq!(vw[2], 0xf0f0_f0f0, "value third bits: codes 4..=7");
+        assert_eq!(
+            codes(KvDtype::Q4, Role::Key, &kw, &vw, 32),
+            (0..32).collect::<Vec<_>>()
+        );
+        assert_eq!(round_pair(KvDtype::Q4, &k, &v), (k, v));
     }
 
     #[test]
@@ -374,20 +512,27 @@ mod tests {
         x[5] = 40.0;
         x[37] = -25.0;
         let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(u, v)| (u - v).powi(2)).sum::<f32>();
-        let rotated = sq(&x, &round_row(KvDtype::Q4, &x));
-        // The same 4-bit min/max code straight on the row, per group.
-        let plain: Vec<f32> = x
-            .chunks(G)
-            .flat_map(|g| {
-                let (mn, mx) = g
-                    .iter()
-                    .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-                let d = (mx - mn) / 15.0;
-                g.iter().map(move |&v| ((v - mn) / d).round() * d + mn)
-            })
-            .collect();
-        let plain = sq(&x, &plain);
-        assert!(rotated < 0.5 * plain, "rotated {rotated} vs plain {plain}");
+        let (k, v) = round_pair(KvDtype::Q4, &x, &x);
+        for (role, got) in [(Role::Key, k), (Role::Value, v)] {
+            let rotated = sq(&x, &got);
+            // The same min/max code straight on the row, per group.
+            let l = q4_levels(role) as f32;
+            let plain: Vec<f32> = x
+                .chunks(G)
+                .flat_map(|g| {
+                    let (mn, mx) = g
+                        .iter()
+                        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                    let d = (mx - mn) / l;
+                    g.iter().map(move |&v| ((v - mn) / d).round() * d + mn)
+                })
+                .collect();
+            let plain = sq(&x, &plain);
+            assert!(
+                rotated < 0.5 * plain,
+                "{role:?}: rotated {rotated} vs plain {plain}"
+            );
+        }
     }
 
     #[test]
@@ -396,7 +541,7 @@ mod tests {
         x[3] = f32::NAN;
         x[40] = f32::INFINITY;
         for dtype in [KvDtype::Q8, KvDtype::Q4] {
-            let _ = round_row(dtype, &x);
+            let _ = round_pair(dtype, &x, &x);
         }
     }
 }

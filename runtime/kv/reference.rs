@@ -2,10 +2,10 @@
 //! paged cache. "Paged == contiguous" is one of the project's invariants; the
 //! reference forward pass uses [`PagedKvRef`] so it exercises the block tables too.
 //! What the cache gives back for a written row (f16 rounding, quantization)
-//! is [`super::quant::round_row`].
+//! is [`super::quant::round_pair`].
 
 use super::dtype::KvDtype;
-use super::quant::round_row;
+use super::quant::round_pair;
 
 /// One query row (`n_heads * head_dim`) attending causally to `k`/`v` rows
 /// `0..n_ctx` (each `n_kv_heads * head_dim`, contiguous). GQA: query head `h`
@@ -104,8 +104,10 @@ impl PagedKvRef {
         let hd = self.head_dim;
         for kvh in 0..self.n_kv_heads {
             let o = self.offset(blocks, pos, kvh);
-            self.k[o..o + hd].copy_from_slice(&round_row(self.dtype, &k[kvh * hd..(kvh + 1) * hd]));
-            self.v[o..o + hd].copy_from_slice(&round_row(self.dtype, &v[kvh * hd..(kvh + 1) * hd]));
+            let r = kvh * hd..(kvh + 1) * hd;
+            let (kr, vr) = round_pair(self.dtype, &k[r.clone()], &v[r]);
+            self.k[o..o + hd].copy_from_slice(&kr);
+            self.v[o..o + hd].copy_from_slice(&vr);
         }
     }
 

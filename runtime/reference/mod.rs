@@ -203,8 +203,9 @@ impl RefModel {
                 kvd,
                 c.rope_layout,
             );
-            cache.k[li].extend(round_rows(cache.dtype, &k, hd));
-            cache.v[li].extend(round_rows(cache.dtype, &v, hd));
+            let (kr, vr) = round_rows(cache.dtype, &k, &v, hd);
+            cache.k[li].extend(kr);
+            cache.v[li].extend(vr);
             // Row t sees the cache up to its own position (causal).
             let attn: Vec<f32> = q
                 .chunks(qd)

@@ -89,6 +89,16 @@ impl Hearth {
         Self::from_loaded(ctx, loaded, opts.forward.clone(), progress)
     }
 
+    /// Makes `draft` this model's draft model for speculative decoding
+    /// (`Drafting::Model`). Its tokenizer must be the target's, token for
+    /// token; load it on the same device (`Hearth::from_loaded` with
+    /// `self.model.ctx`) with its own KV budget.
+    pub fn attach_draft(&mut self, draft: Hearth) -> Result<()> {
+        crate::engine::draft_model::check_tokenizers_match(&self.tokenizer, &draft.tokenizer)?;
+        self.model.draft = Some(Box::new(draft.model));
+        Ok(())
+    }
+
     pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
         let ids = match prompt {
             Prompt::Text(t) => self.tokenizer.encode(t, true)?,

@@ -1,7 +1,8 @@
-//! Speculative decoding with n-gram drafting gives exactly the greedy tokens
-//! of plain decoding, alone and inside the continuous-batching scheduler
-//! (with penalties, a pool small enough to preempt, and max_tokens limits),
-//! and gives every rejected draft's KV block back.
+//! Speculative decoding with n-gram drafting and with a draft model gives
+//! exactly the greedy tokens of plain decoding, alone and inside the
+//! continuous-batching scheduler (with penalties, a pool small enough to
+//! preempt, and max_tokens limits), and gives every rejected draft's KV
+//! block back, in the target's pool and in the draft's.
 
 #[path = "fixtures/gguf_writer.rs"]
 mod gguf_writer;
@@ -13,6 +14,7 @@ use hearth::engine::{generate, GenerateOptions, SamplingParams, SpecOptions, Spe
 use hearth::gpu::{GpuContext, GpuOptions};
 use hearth::model::forward::{ForwardOptions, GpuModel, SeqStep};
 use hearth::model::gguf::GgufModel;
+use hearth::model::DType;
 use hearth::text::vocab::TokenizerSpec;
 use hearth::text::Tokenizer;
 
@@ -34,6 +36,33 @@ fn load(kv_memory: u64) -> (GpuModel, Tokenizer) {
     )
     .unwrap();
     (m, tok)
+}
+
+/// The target of [`load`] with a draft model beside it: the same weights
+/// requantized to Q4_0, so most drafts are accepted and some are not.
+fn load_with_draft(kv_memory: u64) -> (GpuModel, Tokenizer) {
+    let (mut m, tok) = load(kv_memory);
+    let model = GgufModel::from_bytes(gguf_writer::tiny_model("llama", false).build()).unwrap();
+    let d = GpuModel::load(
+        m.ctx.clone(),
+        &model,
+        ForwardOptions {
+            kv_memory,
+            dtype: Some(DType::Q4_0),
+            max_step_tokens: 64,
+            max_seqs: 8,
+            max_logit_rows: 8,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    m.draft = Some(Box::new(d));
+    (m, tok)
+}
+
+fn draft_blocks_used(m: &GpuModel) -> u32 {
+    m.draft.as_ref().map_or(0, |d| d.pool.used_blocks())
 }
 
 fn opts(n: usize, spec: SpecOptions, penalties: bool) -> GenerateOptions {
@@ -66,12 +95,22 @@ fn alone(
 ) -> (Vec<u32>, SpecStats) {
     let g = pollster::block_on(generate(m, tok, p, o, &mut |_| true)).unwrap();
     assert_eq!(m.pool.used_blocks(), 0, "generate returns every block");
+    assert_eq!(draft_blocks_used(m), 0, "and every draft-model block");
     (g.ids, g.spec)
 }
 
 #[test]
 fn greedy_ngram_drafting_matches_plain_decoding_alone() {
-    let (mut m, tok) = load(1 << 20);
+    greedy_drafting_matches_plain_decoding_alone(load(1 << 20), SpecOptions::ngram());
+}
+
+#[test]
+fn greedy_model_drafting_matches_plain_decoding_alone() {
+    greedy_drafting_matches_plain_decoding_alone(load_with_draft(1 << 20), SpecOptions::model());
+}
+
+fn greedy_drafting_matches_plain_decoding_alone(loaded: (GpuModel, Tokenizer), spec: SpecOptions) {
+    let (mut m, tok) = loaded;
     let n = 24;
     let mut total = SpecStats::default();
     for penalties in [false, true] {
@@ -83,7 +122,7 @@ fn greedy_ngram_drafting_matches_plain_decoding_alone() {
                 &opts(n, SpecOptions::default(), penalties),
             );
             assert_eq!(none.drafted, 0);
-            let (got, s) = alone(&mut m, &tok, &p, &opts(n, SpecOptions::ngram(), penalties));
+            let (got, s) = alone(&mut m, &tok, &p, &opts(n, spec, penalties));
             assert_eq!(got, want, "prompt {p:?} penalties {penalties}");
             total.add(&s);
         }
@@ -131,6 +170,11 @@ fn batched(
         assert!(steps < 10_000, "the scheduler does not finish");
     }
     assert_eq!(m.pool.used_blocks(), 0, "every KV block is returned");
+    assert_eq!(
+        draft_blocks_used(m),
+        0,
+        "every draft-model block is returned"
+    );
     let out = ids
         .iter()
         .map(|id| got.remove(id).unwrap_or_default())
@@ -140,13 +184,22 @@ fn batched(
 
 #[test]
 fn greedy_ngram_drafting_in_the_scheduler_matches_plain_decoding() {
-    let (mut m, tok) = load(1 << 20);
+    greedy_drafting_in_the_scheduler_matches(load(1 << 20), SpecOptions::ngram());
+}
+
+#[test]
+fn greedy_model_drafting_in_the_scheduler_matches_plain_decoding() {
+    greedy_drafting_in_the_scheduler_matches(load_with_draft(1 << 20), SpecOptions::model());
+}
+
+fn greedy_drafting_in_the_scheduler_matches(loaded: (GpuModel, Tokenizer), drafting: SpecOptions) {
+    let (mut m, tok) = loaded;
     let ps = prompts();
     // Different lengths, all but one drafting, one with penalties.
     let o: Vec<GenerateOptions> = (0..ps.len())
         .map(|i| {
             let spec = if i != 1 {
-                SpecOptions::ngram()
+                drafting
             } else {
                 SpecOptions::default()
             };
@@ -179,15 +232,22 @@ fn greedy_ngram_drafting_in_the_scheduler_matches_plain_decoding() {
 }
 
 #[test]
-fn drafting_under_a_small_pool_preempts_and_still_matches() {
+fn ngram_drafting_under_a_small_pool_preempts_and_still_matches() {
     // 16-token blocks, 256 bytes of KV per token: 40 KiB holds 10 blocks,
     // too few for all five requests at once.
-    let (mut m, tok) = load(40 << 10);
+    drafting_under_a_small_pool_preempts(load(40 << 10), SpecOptions::ngram());
+}
+
+#[test]
+fn model_drafting_under_small_pools_preempts_and_still_matches() {
+    // The draft model's pool is as small, so its proposals run out of blocks too.
+    drafting_under_a_small_pool_preempts(load_with_draft(40 << 10), SpecOptions::model());
+}
+
+fn drafting_under_a_small_pool_preempts(loaded: (GpuModel, Tokenizer), spec: SpecOptions) {
+    let (mut m, tok) = loaded;
     let ps = prompts();
-    let o: Vec<GenerateOptions> = ps
-        .iter()
-        .map(|_| opts(30, SpecOptions::ngram(), false))
-        .collect();
+    let o: Vec<GenerateOptions> = ps.iter().map(|_| opts(30, spec, false)).collect();
     let want: Vec<Vec<u32>> = ps
         .iter()
         .map(|p| alone(&mut m, &tok, p, &opts(30, SpecOptions::default(), false)).0)

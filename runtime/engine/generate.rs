@@ -3,9 +3,10 @@
 
 use web_time::Instant;
 
+use super::draft_model::{self, DraftJob};
 use super::sampling::SamplingParams;
 use super::sequence::{check_request, with_penalties, SeqOutput};
-use super::speculative::{SpecOptions, SpecStats, Speculator};
+use super::speculative::{Draft, SpecOptions, SpecStats, Speculator};
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::Tokenizer;
@@ -92,10 +93,38 @@ pub async fn generate(
 ) -> Result<Generation> {
     let max_new = check_request(model, prompt_ids, opts)?;
     let mut out = SeqOutput::new(prompt_ids, opts, max_new)?;
+    let mut spec = Speculator::new(opts.speculative, &opts.sampling)?;
     let mut table = BlockTable::new();
-    let result = run(model, tok, prompt_ids, &mut out, &mut table, on_token).await;
+    let result = run(
+        model, tok, prompt_ids, &mut out, &mut spec, &mut table, on_token,
+    )
+    .await;
     table.release(&mut model.pool)?;
+    if let Some(s) = spec.as_mut() {
+        s.release(model.draft.as_deref_mut().map(|d| &mut d.pool))?;
+    }
     result
+}
+
+/// The draft for the next step: by lookup, or from the draft model.
+async fn next_draft(
+    model: &mut GpuModel,
+    spec: Option<&mut Speculator>,
+    context: &[u32],
+    limit: usize,
+) -> Result<Draft> {
+    let Some(s) = spec else {
+        return Ok(Draft::default());
+    };
+    if s.uses_model() {
+        let vocab = model.config.vocab_size;
+        let k = s.k().min(limit);
+        if let (Some(draft), Some(cache)) = (model.draft.as_deref_mut(), s.cache.as_mut()) {
+            let mut jobs = [DraftJob { cache, context, k }];
+            s.pending = draft_model::propose(draft, vocab, &mut jobs).await?.pop();
+        }
+    }
+    Ok(s.propose(context, limit))
 }
 
 async fn run(
@@ -103,6 +132,7 @@ async fn run(
     tok: &Tokenizer,
     prompt_ids: &[u32],
     out: &mut SeqOutput,
+    spec: &mut Option<Speculator>,
     table: &mut BlockTable,
     on_token: &mut dyn FnMut(TokenEvent) -> bool,
 ) -> Result<Generation> {
@@ -133,14 +163,13 @@ async fn run(
     }
     let prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let mut spec = Speculator::new(out.opts().speculative);
     // Most tokens one verification step may carry.
     let max_part = (model.logit_capacity() as usize).min(chunk);
     let mut cands = vec![cands
         .into_iter()
         .next()
         .ok_or_else(|| HearthError::Gpu("step returned no candidates".into()))?];
-    let mut drafts: Vec<u32> = Vec::new();
+    let mut drafts = Draft::default();
     while out.finish.is_none() {
         let (accepted, confirmed) = out.accept_verified(tok, &cands, &drafts)?;
         if let Some(s) = spec.as_mut() {
@@ -165,13 +194,8 @@ async fn run(
         let p = prompt_ids.len() + out.ids.len() - 1;
         table.truncate(&mut model.pool, p as u32)?;
         let last = *out.ids.last().expect("a token was accepted");
-        drafts = match &spec {
-            Some(s) => {
-                let limit = out.remaining().saturating_sub(1).min(max_part - 1);
-                s.propose(&out.context(prompt_ids), limit)
-            }
-            None => Vec::new(),
-        };
+        let limit = out.remaining().saturating_sub(1).min(max_part - 1);
+        drafts = next_draft(model, spec.as_mut(), &out.context(prompt_ids), limit).await?;
         if !drafts.is_empty()
             && table
                 .append(&mut model.pool, 1 + drafts.len() as u32)
@@ -183,7 +207,7 @@ async fn run(
             table.append(&mut model.pool, 1)?;
         }
         let tokens: Vec<u32> = std::iter::once(last)
-            .chain(drafts.iter().copied())
+            .chain(drafts.tokens.iter().copied())
             .collect();
         let pc = out.penalty_counts();
         cands = model
@@ -209,6 +233,6 @@ async fn run(
         finish_reason: out.finish.unwrap_or(FinishReason::Length),
         prefill_secs,
         decode_secs: t1.elapsed().as_secs_f64(),
-        spec: spec.map(|s| s.stats).unwrap_or_default(),
+        spec: spec.as_ref().map(|s| s.stats).unwrap_or_default(),
     })
 }

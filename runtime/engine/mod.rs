@@ -1,5 +1,6 @@
 //! Requests, sampling and the generation loop.
 
+pub mod draft_model;
 pub mod generate;
 pub mod perplexity;
 pub mod sampling;
@@ -10,4 +11,4 @@ pub mod speculative;
 pub use generate::{generate, FinishReason, GenerateOptions, Generation, TokenEvent};
 pub use perplexity::{perplexity, PerplexityResult};
 pub use sampling::{Candidates, Sampler, SamplingParams};
-pub use speculative::{Drafting, SpecOptions, SpecStats};
+pub use speculative::{Draft, Drafting, SpecOptions, SpecStats};

@@ -7,6 +7,8 @@
 //! ranked below that are never drawn (their combined mass is negligible for
 //! trained models at usual temperatures; documented in the README).
 
+use std::collections::HashMap;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -143,30 +145,61 @@ impl Sampler {
         let probs = self.support(c);
         let mass: f64 = probs.iter().sum();
         let r = self.rng.random::<f64>() * mass;
-        draw(&c.ids, &probs, r, None)
+        draw(&c.ids, &probs, r)
     }
 
-    /// Speculative verification of `draft`, proposed by a deterministic
-    /// drafter (n-gram lookup): the draft with probability p(draft), else a
-    /// draw from p without it, so the token is distributed exactly as
-    /// [`Sampler::sample`]'s. Greedy: the best candidate, as `sample`.
-    pub fn sample_with_draft(&mut self, c: &Candidates, draft: u32) -> u32 {
+    /// The distribution [`Sampler::sample`] draws from: `(token, probability)`
+    /// over the candidates that survive the filters, summing to 1.
+    pub fn distribution(&self, c: &Candidates) -> Vec<(u32, f64)> {
         if self.params.is_greedy() || c.ids.len() == 1 {
-            return c.ids[0];
+            return vec![(c.ids[0], 1.0)];
         }
         let probs = self.support(c);
         let mass: f64 = probs.iter().sum();
-        let at = c.ids[..probs.len()].iter().position(|&t| t == draft);
-        let p_draft = at.map_or(0.0, |i| probs[i] / mass);
-        if p_draft > 0.0 && self.rng.random::<f64>() < p_draft {
+        c.ids
+            .iter()
+            .zip(probs)
+            .map(|(&t, x)| (t, x / mass))
+            .collect()
+    }
+
+    /// Speculative verification of `draft`, drawn by the drafter from `q`
+    /// (`None`: a deterministic drafter such as n-gram lookup, q = 1 at the
+    /// draft). Accepts it with probability min(1, p/q), else draws from the
+    /// residual max(0, p − q) normalised, so the token is distributed exactly
+    /// as [`Sampler::sample`]'s (Leviathan et al., 2023). Greedy: the best
+    /// candidate, as `sample`.
+    pub fn sample_with_draft(
+        &mut self,
+        c: &Candidates,
+        draft: u32,
+        q: Option<&[(u32, f64)]>,
+    ) -> u32 {
+        if self.params.is_greedy() || c.ids.len() == 1 {
+            return c.ids[0];
+        }
+        let one_hot = [(draft, 1.0)];
+        let q: HashMap<u32, f64> = q.unwrap_or(&one_hot).iter().copied().collect();
+        let p = self.distribution(c);
+        let p_draft = p.iter().find(|e| e.0 == draft).map_or(0.0, |e| e.1);
+        let q_draft = q.get(&draft).copied().unwrap_or(0.0);
+        if p_draft > 0.0 && q_draft > 0.0 && self.rng.random::<f64>() * q_draft < p_draft {
             return draft;
         }
-        let rest = mass - at.map_or(0.0, |i| probs[i]);
+        let residual: Vec<f64> = p
+            .iter()
+            .map(|&(t, x)| (x - q.get(&t).copied().unwrap_or(0.0)).max(0.0))
+            .collect();
+        let ids: Vec<u32> = p.iter().map(|e| e.0).collect();
+        let rest: f64 = residual.iter().sum();
         if rest <= 0.0 {
-            return draft;
+            // p == q up to rounding: rejection had probability ~0.
+            let r = self.rng.random::<f64>();
+            let probs: Vec<f64> = p.iter().map(|e| e.1).collect();
+            return draw(&ids, &probs, r);
         }
         let r = self.rng.random::<f64>() * rest;
-        draw(&c.ids, &probs, r, at)
+        draw(&ids, &residual, r)
     }
 
     /// Unnormalised probabilities of the leading candidates that temperature,
@@ -210,20 +243,19 @@ impl Sampler {
     }
 }
 
-/// The candidate where `r` (in `[0, mass)`) falls, skipping index `skip`.
-fn draw(ids: &[u32], probs: &[f64], mut r: f64, skip: Option<usize>) -> u32 {
-    let mut last = None;
+/// The candidate where `r` (in `[0, sum of probs)`) falls.
+fn draw(ids: &[u32], probs: &[f64], mut r: f64) -> u32 {
+    let mut last = 0;
     for (i, &x) in probs.iter().enumerate() {
-        if Some(i) == skip {
-            continue;
-        }
         if r < x {
             return ids[i];
         }
+        if x > 0.0 {
+            last = i;
+        }
         r -= x;
-        last = Some(i);
     }
-    ids[last.unwrap_or(0)]
+    ids[last]
 }
 
 fn clock_seed() -> u64 {
@@ -331,10 +363,53 @@ mod tests {
         for draft in [100u32, 101, 102, 103] {
             let mut s = Sampler::new(p.clone()).unwrap();
             let what = format!("draft {draft}, ");
-            assert_frequencies(|| s.sample_with_draft(&c, draft), &want, &what);
+            assert_frequencies(|| s.sample_with_draft(&c, draft, None), &want, &what);
         }
         let mut g = Sampler::new(params(0.0)).unwrap();
-        assert_eq!(g.sample_with_draft(&c, 102), 100);
+        assert_eq!(g.sample_with_draft(&c, 102, None), 100);
+    }
+
+    /// With a draft model the draft is drawn from the drafter's own
+    /// distribution q; verification must still give the target's p, for a
+    /// q that overrates, underrates, and puts mass outside p's support.
+    #[test]
+    fn model_draft_verification_keeps_distribution() {
+        let logits = [0.0f32, (0.5f32).ln(), (0.25f32).ln(), (0.125f32).ln()];
+        let c = cands(&logits);
+        let mut p = params(1.0);
+        p.top_k = 3;
+        let want = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0, 0.0];
+        for q in [
+            vec![(100u32, 0.1), (101, 0.6), (102, 0.1), (103, 0.2)],
+            vec![(102u32, 1.0)],
+            vec![(100u32, 4.0 / 7.0), (101, 2.0 / 7.0), (102, 1.0 / 7.0)],
+        ] {
+            let mut s = Sampler::new(p.clone()).unwrap();
+            let mut drafter = ChaCha8Rng::seed_from_u64(11);
+            let ids: Vec<u32> = q.iter().map(|e| e.0).collect();
+            let probs: Vec<f64> = q.iter().map(|e| e.1).collect();
+            let what = format!("q {q:?}, ");
+            assert_frequencies(
+                || {
+                    let d = draw(&ids, &probs, drafter.random::<f64>());
+                    s.sample_with_draft(&c, d, Some(&q))
+                },
+                &want,
+                &what,
+            );
+        }
+    }
+
+    #[test]
+    fn distribution_is_what_sample_draws() {
+        let c = cands(&[0.0, (0.5f32).ln(), (0.25f32).ln()]);
+        let s = Sampler::new(params(1.0)).unwrap();
+        let d = s.distribution(&c);
+        for (got, want) in d.iter().zip([4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0]) {
+            assert!((got.1 - want).abs() < 1e-9, "{d:?}");
+        }
+        let g = Sampler::new(params(0.0)).unwrap();
+        assert_eq!(g.distribution(&c), vec![(100, 1.0)]);
     }
 
     #[test]

@@ -17,9 +17,10 @@
 
 use std::collections::VecDeque;
 
+use super::draft_model::{self, DraftJob};
 use super::generate::{FinishReason, GenerateOptions};
 use super::sequence::{check_request, with_penalties, Accepted, SeqOutput};
-use super::speculative::{SpecStats, Speculator};
+use super::speculative::{Draft, SpecStats, Speculator};
 use crate::kv::prefix_cache::{block_hash, ROOT_HASH};
 use crate::kv::{BlockTable, KvPool};
 use crate::model::forward::{GpuModel, SeqStep};
@@ -145,12 +146,27 @@ impl Seq {
         self.spec.as_ref().map(|s| s.stats).unwrap_or_default()
     }
 
-    /// Gives back every block; the sequence will start over.
-    fn release(&mut self, pool: &mut KvPool) -> Result<()> {
-        self.table.release(pool)?;
+    /// Gives back every block, the draft model's too; the sequence will
+    /// start over.
+    fn release(&mut self, model: &mut GpuModel) -> Result<()> {
+        self.table.release(&mut model.pool)?;
+        if let Some(spec) = self.spec.as_mut() {
+            spec.release(model.draft.as_deref_mut().map(|d| &mut d.pool))?;
+        }
         self.computed = 0;
         self.hashes.clear();
         Ok(())
+    }
+
+    /// Whether the sequence's next part is one generated token that drafts
+    /// may follow (so every verification row is a generated row).
+    fn can_draft(&self) -> bool {
+        let known = self.known();
+        self.spec.is_some()
+            && self.computed + 1 == known
+            && known > self.prompt.len()
+            && self.out.finish.is_none()
+            && !self.cancelled
     }
 }
 
@@ -162,7 +178,7 @@ struct Planned {
     generated: bool,
     logit_rows: u32,
     /// Drafted tokens this part verifies (they follow `tokens[0]`).
-    drafts: Vec<u32>,
+    drafts: Draft,
     blocks: Vec<u32>,
     counts: Vec<(u32, u32)>,
 }
@@ -201,7 +217,7 @@ impl Scheduler {
         self.waiting.push_back(Seq {
             id,
             prompt,
-            spec: Speculator::new(opts.speculative),
+            spec: Speculator::new(opts.speculative, &opts.sampling)?,
             out,
             table: BlockTable::new(),
             computed: 0,
@@ -242,7 +258,7 @@ impl Scheduler {
             }
             match s.out.finish {
                 Some(reason) => {
-                    s.table.release(&mut model.pool)?;
+                    s.release(model)?;
                     events.push(SeqEvent::Finished {
                         id: s.id,
                         reason,
@@ -280,7 +296,7 @@ impl Scheduler {
         let Some(mut s) = self.running.pop() else {
             return Ok(());
         };
-        s.release(&mut model.pool)?;
+        s.release(model)?;
         self.preemptions += 1;
         let at = self
             .waiting
@@ -288,6 +304,61 @@ impl Scheduler {
             .position(|w| w.id > s.id)
             .unwrap_or(self.waiting.len());
         self.waiting.insert(at, s);
+        Ok(())
+    }
+
+    /// Runs the draft model for every running sequence that drafts with it
+    /// and is about to decode, batched; the drafts wait in each sequence's
+    /// speculator for `plan_seq`.
+    async fn draft_with_model(&mut self, model: &mut GpuModel) -> Result<()> {
+        let vocab = model.config.vocab_size;
+        // One logit row of the target per sequence is a must; drafts use the rest.
+        let spare = (model.logit_capacity() as usize).saturating_sub(self.running.len());
+        let Some(draft) = model.draft.as_deref_mut() else {
+            return Ok(());
+        };
+        let want: Vec<usize> = self
+            .running
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.can_draft() && s.spec.as_ref().is_some_and(|p| p.uses_model()))
+            .map(|(i, _)| i)
+            .collect();
+        if want.is_empty() {
+            return Ok(());
+        }
+        let contexts: Vec<Vec<u32>> = want
+            .iter()
+            .map(|&i| self.running[i].out.context(&self.running[i].prompt))
+            .collect();
+        let mut jobs = Vec::with_capacity(want.len());
+        let mut pushed = Vec::with_capacity(want.len());
+        let mut left = spare;
+        let mut it = want.iter().zip(&contexts).peekable();
+        for (i, s) in self.running.iter_mut().enumerate() {
+            let Some(&(&w, context)) = it.peek() else {
+                break;
+            };
+            if w != i {
+                continue;
+            }
+            it.next();
+            let remaining = s.out.remaining().saturating_sub(1);
+            let spec = s.spec.as_mut().expect("filtered on spec");
+            let k = spec.k().min(remaining).min(left);
+            left -= k;
+            if let Some(cache) = spec.cache.as_mut() {
+                jobs.push(DraftJob { cache, context, k });
+                pushed.push(i);
+            }
+        }
+        let drafts = draft_model::propose(draft, vocab, &mut jobs).await?;
+        drop(jobs);
+        for (&i, d) in pushed.iter().zip(drafts) {
+            if let Some(spec) = self.running[i].spec.as_mut() {
+                spec.pending = Some(d);
+            }
+        }
         Ok(())
     }
 
@@ -304,18 +375,17 @@ impl Scheduler {
     ) -> Option<Vec<Planned>> {
         let s = &mut self.running[i];
         let known = s.known();
-        let mut drafts = match &s.spec {
-            // Drafts only after a generated token, so every verification row is a generated row.
-            Some(spec) if s.computed + 1 == known && known > s.prompt.len() => {
-                let limit = s
-                    .out
-                    .remaining()
-                    .saturating_sub(1)
-                    .min(budget.saturating_sub(1))
-                    .min(rows.saturating_sub(1));
-                spec.propose(&s.out.context(&s.prompt), limit)
-            }
-            _ => Vec::new(),
+        let can_draft = s.can_draft();
+        let context = s.out.context(&s.prompt);
+        let limit = s
+            .out
+            .remaining()
+            .saturating_sub(1)
+            .min(budget.saturating_sub(1))
+            .min(rows.saturating_sub(1));
+        let mut drafts = match s.spec.as_mut() {
+            Some(spec) if can_draft => spec.propose(&context, limit),
+            _ => Draft::default(),
         };
         let end = known.min(s.computed + budget);
         if end <= s.computed {
@@ -342,14 +412,14 @@ impl Scheduler {
                 let drafts = if last {
                     std::mem::take(&mut drafts)
                 } else {
-                    Vec::new()
+                    Draft::default()
                 };
                 parts.push(Planned {
                     seq: i,
                     start: a,
                     tokens: (a..b)
                         .map(|p| s.token(p))
-                        .chain(drafts.iter().copied())
+                        .chain(drafts.tokens.iter().copied())
                         .collect(),
                     generated,
                     logit_rows: if last { 1 + drafts.len() as u32 } else { 0 },
@@ -367,6 +437,7 @@ impl Scheduler {
     pub async fn step(&mut self, model: &mut GpuModel, tok: &Tokenizer) -> Result<Vec<SeqEvent>> {
         let mut events = Vec::new();
         self.retire(model, &mut events)?;
+        self.draft_with_model(model).await?;
         let mut budget = model.max_step_tokens() as usize;
         let max_parts = model.max_seqs() as usize;
         let mut rows = model.logit_capacity() as usize;
@@ -438,7 +509,7 @@ impl Scheduler {
                 }
                 None => {
                     let mut s = self.running.pop().expect("just pushed");
-                    s.release(&mut model.pool)?;
+                    s.release(model)?;
                     self.waiting.push_front(s);
                     break;
                 }

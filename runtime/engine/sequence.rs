@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use super::generate::{FinishReason, GenerateOptions};
 use super::sampling::{Candidates, Sampler, SamplingParams};
+use super::speculative::{Draft, Drafting};
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::stream::StreamDecoder;
@@ -52,6 +53,15 @@ pub fn check_request(model: &GpuModel, prompt: &[u32], opts: &GenerateOptions) -
             "token id {t} is outside the vocabulary ({} tokens)",
             model.config.vocab_size
         )));
+    }
+    if opts.speculative.enabled()
+        && opts.speculative.drafting == Drafting::Model
+        && model.draft.is_none()
+    {
+        return Err(HearthError::InvalidRequest(
+            "drafting with a draft model needs one loaded beside the target (--draft-model PATH)"
+                .into(),
+        ));
     }
     let max_new = opts.max_tokens.min(ctx_len - prompt.len());
     let need = BlockTable::blocks_for((prompt.len() + max_new) as u32, model.pool.block_size());
@@ -161,36 +171,28 @@ impl SeqOutput {
         self.push(tok, c, id)
     }
 
-    /// As [`SeqOutput::accept`], verifying a drafted token (speculative decoding).
-    pub fn accept_draft(
-        &mut self,
-        tok: &Tokenizer,
-        c: &Candidates,
-        draft: u32,
-    ) -> Result<Accepted> {
-        let id = self.sampler.sample_with_draft(c, draft);
-        self.push(tok, c, id)
-    }
-
     /// Accepts tokens from verification rows: row `j` of `cands` follows
-    /// `drafts[..j]`. Stops at the first token that differs from its draft
-    /// (it is still accepted: it was sampled from the right context) or
-    /// that ends the sequence. Returns the tokens and how many of them
+    /// `draft.tokens[..j]`. Stops at the first token that differs from its
+    /// draft (it is still accepted: it was sampled from the right context)
+    /// or that ends the sequence. Returns the tokens and how many of them
     /// confirmed drafts (their K/V, written by the step, stay valid).
     pub fn accept_verified(
         &mut self,
         tok: &Tokenizer,
         cands: &[Candidates],
-        drafts: &[u32],
+        draft: &Draft,
     ) -> Result<(Vec<Accepted>, usize)> {
         let mut out = Vec::new();
         let mut confirmed = 0;
         for (j, c) in cands.iter().enumerate() {
-            let a = match drafts.get(j) {
-                Some(&d) => self.accept_draft(tok, c, d)?,
-                None => self.accept(tok, c)?,
+            let id = match draft.tokens.get(j) {
+                Some(&d) => self
+                    .sampler
+                    .sample_with_draft(c, d, draft.q.get(j).map(Vec::as_slice)),
+                None => self.sampler.sample(c),
             };
-            let matched = drafts.get(j) == Some(&a.id);
+            let a = self.push(tok, c, id)?;
+            let matched = draft.tokens.get(j) == Some(&a.id);
             let done = a.finish.is_some();
             out.push(a);
             if !matched || done {

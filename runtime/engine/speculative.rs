@@ -6,10 +6,16 @@
 //! plain decoding; sampled output keeps the target distribution (see
 //! [`super::sampling::Sampler::sample_with_draft`]).
 //!
-//! The drafter here is prompt lookup: the longest recent n-gram that ends the
-//! sequence and occurred before proposes what followed it then. It needs no
-//! second model and pays off when the answer repeats its input (rewrites,
-//! code edits, quoting).
+//! Two drafters: prompt lookup, where the longest recent n-gram that ends
+//! the sequence and occurred before proposes what followed it then (no
+//! second model; pays off when the answer repeats its input: rewrites, code
+//! edits, quoting), and a draft model with the target's tokenizer
+//! ([`super::draft_model`]).
+
+use super::draft_model::DraftCache;
+use super::sampling::SamplingParams;
+use crate::kv::KvPool;
+use crate::Result;
 
 /// How a request drafts tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -19,6 +25,8 @@ pub enum Drafting {
     Off,
     /// Prompt lookup in the sequence's own tokens.
     Ngram,
+    /// The draft model loaded beside the target (`--draft-model`).
+    Model,
 }
 
 impl Drafting {
@@ -27,6 +35,7 @@ impl Drafting {
         match s {
             "off" => Some(Drafting::Off),
             "ngram" => Some(Drafting::Ngram),
+            "model" => Some(Drafting::Model),
             _ => None,
         }
     }
@@ -59,6 +68,13 @@ impl SpecOptions {
         }
     }
 
+    pub fn model() -> Self {
+        SpecOptions {
+            drafting: Drafting::Model,
+            ..Default::default()
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         self.drafting != Drafting::Off && self.max_draft > 0
     }
@@ -85,31 +101,97 @@ impl SpecStats {
     }
 }
 
-/// One sequence's drafter: the adaptive draft length and its counts.
-#[derive(Debug, Clone)]
+/// Drafted tokens, to be verified by the target.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Draft {
+    pub tokens: Vec<u32>,
+    /// The distribution each token was drawn from (`(token, probability)`),
+    /// for rejection sampling; empty for a deterministic drafter.
+    pub q: Vec<Vec<(u32, f64)>>,
+}
+
+impl Draft {
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        self.q.truncate(n);
+    }
+
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+}
+
+/// One sequence's drafter: the adaptive draft length, its counts and, with
+/// a draft model, the sequence's cache there.
 pub struct Speculator {
     opts: SpecOptions,
     /// Tokens to draft next time.
     k: usize,
     pub stats: SpecStats,
+    /// Draft-model drafting: this sequence's blocks in the draft model.
+    pub cache: Option<DraftCache>,
+    /// Drafts made ahead of the step that verifies them (draft model).
+    pub pending: Option<Draft>,
 }
 
 impl Speculator {
     /// `None` when the options turn drafting off.
-    pub fn new(opts: SpecOptions) -> Option<Speculator> {
-        opts.enabled().then(|| Speculator {
+    pub fn new(opts: SpecOptions, sampling: &SamplingParams) -> Result<Option<Speculator>> {
+        if !opts.enabled() {
+            return Ok(None);
+        }
+        let cache = match opts.drafting {
+            Drafting::Model => Some(DraftCache::new(sampling)?),
+            _ => None,
+        };
+        Ok(Some(Speculator {
             opts,
             k: opts.max_draft.clamp(1, 4),
             stats: SpecStats::default(),
-        })
+            cache,
+            pending: None,
+        }))
     }
 
-    /// Drafts up to `limit` (and the adaptive k) tokens to follow `context`.
-    pub fn propose(&self, context: &[u32], limit: usize) -> Vec<u32> {
+    pub fn uses_model(&self) -> bool {
+        self.opts.drafting == Drafting::Model
+    }
+
+    /// Tokens the next proposal drafts at most.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Drafts up to `limit` (and the adaptive k) tokens to follow `context`:
+    /// by lookup, or the draft model's drafts made ahead (see [`Self::pending`]).
+    pub fn propose(&mut self, context: &[u32], limit: usize) -> Draft {
         let k = self.k.min(limit);
-        match self.opts.drafting {
-            Drafting::Off => Vec::new(),
-            Drafting::Ngram => ngram_draft(context, k, self.opts.max_ngram),
+        let mut d = match self.opts.drafting {
+            Drafting::Off => Draft::default(),
+            Drafting::Ngram => Draft {
+                tokens: ngram_draft(context, k, self.opts.max_ngram),
+                q: Vec::new(),
+            },
+            Drafting::Model => self.pending.take().unwrap_or_default(),
+        };
+        d.truncate(k);
+        d
+    }
+
+    /// Gives the sequence's draft-model blocks back (it ended or was preempted).
+    pub fn release(&mut self, draft_pool: Option<&mut KvPool>) -> Result<()> {
+        self.pending = None;
+        match (self.cache.as_mut(), draft_pool) {
+            (Some(c), Some(pool)) => c.release(pool),
+            _ => Ok(()),
         }
     }
 
@@ -173,7 +255,8 @@ mod tests {
 
     #[test]
     fn k_adapts_to_acceptance() {
-        let mut s = Speculator::new(SpecOptions::ngram()).unwrap();
+        let g = SamplingParams::greedy();
+        let mut s = Speculator::new(SpecOptions::ngram(), &g).unwrap().unwrap();
         assert_eq!(s.k, 4);
         s.record(4, 4);
         assert_eq!(s.k, 6);
@@ -185,6 +268,8 @@ mod tests {
         assert_eq!(s.k, 1);
         assert_eq!(s.stats.drafted, 20);
         assert_eq!(s.stats.accepted, 12);
-        assert!(Speculator::new(SpecOptions::default()).is_none());
+        assert!(Speculator::new(SpecOptions::default(), &g)
+            .unwrap()
+            .is_none());
     }
 }

@@ -190,6 +190,10 @@ pub struct GpuModel {
     /// Profiling through timestamp queries, when the adapter has them.
     timer: Option<PassTimer>,
     profile_steps: ProfileSteps,
+    /// The draft model of speculative decoding (`Drafting::Model`), on the
+    /// same device with its own KV pool; attach it with
+    /// `Hearth::attach_draft`, which checks that the tokenizers match.
+    pub draft: Option<Box<GpuModel>>,
 }
 
 fn f32_buffer(
@@ -542,6 +546,7 @@ impl GpuModel {
             profile: None,
             timer: None,
             profile_steps: ProfileSteps::All,
+            draft: None,
             ctx,
         };
         model.warm_up()?;

@@ -292,3 +292,15 @@ fn later_logit_rows_count_the_drafts_before_them() {
     }
     m.pool.free(&blocks).unwrap();
 }
+
+#[test]
+fn model_drafting_without_a_draft_model_is_a_clear_error() {
+    let (mut m, tok) = load(1 << 20);
+    let o = opts(4, SpecOptions::model(), false);
+    let e = pollster::block_on(generate(&mut m, &tok, &[1, 2, 3], &o, &mut |_| true)).unwrap_err();
+    assert!(e.to_string().contains("--draft-model"), "{e}");
+    let mut sched = Scheduler::new(SchedulerOptions::default());
+    let e = sched.add(&m, vec![1, 2, 3], &o).unwrap_err();
+    assert!(e.to_string().contains("--draft-model"), "{e}");
+    assert_eq!(m.pool.used_blocks(), 0);
+}

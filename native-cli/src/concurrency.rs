@@ -27,6 +27,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let spec = args.spec.options()?;
     let logit_rows = args.spec.batch_logit_rows(parts, most);
     let mut h = load(&args.model, 256, parts, logit_rows, args.json)?;
+    crate::load_draft(&mut h, &args.model, &args.spec, args.json)?;
     let base = h.tokenizer.encode(
         "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",
         false,

@@ -61,9 +61,10 @@ struct ModelArgs {
     /// GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct, fetched if missing).
     #[arg(long, short)]
     model: Option<PathBuf>,
-    /// Weight form on the GPU for float matrices: f32, f16, q8_0, q4_0, q4_1,
-    /// q4_k, q6_k (K-quants fall back to q4_1 / q8_0 for rows that are not
-    /// whole 256-element super-blocks; default: as stored).
+    /// Weight form on the GPU: f32, f16, q8_0, q4_0, q4_1, q4_k, q6_k. Float
+    /// matrices take any; quantized ones only f32/f16 (dequantized). K-quants
+    /// fall back to q4_1 / q8_0 for rows that are not whole 256-element
+    /// super-blocks; default: as stored.
     #[arg(long)]
     dtype: Option<String>,
     /// KV cache memory budget, e.g. 256MiB, 1GiB.
@@ -247,9 +248,56 @@ fn load(
     Ok(h)
 }
 
+/// Loads `--draft-model` (when given) beside `h`'s model, on its adapter,
+/// with a KV cache of the same budget and element type, and checks that the
+/// tokenizers match.
+fn load_draft(
+    h: &mut Hearth,
+    args: &ModelArgs,
+    spec: &spec_args::SpecArgs,
+    quiet: bool,
+) -> Result<()> {
+    let Some(path) = &spec.draft_model else {
+        return Ok(());
+    };
+    let kv_dtype =
+        KvDtype::parse(&args.kv_dtype).map_err(|e| anyhow::anyhow!("--kv-dtype: {e}"))?;
+    let seqs = h.model.max_seqs();
+    let opts = ForwardOptions {
+        kv_memory: parse_bytes(&args.kv_memory)?,
+        kv_dtype,
+        max_step_tokens: h.model.max_step_tokens(),
+        max_seqs: seqs,
+        max_logit_rows: seqs,
+        ..ForwardOptions::default()
+    };
+    let what = || format!("loading the draft model {}", path.display());
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_message(what());
+    let loaded = hearth::model::load::open(path).with_context(what)?;
+    let draft = Hearth::from_loaded(h.model.ctx.clone(), loaded, opts, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+    })
+    .with_context(what)?;
+    bar.finish_and_clear();
+    let desc = draft.source_desc.clone();
+    h.attach_draft(draft)
+        .with_context(|| format!("--draft-model {}", path.display()))?;
+    if !quiet {
+        eprintln!("hearth: draft model {desc}");
+    }
+    Ok(())
+}
+
 fn run(args: RunArgs) -> Result<()> {
     let spec = args.spec.options()?;
     let mut h = load(&args.model, 128, 1, args.spec.rows_per_seq(), args.json)?;
+    load_draft(&mut h, &args.model, &args.spec, args.json)?;
     let prompt = match (&args.prompt, &args.chat) {
         (Some(p), None) => Prompt::Text(p.clone()),
         (None, Some(c)) => {
@@ -325,7 +373,7 @@ fn run(args: RunArgs) -> Result<()> {
         if spec.enabled() {
             eprintln!(
                 "hearth: speculative decoding ({}): {}",
-                args.spec.draft,
+                args.spec.draft_name(),
                 spec_args::describe(&g.spec)
             );
         }
@@ -343,6 +391,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     }
     let spec = args.spec.options()?;
     let mut h = load(&args.model, 512, 1, args.spec.rows_per_seq(), args.json)?;
+    load_draft(&mut h, &args.model, &args.spec, args.json)?;
     let prompt = match &args.chat {
         Some(c) => h.prompt_ids(&Prompt::chat_user(c))?,
         None => synthetic_prompt(&h, args.prompt_tokens)?,
@@ -440,7 +489,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         if let Some(s) = &spec_run {
             println!(
                 "speculative ({}): decode {:.1} tok/s, {:.2}x plain, same tokens; {}",
-                args.spec.draft,
+                args.spec.draft_name(),
                 s.decode_tok_s(),
                 s.decode_tok_s() / decode,
                 spec_args::describe(&s.spec)

@@ -1,5 +1,7 @@
 //! Speculative-decoding options shared by `run`, `bench` and `serve`.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::Args;
 use hearth::engine::{Drafting, SpecOptions};
@@ -7,20 +9,40 @@ use hearth::engine::{Drafting, SpecOptions};
 #[derive(Args, Clone, Debug)]
 pub struct SpecArgs {
     /// Speculative decoding: `ngram` drafts tokens by prompt lookup in the
-    /// sequence's own text (helps when the answer repeats its input), `off`
-    /// decodes one token per step.
-    #[arg(long, default_value = "off")]
-    pub draft: String,
+    /// sequence's own text (helps when the answer repeats its input), `model`
+    /// with the --draft-model, `off` decodes one token per step (default:
+    /// `model` when --draft-model is given, else `off`).
+    #[arg(long)]
+    pub draft: Option<String>,
+    /// A smaller model with the same tokenizer that drafts tokens for this
+    /// one (GGUF file or Hugging Face directory; loaded on the same adapter
+    /// with its own KV cache of the same --kv-memory and --kv-dtype).
+    #[arg(long)]
+    pub draft_model: Option<PathBuf>,
     /// Most tokens drafted per step (the draft length adapts below it).
     #[arg(long, default_value_t = 7)]
     pub max_draft: usize,
 }
 
 impl SpecArgs {
+    /// The `--draft` choice as it is spelt (for messages).
+    pub fn draft_name(&self) -> &str {
+        match (&self.draft, &self.draft_model) {
+            (Some(d), _) => d,
+            (None, Some(_)) => "model",
+            (None, None) => "off",
+        }
+    }
+
     pub fn options(&self) -> Result<SpecOptions> {
-        let drafting = Drafting::parse(&self.draft).ok_or_else(|| {
-            anyhow::anyhow!("unknown --draft `{}` (expected ngram or off)", self.draft)
+        let name = self.draft_name();
+        let drafting = Drafting::parse(name).ok_or_else(|| {
+            anyhow::anyhow!("unknown --draft `{name}` (expected ngram, model or off)")
         })?;
+        anyhow::ensure!(
+            drafting != Drafting::Model || self.draft_model.is_some(),
+            "--draft model needs --draft-model PATH"
+        );
         anyhow::ensure!(
             (1..=32).contains(&self.max_draft),
             "--max-draft must be 1..=32, got {}",

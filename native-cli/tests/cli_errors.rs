@@ -300,6 +300,46 @@ fn bad_speculative_options_are_named() {
         &["--draft", "ngram", "--max-draft", "0"],
         "--max-draft",
     );
+    expect_run_error(
+        &bytes,
+        &["--draft", "model"],
+        "--draft model needs --draft-model",
+    );
+}
+
+/// `--draft-model`: a draft with another tokenizer is refused by name; one
+/// with the same tokenizer drafts, and `run --json` reports its counts.
+#[test]
+fn draft_model_is_checked_and_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target.gguf");
+    let other = dir.path().join("other-vocab.gguf");
+    std::fs::write(&target, tiny_model("llama", false).build()).unwrap();
+    std::fs::write(&other, gguf_writer::tiny_model("llama", false).build()).unwrap();
+    expect_error_at(
+        &target,
+        &["--draft-model", other.to_str().unwrap()],
+        "tokenizer does not match the target's",
+    );
+    let (ok, out, err) = hearth(&[
+        "run",
+        "--model",
+        target.to_str().unwrap(),
+        "--draft-model",
+        target.to_str().unwrap(),
+        "--prompt",
+        "hello world",
+        "--max-tokens",
+        "12",
+        "--ignore-eos",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let spec = &v["spec"];
+    // The draft is the target itself: greedy drafts are all accepted.
+    assert!(spec["drafted"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(spec["accepted"], spec["drafted"], "{v}");
 }
 
 /// `hearth perplexity --json` prints what the issue names, and bad input is an error.

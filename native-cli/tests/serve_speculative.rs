@@ -65,3 +65,36 @@ async fn drafting_requests_match_plain_decoding_and_are_counted() {
     let e = expect_error(resp, 400).await;
     assert_eq!(e["param"], "draft");
 }
+
+/// `--draft-model`: requests that choose `"draft": "model"` draft with it
+/// and get plain decoding's greedy text; a server without one answers such
+/// a request with a 400 that names the option.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draft_model_requests_match_plain_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let draft = dir.path().join("draft.gguf");
+    std::fs::write(&draft, tiny_model_bytes()).unwrap();
+    let server = Server::start(&["--draft-model", draft.to_str().unwrap(), "--draft", "off"]);
+    let alone = run_alone(&server.model_path, PROMPT, MAX, &["--draft", "off"]);
+    let want = alone["text"].as_str().unwrap();
+    let c = client();
+    assert_eq!(text_of(&c, &server, json!({})).await, want);
+    let m = wait_idle(&c, &server).await;
+    assert_eq!(metric(&m, "hearth_spec_draft_tokens_total"), 0.0);
+    assert_eq!(text_of(&c, &server, json!({"draft": "model"})).await, want);
+    let m = wait_idle(&c, &server).await;
+    assert!(metric(&m, "hearth_spec_draft_tokens_total") > 0.0, "{m}");
+
+    let plain = Server::start(&[]);
+    let resp = post(
+        &c,
+        &plain.url("/v1/completions"),
+        &completion_body(PROMPT, MAX, json!({"draft": "model"})),
+    )
+    .await;
+    let e = expect_error(resp, 400).await;
+    assert!(
+        e["message"].as_str().unwrap().contains("--draft-model"),
+        "{e}"
+    );
+}

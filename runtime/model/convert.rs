@@ -13,9 +13,10 @@ pub struct ConvertedSource<'a> {
 }
 
 impl<'a> ConvertedSource<'a> {
-    /// Float matrices (2-D tensors) of `inner` as `dtype`; vectors (norms,
-    /// biases) and already-quantized matrices stay as they are, matching what
-    /// the GPU loader does with `ForwardOptions::dtype`.
+    /// Matrices (2-D tensors) of `inner` as `dtype` where [`DType::converts`]
+    /// says so; vectors (norms, biases) and quantized matrices asked to
+    /// become another quantized form stay as they are, matching what the GPU
+    /// loader does with `ForwardOptions::dtype`.
     pub fn new(inner: &'a dyn WeightSource, dtype: DType) -> Self {
         ConvertedSource { inner, dtype }
     }
@@ -32,7 +33,7 @@ impl WeightSource for ConvertedSource<'_> {
 
     fn tensor_meta(&self, name: &str) -> Result<(DType, Vec<usize>)> {
         let (dtype, shape) = self.inner.tensor_meta(name)?;
-        if shape.len() != 2 || dtype.is_quantized() {
+        if shape.len() != 2 || !self.dtype.converts(dtype) {
             return Ok((dtype, shape));
         }
         Ok((self.dtype.target_for(shape[1]), shape))
@@ -40,7 +41,7 @@ impl WeightSource for ConvertedSource<'_> {
 
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
         let t = self.inner.tensor(name)?;
-        if t.shape.len() != 2 || t.dtype.is_quantized() {
+        if t.shape.len() != 2 || !self.dtype.converts(t.dtype) {
             return Ok(t);
         }
         let dtype = self.dtype.target_for(t.shape[1]);

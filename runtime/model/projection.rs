@@ -12,10 +12,11 @@ use crate::quant::pack::gpu_dtype;
 use crate::Result;
 
 /// The form a weight of `source` type takes on the GPU under `--dtype target`:
-/// float weights are converted, GGUF quantized weights keep their form.
+/// float weights are converted, quantized ones only to a float form (see
+/// [`DType::converts`]).
 pub fn stored_form(source: DType, target: Option<DType>) -> DType {
     match target {
-        Some(t) if !source.is_quantized() => t,
+        Some(t) if t.converts(source) => t,
         _ => source,
     }
 }

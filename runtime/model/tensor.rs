@@ -107,6 +107,13 @@ impl DType {
         }
     }
 
+    /// Whether `--dtype self` converts a matrix stored as `source`: float
+    /// matrices always; quantized ones only to a float form (dequantizing
+    /// is exact, requantizing would add a second rounding).
+    pub fn converts(self, source: DType) -> bool {
+        !source.is_quantized() || !self.is_quantized()
+    }
+
     /// A format [`DType::can_quantize`] produces, by name.
     pub fn parse(s: &str) -> Result<DType> {
         Ok(match s.to_ascii_lowercase().as_str() {

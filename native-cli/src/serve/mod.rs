@@ -109,13 +109,14 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let max_parts = u32::try_from(args.max_num_seqs * 2).context("--max-num-seqs is too large")?;
     let speculative = args.spec.options()?;
     let logit_rows = args.spec.batch_logit_rows(max_parts, args.max_num_seqs);
-    let h = load(
+    let mut h = load(
         &model_args,
         args.max_step_tokens,
         max_parts,
         logit_rows,
         false,
     )?;
+    crate::load_draft(&mut h, &model_args, &args.spec, false)?;
     info!(
         "KV cache: {} blocks of {} tokens; up to {} sequences run at once, {} more may wait",
         h.model.pool.num_blocks(),

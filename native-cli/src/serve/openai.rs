@@ -76,7 +76,8 @@ pub struct RequestBody {
     min_p: Option<f64>,
     repetition_penalty: Option<f64>,
     ignore_eos: Option<bool>,
-    // Hearth's own: speculative decoding, "ngram" or "off".
+    // Hearth's own: speculative decoding, "ngram", "model" (the server's
+    // --draft-model) or "off".
     draft: Option<String>,
 }
 
@@ -513,7 +514,7 @@ pub fn validate(body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiError> 
         Some(o) => Some(Drafting::parse(o).ok_or_else(|| {
             ApiError::invalid_param(
                 "draft",
-                format!("`draft` must be \"ngram\" or \"off\", got {o:?}."),
+                format!("`draft` must be \"ngram\", \"model\" or \"off\", got {o:?}."),
             )
         })?),
     };

@@ -252,14 +252,21 @@ fn penalties_match_reference() {
 }
 
 /// `--dtype q4_0` on a GGUF with mixed types: float matrices are quantized,
-/// already-quantized ones keep their form; the GPU matches the reference on
-/// the same converted view.
+/// already-quantized ones keep their form; `--dtype f16` converts every
+/// matrix (quantized ones dequantized). The GPU matches the reference on the
+/// same converted view.
 #[test]
-fn dtype_converts_only_float_matrices() {
+fn dtype_converts_float_matrices_and_dequantizes_to_floats() {
+    for dtype in [hearth::model::DType::Q4_0, hearth::model::DType::F16] {
+        dtype_conversion_matches_reference(dtype);
+    }
+}
+
+fn dtype_conversion_matches_reference(target: hearth::model::DType) {
     use hearth::model::convert::ConvertedSource;
-    use hearth::model::{DType, WeightSource};
+    use hearth::model::WeightSource;
     let model = GgufModel::from_bytes(gguf_writer::tiny_model("qwen2", false).build()).unwrap();
-    let conv = ConvertedSource::new(&model, DType::Q4_0);
+    let conv = ConvertedSource::new(&model, target);
     // Q4_1 and Q8_0 tensors pass through, F16/BF16/F32 matrices become Q4_0, vectors stay F32.
     for name in [
         "blk.0.attn_q.weight",
@@ -272,10 +279,11 @@ fn dtype_converts_only_float_matrices() {
             model.tensor(name).unwrap().dtype,
             conv.tensor(name).unwrap().dtype,
         );
-        let want = if src.is_quantized() || model.tensor(name).unwrap().shape.len() == 1 {
+        let vector = model.tensor(name).unwrap().shape.len() == 1;
+        let want = if vector || (src.is_quantized() && target.is_quantized()) {
             src
         } else {
-            DType::Q4_0
+            target
         };
         assert_eq!(dst, want, "{name}: {src:?}");
     }
@@ -287,7 +295,7 @@ fn dtype_converts_only_float_matrices() {
         ctx,
         &model,
         ForwardOptions {
-            dtype: Some(DType::Q4_0),
+            dtype: Some(target),
             kv_memory: 1 << 20,
             kv_dtype: KvDtype::F32,
             ..Default::default()
@@ -304,5 +312,5 @@ fn dtype_converts_only_float_matrices() {
         .iter()
         .zip(want_row)
         .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    assert!(worst < 1e-3, "max logit error {worst}");
+    assert!(worst < 1e-3, "{target:?}: max logit error {worst}");
 }

@@ -4,8 +4,8 @@
 #[path = "fixtures/gguf_writer.rs"]
 mod gguf_writer;
 
-use hearth::engine::perplexity;
 use hearth::engine::perplexity::log_prob;
+use hearth::engine::{perplexity, top1_agreement};
 use hearth::gpu::{GpuContext, GpuOptions};
 use hearth::kv::KvDtype;
 use hearth::model::forward::{ForwardOptions, GpuModel};
@@ -94,4 +94,49 @@ fn sliding_window_perplexity_matches_the_cpu_reference() {
     }
     assert!(pollster::block_on(perplexity(&mut m, &tokens, 1, 1, &mut |_, _| {})).is_err());
     assert!(pollster::block_on(perplexity(&mut m, &tokens[..1], 8, 4, &mut |_, _| {})).is_err());
+}
+
+/// Top-1 agreement against a token stream built from the CPU reference's own
+/// argmax choices, with every fourth choice deliberately replaced: the GPU
+/// agrees exactly where the stream kept the reference's choice.
+#[test]
+fn top1_agreement_counts_the_positions_where_the_model_picks_the_stream_token() {
+    let file = gguf_writer::tiny_model("llama", false).build();
+    let model = GgufModel::from_bytes(file).unwrap();
+    let rm = RefModel::load(&model).unwrap();
+    let vocab = rm.config.vocab_size;
+    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
+    let mut m = GpuModel::load(
+        ctx,
+        &model,
+        ForwardOptions {
+            kv_memory: 1 << 20,
+            kv_dtype: KvDtype::F32,
+            max_step_tokens: 12,
+            max_logit_rows: 12,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let first = 9;
+    let mut tokens: Vec<u32> = (0..first as u32).map(|i| (i * 11 + 3) % 40).collect();
+    let mut kept = 0;
+    for j in first..first + 24 {
+        let logits = rm.forward(&tokens, &mut RefKvCache::default()).unwrap();
+        let row = &logits[(j - 1) * vocab..j * vocab];
+        let best = (0..vocab).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+        let (t, keep) = if j % 4 == 0 {
+            ((best + 1) % vocab, false)
+        } else {
+            (best, true)
+        };
+        kept += keep as usize;
+        tokens.push(t as u32);
+    }
+    let got = pollster::block_on(top1_agreement(&mut m, &tokens, first)).unwrap();
+    assert_eq!(got, kept, "{tokens:?}");
+    assert_eq!(m.pool.used_blocks(), 0);
+    assert!(pollster::block_on(top1_agreement(&mut m, &tokens, 0)).is_err());
+    assert!(pollster::block_on(top1_agreement(&mut m, &tokens, tokens.len())).is_err());
 }

@@ -372,12 +372,35 @@ fn perplexity_reports_json_and_names_bad_input() {
     let n = v["tokens"].as_u64().unwrap();
     assert!(ppl.is_finite() && ppl >= 1.0, "{v}");
     assert!(n > 100, "{v}");
+    // --agreement: the f16-KV reference is the model itself here, so its
+    // greedy tokens are its own top-1 choices (teacher-forced rows may only
+    // differ on near-ties).
+    let (ok, out, err) = hearth(&[
+        "perplexity",
+        "--model",
+        m,
+        "--file",
+        t,
+        "--window",
+        "32",
+        "--agreement",
+        "16",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["agreement"]["tokens"], 16, "{v}");
+    assert!(v["agreement"]["top1"].as_f64().unwrap() >= 0.9, "{v}");
     for (args, needle) in [
         (
             vec!["--file", "/nonexistent/text.txt"],
             "/nonexistent/text.txt",
         ),
         (vec!["--file", t, "--window", "1"], "window 1"),
+        (
+            vec!["--file", t, "--agreement", "100000"],
+            "--agreement 100000",
+        ),
     ] {
         let mut a = vec!["perplexity", "--model", m];
         a.extend(args);

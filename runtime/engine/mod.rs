@@ -9,6 +9,6 @@ pub mod sequence;
 pub mod speculative;
 
 pub use generate::{generate, FinishReason, GenerateOptions, Generation, TokenEvent};
-pub use perplexity::{perplexity, PerplexityResult};
+pub use perplexity::{perplexity, top1_agreement, PerplexityResult};
 pub use sampling::{Candidates, Sampler, SamplingParams};
 pub use speculative::{Draft, Drafting, SpecOptions, SpecStats};

@@ -68,6 +68,22 @@ pub async fn perplexity(
     })
 }
 
+/// How many of `tokens[first..]` (`first >= 1`) are the model's top-1
+/// prediction given the tokens before them, scored in one window: with
+/// tokens a reference generated greedily, the share of its choices this
+/// model (e.g. another KV dtype) would make too, position by position.
+pub async fn top1_agreement(model: &mut GpuModel, tokens: &[u32], first: usize) -> Result<usize> {
+    let ctx = model.config.max_position_embeddings;
+    if first == 0 || first >= tokens.len() || tokens.len() > ctx {
+        return Err(HearthError::InvalidRequest(format!(
+            "top-1 agreement over tokens {first}..{} needs 1 <= {first} < {} <= the context ({ctx})",
+            tokens.len(),
+            tokens.len()
+        )));
+    }
+    Ok(score_window(model, tokens, first).await?.1)
+}
+
 /// Feeds `w[..len - 1]` as a fresh sequence and scores targets
 /// `w[first..]` (`first >= 1`); returns (sum of -log p, top-1 hits).
 async fn score_window(model: &mut GpuModel, w: &[u32], first: usize) -> Result<(f64, usize)> {

@@ -39,14 +39,14 @@ fn reference(rm: &RefModel, tokens: &[u32], window: usize, stride: usize) -> (f6
     ((nll / n as f64).exp(), n, hits)
 }
 
-#[test]
-fn sliding_window_perplexity_matches_the_cpu_reference() {
+/// The tiny model on the CPU reference and on the GPU (f32 KV), 12 rows per
+/// step so that windows span several steps and KV blocks.
+fn tiny_models() -> (RefModel, GpuModel) {
     let file = gguf_writer::tiny_model("llama", false).build();
     let model = GgufModel::from_bytes(file).unwrap();
     let rm = RefModel::load(&model).unwrap();
     let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
-    // 12 rows per step: windows span several steps and KV blocks.
-    let mut m = GpuModel::load(
+    let m = GpuModel::load(
         ctx,
         &model,
         ForwardOptions {
@@ -59,6 +59,12 @@ fn sliding_window_perplexity_matches_the_cpu_reference() {
         &mut |_| {},
     )
     .unwrap();
+    (rm, m)
+}
+
+#[test]
+fn sliding_window_perplexity_matches_the_cpu_reference() {
+    let (rm, mut m) = tiny_models();
     let tokens: Vec<u32> = (0..83u32).map(|i| (i * i * 7 + i * 3 + 1) % 40).collect();
     for (window, stride) in [(40, 16), (25, 25), (90, 45)] {
         let (want, n, hits) = reference(&rm, &tokens, window, stride);
@@ -101,24 +107,8 @@ fn sliding_window_perplexity_matches_the_cpu_reference() {
 /// agrees exactly where the stream kept the reference's choice.
 #[test]
 fn top1_agreement_counts_the_positions_where_the_model_picks_the_stream_token() {
-    let file = gguf_writer::tiny_model("llama", false).build();
-    let model = GgufModel::from_bytes(file).unwrap();
-    let rm = RefModel::load(&model).unwrap();
+    let (rm, mut m) = tiny_models();
     let vocab = rm.config.vocab_size;
-    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
-    let mut m = GpuModel::load(
-        ctx,
-        &model,
-        ForwardOptions {
-            kv_memory: 1 << 20,
-            kv_dtype: KvDtype::F32,
-            max_step_tokens: 12,
-            max_logit_rows: 12,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
     let first = 9;
     let mut tokens: Vec<u32> = (0..first as u32).map(|i| (i * 11 + 3) % 40).collect();
     let mut kept = 0;

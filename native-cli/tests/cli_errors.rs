@@ -356,18 +356,23 @@ fn perplexity_reports_json_and_names_bad_input() {
     .unwrap();
     let m = model.to_str().unwrap();
     let t = text.to_str().unwrap();
-    let (ok, out, err) = hearth(&[
-        "perplexity",
-        "--model",
-        m,
-        "--file",
-        t,
-        "--window",
-        "32",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let json_of = |extra: &[&str]| -> serde_json::Value {
+        let mut a = vec![
+            "perplexity",
+            "--model",
+            m,
+            "--file",
+            t,
+            "--window",
+            "32",
+            "--json",
+        ];
+        a.extend(extra);
+        let (ok, out, err) = hearth(&a);
+        assert!(ok, "{err}");
+        serde_json::from_str(out.trim()).expect("one JSON object")
+    };
+    let v = json_of(&[]);
     let ppl = v["perplexity"].as_f64().unwrap();
     let n = v["tokens"].as_u64().unwrap();
     assert!(ppl.is_finite() && ppl >= 1.0, "{v}");
@@ -375,20 +380,7 @@ fn perplexity_reports_json_and_names_bad_input() {
     // --agreement: the f16-KV reference is the model itself here, so its
     // greedy tokens are its own top-1 choices (teacher-forced rows may only
     // differ on near-ties).
-    let (ok, out, err) = hearth(&[
-        "perplexity",
-        "--model",
-        m,
-        "--file",
-        t,
-        "--window",
-        "32",
-        "--agreement",
-        "16",
-        "--json",
-    ]);
-    assert!(ok, "{err}");
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let v = json_of(&["--agreement", "16"]);
     assert_eq!(v["agreement"]["tokens"], 16, "{v}");
     assert!(v["agreement"]["top1"].as_f64().unwrap() >= 0.9, "{v}");
     for (args, needle) in [

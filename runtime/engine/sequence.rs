@@ -59,7 +59,8 @@ pub fn check_request(model: &GpuModel, prompt: &[u32], opts: &GenerateOptions) -
         && model.draft.is_none()
     {
         return Err(HearthError::InvalidRequest(
-            "drafting with a draft model needs one loaded beside the target (--draft-model PATH)"
+            "drafting with a draft model needs one attached to the target \
+             (`--draft-model PATH` on the command line, `Hearth::attach_draft` in the API)"
                 .into(),
         ));
     }

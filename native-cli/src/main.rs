@@ -189,6 +189,28 @@ fn parse_bytes(s: &str) -> Result<u64> {
     Ok((v * mult as f64) as u64)
 }
 
+/// `--kv-memory` in bytes and `--kv-dtype`.
+fn kv_options(args: &ModelArgs) -> Result<(u64, KvDtype)> {
+    let dtype = KvDtype::parse(&args.kv_dtype).map_err(|e| anyhow::anyhow!("--kv-dtype: {e}"))?;
+    Ok((parse_bytes(&args.kv_memory)?, dtype))
+}
+
+/// The tensor-upload progress bar of a model load (hidden when `quiet`).
+fn load_bar(quiet: bool, message: String) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors groups ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
 /// Loads the model for steps of up to `max_step_tokens` rows, `max_seqs`
 /// sequence parts and `logit_rows` rows with logits (at least `max_seqs`).
 fn load(
@@ -202,8 +224,7 @@ fn load(
         Some(p) => p.clone(),
         None => fetch::ensure_default_model()?,
     };
-    let kv_dtype =
-        KvDtype::parse(&args.kv_dtype).map_err(|e| anyhow::anyhow!("--kv-dtype: {e}"))?;
+    let (kv_memory, kv_dtype) = kv_options(args)?;
     let opts = EngineOptions {
         gpu: GpuOptions {
             adapter: args.adapter.clone(),
@@ -213,7 +234,7 @@ fn load(
         },
         forward: ForwardOptions {
             dtype: args.dtype.as_deref().map(DType::parse).transpose()?,
-            kv_memory: parse_bytes(&args.kv_memory)?,
+            kv_memory,
             kv_dtype,
             max_step_tokens,
             max_seqs,
@@ -221,17 +242,7 @@ fn load(
             ..ForwardOptions::default()
         },
     };
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tensors groups ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(format!("loading {}", path.display()));
+    let bar = load_bar(quiet, format!("loading {}", path.display()));
     let h = Hearth::open(&path, &opts, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
@@ -260,11 +271,10 @@ fn load_draft(
     let Some(path) = &spec.draft_model else {
         return Ok(());
     };
-    let kv_dtype =
-        KvDtype::parse(&args.kv_dtype).map_err(|e| anyhow::anyhow!("--kv-dtype: {e}"))?;
+    let (kv_memory, kv_dtype) = kv_options(args)?;
     let seqs = h.model.max_seqs();
     let opts = ForwardOptions {
-        kv_memory: parse_bytes(&args.kv_memory)?,
+        kv_memory,
         kv_dtype,
         max_step_tokens: h.model.max_step_tokens(),
         max_seqs: seqs,
@@ -272,12 +282,7 @@ fn load_draft(
         ..ForwardOptions::default()
     };
     let what = || format!("loading the draft model {}", path.display());
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_message(what());
+    let bar = load_bar(quiet, what());
     let loaded = hearth::model::load::open(path).with_context(what)?;
     let draft = Hearth::from_loaded(h.model.ctx.clone(), loaded, opts, &mut |p| {
         bar.set_length(p.total as u64);

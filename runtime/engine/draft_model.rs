@@ -78,7 +78,7 @@ pub fn check_tokenizers_match(target: &Tokenizer, draft: &Tokenizer) -> Result<(
 pub struct DraftJob<'a> {
     pub cache: &'a mut DraftCache,
     /// Prompt and generated tokens so far.
-    pub context: &'a [u32],
+    pub context: Vec<u32>,
     /// Tokens to draft at most.
     pub k: usize,
 }
@@ -181,7 +181,7 @@ fn start(draft: &mut GpuModel, job: &mut DraftJob<'_>) -> Result<Active> {
         pending: Vec::new(),
         done: true,
     };
-    let ctx = job.context;
+    let ctx = &job.context[..];
     let cache = &mut *job.cache;
     if job.k == 0 || ctx.is_empty() {
         return Ok(idle);

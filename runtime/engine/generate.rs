@@ -109,22 +109,23 @@ pub async fn generate(
 /// The draft for the next step: by lookup, or from the draft model.
 async fn next_draft(
     model: &mut GpuModel,
-    spec: Option<&mut Speculator>,
-    context: &[u32],
+    s: &mut Speculator,
+    context: Vec<u32>,
     limit: usize,
 ) -> Result<Draft> {
-    let Some(s) = spec else {
-        return Ok(Draft::default());
-    };
     if s.uses_model() {
         let vocab = model.config.vocab_size;
         let k = s.k().min(limit);
         if let (Some(draft), Some(cache)) = (model.draft.as_deref_mut(), s.cache.as_mut()) {
-            let mut jobs = [DraftJob { cache, context, k }];
+            let mut jobs = [DraftJob {
+                cache,
+                context: context.clone(),
+                k,
+            }];
             s.pending = draft_model::propose(draft, vocab, &mut jobs).await?.pop();
         }
     }
-    Ok(s.propose(context, limit))
+    Ok(s.propose(&context, limit))
 }
 
 async fn run(
@@ -194,8 +195,13 @@ async fn run(
         let p = prompt_ids.len() + out.ids.len() - 1;
         table.truncate(&mut model.pool, p as u32)?;
         let last = *out.ids.last().expect("a token was accepted");
-        let limit = out.remaining().saturating_sub(1).min(max_part - 1);
-        drafts = next_draft(model, spec.as_mut(), &out.context(prompt_ids), limit).await?;
+        drafts = match spec.as_mut() {
+            Some(s) => {
+                let limit = out.remaining().saturating_sub(1).min(max_part - 1);
+                next_draft(model, s, out.context(prompt_ids), limit).await?
+            }
+            None => Draft::default(),
+        };
         if !drafts.is_empty()
             && table
                 .append(&mut model.pool, 1 + drafts.len() as u32)

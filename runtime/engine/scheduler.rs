@@ -313,48 +313,35 @@ impl Scheduler {
     async fn draft_with_model(&mut self, model: &mut GpuModel) -> Result<()> {
         let vocab = model.config.vocab_size;
         // One logit row of the target per sequence is a must; drafts use the rest.
-        let spare = (model.logit_capacity() as usize).saturating_sub(self.running.len());
+        let mut left = (model.logit_capacity() as usize).saturating_sub(self.running.len());
         let Some(draft) = model.draft.as_deref_mut() else {
             return Ok(());
         };
-        let want: Vec<usize> = self
-            .running
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.can_draft() && s.spec.as_ref().is_some_and(|p| p.uses_model()))
-            .map(|(i, _)| i)
-            .collect();
-        if want.is_empty() {
-            return Ok(());
-        }
-        let contexts: Vec<Vec<u32>> = want
-            .iter()
-            .map(|&i| self.running[i].out.context(&self.running[i].prompt))
-            .collect();
-        let mut jobs = Vec::with_capacity(want.len());
-        let mut pushed = Vec::with_capacity(want.len());
-        let mut left = spare;
-        let mut it = want.iter().zip(&contexts).peekable();
+        let mut jobs = Vec::new();
+        let mut owners = Vec::new();
         for (i, s) in self.running.iter_mut().enumerate() {
-            let Some(&(&w, context)) = it.peek() else {
-                break;
-            };
-            if w != i {
+            let by_model = s.spec.as_ref().is_some_and(Speculator::uses_model);
+            if !by_model || !s.can_draft() {
                 continue;
             }
-            it.next();
             let remaining = s.out.remaining().saturating_sub(1);
-            let spec = s.spec.as_mut().expect("filtered on spec");
+            let context = s.out.context(&s.prompt);
+            let Some(spec) = s.spec.as_mut() else {
+                continue;
+            };
             let k = spec.k().min(remaining).min(left);
-            left -= k;
             if let Some(cache) = spec.cache.as_mut() {
+                left -= k;
                 jobs.push(DraftJob { cache, context, k });
-                pushed.push(i);
+                owners.push(i);
             }
+        }
+        if jobs.is_empty() {
+            return Ok(());
         }
         let drafts = draft_model::propose(draft, vocab, &mut jobs).await?;
         drop(jobs);
-        for (&i, d) in pushed.iter().zip(drafts) {
+        for (&i, d) in owners.iter().zip(drafts) {
             if let Some(spec) = self.running[i].spec.as_mut() {
                 spec.pending = Some(d);
             }
@@ -375,18 +362,18 @@ impl Scheduler {
     ) -> Option<Vec<Planned>> {
         let s = &mut self.running[i];
         let known = s.known();
-        let can_draft = s.can_draft();
-        let context = s.out.context(&s.prompt);
-        let limit = s
-            .out
-            .remaining()
-            .saturating_sub(1)
-            .min(budget.saturating_sub(1))
-            .min(rows.saturating_sub(1));
-        let mut drafts = match s.spec.as_mut() {
-            Some(spec) if can_draft => spec.propose(&context, limit),
-            _ => Draft::default(),
-        };
+        let mut drafts = Draft::default();
+        if s.can_draft() {
+            let limit = s
+                .out
+                .remaining()
+                .saturating_sub(1)
+                .min(budget.saturating_sub(1))
+                .min(rows.saturating_sub(1));
+            if let Some(spec) = s.spec.as_mut() {
+                drafts = spec.propose(&s.out.context(&s.prompt), limit);
+            }
+        }
         let end = known.min(s.computed + budget);
         if end <= s.computed {
             return Some(Vec::new());

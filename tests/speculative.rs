@@ -8,6 +8,7 @@
 mod gguf_writer;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use hearth::engine::scheduler::{Scheduler, SchedulerOptions, SeqEvent};
 use hearth::engine::{generate, GenerateOptions, SamplingParams, SpecOptions, SpecStats};
@@ -18,45 +19,46 @@ use hearth::model::DType;
 use hearth::text::vocab::TokenizerSpec;
 use hearth::text::Tokenizer;
 
-fn load(kv_memory: u64) -> (GpuModel, Tokenizer) {
-    let model = GgufModel::from_bytes(gguf_writer::tiny_model("llama", false).build()).unwrap();
-    let tok = Tokenizer::from_spec(&TokenizerSpec::Gguf(model.vocab().unwrap())).unwrap();
-    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
-    let m = GpuModel::load(
+/// The tiny model on `ctx`, stored as `dtype` (None: as in the file).
+fn tiny_gpu_model(
+    ctx: Arc<GpuContext>,
+    model: &GgufModel,
+    dtype: Option<DType>,
+    kv_memory: u64,
+    max_logit_rows: u32,
+) -> GpuModel {
+    GpuModel::load(
         ctx,
-        &model,
+        model,
         ForwardOptions {
             kv_memory,
+            dtype,
             max_step_tokens: 64,
             max_seqs: 8,
-            max_logit_rows: 40,
+            max_logit_rows,
             ..Default::default()
         },
         &mut |_| {},
     )
-    .unwrap();
-    (m, tok)
+    .unwrap()
+}
+
+fn tiny_file() -> GgufModel {
+    GgufModel::from_bytes(gguf_writer::tiny_model("llama", false).build()).unwrap()
+}
+
+fn load(kv_memory: u64) -> (GpuModel, Tokenizer) {
+    let model = tiny_file();
+    let tok = Tokenizer::from_spec(&TokenizerSpec::Gguf(model.vocab().unwrap())).unwrap();
+    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
+    (tiny_gpu_model(ctx, &model, None, kv_memory, 40), tok)
 }
 
 /// The target of [`load`] with a draft model beside it: the same weights
 /// requantized to Q4_0, so most drafts are accepted and some are not.
 fn load_with_draft(kv_memory: u64) -> (GpuModel, Tokenizer) {
     let (mut m, tok) = load(kv_memory);
-    let model = GgufModel::from_bytes(gguf_writer::tiny_model("llama", false).build()).unwrap();
-    let d = GpuModel::load(
-        m.ctx.clone(),
-        &model,
-        ForwardOptions {
-            kv_memory,
-            dtype: Some(DType::Q4_0),
-            max_step_tokens: 64,
-            max_seqs: 8,
-            max_logit_rows: 8,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let d = tiny_gpu_model(m.ctx.clone(), &tiny_file(), Some(DType::Q4_0), kv_memory, 8);
     m.draft = Some(Box::new(d));
     (m, tok)
 }

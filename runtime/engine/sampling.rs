@@ -350,16 +350,21 @@ mod tests {
         assert!((0..500).all(|_| s.sample(&c) < 103));
     }
 
+    /// Four candidates with probabilities 8:4:2:1, top-k 3, and the
+    /// distribution plain sampling gives them.
+    fn top3_of_four() -> (Candidates, SamplingParams, [f64; 4]) {
+        let logits = [0.0f32, (0.5f32).ln(), (0.25f32).ln(), (0.125f32).ln()];
+        let mut p = params(1.0);
+        p.top_k = 3;
+        (cands(&logits), p, [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0, 0.0])
+    }
+
     /// Rejection sampling against a deterministic draft must leave the
     /// distribution as plain sampling has it, whichever token is drafted
     /// (likely, unlikely, or outside the top-k support).
     #[test]
     fn draft_verification_keeps_distribution() {
-        let logits = [0.0f32, (0.5f32).ln(), (0.25f32).ln(), (0.125f32).ln()];
-        let c = cands(&logits);
-        let mut p = params(1.0);
-        p.top_k = 3;
-        let want = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0, 0.0];
+        let (c, p, want) = top3_of_four();
         for draft in [100u32, 101, 102, 103] {
             let mut s = Sampler::new(p.clone()).unwrap();
             let what = format!("draft {draft}, ");
@@ -374,11 +379,7 @@ mod tests {
     /// q that overrates, underrates, and puts mass outside p's support.
     #[test]
     fn model_draft_verification_keeps_distribution() {
-        let logits = [0.0f32, (0.5f32).ln(), (0.25f32).ln(), (0.125f32).ln()];
-        let c = cands(&logits);
-        let mut p = params(1.0);
-        p.top_k = 3;
-        let want = [4.0 / 7.0, 2.0 / 7.0, 1.0 / 7.0, 0.0];
+        let (c, p, want) = top3_of_four();
         for q in [
             vec![(100u32, 0.1), (101, 0.6), (102, 0.1), (103, 0.2)],
             vec![(102u32, 1.0)],

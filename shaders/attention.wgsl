@@ -1,9 +1,19 @@
 // Paged causal attention for every row of the step (prefill chunks and decode).
-// Workgroup (x, t, split): query heads x*GB..x*GB+GB (one KV head) of row t attend to the split-th part
-// of positions 0..=positions[t] of its sequence, reading K/V through the block
-// table (layout [block][kv_head][slot][head_dim]); GQA kv head = h / group.
-// Online softmax over tiles of WG keys: each invocation scores one key, then
-// owns element pairs (lid, lid + WG) of the accumulator (head_dim <= 4 * WG).
+// Workgroup (x, y, split): query heads x*GB..x*GB+GB (one KV head, GQA
+// kv head = h / group) of the QR rows first_row + y*QR.. each attend to the
+// split-th part of positions 0..=positions[t] of their own sequences,
+// reading K/V through the block table (layout [block][kv_head][slot][head_dim]).
+// Query tiling: the rows of a workgroup share nothing but its barriers (each
+// row has its own sequence, range and softmax state), so a row's result is
+// the same in any batch. Their gain is register blocking: LPR = WG / QR
+// lanes serve one row, each scoring KPL keys of a KT-key tile against its
+// row's GB heads (one load of q per KPL keys) and then summing PPL element
+// pairs of the values over the tile (one load of p per PPL pairs). CPU
+// adapters, where every load is a loop over the SIMD lanes, use QR = 8.
+// Online softmax per tile; tiles sit at multiples of KT in absolute
+// positions and splits at multiples of KT, so a row meets the same tiles
+// whatever the other rows of its workgroup are; tiles outside its own range
+// it skips.
 // DIRECT (one split): writes the normalised output. Otherwise writes the
 // partial (max, sum, acc[head_dim]) to scratch for attention_reduce.wgsl;
 // scratch[0] holds the split count, entries start at 4.
@@ -52,18 +62,26 @@ fn from_kv(w: vec2<f32>) -> vec2<f32> { return w; }
 
 const NEG: f32 = -1e30;
 
-var<workgroup> q2: array<vec2<f32>, GB * 128>;
-var<workgroup> probs: array<f32, GB * WG>;
-var<workgroup> kbase: array<u32, WG>;
-var<workgroup> red: array<f32, GB * WG>;
-var<workgroup> wg_pos: u32;
+// Scaled queries, [row][head][pair]; q4 also reuses it to rotate the output back.
+var<workgroup> q2: array<vec2<f32>, QR * GB * HALF>;
+// Probabilities of the tile, [row][key][head].
+var<workgroup> probs: array<f32, QR * KT * GB>;
+// Per-lane partial max / sum of the tile, [row][head][lane of the row].
+var<workgroup> red_m: array<f32, QR * GB * LPR>;
+var<workgroup> red_s: array<f32, QR * GB * LPR>;
+// Each row's key range for this split (start, end); end == start when empty.
+var<workgroup> ranges: array<vec2<u32>, QR>;
+var<workgroup> wg_range: vec2<u32>;
 
 #if KV_Q4
-// Per query head and group: the sum of the (scaled) query elements, so that
-// a q4 key's minimum enters its score once per group.
-var<workgroup> qsum: array<f32, GB * 8>;
+// Per row, query head and group: the sum of the (scaled) query elements, so
+// that a q4 key's minimum enters its score once per group.
+var<workgroup> qsum: array<f32, QR * GB * 8>;
 #endif
 
+// Scores of a lane's KPL keys (head rows at kb) against its row's GB
+// heads, whose queries start at q2[qb] (head g at qb + g * HALF). Each
+// query element is loaded once for all KPL keys.
 #if KV_QUANT
 #if KV_Q8
 // Length of one head row in kc/vc elements.
@@ -74,30 +92,38 @@ fn codes8(w: u32) -> vec4<f32> {
     return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w << 24u, w << 16u, w << 8u, w)) >> vec4<u32>(24u));
 }
 
-// Scores of the key row at kb for the GB query heads; each group's scale is
-// applied once to its code dot products.
-fn k_dots(kb: u32, hd: u32) -> array<f32, GB> {
-    var s: array<f32, GB>;
-    for (var gi = 0u; gi < hd / 32u; gi++) {
-        let d = unpack2x16float(kc[kb + hd / 4u + gi / 2u])[gi % 2u];
-        var part: array<f32, GB>;
+fn k_scores(qb: u32, kb: array<u32, KPL>) -> array<array<f32, GB>, KPL> {
+    var s: array<array<f32, GB>, KPL>;
+    for (var gi = 0u; gi < HALF / 16u; gi++) {
+        var part: array<array<f32, GB>, KPL>;
         for (var w = 0u; w < 8u; w++) {
-            let c = codes8(kc[kb + gi * 8u + w]);
             let i = gi * 16u + 2u * w;
+            var qa: array<vec2<f32>, GB>;
+            var qc: array<vec2<f32>, GB>;
             for (var g = 0u; g < GB; g++) {
-                part[g] += dot(q2[g * 128u + i], c.xy) + dot(q2[g * 128u + i + 1u], c.zw);
+                qa[g] = q2[qb + g * HALF + i];
+                qc[g] = q2[qb + g * HALF + i + 1u];
+            }
+            for (var b = 0u; b < KPL; b++) {
+                let c = codes8(kc[kb[b] + gi * 8u + w]);
+                for (var g = 0u; g < GB; g++) {
+                    part[b][g] += dot(qa[g], c.xy) + dot(qc[g], c.zw);
+                }
             }
         }
-        for (var g = 0u; g < GB; g++) { s[g] += d * part[g]; }
+        for (var b = 0u; b < KPL; b++) {
+            let d = unpack2x16float(kc[kb[b] + HALF / 2u + gi / 2u])[gi % 2u];
+            for (var g = 0u; g < GB; g++) { s[b][g] += d * part[b][g]; }
+        }
     }
     return s;
 }
 
 // Element pair i of the value row at vb.
-fn v_pair(vb: u32, i: u32, hd: u32) -> vec2<f32> {
+fn v_pair(vb: u32, i: u32) -> vec2<f32> {
     let w = vc[vb + i / 2u] >> ((i % 2u) * 16u);
     let c = vec2<f32>(bitcast<vec2<i32>>(vec2<u32>(w << 24u, w << 16u)) >> vec2<u32>(24u));
-    return c * unpack2x16float(vc[vb + hd / 4u + i / 32u])[(i / 16u) % 2u];
+    return c * unpack2x16float(vc[vb + HALF / 2u + i / 32u])[(i / 16u) % 2u];
 }
 #else
 fn row_len(hd: u32) -> u32 { return hd / 8u + hd / 32u; }
@@ -106,28 +132,36 @@ fn codes4(w: u32, shift: vec4<u32>) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(w) >> shift) & vec4<u32>(15u));
 }
 
-// Scores of the key row at kb: per group d·(q·codes) + m·sum(q). Key codes
-// are 5-bit: nibbles here, fifth bits in the value row (same offset).
-fn k_dots(kb: u32, hd: u32) -> array<f32, GB> {
-    var s: array<f32, GB>;
-    let ng = hd / 32u;
+// Per group d·(q·codes) + m·sum(q). Key codes are 5-bit: nibbles here,
+// fifth bits in the value row (same offset). qs: the row's qsum base.
+fn k_scores(qb: u32, kb: array<u32, KPL>, qs: u32) -> array<array<f32, GB>, KPL> {
+    var s: array<array<f32, GB>, KPL>;
+    let ng = HALF / 16u;
     for (var gi = 0u; gi < ng; gi++) {
-        let dm = unpack2x16float(kc[kb + 4u * ng + gi]);
-        let fifth = vc[kb + 4u * ng + gi];
-        var part: array<f32, GB>;
+        var part: array<array<f32, GB>, KPL>;
+        var fifth: array<u32, KPL>;
+        for (var b = 0u; b < KPL; b++) { fifth[b] = vc[kb[b] + 4u * ng + gi]; }
         for (var w = 0u; w < 4u; w++) {
-            let word = kc[kb + gi * 4u + w];
-            let f = vec4<u32>(fifth >> (8u * w));
-            let lo = codes4(word, vec4<u32>(0u, 4u, 8u, 12u)) + 16.0 * vec4<f32>((f >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u));
-            let hi = codes4(word, vec4<u32>(16u, 20u, 24u, 28u)) + 16.0 * vec4<f32>((f >> vec4<u32>(4u, 5u, 6u, 7u)) & vec4<u32>(1u));
             let i = gi * 16u + 4u * w;
+            var q: array<array<vec2<f32>, 4>, GB>;
             for (var g = 0u; g < GB; g++) {
-                let qb = g * 128u + i;
-                part[g] += dot(q2[qb], lo.xy) + dot(q2[qb + 1u], lo.zw)
-                    + dot(q2[qb + 2u], hi.xy) + dot(q2[qb + 3u], hi.zw);
+                for (var e = 0u; e < 4u; e++) { q[g][e] = q2[qb + g * HALF + i + e]; }
+            }
+            for (var b = 0u; b < KPL; b++) {
+                let word = kc[kb[b] + gi * 4u + w];
+                let f = vec4<u32>(fifth[b] >> (8u * w));
+                let lo = codes4(word, vec4<u32>(0u, 4u, 8u, 12u)) + 16.0 * vec4<f32>((f >> vec4<u32>(0u, 1u, 2u, 3u)) & vec4<u32>(1u));
+                let hi = codes4(word, vec4<u32>(16u, 20u, 24u, 28u)) + 16.0 * vec4<f32>((f >> vec4<u32>(4u, 5u, 6u, 7u)) & vec4<u32>(1u));
+                for (var g = 0u; g < GB; g++) {
+                    part[b][g] += dot(q[g][0], lo.xy) + dot(q[g][1], lo.zw)
+                        + dot(q[g][2], hi.xy) + dot(q[g][3], hi.zw);
+                }
             }
         }
-        for (var g = 0u; g < GB; g++) { s[g] += dm.x * part[g] + dm.y * qsum[g * 8u + gi]; }
+        for (var b = 0u; b < KPL; b++) {
+            let dm = unpack2x16float(kc[kb[b] + 4u * ng + gi]);
+            for (var g = 0u; g < GB; g++) { s[b][g] += dm.x * part[b][g] + dm.y * qsum[qs + g * 8u + gi]; }
+        }
     }
     return s;
 }
@@ -163,8 +197,8 @@ fn unrotate_pair(qb: u32, i: u32) -> vec2<f32> {
 
 // Element pair i of the value row at vb: 3-bit codes, two low bits in the
 // group's two words of pairs, the third in its word at 2G.
-fn v_pair(vb: u32, i: u32, hd: u32) -> vec2<f32> {
-    let ng = hd / 32u;
+fn v_pair(vb: u32, i: u32) -> vec2<f32> {
+    let ng = HALF / 16u;
     let g = i / 16u;
     let j = (2u * i) % 32u;
     let low = vc[vb + 2u * g + j / 16u] >> (2u * (j % 16u));
@@ -178,224 +212,222 @@ fn v_pair(vb: u32, i: u32, hd: u32) -> vec2<f32> {
 #else
 fn row_len(hd: u32) -> u32 { return hd / 2u; }
 
-fn k_dots(kb: u32, hd: u32) -> array<f32, GB> {
-    var s: array<f32, GB>;
-    for (var i = 0u; i < hd / 2u; i++) {
-        let k = from_kv(kc[kb + i]);
-        for (var g = 0u; g < GB; g++) { s[g] += dot(q2[g * 128u + i], k); }
+fn k_scores(qb: u32, kb: array<u32, KPL>) -> array<array<f32, GB>, KPL> {
+    var s: array<array<f32, GB>, KPL>;
+    for (var i = 0u; i < HALF; i++) {
+        var q: array<vec2<f32>, GB>;
+        for (var g = 0u; g < GB; g++) { q[g] = q2[qb + g * HALF + i]; }
+        for (var b = 0u; b < KPL; b++) {
+            let k = from_kv(kc[kb[b] + i]);
+            for (var g = 0u; g < GB; g++) { s[b][g] += dot(q[g], k); }
+        }
     }
     return s;
 }
 
-fn v_pair(vb: u32, i: u32, hd: u32) -> vec2<f32> { return from_kv(vc[vb + i]); }
-#endif
-
-struct Lane { lid: u32, sg_lane: u32, sg_id: u32, n_sg: u32 }
-
-// Reductions of GB values at once (one per query head of the workgroup).
-#if SUBGROUPS
-fn wg_reduce(v: array<f32, GB>, ln: Lane, is_max: bool) -> array<f32, GB> {
-    for (var g = 0u; g < GB; g++) {
-        var s: f32;
-        if (is_max) { s = subgroupMax(v[g]); } else { s = subgroupAdd(v[g]); }
-        if (ln.sg_lane == 0u) { red[g * WG + ln.sg_id] = s; }
-    }
-    workgroupBarrier();
-    var t: array<f32, GB>;
-    for (var g = 0u; g < GB; g++) {
-        var a = red[g * WG];
-        for (var i = 1u; i < ln.n_sg; i++) {
-            let b = red[g * WG + i];
-            if (is_max) { a = max(a, b); } else { a += b; }
-        }
-        t[g] = a;
-    }
-    workgroupBarrier();
-    return t;
-}
-#else
-fn wg_reduce(v: array<f32, GB>, ln: Lane, is_max: bool) -> array<f32, GB> {
-    for (var g = 0u; g < GB; g++) { red[g * WG + ln.lid] = v[g]; }
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (ln.lid < s) {
-            for (var g = 0u; g < GB; g++) {
-                let a = red[g * WG + ln.lid];
-                let b = red[g * WG + ln.lid + s];
-                if (is_max) { red[g * WG + ln.lid] = max(a, b); } else { red[g * WG + ln.lid] = a + b; }
-            }
-        }
-        workgroupBarrier();
-    }
-    var t: array<f32, GB>;
-    for (var g = 0u; g < GB; g++) { t[g] = red[g * WG]; }
-    workgroupBarrier();
-    return t;
-}
+fn v_pair(vb: u32, i: u32) -> vec2<f32> { return from_kv(vc[vb + i]); }
 #endif
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32,
         @builtin(workgroup_id) wid: vec3<u32>,
-        @builtin(num_workgroups) nwg: vec3<u32>,
-#if SUBGROUPS
-        @builtin(subgroup_invocation_id) sg_lane: u32,
-        @builtin(subgroup_id) sg_id: u32,
-        @builtin(num_subgroups) n_sg: u32,
-#endif
-) {
-#if SUBGROUPS
-    let ln = Lane(lid, sg_lane, sg_id, n_sg);
-#else
-    let ln = Lane(lid, 0u, 0u, 0u);
-#endif
-    // Workgroup x covers GB consecutive query heads, all of one KV head, so each
-    // K/V element read serves GB heads.
+        @builtin(num_workgroups) nwg: vec3<u32>) {
     let h0 = wid.x * GB;
-    let t = step.first_row + wid.y;
+    let r = lid / LPR;
+    let c = lid % LPR;
+    let t = step.first_row + wid.y * QR + r;
+    let live = t < step.n_tokens;
     let split = wid.z;
     let n_splits = nwg.z;
-    if (t >= step.n_tokens) { return; }
     let hd = params.head_dim;
-    let half = hd / 2u;
     let bs = params.block_size;
-    // Loop bounds must be workgroup-uniform for the barriers inside (browsers check).
-    if (lid == 0u) { wg_pos = positions[t]; }
-    let p = workgroupUniformLoad(&wg_pos);
-    let seq = seqs[row_seq[t]];
     let kvh = h0 / params.group;
-    let ctx_len = p + 1u;
-    // A row's split boundaries depend on its own context length only (not on
-    // the other rows of the step), so its sums come out the same in any batch;
-    // the dispatch always has enough splits for the longest row.
+    let qb = r * GB * HALF;
+
+    var seq = Seq(0u, 0u, 0u, 0u);
+    var ctx_len = 0u;
+    if (live) {
+        seq = seqs[row_seq[t]];
+        ctx_len = positions[t] + 1u;
+    }
+    // A row's split boundaries depend on its own context length only (the
+    // dispatch always has enough splits for the longest row), and are
+    // multiples of KT so that its tiles are the same in any workgroup.
     let own = max(MIN_CHUNK, (ctx_len + params.max_splits - 1u) / params.max_splits);
-    let chunk = max(own, (ctx_len + n_splits - 1u) / n_splits);
+    let chunk = (max(own, (ctx_len + n_splits - 1u) / n_splits) + KT - 1u) / KT * KT;
     let start = min(split * chunk, ctx_len);
     let end = min(start + chunk, ctx_len);
-
-    for (var g = 0u; g < GB; g++) {
-        let qbase = (t * params.row_stride + (h0 + g) * hd) / 2u;
-        for (var i = lid; i < half; i += WG) {
-            q2[g * 128u + i] = qkv[qbase + i] * params.scale;
+    if (c == 0u) { ranges[r] = vec2<u32>(start, end); }
+    if (live) {
+        for (var e = c; e < GB * HALF; e += LPR) {
+            let g = e / HALF;
+            let i = e % HALF;
+            q2[qb + e] = qkv[(t * params.row_stride + (h0 + g) * hd) / 2u + i] * params.scale;
         }
     }
     workgroupBarrier();
+    // Loop bounds must be workgroup-uniform for the barriers inside (browsers check).
+    if (lid == 0u) {
+        var lo = 0xffffffffu;
+        var hi = 0u;
+        for (var i = 0u; i < QR; i++) {
+            let rg = ranges[i];
+            if (rg.y > rg.x) {
+                lo = min(lo, rg.x);
+                hi = max(hi, rg.y);
+            }
+        }
+        wg_range = vec2<u32>(lo, hi);
+    }
 #if KV_Q4
     let nb = hd / ROT;
-    for (var e = lid; e < GB * nb; e += WG) {
-        let qb = (e / nb) * 128u + (e % nb) * (ROT / 2u);
+    for (var e = lid; e < QR * GB * nb; e += WG) {
+        let b0 = (e / nb) * HALF + (e % nb) * (ROT / 2u);
         var y: array<f32, ROT>;
         for (var i = 0u; i < ROT / 2u; i++) {
-            y[2u * i] = q2[qb + i].x;
-            y[2u * i + 1u] = q2[qb + i].y;
+            y[2u * i] = q2[b0 + i].x;
+            y[2u * i + 1u] = q2[b0 + i].y;
         }
         fwht(&y);
         for (var i = 0u; i < ROT / 2u; i++) {
-            q2[qb + i] = vec2<f32>(y[2u * i], y[2u * i + 1u]) * (1.0 / f32(ROT));
+            q2[b0 + i] = vec2<f32>(y[2u * i], y[2u * i + 1u]) * (1.0 / f32(ROT));
         }
     }
     workgroupBarrier();
-    let ng = hd / 32u;
-    for (var e = lid; e < GB * ng; e += WG) {
-        let qb = (e / ng) * 128u + (e % ng) * 16u;
+    let ng = HALF / 16u;
+    for (var e = lid; e < QR * GB * ng; e += WG) {
+        let b0 = (e / ng) * HALF + (e % ng) * 16u;
         var a = 0.0;
-        for (var i = 0u; i < 16u; i++) { a += q2[qb + i].x + q2[qb + i].y; }
+        for (var i = 0u; i < 16u; i++) { a += q2[b0 + i].x + q2[b0 + i].y; }
         qsum[(e / ng) * 8u + e % ng] = a;
     }
-    workgroupBarrier();
 #endif
+    let range = workgroupUniformLoad(&wg_range);
 
     var m: array<f32, GB>;
     var l: array<f32, GB>;
-    var acc0: array<vec2<f32>, GB>;
-    var acc1: array<vec2<f32>, GB>;
-    for (var g = 0u; g < GB; g++) {
-        m[g] = NEG;
-        l[g] = 0.0;
-        acc0[g] = vec2<f32>(0.0);
-        acc1[g] = vec2<f32>(0.0);
-    }
-    for (var j0 = start; j0 < end; j0 += WG) {
-        let j = j0 + lid;
-        var s: array<f32, GB>;
-        for (var g = 0u; g < GB; g++) { s[g] = NEG; }
-        if (j < end) {
-            let blk = block_table[seq.table_offset + j / bs];
-            let kb = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * row_len(hd);
-            kbase[lid] = kb;
-            s = k_dots(kb, hd);
-        }
-        let tile_max = wg_reduce(s, ln, true);
-        var pj: array<f32, GB>;
-        var alpha: array<f32, GB>;
-        for (var g = 0u; g < GB; g++) {
-            let m_new = max(m[g], tile_max[g]);
-            pj[g] = 0.0;
-            if (j < end) { pj[g] = exp(s[g] - m_new); }
-            probs[g * WG + lid] = pj[g];
-            alpha[g] = exp(m[g] - m_new);
-            m[g] = m_new;
-        }
-        let tile_sum = wg_reduce(pj, ln, false);
-        for (var g = 0u; g < GB; g++) {
-            l[g] = l[g] * alpha[g] + tile_sum[g];
-            acc0[g] *= alpha[g];
-            acc1[g] *= alpha[g];
-        }
-        let n = min(WG, end - j0);
-        for (var jj = 0u; jj < n; jj++) {
-            let vb = kbase[jj];
-            if (lid < half) {
-                let v = v_pair(vb, lid, hd);
-                for (var g = 0u; g < GB; g++) { acc0[g] += probs[g * WG + jj] * v; }
+    var acc: array<array<vec2<f32>, GB>, PPL>;
+    for (var g = 0u; g < GB; g++) { m[g] = NEG; }
+    let rl = row_len(hd);
+    for (var j0 = range.x; j0 < range.y; j0 += KT) {
+        // Both bounds are multiples of KT or the row's end, so a tile is
+        // either wholly before `end` or holds it.
+        let on = live && j0 >= start && j0 < end;
+        var s: array<array<f32, GB>, KPL>;
+        var valid: array<bool, KPL>;
+        if (on) {
+            var kb: array<u32, KPL>;
+            for (var b = 0u; b < KPL; b++) {
+                let j = j0 + c + b * LPR;
+                valid[b] = j < end;
+                if (valid[b]) {
+                    let blk = block_table[seq.table_offset + j / bs];
+                    kb[b] = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * rl;
+                }
             }
-            if (lid + WG < half) {
-                let v = v_pair(vb, lid + WG, hd);
-                for (var g = 0u; g < GB; g++) { acc1[g] += probs[g * WG + jj] * v; }
+#if KV_Q4
+            s = k_scores(qb, kb, r * GB * 8u);
+#else
+            s = k_scores(qb, kb);
+#endif
+            for (var g = 0u; g < GB; g++) {
+                var mx = NEG;
+                for (var b = 0u; b < KPL; b++) {
+                    if (valid[b]) { mx = max(mx, s[b][g]); }
+                }
+                red_m[(r * GB + g) * LPR + c] = mx;
+            }
+        }
+        workgroupBarrier();
+        var alpha: array<f32, GB>;
+        if (on) {
+            for (var g = 0u; g < GB; g++) {
+                let rb = (r * GB + g) * LPR;
+                var tmax = red_m[rb];
+                for (var i = 1u; i < LPR; i++) { tmax = max(tmax, red_m[rb + i]); }
+                let m_new = max(m[g], tmax);
+                alpha[g] = exp(m[g] - m_new);
+                m[g] = m_new;
+                var ps = 0.0;
+                for (var b = 0u; b < KPL; b++) {
+                    var p = 0.0;
+                    if (valid[b]) { p = exp(s[b][g] - m_new); }
+                    probs[(r * KT + c + b * LPR) * GB + g] = p;
+                    ps += p;
+                }
+                red_s[rb + c] = ps;
+            }
+        }
+        workgroupBarrier();
+        if (on) {
+            for (var g = 0u; g < GB; g++) {
+                let rb = (r * GB + g) * LPR;
+                var tsum = red_s[rb];
+                for (var i = 1u; i < LPR; i++) { tsum += red_s[rb + i]; }
+                l[g] = l[g] * alpha[g] + tsum;
+                for (var u = 0u; u < PPL; u++) { acc[u][g] *= alpha[g]; }
+            }
+            let n = min(KT, end - j0);
+            for (var k = 0u; k < n; k++) {
+                let j = j0 + k;
+                let blk = block_table[seq.table_offset + j / bs];
+                let vb = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * rl;
+                var p: array<f32, GB>;
+                for (var g = 0u; g < GB; g++) { p[g] = probs[(r * KT + k) * GB + g]; }
+                for (var u = 0u; u < PPL; u++) {
+                    let i = c + u * LPR;
+                    if (i < HALF) {
+                        let v = v_pair(vb, i);
+                        for (var g = 0u; g < GB; g++) { acc[u][g] += p[g] * v; }
+                    }
+                }
             }
         }
         workgroupBarrier();
     }
 #if KV_Q4
-    for (var g = 0u; g < GB; g++) {
-        if (lid < half) { q2[g * 128u + lid] = acc0[g]; }
-        if (lid + WG < half) { q2[g * 128u + lid + WG] = acc1[g]; }
+    for (var u = 0u; u < PPL; u++) {
+        let i = c + u * LPR;
+        if (i < HALF) {
+            for (var g = 0u; g < GB; g++) { q2[qb + g * HALF + i] = acc[u][g]; }
+        }
     }
     workgroupBarrier();
-    for (var g = 0u; g < GB; g++) {
-        if (lid < half) { acc0[g] = unrotate_pair(g * 128u, lid); }
-        if (lid + WG < half) { acc1[g] = unrotate_pair(g * 128u, lid + WG); }
+    for (var u = 0u; u < PPL; u++) {
+        let i = c + u * LPR;
+        if (i < HALF) {
+            for (var g = 0u; g < GB; g++) { acc[u][g] = unrotate_pair(qb + g * HALF, i); }
+        }
     }
 #endif
+    if (!live) { return; }
 
     for (var g = 0u; g < GB; g++) {
         let h = h0 + g;
 #if DIRECT
         let ob = (t * params.n_heads + h) * hd;
         let inv = 1.0 / l[g];
-        if (lid < half) {
-            dst[ob + 2u * lid] = acc0[g].x * inv;
-            dst[ob + 2u * lid + 1u] = acc0[g].y * inv;
-        }
-        if (lid + WG < half) {
-            dst[ob + 2u * (lid + WG)] = acc1[g].x * inv;
-            dst[ob + 2u * (lid + WG) + 1u] = acc1[g].y * inv;
+        for (var u = 0u; u < PPL; u++) {
+            let i = c + u * LPR;
+            if (i < HALF) {
+                dst[ob + 2u * i] = acc[u][g].x * inv;
+                dst[ob + 2u * i + 1u] = acc[u][g].y * inv;
+            }
         }
 #else
         let e = (t * params.n_heads + h) * n_splits + split;
         let sb = 4u + e * (hd + 2u);
-        if (lid == 0u) {
+        if (c == 0u) {
             dst[sb] = m[g];
             dst[sb + 1u] = l[g];
             if (e == 0u) { dst[0] = f32(n_splits); }
         }
-        if (lid < half) {
-            dst[sb + 2u + 2u * lid] = acc0[g].x;
-            dst[sb + 3u + 2u * lid] = acc0[g].y;
-        }
-        if (lid + WG < half) {
-            dst[sb + 2u + 2u * (lid + WG)] = acc1[g].x;
-            dst[sb + 3u + 2u * (lid + WG)] = acc1[g].y;
+        for (var u = 0u; u < PPL; u++) {
+            let i = c + u * LPR;
+            if (i < HALF) {
+                dst[sb + 2u + 2u * i] = acc[u][g].x;
+                dst[sb + 3u + 2u * i] = acc[u][g].y;
+            }
         }
 #endif
     }

@@ -20,6 +20,8 @@ const TARGET_GROUPS: u32 = 256;
 const MAX_SPLITS: u32 = 64;
 /// Most query heads (of one KV head) a workgroup serves; they share every K/V read.
 const MAX_GB: u32 = 8;
+/// Keys per tile of the online softmax; splits are multiples of it.
+const KT: u32 = 64;
 /// Scratch for split partials (further capped by the max binding).
 const SCRATCH_BYTES: u64 = 32 << 20;
 
@@ -74,6 +76,27 @@ impl AttnShape {
             )))
         }
     }
+}
+
+/// Query rows per workgroup: the most (up to `max_rows`, a power of two)
+/// whose workgroup memory fits `storage_limit` bytes (and WebGPU's
+/// guaranteed 16 KiB).
+fn query_rows(shape: &AttnShape, gb: u32, max_rows: u32, storage_limit: u32) -> u32 {
+    let half = shape.head_dim / 2;
+    let limit = storage_limit.min(16 << 10);
+    let bytes = |qr: u32| {
+        let q4 = if shape.kv_dtype == KvDtype::Q4 {
+            qr * gb * 8 * 4
+        } else {
+            0
+        };
+        qr * gb * half * 8 + qr * KT * gb * 4 + 2 * gb * WG * 4 + qr * 8 + 8 + q4
+    };
+    let mut qr = max_rows.next_power_of_two().min(WG);
+    while qr > 1 && bytes(qr) > limit {
+        qr /= 2;
+    }
+    qr
 }
 
 #[repr(C)]
@@ -137,6 +160,8 @@ pub struct Attention {
     shape: AttnShape,
     /// Query heads per workgroup.
     heads_per_group: u32,
+    /// Query rows per workgroup.
+    rows_per_group: u32,
     /// Partial entries (row × head × split) the scratch buffer holds.
     scratch_entries: u32,
 }
@@ -165,6 +190,15 @@ impl Attention {
             .rev()
             .find(|b| group.is_multiple_of(*b))
             .unwrap_or(1);
+        let cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
+        let rows_per_group = query_rows(
+            shape,
+            heads_per_group,
+            if cpu { 8 } else { 4 },
+            ctx.caps.max_workgroup_storage,
+        );
+        let lanes_per_row = WG / rows_per_group;
+        let half = shape.head_dim / 2;
         let spec = ShaderSpec::new("attention", SRC)
             .flag("KV_F16", shape.kv_dtype == KvDtype::F16)
             .flag("KV_QUANT", shape.kv_dtype.is_quantized())
@@ -173,6 +207,12 @@ impl Attention {
             .constant("WG", WG)
             .constant("MIN_CHUNK", MIN_CHUNK)
             .constant("GB", heads_per_group)
+            .constant("QR", rows_per_group)
+            .constant("LPR", lanes_per_row)
+            .constant("KT", KT)
+            .constant("KPL", KT / lanes_per_row)
+            .constant("HALF", half)
+            .constant("PPL", half.div_ceil(lanes_per_row))
             .constant("ROT", rotation_block(shape.head_dim as usize) as u32);
         let direct = ctx.pipeline(&spec.clone().flag("DIRECT", true));
         let partial = ctx.pipeline(&spec);
@@ -225,6 +265,7 @@ impl Attention {
             max_splits: scratch.max_splits,
             shape: *shape,
             heads_per_group,
+            rows_per_group,
             scratch_entries,
         })
     }
@@ -233,7 +274,9 @@ impl Attention {
     /// at least `MIN_CHUNK` keys each, within the scratch buffer.
     pub fn splits_for(&self, n_tokens: u32, max_kv_len: u32) -> u32 {
         let rows = (n_tokens * self.shape.n_heads).max(1);
-        let groups = (rows / self.heads_per_group).max(1);
+        let groups = (n_tokens.div_ceil(self.rows_per_group) * self.shape.n_heads
+            / self.heads_per_group)
+            .max(1);
         max_kv_len
             .div_ceil(MIN_CHUNK)
             .min(TARGET_GROUPS.div_ceil(groups))
@@ -279,15 +322,16 @@ impl Attention {
             return;
         }
         let groups = self.shape.n_heads / self.heads_per_group;
+        let tiles = rows.div_ceil(self.rows_per_group);
         if n_splits == 1 {
             pass.set_pipeline(&self.direct);
             pass.set_bind_group(0, &b.direct, &[]);
-            pass.dispatch_workgroups(groups, rows, 1);
+            pass.dispatch_workgroups(groups, tiles, 1);
             return;
         }
         pass.set_pipeline(&self.partial);
         pass.set_bind_group(0, &b.partial, &[]);
-        pass.dispatch_workgroups(groups, rows, n_splits);
+        pass.dispatch_workgroups(groups, tiles, n_splits);
         pass.set_pipeline(&self.reduce);
         pass.set_bind_group(0, &b.reduce, &[]);
         pass.dispatch_workgroups(self.shape.n_heads, rows, 1);

@@ -103,10 +103,11 @@ fn main() {
                 };
                 ctx.uniform("step", &s)
             };
-            let (step1, step8, step_n) = (step(1), step(8), step(n));
+            let (step1, step2, step8, step_n) = (step(1), step(2), step(8), step(n));
             let x = ctx.buffer_from("x", &rand_vec(n as usize * cols, 2));
             let y = ctx.buffer_zeroed("y", (n as usize * rows * 4) as u64);
             let decode = MatMul::new_all_kernels(&ctx, &step1, &w, &x, &y, MatMulOpts::default());
+            let batch2 = MatMul::new_all_kernels(&ctx, &step2, &w, &x, &y, MatMulOpts::default());
             let batch8 = MatMul::new_all_kernels(&ctx, &step8, &w, &x, &y, MatMulOpts::default());
             let mm = MatMul::new_all_kernels(&ctx, &step_n, &w, &x, &y, MatMulOpts::default());
             // Both matrix-vector forms: cooperative rows (GPUs) and one row per lane (CPU adapters).
@@ -123,7 +124,14 @@ fn main() {
                 let t8 = time_per_call(&ctx, budget, &|p| {
                     batch8.record_with(p, 8, MatMulKernel::Auto)
                 });
-                line += &format!(" auto x8 {:>8.1} us |", t8 * 1e6);
+                let t2 = time_per_call(&ctx, budget, &|p| {
+                    batch2.record_with(p, 2, MatMulKernel::Auto)
+                });
+                line += &format!(
+                    " auto x2 {:>8.1} us | auto x8 {:>8.1} us |",
+                    t2 * 1e6,
+                    t8 * 1e6
+                );
                 let tm =
                     time_per_call(&ctx, budget, &|p| mm.record_with(p, n, MatMulKernel::Tiled));
                 let flops = 2.0 * (rows * cols) as f64 * n as f64;

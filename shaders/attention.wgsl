@@ -1,15 +1,16 @@
 // Paged causal attention for every row of the step (prefill chunks and decode).
-// Workgroup (x, y, split): query heads x*GB..x*GB+GB (one KV head, GQA
-// kv head = h / group) of the QR rows first_row + y*QR.. each attend to the
-// split-th part of positions 0..=positions[t] of their own sequences,
-// reading K/V through the block table (layout [block][kv_head][slot][head_dim]).
-// Query tiling: the rows of a workgroup share nothing but its barriers (each
-// row has its own sequence, range and softmax state), so a row's result is
-// the same in any batch. Their gain is register blocking: LPR = WG / QR
-// lanes serve one row, each scoring KPL keys of a KT-key tile against its
-// row's GB heads (one load of q per KPL keys) and then summing PPL element
-// pairs of the values over the tile (one load of p per PPL pairs). CPU
-// adapters, where every load is a loop over the SIMD lanes, use QR = 8.
+// Workgroup (x + y * nwg.x, split) serves QR slots, each one (row t, group of
+// GB query heads h0.. of one KV head, GQA kv head = h / group): the heads
+// attend to the split-th part of positions 0..=positions[t] of the row's
+// sequence, reading K/V through the block table (layout
+// [block][kv_head][slot][head_dim]).
+// The slots of a workgroup share nothing but its barriers (each has its own
+// sequence, range and softmax state), so a row's result is the same in any
+// batch. Their gain is register blocking: LPR = WG / QR lanes serve one
+// slot, each scoring KPL keys of a KT-key tile against the slot's GB heads
+// (one load of q per KPL keys) and then summing PPL element pairs of the
+// values over the tile (one load of p per PPL pairs). CPU adapters, where
+// every load is a loop over the SIMD lanes, use QR = 8.
 // Online softmax per tile; tiles sit at multiples of KT in absolute
 // positions and splits at multiples of KT, so a row meets the same tiles
 // whatever the other rows of its workgroup are; tiles outside its own range
@@ -232,10 +233,14 @@ fn v_pair(vb: u32, i: u32) -> vec2<f32> { return from_kv(vc[vb + i]); }
 fn main(@builtin(local_invocation_index) lid: u32,
         @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
-    let h0 = wid.x * GB;
+    // Slot r of the workgroup: one (row, group of GB heads) pair, so that
+    // a step of one row still fills n_heads / GB slots.
     let r = lid / LPR;
     let c = lid % LPR;
-    let t = step.first_row + wid.y * QR + r;
+    let n_groups = params.n_heads / GB;
+    let slot = (wid.x + wid.y * nwg.x) * QR + r;
+    let t = step.first_row + slot / n_groups;
+    let h0 = (slot % n_groups) * GB;
     let live = t < step.n_tokens;
     let split = wid.z;
     let n_splits = nwg.z;

@@ -4,6 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::batch::BatchBuffers;
+use super::grid;
 use crate::gpu::{GpuContext, ShaderSpec};
 use crate::kv::quant::rotation_block;
 use crate::kv::KvDtype;
@@ -160,8 +161,10 @@ pub struct Attention {
     shape: AttnShape,
     /// Query heads per workgroup.
     heads_per_group: u32,
-    /// Query rows per workgroup.
+    /// (Row, head group) slots per workgroup.
     rows_per_group: u32,
+    /// Workgroups per grid dimension.
+    max_dim: u32,
     /// Partial entries (row × head × split) the scratch buffer holds.
     scratch_entries: u32,
 }
@@ -266,6 +269,7 @@ impl Attention {
             shape: *shape,
             heads_per_group,
             rows_per_group,
+            max_dim: ctx.caps.max_workgroups_per_dim,
             scratch_entries,
         })
     }
@@ -274,8 +278,8 @@ impl Attention {
     /// at least `MIN_CHUNK` keys each, within the scratch buffer.
     pub fn splits_for(&self, n_tokens: u32, max_kv_len: u32) -> u32 {
         let rows = (n_tokens * self.shape.n_heads).max(1);
-        let groups = (n_tokens.div_ceil(self.rows_per_group) * self.shape.n_heads
-            / self.heads_per_group)
+        let groups = (rows / self.heads_per_group)
+            .div_ceil(self.rows_per_group)
             .max(1);
         max_kv_len
             .div_ceil(MIN_CHUNK)
@@ -321,17 +325,17 @@ impl Attention {
         if rows == 0 {
             return;
         }
-        let groups = self.shape.n_heads / self.heads_per_group;
-        let tiles = rows.div_ceil(self.rows_per_group);
+        let slots = rows * (self.shape.n_heads / self.heads_per_group);
+        let (x, y) = grid(slots.div_ceil(self.rows_per_group), self.max_dim);
         if n_splits == 1 {
             pass.set_pipeline(&self.direct);
             pass.set_bind_group(0, &b.direct, &[]);
-            pass.dispatch_workgroups(groups, tiles, 1);
+            pass.dispatch_workgroups(x, y, 1);
             return;
         }
         pass.set_pipeline(&self.partial);
         pass.set_bind_group(0, &b.partial, &[]);
-        pass.dispatch_workgroups(groups, tiles, n_splits);
+        pass.dispatch_workgroups(x, y, n_splits);
         pass.set_pipeline(&self.reduce);
         pass.set_bind_group(0, &b.reduce, &[]);
         pass.dispatch_workgroups(self.shape.n_heads, rows, 1);

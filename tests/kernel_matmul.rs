@@ -158,7 +158,7 @@ fn sweep_dtype(dtype: DType) {
     for (rows, cols, which) in shapes {
         let tokens: &[u32] = match which {
             0 => &[1, 3, 17],
-            1 => &[1, 3, MATVEC_MAX_TOKENS, MATVEC_MAX_TOKENS + 1, 17],
+            1 => &[1, 2, 3, MATVEC_MAX_TOKENS, MATVEC_MAX_TOKENS + 1, 17],
             2 => &[1, 17, 70],
             _ => &[1, 9],
         };
@@ -383,6 +383,42 @@ fn bad_uploads_are_errors() {
         GpuMatrix::upload(&ctx, "none", &[], None).is_err(),
         "no parts"
     );
+}
+
+/// A token's row has the same bits whichever token-count build of the
+/// matrix-vector kernel computes it (1, 2, 4 or 8 tokens per workgroup):
+/// a verification step of a few rows must reproduce plain decoding exactly.
+#[test]
+fn every_token_count_build_gives_a_row_the_same_bits() {
+    for ctx in all_variants() {
+        for dtype in [DType::Q4_1, DType::Q8_0, DType::F16] {
+            let (rows, cols) = (77, 96);
+            let t = tensor("w", dtype, rows, cols, 43);
+            let w = GpuMatrix::upload(&ctx, "w", std::slice::from_ref(&t), None).unwrap();
+            let x = rand_vec(9 * cols, 17);
+            let bits = |n: u32, kernel| {
+                let r = Run {
+                    n_tokens: n,
+                    kernel,
+                    bias: None,
+                    y0: None,
+                };
+                let y = run_gpu(&ctx, &w, &x[..n as usize * cols], &r);
+                y.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
+            };
+            for kernel in [MatMulKernel::MatVec, MatMulKernel::MatVecLaneRows] {
+                let all = bits(9, kernel);
+                for n in [1u32, 2, 3, 4, 5, 8] {
+                    assert_eq!(
+                        bits(n, kernel),
+                        all[..n as usize * rows],
+                        "{dtype:?} {kernel:?}: {n} tokens vs 9, caps={:?}",
+                        ctx.caps
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// `record_rows`: the first rows through the matrix-vector kernel, the rest

@@ -85,6 +85,12 @@ const LANE1: usize = 2;
 const LANE: usize = 3;
 const TILED: usize = 4;
 const LANE_PROMPT: usize = 5;
+/// Lane-rows builds for 2 and for 3-4 tokens: llvmpipe predicates the token
+/// slots of a build rather than branching past them, so a 2-row step in the
+/// 8-token build paid for 8 (`cargo bench --bench matmul`: x2 cost as
+/// much as x8, ~2.3x one token). Every build sums a row the same way.
+const LANE2: usize = 6;
+const LANE4: usize = 7;
 /// Invocations per workgroup of the lane-rows matrix-vector kernel.
 const LANE_WG: u32 = 64;
 
@@ -286,6 +292,8 @@ impl MatMul {
                 )
             }),
             lane_prompts.then(|| ctx.pipeline(&matvec_spec(lane_tokens, true))),
+            (lane && lane_tokens > 2).then(|| ctx.pipeline(&matvec_spec(2, true))),
+            (lane && lane_tokens > 4).then(|| ctx.pipeline(&matvec_spec(4, true))),
         ];
         let chunks = w
             .chunks()
@@ -358,16 +366,13 @@ impl MatMul {
     /// the steps must say `{n_tokens: n_matvec}` and
     /// `{n_tokens, first_row: n_matvec}`.
     pub fn record_rows(&self, pass: &mut wgpu::ComputePass, n_matvec: u32, n_tokens: u32) {
-        let form = match (self.cpu_adapter, n_matvec == 1) {
-            (true, true) => LANE1,
-            (true, false) => LANE,
-            (false, true) => COOP1,
-            (false, false) => COOP,
-        };
-        let (rows_per_wg, tokens_per_wg) = if self.cpu_adapter {
-            (self.lane_rows, self.lane_tokens)
-        } else {
-            (self.coop_rows, MATVEC_MAX_TOKENS)
+        let (form, rows_per_wg, tokens_per_wg) = match (self.cpu_adapter, n_matvec == 1) {
+            (true, _) => {
+                let (form, tokens) = self.lane_build(n_matvec);
+                (form, self.lane_rows, tokens)
+            }
+            (false, true) => (COOP1, self.coop_rows, 1),
+            (false, false) => (COOP, self.coop_rows, MATVEC_MAX_TOKENS),
         };
         self.dispatch(pass, form, rows_per_wg, n_matvec.div_ceil(tokens_per_wg));
         let prompt = n_tokens.saturating_sub(n_matvec);
@@ -376,6 +381,17 @@ impl MatMul {
             self.dispatch(pass, LANE_PROMPT, self.lane_rows, z);
         } else {
             self.dispatch(pass, TILED, TILE_ROWS, prompt.div_ceil(TILE_TOKENS));
+        }
+    }
+
+    /// The lane-rows build for `n` tokens and the tokens each workgroup takes.
+    fn lane_build(&self, n: u32) -> (usize, u32) {
+        let has = |i: usize| self.pipelines[i].is_some();
+        match n {
+            0 | 1 => (LANE1, 1),
+            2 if has(LANE2) => (LANE2, 2),
+            3 | 4 if has(LANE4) => (LANE4, 4),
+            _ => (LANE, self.lane_tokens),
         }
     }
 
@@ -424,8 +440,10 @@ impl MatMul {
         let one = n_tokens == 1;
         let (which, rows_per_wg, tokens_per_wg) = match kernel {
             MatMulKernel::Tiled => (TILED, TILE_ROWS, TILE_TOKENS),
-            MatMulKernel::MatVecLaneRows if one => (LANE1, self.lane_rows, 1),
-            MatMulKernel::MatVecLaneRows => (LANE, self.lane_rows, self.lane_tokens),
+            MatMulKernel::MatVecLaneRows => {
+                let (form, tokens) = self.lane_build(n_tokens);
+                (form, self.lane_rows, tokens)
+            }
             _ if one => (COOP1, self.coop_rows, 1),
             _ => (COOP, self.coop_rows, MATVEC_MAX_TOKENS),
         };

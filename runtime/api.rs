@@ -89,6 +89,21 @@ impl Hearth {
         Self::from_loaded(ctx, loaded, opts.forward.clone(), progress)
     }
 
+    /// Load options for a draft model of this one: the same step and batch
+    /// sizes and KV dtype, one logit row per sequence (a draft step wants
+    /// the next token only), `kv_memory` bytes of KV cache of its own.
+    pub fn draft_forward_options(&self, kv_memory: u64) -> ForwardOptions {
+        let seqs = self.model.max_seqs();
+        ForwardOptions {
+            kv_memory,
+            kv_dtype: self.model.pool.dtype(),
+            max_step_tokens: self.model.max_step_tokens(),
+            max_seqs: seqs,
+            max_logit_rows: seqs,
+            ..ForwardOptions::default()
+        }
+    }
+
     /// Makes `draft` this model's draft model for speculative decoding
     /// (`Drafting::Model`). Its tokenizer must be the target's, token for
     /// token; load it on the same device (`Hearth::from_loaded` with

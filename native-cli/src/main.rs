@@ -271,16 +271,8 @@ fn load_draft(
     let Some(path) = &spec.draft_model else {
         return Ok(());
     };
-    let (kv_memory, kv_dtype) = kv_options(args)?;
-    let seqs = h.model.max_seqs();
-    let opts = ForwardOptions {
-        kv_memory,
-        kv_dtype,
-        max_step_tokens: h.model.max_step_tokens(),
-        max_seqs: seqs,
-        max_logit_rows: seqs,
-        ..ForwardOptions::default()
-    };
+    let (kv_memory, _) = kv_options(args)?;
+    let opts = h.draft_forward_options(kv_memory);
     let what = || format!("loading the draft model {}", path.display());
     let bar = load_bar(quiet, what());
     let loaded = hearth::model::load::open(path).with_context(what)?;

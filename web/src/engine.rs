@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use hearth::gpu::{GpuContext, GpuOptions};
+use hearth::kv::KvDtype;
 use hearth::model::forward::{ForwardOptions, LoadProgress};
 use hearth::text::chat::ChatMessage;
 use hearth::{Generation, Hearth, HearthError, Prompt};
@@ -44,6 +45,8 @@ struct Stats {
     model: serde_json::Value,
     kv: serde_json::Value,
     load_ms: f64,
+    /// The attached draft model (`attach_draft`), if any.
+    draft: Option<serde_json::Value>,
     last: Option<LastRun>,
 }
 
@@ -71,6 +74,8 @@ pub struct Engine {
     /// call meanwhile gets a "busy" error instead of a panic.
     hearth: Rc<RefCell<Hearth>>,
     stats: Rc<RefCell<Stats>>,
+    /// KV budget of the target, which a draft model gets too.
+    kv_memory: u64,
 }
 
 fn stats_for(h: &Hearth, load_ms: f64) -> Stats {
@@ -112,7 +117,35 @@ fn stats_for(h: &Hearth, load_ms: f64) -> Stats {
             "tokens": pool.num_blocks() as u64 * pool.block_size() as u64,
         }),
         load_ms,
+        draft: None,
         last: None,
+    }
+}
+
+/// The (Blob, name) pairs of a load call's two arrays.
+fn picked_files(files: Array, names: Array) -> Result<Vec<(String, web_sys::Blob)>, JsValue> {
+    if files.length() != names.length() {
+        return Err(JsError::new("files and names must have the same length").into());
+    }
+    let mut picked = Vec::new();
+    for (f, n) in files.iter().zip(names.iter()) {
+        let blob: web_sys::Blob = f
+            .dyn_into()
+            .map_err(|_| JsError::new("every file must be a Blob or File"))?;
+        let name = n
+            .as_string()
+            .ok_or_else(|| JsError::new("every name must be a string"))?;
+        picked.push((name, blob));
+    }
+    Ok(picked)
+}
+
+/// Reports upload progress to JavaScript as `{phase: "upload", done, total}`.
+fn progress_to(on_progress: &Function) -> impl FnMut(LoadProgress) + '_ {
+    move |p: LoadProgress| {
+        let obj =
+            serialize(&serde_json::json!({"phase": "upload", "done": p.done, "total": p.total}));
+        let _ = on_progress.call1(&JsValue::NULL, &obj);
     }
 }
 
@@ -134,19 +167,7 @@ impl Engine {
             serde_wasm_bindgen::from_value(options)
                 .map_err(|e| JsError::new(&format!("load options: {e}")))?
         };
-        if files.length() != names.length() {
-            return Err(JsError::new("files and names must have the same length").into());
-        }
-        let mut picked = Vec::new();
-        for (f, n) in files.iter().zip(names.iter()) {
-            let blob: web_sys::Blob = f
-                .dyn_into()
-                .map_err(|_| JsError::new("every file must be a Blob or File"))?;
-            let name = n
-                .as_string()
-                .ok_or_else(|| JsError::new("every name must be a string"))?;
-            picked.push((name, blob));
-        }
+        let picked = picked_files(files, names)?;
         let loaded = crate::files::open(picked).map_err(to_js)?;
         let gpu = GpuOptions {
             no_f16: opts.no_f16,
@@ -159,12 +180,12 @@ impl Engine {
         if let Some(mib) = opts.kv_memory_mib {
             forward.kv_memory = (mib as u64) << 20;
         }
-        let mut progress = |p: LoadProgress| {
-            let obj = serialize(
-                &serde_json::json!({"phase": "upload", "done": p.done, "total": p.total}),
-            );
-            let _ = on_progress.call1(&JsValue::NULL, &obj);
-        };
+        if let Some(d) = &opts.kv_dtype {
+            forward.kv_dtype = KvDtype::parse(d)
+                .map_err(|e| JsError::new(&format!("load options: kv_dtype: {e}")))?;
+        }
+        let kv_memory = forward.kv_memory;
+        let mut progress = progress_to(&on_progress);
         let h = Hearth::from_loaded(ctx.clone(), loaded, forward, &mut progress).map_err(to_js)?;
         // Errors of the upload (out of GPU memory) arrive asynchronously on the web.
         ctx.settle().await.map_err(to_js)?;
@@ -172,7 +193,36 @@ impl Engine {
         Ok(Engine {
             hearth: Rc::new(RefCell::new(h)),
             stats: Rc::new(RefCell::new(stats)),
+            kv_memory,
         })
+    }
+
+    /// Loads a draft model for speculative decoding (`draft: "model"` in
+    /// `generate`) from Blobs, like `load`, onto the same device with a KV
+    /// budget equal to the target's. Its tokenizer must be the target's.
+    // The borrow is held across awaits on purpose, as in `generate`.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub async fn attach_draft(
+        &self,
+        files: Array,
+        names: Array,
+        on_progress: Function,
+    ) -> Result<JsValue, JsValue> {
+        let picked = picked_files(files, names)?;
+        let mut h = self.hearth.try_borrow_mut().map_err(|_| busy())?;
+        let loaded = crate::files::open(picked).map_err(to_js)?;
+        let ctx = h.model.ctx.clone();
+        let opts = h.draft_forward_options(self.kv_memory);
+        let mut progress = progress_to(&on_progress);
+        let draft = Hearth::from_loaded(ctx.clone(), loaded, opts, &mut progress).map_err(to_js)?;
+        ctx.settle().await.map_err(to_js)?;
+        let desc = serde_json::json!({
+            "desc": draft.source_desc,
+            "weight_bytes": draft.model.weight_bytes,
+        });
+        h.attach_draft(draft).map_err(to_js)?;
+        self.stats.borrow_mut().draft = Some(desc);
+        Ok(self.stats())
     }
 
     /// Prompt token ids for `[{role, content}, ...]` through the model's chat template.

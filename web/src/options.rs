@@ -10,6 +10,8 @@ pub struct LoadOptions {
     pub no_subgroups: bool,
     pub web_subgroups: bool,
     pub kv_memory_mib: Option<u32>,
+    /// KV cache element type: "f16" (default), "q8", "q4" or "f32".
+    pub kv_dtype: Option<String>,
 }
 
 /// `stop` may be one string or a list, as in OpenAI's API.
@@ -34,7 +36,8 @@ pub struct GenOptions {
     pub frequency_penalty: Option<f32>,
     pub repetition_penalty: Option<f32>,
     pub ignore_eos: bool,
-    /// Speculative decoding: "ngram" (prompt lookup) or "off" (default).
+    /// Speculative decoding: "ngram" (prompt lookup), "model" (the draft
+    /// model of `attach_draft`) or "off" (default).
     pub draft: Option<Drafting>,
 }
 

@@ -89,6 +89,7 @@ test('load from the server: progress reaches 100%, stats carry the worker timing
   // SwiftShader has subgroups: the runtime is told so and the device got the feature.
   assert.equal(stats.web_subgroups, true);
   assert.equal(stats.mock.options.web_subgroups, true);
+  assert.equal(stats.mock.options.kv_dtype, 'f16', 'the page passes its KV cache choice');
   assert.equal(stats.mock.device_subgroups, true);
   assert.match(await page.textContent('#adapter-info'), /Mock adapter/);
 });

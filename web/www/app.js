@@ -62,6 +62,7 @@ function showAdapter(stats) {
   add('model', `${model.arch}, ${model.layers} layers, hidden ${model.hidden}, vocab ${model.vocab}`);
   add('weights', fmtMiB(model.weight_bytes));
   add('KV cache', `${kv.tokens} tokens, ${kv.dtype}`);
+  if (stats.draft) add('draft model', `${stats.draft.desc} (${fmtMiB(stats.draft.weight_bytes)})`);
   const from = stats.from_cache ? 'cache' : stats.download_ms ? 'network' : 'files';
   add('load', `${(stats.total_load_ms / 1000).toFixed(1)} s (weights from ${from}${stats.download_ms ? ` in ${(stats.download_ms / 1000).toFixed(1)} s` : ''})`);
 
@@ -100,7 +101,7 @@ function samplingOptions() {
     seed: num('seed'),
   };
   for (const k of Object.keys(opts)) if (opts[k] === undefined || Number.isNaN(opts[k])) delete opts[k];
-  if ($('draft').checked) opts.draft = 'ngram';
+  if ($('draft').checked) opts.draft = demo.stats?.draft ? 'model' : 'ngram';
   return opts;
 }
 
@@ -135,10 +136,17 @@ async function loadModel() {
   }
   try {
     engine = await Hearth.load(source, {
+      kv_dtype: $('kv-dtype').value,
       ...debugOptions(),
       onProgress: showProgress,
       onNotice: (message) => setStatus(message, 'warn'),
     });
+    const draftFiles = $('draft-file').files;
+    if (draftFiles && draftFiles.length) {
+      setStatus(`Loading the draft model ${[...draftFiles].map((f) => f.name).join(', ')}…`);
+      $('progress').value = 0;
+      await engine.attachDraft(draftFiles, { onProgress: showProgress });
+    }
     demo.stats = await engine.stats();
     showAdapter(demo.stats);
     history = [];

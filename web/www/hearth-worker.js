@@ -5,6 +5,7 @@
 // the page. The protocol (see hearth.js, which is the only intended client):
 //
 //   in:  {type: "load", id, source: {url} | {files, names?}, options}
+//        {type: "attachDraft", id, source}   a draft model for generate's draft: "model"
 //        {type: "generate", id, mode: "chat" | "complete", messages | prompt, options}
 //        {type: "stop", id}            id = the generate request to stop; no reply
 //        {type: "stats" | "unload" | "clearCache", id}
@@ -127,7 +128,29 @@ function definedOnly(options, keys = Object.keys(options || {})) {
   return out;
 }
 
-const engineOptions = (options) => definedOnly(options, ['no_f16', 'no_subgroups', 'kv_memory_mib']);
+const engineOptions = (options) => definedOnly(options, ['no_f16', 'no_subgroups', 'kv_memory_mib', 'kv_dtype']);
+
+// The model's Blobs and names from a load source: a URL (downloaded through the cache) or picked files.
+async function readSource(id, source) {
+  if (source?.url) {
+    const download = await fetchModel(source.url, {
+      onProgress: (p) => post({ type: 'progress', id, ...p }),
+      onNotice: (message) => post({ type: 'notice', id, message }),
+    });
+    return { files: [download.blob], names: [urlFileName(source.url)], download };
+  }
+  if (source?.files?.length) {
+    const files = [...source.files];
+    const names = files.map((f, i) => source.names?.[i] || fileName(f, i));
+    return { files, names, download: { downloadMs: 0, fromCache: false, cached: false } };
+  }
+  throw new Error('load needs a source: {url} or {files: [File, ...]}');
+}
+
+const uploadProgress = (id) => (event) => {
+  const p = plain(event);
+  post({ type: 'progress', id, phase: p.phase || 'upload', loaded: p.done, total: p.total, cached: false });
+};
 
 async function load(id, source, options) {
   options = options || {};
@@ -139,20 +162,7 @@ async function load(id, source, options) {
     const adapter = await checkWebGPU();
     const { Engine } = await wasmModule();
 
-    let files, names, download = { downloadMs: 0, fromCache: false, cached: false };
-    if (source?.url) {
-      download = await fetchModel(source.url, {
-        onProgress: (p) => post({ type: 'progress', id, ...p }),
-        onNotice: (message) => post({ type: 'notice', id, message }),
-      });
-      files = [download.blob];
-      names = [urlFileName(source.url)];
-    } else if (source?.files?.length) {
-      files = [...source.files];
-      names = files.map((f, i) => source.names?.[i] || fileName(f, i));
-    } else {
-      throw new Error('load needs a source: {url} or {files: [File, ...]}');
-    }
+    const { files, names, download } = await readSource(id, source);
 
     // Free the previous model's GPU buffers before the new one claims memory.
     if (engine) {
@@ -168,11 +178,7 @@ async function load(id, source, options) {
     const webSubgroups = wantSubgroups && adapter.features.has('subgroups');
 
     const tUpload = performance.now();
-    const onProgress = (event) => {
-      const p = plain(event);
-      post({ type: 'progress', id, phase: p.phase || 'upload', loaded: p.done, total: p.total, cached: false });
-    };
-    engine = await Engine.load(files, names, { ...engineOptions(options), web_subgroups: webSubgroups }, onProgress);
+    engine = await Engine.load(files, names, { ...engineOptions(options), web_subgroups: webSubgroups }, uploadProgress(id));
     loadInfo = {
       source: source.url || names.join(', '),
       from_cache: download.fromCache,
@@ -184,6 +190,19 @@ async function load(id, source, options) {
       // wgpu leaves the adapter name empty on the web; the browser's own description says more.
       web_adapter: adapterInfo(adapter),
     };
+    return stats();
+  } finally {
+    loading = false;
+  }
+}
+
+async function attachDraft(id, source) {
+  const eng = requireEngine();
+  if (generation) throw new Error('cannot attach a draft model while a generation is running; stop it first');
+  loading = true;
+  try {
+    const { files, names } = await readSource(id, source);
+    await eng.attach_draft(files, names, uploadProgress(id));
     return stats();
   } finally {
     loading = false;
@@ -254,6 +273,7 @@ async function unload() {
 async function handle(msg) {
   switch (msg.type) {
     case 'load': return load(msg.id, msg.source, msg.options);
+    case 'attachDraft': return attachDraft(msg.id, msg.source);
     case 'generate': return generate(msg.id, msg);
     case 'stats': return stats();
     case 'unload': return unload();

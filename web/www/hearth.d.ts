@@ -26,6 +26,8 @@ export interface LoadOptions {
   no_subgroups?: boolean;
   /** KV cache budget in MiB. */
   kv_memory_mib?: number;
+  /** KV cache element type: 'f16' (default), 'q8' (0.53x the bytes), 'q4' (0.31x) or 'f32'. */
+  kv_dtype?: 'f16' | 'q8' | 'q4' | 'f32';
   /** Where hearth-worker.js lives, when not next to hearth.js. */
   workerUrl?: string | URL;
 }
@@ -48,6 +50,8 @@ export interface GenerateOptions {
   frequency_penalty?: number;
   repetition_penalty?: number;
   ignore_eos?: boolean;
+  /** Speculative decoding: 'ngram' (prompt lookup), 'model' (needs attachDraft) or 'off' (default). */
+  draft?: 'ngram' | 'model' | 'off';
 }
 
 export interface GenerationChunk {
@@ -87,7 +91,16 @@ export interface EngineStats {
   kv: { dtype: string; blocks: number; block_size: number; tokens: number };
   /** Time the engine took to load (upload and warm-up), ms. */
   load_ms: number;
-  last: { prefill_tok_s: number; decode_tok_s: number; prompt_tokens: number; completion_tokens: number } | null;
+  /** The draft model attached with attachDraft, or null. */
+  draft: { desc: string; weight_bytes: number } | null;
+  last: {
+    prefill_tok_s: number;
+    decode_tok_s: number;
+    prompt_tokens: number;
+    completion_tokens: number;
+    /** Speculative decoding: drafted and accepted tokens, verification steps. */
+    spec: { drafted: number; accepted: number; steps: number };
+  } | null;
   // Added by the worker:
   /** The URL, or the file names. */
   source: string;
@@ -112,6 +125,11 @@ export declare class HearthEngine {
   chat(messages: ChatMessage[], options?: GenerateOptions): GenerationStream;
   complete(prompt: string, options?: GenerateOptions): GenerationStream;
   stats(): Promise<EngineStats>;
+  /** Loads a draft model (same tokenizer) for `draft: 'model'`; resolves to the stats. */
+  attachDraft(
+    source: string | URL | Blob | File | File[] | FileList,
+    options?: { onProgress?: (progress: LoadProgress) => void },
+  ): Promise<EngineStats>;
   /** Frees GPU memory and ends the worker. */
   unload(): Promise<void>;
 }

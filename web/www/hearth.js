@@ -193,6 +193,24 @@ export class HearthEngine {
     return this.#generate({ mode: 'complete', prompt }, options);
   }
 
+  /**
+   * Loads a draft model for speculative decoding (`draft: 'model'` in chat/complete
+   * options) into the same worker and device. `source` as for Hearth.load; its
+   * tokenizer must be this model's. Resolves to the stats, with `draft` set.
+   */
+  async attachDraft(source, { onProgress } = {}) {
+    const progress = progressTracker(onProgress);
+    let total = 0;
+    const stats = await this._request('attachDraft', { source: sourceMessage(source) }, {
+      onProgress: (p) => {
+        if (p.phase === 'upload') total = p.total;
+        progress.update(p);
+      },
+    });
+    progress.finish(total);
+    return stats;
+  }
+
   stats() {
     return this._request('stats');
   }

@@ -59,7 +59,8 @@ fn row_words(hd: u32) -> u32 { return hd / 8u + hd / 32u; }
 
 // Ratios for each end of a group's range (quant.rs's CLIP, same order).
 const CLIP = array<f32, 4>(1.0, 0.9, 0.8, 0.7);
-const F32_MAX: f32 = 3.40282347e38;
+// f32::MAX exactly (Tint refuses a literal that rounds into range).
+const F32_MAX: f32 = 3.4028234663852886e38;
 
 fn q4_code(v: f32, m: f32, d: f32, levels: f32) -> f32 {
     if (d > 0.0) { return clamp(round((v - m) / d), 0.0, levels); }

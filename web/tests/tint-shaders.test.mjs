@@ -16,6 +16,9 @@ const CASES = [
   { name: 'f16 only', no_f16: false, subgroups: false },
   { name: 'subgroups only', no_f16: true, subgroups: true },
   { name: 'neither (the f32, shared-memory fallbacks)', no_f16: true, subgroups: false },
+  // The quantized KV caches' write and attention kernels.
+  { name: 'q8 KV cache', no_f16: false, subgroups: true, kv_dtype: 'q8' },
+  { name: 'q4 KV cache, no f16', no_f16: true, subgroups: false, kv_dtype: 'q4' },
 ];
 
 for (const c of CASES) {
@@ -30,6 +33,7 @@ for (const c of CASES) {
       [256, 16384, 8, 4]);
     // The null device holds every buffer in host memory; a small KV budget keeps it lean.
     const options = { no_f16: c.no_f16, no_subgroups: !c.subgroups, web_subgroups: c.subgroups, kv_memory_mib: 16 };
+    if (c.kv_dtype) options.kv_dtype = c.kv_dtype;
     const engine = await Engine.load([modelBlob(MODEL)], [MODEL], options, () => {});
     try {
       const s = engine.stats();

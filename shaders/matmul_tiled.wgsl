@@ -30,11 +30,25 @@ const WP: u32 = 9u;
 var<workgroup> xs: array<vec4<f32>, 256>; // TT * TK / 4
 var<workgroup> ws: array<vec4<f32>, 576>; // TR * WP
 
+#if X_SILU
+// SwiGLU fused into the x loads, as in matvec.wgsl.
+fn xv(i: u32) -> vec4<f32> {
+    let q = params.cols / 4u;
+    let j = i + (i / q) * q;
+    let g = x[j];
+    return g / (vec4<f32>(1.0) + exp(-g)) * x[j + q];
+}
+#else
+#if X_VEC4
+fn xv(i: u32) -> vec4<f32> { return x[i]; }
+#endif
+#endif
+
 // x[t, k..k+4], zero past the ends (with X_VEC4, k is a multiple of 4 and cols too).
 fn x4(t: u32, k: u32) -> vec4<f32> {
     if (t >= step.n_tokens || k >= params.cols) { return vec4<f32>(0.0); }
 #if X_VEC4
-    return x[(t * params.cols + k) / 4u];
+    return xv((t * params.cols + k) / 4u);
 #else
     let b = t * params.cols + k;
     var v = vec4<f32>(x[b], 0.0, 0.0, 0.0);

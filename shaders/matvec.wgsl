@@ -21,6 +21,22 @@ struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words:
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 #endif
 
+#if X_SILU
+// SwiGLU fused into the x loads (down projection): x is the gate/up output,
+// rows of 2 * cols ([gate | up]), and the unfused x's vec4 i is
+// silu(g) * u of its two halves. Every kernel form reads x through here.
+fn xv(i: u32) -> vec4<f32> {
+    let q = params.cols / 4u;
+    let j = i + (i / q) * q;
+    let g = x[j];
+    return g / (vec4<f32>(1.0) + exp(-g)) * x[j + q];
+}
+#else
+#if X_VEC4
+fn xv(i: u32) -> vec4<f32> { return x[i]; }
+#endif
+#endif
+
 // x[t, c..c+4], zero past the row end. With X_VEC4 (cols % 4 == 0) `c` is a
 // multiple of 4, so a quad is either all inside the row or all outside.
 fn x4(t: u32, c: u32) -> vec4<f32> {
@@ -28,7 +44,7 @@ fn x4(t: u32, c: u32) -> vec4<f32> {
 #if W_FLOAT
     if (c >= params.cols) { return vec4<f32>(0.0); }
 #endif
-    return x[(t * params.cols + c) / 4u];
+    return xv((t * params.cols + c) / 4u);
 #else
     let b = t * params.cols + c;
     var v = vec4<f32>(0.0);
@@ -87,14 +103,14 @@ fn load_block(r: u32, b: u32) -> QBlock {
 
 // x[4xb .. 4xb+32] (vec4 index `xb`).
 fn load_x(xb: u32) -> XBlock {
-    let x0 = x[xb];
-    let x1 = x[xb + 1u];
-    let x2 = x[xb + 2u];
-    let x3 = x[xb + 3u];
-    let x4 = x[xb + 4u];
-    let x5 = x[xb + 5u];
-    let x6 = x[xb + 6u];
-    let x7 = x[xb + 7u];
+    let x0 = xv(xb);
+    let x1 = xv(xb + 1u);
+    let x2 = xv(xb + 2u);
+    let x3 = xv(xb + 3u);
+    let x4 = xv(xb + 4u);
+    let x5 = xv(xb + 5u);
+    let x6 = xv(xb + 6u);
+    let x7 = xv(xb + 7u);
     return x_block(x0, x1, x2, x3, x4, x5, x6, x7);
 }
 
@@ -173,8 +189,8 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
 // the same as load_x's.
 fn load_x_bcast(xb: u32, sg_lane: u32) -> XBlock {
 #if LANE_SG4
-    let a = x[xb + (sg_lane & 3u)];
-    let b = x[xb + 4u + (sg_lane & 3u)];
+    let a = xv(xb + (sg_lane & 3u));
+    let b = xv(xb + 4u + (sg_lane & 3u));
     let x0 = subgroupBroadcast(a, 0u);
     let x1 = subgroupBroadcast(a, 1u);
     let x2 = subgroupBroadcast(a, 2u);
@@ -184,7 +200,7 @@ fn load_x_bcast(xb: u32, sg_lane: u32) -> XBlock {
     let x6 = subgroupBroadcast(b, 2u);
     let x7 = subgroupBroadcast(b, 3u);
 #else
-    let a = x[xb + (sg_lane & 7u)];
+    let a = xv(xb + (sg_lane & 7u));
     let x0 = subgroupBroadcast(a, 0u);
     let x1 = subgroupBroadcast(a, 1u);
     let x2 = subgroupBroadcast(a, 2u);

@@ -86,6 +86,29 @@ fn check_file(file: gguf_writer::GgufWriter, arch: &str, tied: bool, kv_dtype: K
     }
 }
 
+/// A feed-forward width that is not a multiple of 4 keeps SwiGLU as its own
+/// pass (the down projection cannot read it fused as vec4s); f16 matrices,
+/// since quantized rows need whole 32-element blocks.
+#[test]
+fn odd_feed_forward_width_takes_the_separate_swiglu_pass() {
+    let mut w = gguf_writer::GgufWriter::new();
+    gguf_writer::tiny_metadata_ffn(&mut w, "llama", 90);
+    for (i, (name, shape)) in
+        gguf_writer::tiny_tensors_ffn("llama", false, gguf_writer::HEAD_DIM, 90)
+            .into_iter()
+            .enumerate()
+    {
+        let n: usize = shape.iter().product();
+        let dtype = if shape.len() == 1 {
+            hearth::model::DType::F32
+        } else {
+            hearth::model::DType::F16
+        };
+        w.tensor(&name, &shape, dtype, &gguf_writer::values(n, i as u64 + 1));
+    }
+    check_file(w, "llama", false, KvDtype::F32, 2e-3);
+}
+
 /// Q5_0 and Q5_1 matrices (the tiny model's rows are too short for the
 /// K-quants' 256-element blocks), random blocks with small scales, against
 /// the reference.

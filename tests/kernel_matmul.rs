@@ -72,6 +72,11 @@ struct Run<'a> {
 }
 
 fn run_gpu(ctx: &GpuContext, w: &GpuMatrix, x: &[f32], r: &Run) -> Vec<f32> {
+    run_gpu_x(ctx, w, x, r, false)
+}
+
+/// `run_gpu`, with `silu_x`: x holds gate/up rows (2 * cols wide).
+fn run_gpu_x(ctx: &GpuContext, w: &GpuMatrix, x: &[f32], r: &Run, silu_x: bool) -> Vec<f32> {
     let n = r.n_tokens as usize;
     let step = ctx.uniform(
         "step",
@@ -90,6 +95,7 @@ fn run_gpu(ctx: &GpuContext, w: &GpuMatrix, x: &[f32], r: &Run) -> Vec<f32> {
     let opts = MatMulOpts {
         bias: bb.as_ref(),
         accumulate: r.y0.is_some(),
+        silu_x,
         ..Default::default()
     };
     let mm = match r.kernel {
@@ -383,6 +389,46 @@ fn bad_uploads_are_errors() {
         GpuMatrix::upload(&ctx, "none", &[], None).is_err(),
         "no parts"
     );
+}
+
+/// SwiGLU fused into the x loads (the down projection reading the gate/up
+/// output): every kernel form against the reference on silu(gate) * up,
+/// and the same bits from every form a row can take.
+#[test]
+fn silu_fused_x_matches_reference() {
+    for ctx in all_variants() {
+        for dtype in [DType::Q4_1, DType::Q8_0, DType::F16, DType::F32] {
+            let (rows, cols) = (45, 96);
+            let t = tensor("w", dtype, rows, cols, 47);
+            let wf = weights_f32(&t);
+            let w = GpuMatrix::upload(&ctx, "w", std::slice::from_ref(&t), None).unwrap();
+            for n in [1u32, 2, 3, 9, 40] {
+                let gu = rand_vec(n as usize * 2 * cols, 50 + n as u64);
+                let x: Vec<f32> = gu
+                    .chunks(2 * cols)
+                    .flat_map(|row| {
+                        let (g, u) = row.split_at(cols);
+                        g.iter()
+                            .zip(u)
+                            .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                let want = matmul_ref(&wf, rows, cols, &x, n as usize);
+                for kernel in KERNELS {
+                    let r = Run {
+                        n_tokens: n,
+                        kernel,
+                        bias: None,
+                        y0: None,
+                    };
+                    let got = run_gpu_x(&ctx, &w, &gu, &r, true);
+                    let what = format!("silu_x {dtype:?} n={n} {kernel:?} caps={:?}", ctx.caps);
+                    check(&got, &want, &wf, &x, rows, cols, &what);
+                }
+            }
+        }
+    }
 }
 
 /// A token's row has the same bits whichever token-count build of the

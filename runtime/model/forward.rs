@@ -154,7 +154,8 @@ struct Layer {
     wo: Projection,
     ffn_norm: RmsNorm,
     gate_up: Projection,
-    silu: Elementwise,
+    /// None when the down projection applies SwiGLU itself (`fuse_silu`).
+    silu: Option<Elementwise>,
     down: Projection,
 }
 
@@ -283,7 +284,10 @@ impl GpuModel {
         let qkv = act("qkv", qkv_w);
         let attn_out = act("attn", qd);
         let gu = act("gate_up", 2 * f);
-        let actv = act("act", f);
+        // SwiGLU is fused into the down projection's x loads when its rows
+        // are whole vec4s; otherwise a separate silu_mul pass writes `actv`.
+        let fuse_silu = f.is_multiple_of(4);
+        let actv = act("act", if fuse_silu { 1 } else { f });
         let hid = ctx.buffer_zeroed("hid", (rows_max as usize * h * 4) as u64);
         let hidn = ctx.buffer_zeroed("hid_norm", (rows_max as usize * h * 4) as u64);
         let logits = ctx.buffer_zeroed("logits", logit_bytes);
@@ -332,7 +336,8 @@ impl GpuModel {
                         x: &wgpu::Buffer,
                         y: &wgpu::Buffer,
                         bias: Option<&wgpu::Buffer>,
-                        accumulate: bool| {
+                        accumulate: bool,
+                        silu_x: bool| {
                 Projection::new(
                     &ctx,
                     &n(name),
@@ -345,6 +350,7 @@ impl GpuModel {
                         y,
                         bias,
                         accumulate,
+                        silu_x,
                     },
                 )
             };
@@ -359,6 +365,7 @@ impl GpuModel {
                 &qkv,
                 bias.as_ref(),
                 false,
+                false,
             )?;
             let wo_p = proj(
                 "attn_output",
@@ -367,6 +374,7 @@ impl GpuModel {
                 &x,
                 None,
                 true,
+                false,
             )?;
             let gu_p = proj(
                 "ffn_gate_up",
@@ -375,14 +383,16 @@ impl GpuModel {
                 &gu,
                 None,
                 false,
+                false,
             )?;
             let down_p = proj(
                 "ffn_down",
                 vec![t("ffn_down.weight")?],
-                &actv,
+                if fuse_silu { &gu } else { &actv },
                 &x,
                 None,
                 true,
+                fuse_silu,
             )?;
             weight_bytes +=
                 qkv_p.gpu_bytes() + wo_p.gpu_bytes() + gu_p.gpu_bytes() + down_p.gpu_bytes();
@@ -460,7 +470,8 @@ impl GpuModel {
                 wo: wo_p,
                 ffn_norm: RmsNorm::new(&ctx, step, &x, &ffn_norm_w, &xn, h as u32, c.rms_norm_eps),
                 gate_up: gu_p,
-                silu: Elementwise::new(&ctx, Op::SiluMul, step, &actv, &gu, f as u32),
+                silu: (!fuse_silu)
+                    .then(|| Elementwise::new(&ctx, Op::SiluMul, step, &actv, &gu, f as u32)),
                 down: down_p,
                 _bufs: {
                     bufs.extend([attn_norm_w, ffn_norm_w]);
@@ -811,7 +822,9 @@ impl GpuModel {
             f("matmul.o", &|p| l.wo.record(p, g, n));
             f("rmsnorm", &|p| l.ffn_norm.record(p, n));
             f("matmul.gate_up", &|p| l.gate_up.record(p, g, n));
-            f("silu_mul", &|p| l.silu.record(p, n));
+            if let Some(silu) = &l.silu {
+                f("silu_mul", &|p| silu.record(p, n));
+            }
             f("matmul.down", &|p| l.down.record(p, g, n));
         }
     }

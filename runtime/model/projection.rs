@@ -37,6 +37,9 @@ pub struct ProjectionIo<'a> {
     pub bias: Option<&'a wgpu::Buffer>,
     /// `y += W x` (fused residual).
     pub accumulate: bool,
+    /// x holds gate/up rows and the projection takes silu(gate) * up
+    /// (see `MatMulOpts::silu_x`).
+    pub silu_x: bool,
 }
 
 impl Projection {
@@ -75,6 +78,7 @@ impl Projection {
                     accumulate: io.accumulate,
                     out_offset: offset as u32,
                     out_stride: Some(rows as u32),
+                    silu_x: io.silu_x,
                 },
             );
             offset += w.rows();

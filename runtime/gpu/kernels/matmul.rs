@@ -61,6 +61,10 @@ pub struct MatMulOpts<'a> {
     pub out_offset: u32,
     /// Columns of one output row; `None`: the matrix's row count.
     pub out_stride: Option<u32>,
+    /// x is a fused gate/up output (`[n_tokens, 2 * cols]`, gate then up)
+    /// and the matrix multiplies silu(gate) * up (SwiGLU fused into the x
+    /// loads). Needs cols % 4 == 0.
+    pub silu_x: bool,
 }
 
 /// Which kernel [`MatMul::record_with`] uses.
@@ -236,6 +240,7 @@ impl MatMul {
         opts: MatMulOpts,
         all: bool,
     ) -> MatMul {
+        debug_assert!(!opts.silu_x || w.cols().is_multiple_of(4));
         let cpu_adapter = ctx.info.device_type == wgpu::DeviceType::Cpu;
         // One row per subgroup; the smallest subgroup size gives the most rows a
         // workgroup can cover (larger subgroups loop over several rows).
@@ -248,6 +253,7 @@ impl MatMul {
             format_flags(spec, w.dtype())
                 .flag("BIAS", opts.bias.is_some())
                 .flag("ACCUMULATE", opts.accumulate)
+                .flag("X_SILU", opts.silu_x)
         };
         let lane_rows = lane_rows_per_wg(w.dtype());
         let bcast = lane_bcast(&ctx.caps, w.dtype());

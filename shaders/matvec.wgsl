@@ -23,15 +23,17 @@ struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words:
 
 #if X_SILU
 // SwiGLU fused into the x loads (down projection): x is the gate/up output,
-// rows of 2 * cols ([gate | up]), and the unfused x's vec4 i is
-// silu(g) * u of its two halves. Every kernel form reads x through here.
+// rows of 2 * cols ([gate | up]); a vec4 of x at i (row stride xs4()) is
+// silu(g) * u of the gate at i and the up cols/4 after it. Every kernel
+// form reads x through here.
+fn xs4() -> u32 { return params.cols / 2u; }
 fn xv(i: u32) -> vec4<f32> {
-    let q = params.cols / 4u;
-    let j = i + (i / q) * q;
-    let g = x[j];
-    return g / (vec4<f32>(1.0) + exp(-g)) * x[j + q];
+    let g = x[i];
+    return g / (vec4<f32>(1.0) + exp(-g)) * x[i + params.cols / 4u];
 }
 #else
+// Vec4s per row of x.
+fn xs4() -> u32 { return params.cols / 4u; }
 #if X_VEC4
 fn xv(i: u32) -> vec4<f32> { return x[i]; }
 #endif
@@ -44,7 +46,7 @@ fn x4(t: u32, c: u32) -> vec4<f32> {
 #if W_FLOAT
     if (c >= params.cols) { return vec4<f32>(0.0); }
 #endif
-    return xv((t * params.cols + c) / 4u);
+    return xv(t * xs4() + c / 4u);
 #else
     let b = t * params.cols + c;
     var v = vec4<f32>(0.0);
@@ -164,7 +166,7 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
     for (var b = lane; b < nb; b += stride) {
         let q = load_block(r, b);
         for (var t = 0u; t < MAX_T; t++) {
-            if (t < nt) { acc[t] += qdot(q, load_x(((t0 + t) * params.cols + b * 32u) / 4u)); }
+            if (t < nt) { acc[t] += qdot(q, load_x((t0 + t) * xs4() + b * 8u)); }
         }
     }
 #else
@@ -278,13 +280,13 @@ fn main(
     let lane = 0u;
 #endif
     let nb = params.cols / 32u;
-    let xs = params.cols / 4u;
+    let xs = xs4();
     for (var b = 0u; b < nb; b++) {
         let q0 = load_block(r0, b);
         let q1 = load_block(r1, b);
         let q2 = load_block(r2, b);
         let q3 = load_block(r3, b);
-        let xb = (t0 * params.cols + b * 32u) / 4u;
+        let xb = t0 * xs + b * 8u;
         a0 += qdot4(q0, q1, q2, q3, xblock(xb, lane));
         if (MAX_T > 1u && nt > 1u) { a1 += qdot4(q0, q1, q2, q3, xblock(xb + 1u * xs, lane)); }
         if (MAX_T > 2u && nt > 2u) { a2 += qdot4(q0, q1, q2, q3, xblock(xb + 2u * xs, lane)); }

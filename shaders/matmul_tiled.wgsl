@@ -30,24 +30,6 @@ const WP: u32 = 9u;
 var<workgroup> xs: array<vec4<f32>, 256>; // TT * TK / 4
 var<workgroup> ws: array<vec4<f32>, 576>; // TR * WP
 
-#if X_SILU
-// SwiGLU fused into the x loads (down projection): x is the gate/up output,
-// rows of 2 * cols ([gate | up]); a vec4 of x at i (row stride xs4()) is
-// silu(g) * u of the gate at i and the up cols/4 after it. Every kernel
-// form reads x through here.
-fn xs4() -> u32 { return params.cols / 2u; }
-fn xv(i: u32) -> vec4<f32> {
-    let g = x[i];
-    return g / (vec4<f32>(1.0) + exp(-g)) * x[i + params.cols / 4u];
-}
-#else
-// Vec4s per row of x.
-fn xs4() -> u32 { return params.cols / 4u; }
-#if X_VEC4
-fn xv(i: u32) -> vec4<f32> { return x[i]; }
-#endif
-#endif
-
 // x[t, k..k+4], zero past the ends (with X_VEC4, k is a multiple of 4 and cols too).
 fn x4(t: u32, k: u32) -> vec4<f32> {
     if (t >= step.n_tokens || k >= params.cols) { return vec4<f32>(0.0); }

@@ -21,24 +21,6 @@ struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words:
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 #endif
 
-#if X_SILU
-// SwiGLU fused into the x loads (down projection): x is the gate/up output,
-// rows of 2 * cols ([gate | up]); a vec4 of x at i (row stride xs4()) is
-// silu(g) * u of the gate at i and the up cols/4 after it. Every kernel
-// form reads x through here.
-fn xs4() -> u32 { return params.cols / 2u; }
-fn xv(i: u32) -> vec4<f32> {
-    let g = x[i];
-    return g / (vec4<f32>(1.0) + exp(-g)) * x[i + params.cols / 4u];
-}
-#else
-// Vec4s per row of x.
-fn xs4() -> u32 { return params.cols / 4u; }
-#if X_VEC4
-fn xv(i: u32) -> vec4<f32> { return x[i]; }
-#endif
-#endif
-
 // x[t, c..c+4], zero past the row end. With X_VEC4 (cols % 4 == 0) `c` is a
 // multiple of 4, so a quad is either all inside the row or all outside.
 fn x4(t: u32, c: u32) -> vec4<f32> {

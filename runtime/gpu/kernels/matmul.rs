@@ -14,10 +14,12 @@ use crate::model::DType;
 
 const MATVEC_SRC: &str = concat!(
     include_str!("../../../shaders/weight_formats.wgsl"),
+    include_str!("../../../shaders/matmul_x.wgsl"),
     include_str!("../../../shaders/matvec.wgsl")
 );
 const TILED_SRC: &str = concat!(
     include_str!("../../../shaders/weight_formats.wgsl"),
+    include_str!("../../../shaders/matmul_x.wgsl"),
     include_str!("../../../shaders/matmul_tiled.wgsl")
 );
 

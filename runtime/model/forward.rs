@@ -154,7 +154,7 @@ struct Layer {
     wo: Projection,
     ffn_norm: RmsNorm,
     gate_up: Projection,
-    /// None when the down projection applies SwiGLU itself (`fuse_silu`).
+    /// None when the down projection applies SwiGLU itself (no `actv` buffer).
     silu: Option<Elementwise>,
     down: Projection,
 }
@@ -286,8 +286,7 @@ impl GpuModel {
         let gu = act("gate_up", 2 * f);
         // SwiGLU is fused into the down projection's x loads when its rows
         // are whole vec4s; otherwise a separate silu_mul pass writes `actv`.
-        let fuse_silu = f.is_multiple_of(4);
-        let actv = act("act", if fuse_silu { 1 } else { f });
+        let actv = (!f.is_multiple_of(4)).then(|| act("act", f));
         let hid = ctx.buffer_zeroed("hid", (rows_max as usize * h * 4) as u64);
         let hidn = ctx.buffer_zeroed("hid_norm", (rows_max as usize * h * 4) as u64);
         let logits = ctx.buffer_zeroed("logits", logit_bytes);
@@ -388,11 +387,11 @@ impl GpuModel {
             let down_p = proj(
                 "ffn_down",
                 vec![t("ffn_down.weight")?],
-                if fuse_silu { &gu } else { &actv },
+                actv.as_ref().unwrap_or(&gu),
                 &x,
                 None,
                 true,
-                fuse_silu,
+                actv.is_none(),
             )?;
             weight_bytes +=
                 qkv_p.gpu_bytes() + wo_p.gpu_bytes() + gu_p.gpu_bytes() + down_p.gpu_bytes();
@@ -470,8 +469,9 @@ impl GpuModel {
                 wo: wo_p,
                 ffn_norm: RmsNorm::new(&ctx, step, &x, &ffn_norm_w, &xn, h as u32, c.rms_norm_eps),
                 gate_up: gu_p,
-                silu: (!fuse_silu)
-                    .then(|| Elementwise::new(&ctx, Op::SiluMul, step, &actv, &gu, f as u32)),
+                silu: actv
+                    .as_ref()
+                    .map(|a| Elementwise::new(&ctx, Op::SiluMul, step, a, &gu, f as u32)),
                 down: down_p,
                 _bufs: {
                     bufs.extend([attn_norm_w, ffn_norm_w]);
@@ -539,7 +539,10 @@ impl GpuModel {
             _kv: kv,
             _embed_w: embed_w,
             _lm_head_w: lm_head_w,
-            _misc: vec![xn, qkv, attn_out, gu, actv, hidn, norm_w],
+            _misc: [xn, qkv, attn_out, gu, hidn, norm_w]
+                .into_iter()
+                .chain(actv)
+                .collect(),
             embed,
             layers,
             final_norm,

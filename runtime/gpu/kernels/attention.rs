@@ -79,10 +79,10 @@ impl AttnShape {
     }
 }
 
-/// Query rows per workgroup: the most (up to `max_rows`, a power of two)
-/// whose workgroup memory fits `storage_limit` bytes (and WebGPU's
-/// guaranteed 16 KiB).
-fn query_rows(shape: &AttnShape, gb: u32, max_rows: u32, storage_limit: u32) -> u32 {
+/// (Row, head group) slots per workgroup (QR in attention.wgsl): the most
+/// (up to `max_slots`, a power of two) whose workgroup memory fits
+/// `storage_limit` bytes (and WebGPU's guaranteed 16 KiB).
+fn query_slots(shape: &AttnShape, gb: u32, max_slots: u32, storage_limit: u32) -> u32 {
     let half = shape.head_dim / 2;
     let limit = storage_limit.min(16 << 10);
     let bytes = |qr: u32| {
@@ -93,7 +93,7 @@ fn query_rows(shape: &AttnShape, gb: u32, max_rows: u32, storage_limit: u32) -> 
         };
         qr * gb * half * 8 + qr * KT * gb * 4 + 2 * gb * WG * 4 + qr * 8 + 8 + q4
     };
-    let mut qr = max_rows.next_power_of_two().min(WG);
+    let mut qr = max_slots.next_power_of_two().min(WG);
     while qr > 1 && bytes(qr) > limit {
         qr /= 2;
     }
@@ -162,7 +162,7 @@ pub struct Attention {
     /// Query heads per workgroup.
     heads_per_group: u32,
     /// (Row, head group) slots per workgroup.
-    rows_per_group: u32,
+    slots_per_group: u32,
     /// Workgroups per grid dimension.
     max_dim: u32,
     /// Partial entries (row × head × split) the scratch buffer holds.
@@ -194,13 +194,13 @@ impl Attention {
             .find(|b| group.is_multiple_of(*b))
             .unwrap_or(1);
         let cpu = ctx.info.device_type == wgpu::DeviceType::Cpu;
-        let rows_per_group = query_rows(
+        let slots_per_group = query_slots(
             shape,
             heads_per_group,
             if cpu { 8 } else { 4 },
             ctx.caps.max_workgroup_storage,
         );
-        let lanes_per_row = WG / rows_per_group;
+        let lanes_per_slot = WG / slots_per_group;
         let half = shape.head_dim / 2;
         let spec = ShaderSpec::new("attention", SRC)
             .flag("KV_F16", shape.kv_dtype == KvDtype::F16)
@@ -210,12 +210,12 @@ impl Attention {
             .constant("WG", WG)
             .constant("MIN_CHUNK", MIN_CHUNK)
             .constant("GB", heads_per_group)
-            .constant("QR", rows_per_group)
-            .constant("LPR", lanes_per_row)
+            .constant("QR", slots_per_group)
+            .constant("LPR", lanes_per_slot)
             .constant("KT", KT)
-            .constant("KPL", KT / lanes_per_row)
+            .constant("KPL", KT / lanes_per_slot)
             .constant("HALF", half)
-            .constant("PPL", half.div_ceil(lanes_per_row))
+            .constant("PPL", half.div_ceil(lanes_per_slot))
             .constant("ROT", rotation_block(shape.head_dim as usize) as u32);
         let direct = ctx.pipeline(&spec.clone().flag("DIRECT", true));
         let partial = ctx.pipeline(&spec);
@@ -268,7 +268,7 @@ impl Attention {
             max_splits: scratch.max_splits,
             shape: *shape,
             heads_per_group,
-            rows_per_group,
+            slots_per_group,
             max_dim: ctx.caps.max_workgroups_per_dim,
             scratch_entries,
         })
@@ -279,7 +279,7 @@ impl Attention {
     pub fn splits_for(&self, n_tokens: u32, max_kv_len: u32) -> u32 {
         let rows = (n_tokens * self.shape.n_heads).max(1);
         let groups = (rows / self.heads_per_group)
-            .div_ceil(self.rows_per_group)
+            .div_ceil(self.slots_per_group)
             .max(1);
         max_kv_len
             .div_ceil(MIN_CHUNK)
@@ -326,7 +326,7 @@ impl Attention {
             return;
         }
         let slots = rows * (self.shape.n_heads / self.heads_per_group);
-        let (x, y) = grid(slots.div_ceil(self.rows_per_group), self.max_dim);
+        let (x, y) = grid(slots.div_ceil(self.slots_per_group), self.max_dim);
         if n_splits == 1 {
             pass.set_pipeline(&self.direct);
             pass.set_bind_group(0, &b.direct, &[]);

@@ -198,17 +198,22 @@ export class HearthEngine {
    * options) into the same worker and device. `source` as for Hearth.load; its
    * tokenizer must be this model's. Resolves to the stats, with `draft` set.
    */
-  async attachDraft(source, { onProgress } = {}) {
+  attachDraft(source, { onProgress } = {}) {
+    return this._loadRequest('attachDraft', { source: sourceMessage(source) }, onProgress);
+  }
+
+  // A request that loads a model: its progress events become fractions of the whole load.
+  async _loadRequest(type, fields, onProgress) {
     const progress = progressTracker(onProgress);
     let total = 0;
-    const stats = await this._request('attachDraft', { source: sourceMessage(source) }, {
+    const value = await this._request(type, fields, {
       onProgress: (p) => {
         if (p.phase === 'upload') total = p.total;
         progress.update(p);
       },
     });
     progress.finish(total);
-    return stats;
+    return value;
   }
 
   stats() {
@@ -252,20 +257,12 @@ export const Hearth = {
     const msgSource = sourceMessage(source);
     const worker = new Worker(workerUrl || new URL('./hearth-worker.js', import.meta.url), { type: 'module' });
     const engine = new HearthEngine(worker, onNotice);
-    const progress = progressTracker(onProgress);
-    let total = 0;
     try {
-      await engine._request('load', { source: msgSource, options: engineOptions }, {
-        onProgress: (p) => {
-          if (p.phase === 'upload') total = p.total;
-          progress.update(p);
-        },
-      });
+      await engine._loadRequest('load', { source: msgSource, options: engineOptions }, onProgress);
     } catch (err) {
       worker.terminate();
       throw toError(err);
     }
-    progress.finish(total);
     return engine;
   },
 

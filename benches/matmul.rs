@@ -140,6 +140,17 @@ fn main() {
                     tm * 1e6,
                     flops / tm / 1e9
                 );
+                // f16 multiply-adds (the default tiled form on GPUs with shader-f16).
+                if ctx.caps.f16 {
+                    let th = time_per_call(&ctx, budget, &|p| {
+                        mm.record_with(p, n, MatMulKernel::TiledF16)
+                    });
+                    line += &format!(
+                        " tiled-f16 x{n} {:>9.1} us {:>6.2} GFLOP/s |",
+                        th * 1e6,
+                        flops / th / 1e9
+                    );
+                }
                 // The prompt-sized batch through the matrix-vector form (what
                 // CPU adapters use for prompt rows too).
                 let kernel = if mm.cpu_adapter() {

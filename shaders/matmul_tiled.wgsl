@@ -5,6 +5,12 @@
 // 4-token × 4-row block in f32: 64 multiply-adds per 8 vector loads.
 // Edges (tokens, rows, columns past the end) are zero-filled, so no size
 // has to be a multiple of the tile.
+//
+// TILE_F16 (adapters with shader-f16): the tiles hold halves and the
+// multiply-adds run in f16 (twice the rate of f32 on most GPUs, half the
+// workgroup-memory traffic); each K step's 32 products per output are summed
+// in f16 and that partial sum is added to the f32 total, so rounding error
+// grows with the tile, not with the matrix width.
 
 struct Step { n_tokens: u32, n_seqs: u32, first_row: u32, _p0: u32 }
 struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words: u32, _p0: u32, _p1: u32, _p2: u32 }
@@ -27,8 +33,17 @@ const TK: u32 = 32u;
 // Row pitch (in vec4) of the W tile, padded so the 16 rows read at once hit different banks.
 const WP: u32 = 9u;
 
-var<workgroup> xs: array<vec4<f32>, 256>; // TT * TK / 4
-var<workgroup> ws: array<vec4<f32>, 576>; // TR * WP
+#if TILE_F16
+alias TV = vec4<f16>;
+// f32 values past f16's range would convert to an undefined value.
+fn tv(v: vec4<f32>) -> TV { return TV(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0))); }
+#else
+alias TV = vec4<f32>;
+fn tv(v: vec4<f32>) -> TV { return v; }
+#endif
+
+var<workgroup> xs: array<TV, 256>; // TT * TK / 4
+var<workgroup> ws: array<TV, 576>; // TR * WP
 
 // x[t, k..k+4], zero past the ends (with X_VEC4, k is a multiple of 4 and cols too).
 fn x4(t: u32, k: u32) -> vec4<f32> {
@@ -74,16 +89,19 @@ fn main(
         // Stage 32 tokens × 8 quads of x and 64 rows × 4 groups of W, two per invocation.
         for (var h = 0u; h < 2u; h++) {
             let i = li + h * 128u;
-            xs[i] = x4(t0 + i / 8u, k0 + (i % 8u) * 4u);
+            xs[i] = tv(x4(t0 + i / 8u, k0 + (i % 8u) * 4u));
             let wrow = i / 4u;
             let g = k0 / 8u + i % 4u;
             var w = W8(vec4<f32>(0.0), vec4<f32>(0.0));
             if (r0 + wrow < params.rows) { w = load8(r0 + wrow, g); }
             let c = (group_cols(g) - vec2<u32>(k0)) / 4u;
-            ws[wrow * WP + c.x] = w.lo;
-            ws[wrow * WP + c.y] = w.hi;
+            ws[wrow * WP + c.x] = tv(w.lo);
+            ws[wrow * WP + c.y] = tv(w.hi);
         }
         workgroupBarrier();
+#if TILE_F16
+        var part = array<TV, 4>();
+#endif
         for (var kq = 0u; kq < TK / 4u; kq++) {
             let w0 = ws[tx * WP + kq];
             let w1 = ws[(tx + 16u) * WP + kq];
@@ -91,9 +109,16 @@ fn main(
             let w3 = ws[(tx + 48u) * WP + kq];
             for (var j = 0u; j < 4u; j++) {
                 let xv = xs[(ty + 8u * j) * 8u + kq];
+#if TILE_F16
+                part[j] += TV(dot(xv, w0), dot(xv, w1), dot(xv, w2), dot(xv, w3));
+#else
                 acc[j] += vec4<f32>(dot(xv, w0), dot(xv, w1), dot(xv, w2), dot(xv, w3));
+#endif
             }
         }
+#if TILE_F16
+        for (var j = 0u; j < 4u; j++) { acc[j] += vec4<f32>(part[j]); }
+#endif
         workgroupBarrier();
     }
     for (var j = 0u; j < 4u; j++) {

@@ -25,9 +25,9 @@ struct Seq {
     seen: Vec<Candidates>,
 }
 
-fn load(arch: &str) -> GpuModel {
+fn load(arch: &str, gpu: GpuOptions) -> GpuModel {
     let model = GgufModel::from_bytes(gguf_writer::tiny_model(arch, false).build()).unwrap();
-    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
+    let ctx = GpuContext::new_blocking(&gpu).unwrap();
     GpuModel::load(
         ctx,
         &model,
@@ -106,8 +106,8 @@ fn run(m: &mut GpuModel, prompts: &[Vec<u32>], n_new: usize, chunk: usize) -> Ve
     }
 }
 
-fn check(arch: &str) {
-    let mut m = load(arch);
+fn check(arch: &str, gpu: GpuOptions) {
+    let mut m = load(arch, gpu);
     let prompt =
         |n: usize, seed: u32| -> Vec<u32> { (0..n as u32).map(|i| (i * 7 + seed) % 40).collect() };
     // 200 tokens: the generated rows' attention splits over the context.
@@ -135,10 +135,26 @@ fn check(arch: &str) {
 
 #[test]
 fn batched_equals_alone_bit_for_bit_llama() {
-    check("llama");
+    check("llama", GpuOptions::from_env());
 }
 
 #[test]
 fn batched_equals_alone_bit_for_bit_qwen2() {
-    check("qwen2");
+    check("qwen2", GpuOptions::from_env());
+}
+
+/// The tiny model's float matrices take the tiled kernel for prompt rows;
+/// its f16-math form (GPUs' default) must keep a row's bits independent of
+/// its batch too.
+#[test]
+fn batched_equals_alone_bit_for_bit_with_f16_prompt_tiles() {
+    let gpu = GpuOptions {
+        tiled_f16: Some(true),
+        ..GpuOptions::from_env()
+    };
+    assert!(
+        GpuContext::new_blocking(&gpu).unwrap().caps.tiled_f16 || gpu.no_f16,
+        "lavapipe has shader-f16"
+    );
+    check("llama", gpu);
 }

@@ -18,11 +18,12 @@ use hearth::gpu::{readback_f32, GpuContext};
 use hearth::model::{DType, HostTensor};
 use hearth::quant::{dequantize, quantize};
 
-const KERNELS: [MatMulKernel; 4] = [
+const KERNELS: [MatMulKernel; 5] = [
     MatMulKernel::Auto,
     MatMulKernel::MatVec,
     MatMulKernel::MatVecLaneRows,
     MatMulKernel::Tiled,
+    MatMulKernel::TiledF16,
 ];
 const DTYPES: [DType; 5] = [
     DType::F32,
@@ -50,13 +51,38 @@ fn weights_f32(t: &HostTensor) -> Vec<f32> {
 
 /// Tolerance per output: accumulation order only, relative to sum |w·x|.
 fn check(got: &[f32], want: &[f32], w: &[f32], x: &[f32], rows: usize, cols: usize, what: &str) {
+    check_rel(1e-4, got, want, w, x, rows, cols, what);
+}
+
+/// Relative tolerance (of sum |w·x|) of a kernel's outputs. f16 math rounds
+/// x and w to 11 significant bits (2^-12 relative each) and each K tile's
+/// 32-product sum too: bounded by ~2^-11 · sum |w·x| plus the tile sums'
+/// rounding, which grows with sqrt of the adds for random signs.
+fn rel(kernel: MatMulKernel) -> f32 {
+    match kernel {
+        MatMulKernel::TiledF16 => 2e-3,
+        _ => 1e-4,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_rel(
+    rel: f32,
+    got: &[f32],
+    want: &[f32],
+    w: &[f32],
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    what: &str,
+) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, e)) in got.iter().zip(want).enumerate() {
         let (t, r) = (i / rows, i % rows);
         let mag: f32 = (0..cols)
             .map(|k| (w[r * cols + k] * x[t * cols + k]).abs())
             .sum();
-        let tol = 1e-4 * mag + 1e-6;
+        let tol = rel * mag + 1e-6;
         assert!(
             (g - e).abs() <= tol && g.is_finite(),
             "{what}: token {t} row {r}: got {g}, want {e} (tol {tol})"
@@ -136,11 +162,15 @@ fn sweep(ctxs: &[Arc<GpuContext>], dtype: DType, rows: usize, cols: usize, token
                     "{dtype:?} {rows}x{cols} n={n} {kernel:?} caps={:?}",
                     ctx.caps
                 );
-                check(&got, &want, &wf, &x, rows, cols, &what);
+                check_rel(rel(kernel), &got, &want, &wf, &x, rows, cols, &what);
                 outs.push((ctx.caps, got));
             }
             // shader-f16 only changes how halves are loaded (f16 → f32 is exact),
-            // so with the same reduction the results are bit-identical.
+            // so with the same reduction the results are bit-identical (the
+            // f16-math kernel exists only with shader-f16).
+            if kernel == MatMulKernel::TiledF16 {
+                continue;
+            }
             for (ca, a) in &outs {
                 for (cb, b) in &outs {
                     if ca.subgroups == cb.subgroups && ca.f16 != cb.f16 {
@@ -259,7 +289,8 @@ fn row_chunks_from_a_small_binding_limit() {
                     y0: None,
                 };
                 let what = format!("{dtype:?} chunked n={n} {kernel:?}");
-                check(
+                check_rel(
+                    rel(kernel),
                     &run_gpu(&ctx, &w, &x, &r),
                     &want,
                     &wf,
@@ -424,7 +455,7 @@ fn silu_fused_x_matches_reference() {
                     };
                     let got = run_gpu_x(&ctx, &w, &gu, &r, true);
                     let what = format!("silu_x {dtype:?} n={n} {kernel:?} caps={:?}", ctx.caps);
-                    check(&got, &want, &wf, &x, rows, cols, &what);
+                    check_rel(rel(kernel), &got, &want, &wf, &x, rows, cols, &what);
                 }
             }
         }
@@ -473,7 +504,7 @@ fn every_token_count_build_gives_a_row_the_same_bits() {
 /// bit-identical to the same row computed with its kernel alone.
 #[test]
 fn split_rows_match_reference_and_each_kernel() {
-    for ctx in all_variants() {
+    for ctx in all_variants().into_iter().chain(gpu_tiled_f16()) {
         for dtype in [DType::Q4_1, DType::F16] {
             let (rows, cols) = (77, 96);
             let t = tensor("w", dtype, rows, cols, 41);
@@ -509,13 +540,16 @@ fn split_rows_match_reference_and_each_kernel() {
                 let got = readback_f32(&ctx, &yb, n as usize * rows).unwrap();
                 let want = matmul_ref(&wf, rows, cols, &x, n as usize);
                 let what = format!("{dtype:?} split {n_mv}/{n} caps={:?}", ctx.caps);
-                check(&got, &want, &wf, &x, rows, cols, &what);
                 // The prompt rows equal their kernel's result for them alone.
                 let prompt_kernel = if mm.lane_prompts() {
                     MatMulKernel::MatVecLaneRows
+                } else if ctx.caps.tiled_f16 {
+                    MatMulKernel::TiledF16
                 } else {
                     MatMulKernel::Tiled
                 };
+                let rel = rel(prompt_kernel);
+                check_rel(rel, &got, &want, &wf, &x, rows, cols, &what);
                 let sg = ctx.caps.subgroup_min_size;
                 let lane_expected = ctx.caps.subgroups
                     && sg == ctx.caps.subgroup_max_size
@@ -581,7 +615,7 @@ fn k_quant_matches_reference(dtype: DType) {
                         "{dtype:?} {rows}x{cols} n={n} {kernel:?} caps={:?}",
                         ctx.caps
                     );
-                    check(&got, &want, &wf, &x, rows, cols, &what);
+                    check_rel(rel(kernel), &got, &want, &wf, &x, rows, cols, &what);
                 }
             }
         }
@@ -652,4 +686,47 @@ fn k_quant_targets_and_fallbacks() {
             );
         }
     }
+}
+
+/// The f16-math tiled kernel really multiplies in f16: x = 1 + 2^-12 has no
+/// f16 value and rounds to 1, so 64 of them times 1.0 sum to exactly 64
+/// there and to 64.015625 in the f32 kernel. Values past f16's range are
+/// clamped to its largest finite value rather than turned into inf/NaN.
+#[test]
+fn tiled_f16_rounds_through_f16() {
+    let Some(ctx) = gpu_tiled_f16() else {
+        eprintln!("no shader-f16 on this adapter: nothing to check");
+        return;
+    };
+    let (rows, cols, n) = (3usize, 64usize, 9u32);
+    let ones = HostTensor {
+        name: "w".into(),
+        dtype: DType::F32,
+        shape: vec![rows, cols],
+        data: Cow::Owned(bytemuck::cast_slice(&vec![1.0f32; rows * cols]).to_vec()),
+    };
+    let w = GpuMatrix::upload(&ctx, "w", &[ones], None).unwrap();
+    let run = |x: &[f32], kernel| {
+        let r = Run {
+            n_tokens: n,
+            kernel,
+            bias: None,
+            y0: None,
+        };
+        run_gpu(&ctx, &w, x, &r)
+    };
+    let x = vec![1.0 + 2f32.powi(-12); n as usize * cols];
+    assert!(run(&x, MatMulKernel::Tiled).iter().all(|&v| v == 64.015625));
+    assert!(run(&x, MatMulKernel::TiledF16).iter().all(|&v| v == 64.0));
+    assert!(run(&x, MatMulKernel::Auto).iter().all(|&v| v == 64.0));
+    // One huge value per row of x, in the first K tile, the rest 2^-10: that
+    // tile's f16 sum stays 65504 (its 31 small terms are under half an ulp
+    // there), the second tile adds 32 · 2^-10 in the f32 total.
+    let mut x = vec![2f32.powi(-10); n as usize * cols];
+    for t in 0..n as usize {
+        x[t * cols + t] = 1e9;
+    }
+    let got = run(&x, MatMulKernel::TiledF16);
+    let want = 65504.0 + 32.0 * 2f32.powi(-10);
+    assert!(got.iter().all(|&v| v == want), "{got:?}: want {want}");
 }

@@ -26,11 +26,16 @@ pub struct GpuOptions {
     /// Don't use timestamp queries even if the adapter has them (profiling
     /// then times each kernel as its own submission).
     pub no_timestamps: bool,
+    /// f16 multiply-adds in the tiled matrix-matrix kernel (prompt rows):
+    /// `None` uses them where `shader-f16` is on and the adapter is not a
+    /// CPU (llvmpipe emulates f16 arithmetic in f32 with conversions, which
+    /// only costs there); `Some` forces the choice (needs `shader-f16`).
+    pub tiled_f16: Option<bool>,
 }
 
 impl GpuOptions {
     /// `HEARTH_ADAPTER`, `HEARTH_NO_F16=1`, `HEARTH_NO_SUBGROUPS=1`, `HEARTH_MAX_BINDING=<bytes>`,
-    /// `HEARTH_NO_TIMESTAMPS=1`.
+    /// `HEARTH_NO_TIMESTAMPS=1`, `HEARTH_TILED_F16=0|1`.
     pub fn from_env() -> Self {
         let flag = |k: &str| {
             std::env::var(k)
@@ -48,6 +53,10 @@ impl GpuOptions {
                 .and_then(|s| s.parse().ok()),
             web_subgroups: false,
             no_timestamps: flag("HEARTH_NO_TIMESTAMPS"),
+            tiled_f16: std::env::var("HEARTH_TILED_F16")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(|s| s != "0"),
         }
     }
 }
@@ -56,6 +65,8 @@ impl GpuOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     pub f16: bool,
+    /// The tiled matrix-matrix kernel multiplies in f16 (see [`GpuOptions::tiled_f16`]).
+    pub tiled_f16: bool,
     pub subgroups: bool,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
@@ -231,8 +242,13 @@ impl GpuContext {
             max_binding = max_binding.min(cap.max(256));
         }
         max_binding &= !255;
+        let tiled_f16 = f16
+            && opts
+                .tiled_f16
+                .unwrap_or(info.device_type != wgpu::DeviceType::Cpu);
         let caps = Caps {
             f16,
+            tiled_f16,
             subgroups,
             subgroup_min_size: info.subgroup_min_size,
             subgroup_max_size: info.subgroup_max_size,

@@ -24,6 +24,16 @@ pub fn gpu_with(no_f16: bool, no_subgroups: bool, max_binding: Option<u64>) -> A
     GpuContext::new_blocking(&o).expect("a wgpu adapter (install mesa-vulkan-drivers)")
 }
 
+/// A context whose tiled matrix kernel multiplies in f16 (the default on
+/// GPUs with shader-f16, not on CPU adapters); `None` without shader-f16
+/// (lavapipe has it, so CI always runs these paths).
+pub fn gpu_tiled_f16() -> Option<Arc<GpuContext>> {
+    let mut o = GpuOptions::from_env();
+    o.tiled_f16 = Some(true);
+    let c = GpuContext::new_blocking(&o).expect("a wgpu adapter (install mesa-vulkan-drivers)");
+    c.caps.tiled_f16.then_some(c)
+}
+
 /// All capability variants this adapter can run: (f16 on/off) x (subgroups on/off).
 pub fn all_variants() -> Vec<Arc<GpuContext>> {
     let mut v = Vec::new();

@@ -91,6 +91,7 @@ fn stats_for(h: &Hearth, load_ms: f64) -> Stats {
         }),
         features: serde_json::json!({
             "shader_f16": caps.f16,
+            "tiled_f16": caps.tiled_f16,
             "subgroups": caps.subgroups,
             "subgroup_min_size": caps.subgroup_min_size,
             "subgroup_max_size": caps.subgroup_max_size,

@@ -38,6 +38,9 @@ for (const c of CASES) {
     try {
       const s = engine.stats();
       assert.equal(s.features.shader_f16, !c.no_f16);
+      // Not a CPU adapter: with shader-f16 the tiled prompt kernel is built in its f16-math form.
+      assert.notEqual(s.adapter.device_type, 'Cpu');
+      assert.equal(s.features.tiled_f16, !c.no_f16);
       assert.equal(s.features.subgroups, c.subgroups);
       assert.equal(s.limits.max_storage_buffers_per_stage, 8);
       assert.equal(s.model.layers, 30);

@@ -53,7 +53,7 @@ function showAdapter(stats) {
   const name = adapter.name || web.description || [web.vendor, web.architecture].filter(Boolean).join(' ') || '(unnamed)';
   add('adapter', `${name} — ${adapter.backend}${adapter.device_type ? `, ${adapter.device_type}` : ''}`);
   if (adapter.driver) add('driver', adapter.driver);
-  add('shader_f16', features.shader_f16 ? 'yes' : 'no');
+  add('shader_f16', features.shader_f16 ? (features.tiled_f16 ? 'yes (f16 prompt matmul)' : 'yes') : 'no');
   add('subgroups', features.subgroups ? `yes (${features.subgroup_min_size}–${features.subgroup_max_size})` : 'no');
   add('max storage binding', fmtMiB(limits.max_storage_binding));
   add('max buffer', fmtMiB(limits.max_buffer));

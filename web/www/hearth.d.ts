@@ -80,7 +80,8 @@ export interface GenerationStream extends AsyncIterableIterator<GenerationChunk>
 
 export interface EngineStats {
   adapter: { name: string; backend: string; driver: string; device_type: string };
-  features: { shader_f16: boolean; subgroups: boolean; subgroup_min_size: number; subgroup_max_size: number };
+  /** tiled_f16: prompt-row matrix products multiply in f16 (GPUs with shader-f16). */
+  features: { shader_f16: boolean; tiled_f16: boolean; subgroups: boolean; subgroup_min_size: number; subgroup_max_size: number };
   limits: {
     max_storage_binding: number;
     max_buffer: number;

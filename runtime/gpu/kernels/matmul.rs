@@ -80,7 +80,12 @@ pub enum MatMulKernel {
     MatVec,
     /// Matrix-vector, one row per invocation: the CPU-adapter form.
     MatVecLaneRows,
+    /// The tiled kernel in f32.
     Tiled,
+    /// The tiled kernel with f16 multiply-adds (needs `shader-f16`; falls
+    /// back to [`MatMulKernel::Tiled`] without it). [`MatMulKernel::Auto`]
+    /// picks it where [`crate::gpu::Caps::tiled_f16`].
+    TiledF16,
 }
 
 /// Pipelines of one MatMul: (cooperative, lane rows) × (1 token, up to 8),
@@ -97,6 +102,7 @@ const LANE_PROMPT: usize = 5;
 /// much as x8, ~2.3x one token). Every build sums a row the same way.
 const LANE2: usize = 6;
 const LANE4: usize = 7;
+const TILED_F16: usize = 8;
 /// Invocations per workgroup of the lane-rows matrix-vector kernel.
 const LANE_WG: u32 = 64;
 
@@ -133,6 +139,8 @@ pub struct MatMul {
     /// Tokens per workgroup of the multi-token lane-rows build.
     lane_tokens: u32,
     cpu_adapter: bool,
+    /// The tiled build that prompt rows take: TILED or TILED_F16.
+    tiled: usize,
     max_dim: u32,
 }
 
@@ -288,20 +296,23 @@ impl MatMul {
         // rows take it too. `bcast` implies quantized weights: float weights
         // stay tiled (the lane form is 3-4x slower there).
         let lane_prompts = cpu_adapter && bcast;
+        let tiled_f16 = ctx.caps.tiled_f16;
+        let tiled_spec = |f16_math: bool| {
+            flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
+                .flag("X_VEC4", w.cols().is_multiple_of(4))
+                .flag("TILE_F16", f16_math)
+        };
         let pipelines = vec![
             coop.then(|| ctx.pipeline(&matvec_spec(1, false))),
             coop.then(|| ctx.pipeline(&matvec_spec(MATVEC_MAX_TOKENS, false))),
             lane.then(|| ctx.pipeline(&matvec_spec(1, true))),
             lane.then(|| ctx.pipeline(&matvec_spec(lane_tokens, true))),
-            (all || !lane_prompts).then(|| {
-                ctx.pipeline(
-                    &flags(ShaderSpec::new("matmul_tiled", TILED_SRC))
-                        .flag("X_VEC4", w.cols().is_multiple_of(4)),
-                )
-            }),
+            (all || !(lane_prompts || tiled_f16)).then(|| ctx.pipeline(&tiled_spec(false))),
             lane_prompts.then(|| ctx.pipeline(&matvec_spec(lane_tokens, true))),
             (lane && lane_tokens > 2).then(|| ctx.pipeline(&matvec_spec(2, true))),
             (lane && lane_tokens > 4).then(|| ctx.pipeline(&matvec_spec(4, true))),
+            (ctx.caps.f16 && (all || (tiled_f16 && !lane_prompts)))
+                .then(|| ctx.pipeline(&tiled_spec(true))),
         ];
         let chunks = w
             .chunks()
@@ -330,7 +341,8 @@ impl MatMul {
                     .enumerate()
                     .map(|(i, p)| {
                         p.as_ref().map(|p| {
-                            entries[0].1 = steps[usize::from(i == TILED || i == LANE_PROMPT)];
+                            let prompt_rows = matches!(i, TILED | TILED_F16 | LANE_PROMPT);
+                            entries[0].1 = steps[usize::from(prompt_rows)];
                             bind_numbered(ctx, p, &entries)
                         })
                     })
@@ -348,6 +360,7 @@ impl MatMul {
             lane_rows,
             lane_tokens,
             cpu_adapter,
+            tiled: if tiled_f16 { TILED_F16 } else { TILED },
             max_dim: ctx.caps.max_workgroups_per_dim,
         }
     }
@@ -388,7 +401,7 @@ impl MatMul {
             let z = prompt.div_ceil(self.lane_tokens);
             self.dispatch(pass, LANE_PROMPT, self.lane_rows, z);
         } else {
-            self.dispatch(pass, TILED, TILE_ROWS, prompt.div_ceil(TILE_TOKENS));
+            self.dispatch(pass, self.tiled, TILE_ROWS, prompt.div_ceil(TILE_TOKENS));
         }
     }
 
@@ -428,26 +441,41 @@ impl MatMul {
     }
 
     /// [`MatMul::record`] with the kernel choice forced (tests and benchmarks); a
-    /// matrix-vector form that was not built (see [`MatMul::new_all_kernels`])
-    /// falls back to the one that was.
+    /// form that was not built (see [`MatMul::new_all_kernels`]; the f16
+    /// tiled form needs shader-f16) falls back to its sibling that was.
     pub fn record_with(&self, pass: &mut wgpu::ComputePass, n_tokens: u32, kernel: MatMulKernel) {
         if n_tokens == 0 {
             return;
         }
+        let built = |i: usize| self.pipelines[i].is_some();
+        // The adapter's matrix-vector form (the other is built only for tests).
+        let matvec = if self.cpu_adapter {
+            MatMulKernel::MatVecLaneRows
+        } else {
+            MatMulKernel::MatVec
+        };
         let kernel = match kernel {
             MatMulKernel::Auto if n_tokens > MATVEC_MAX_TOKENS && !self.lane_prompts() => {
-                MatMulKernel::Tiled
+                if self.tiled == TILED_F16 {
+                    MatMulKernel::TiledF16
+                } else {
+                    MatMulKernel::Tiled
+                }
             }
-            MatMulKernel::Auto if self.cpu_adapter => MatMulKernel::MatVecLaneRows,
-            MatMulKernel::Auto => MatMulKernel::MatVec,
-            MatMulKernel::MatVec if self.pipelines[COOP].is_none() => MatMulKernel::MatVecLaneRows,
-            MatMulKernel::MatVecLaneRows if self.pipelines[LANE].is_none() => MatMulKernel::MatVec,
-            MatMulKernel::Tiled if self.pipelines[TILED].is_none() => MatMulKernel::MatVecLaneRows,
+            MatMulKernel::Auto => matvec,
+            MatMulKernel::MatVec if !built(COOP) => MatMulKernel::MatVecLaneRows,
+            MatMulKernel::MatVecLaneRows if !built(LANE) => MatMulKernel::MatVec,
+            MatMulKernel::TiledF16 if !built(TILED_F16) && built(TILED) => MatMulKernel::Tiled,
+            MatMulKernel::Tiled if !built(TILED) && built(TILED_F16) => MatMulKernel::TiledF16,
+            MatMulKernel::Tiled | MatMulKernel::TiledF16 if !built(TILED) && !built(TILED_F16) => {
+                matvec
+            }
             k => k,
         };
         let one = n_tokens == 1;
         let (which, rows_per_wg, tokens_per_wg) = match kernel {
             MatMulKernel::Tiled => (TILED, TILE_ROWS, TILE_TOKENS),
+            MatMulKernel::TiledF16 => (TILED_F16, TILE_ROWS, TILE_TOKENS),
             MatMulKernel::MatVecLaneRows => {
                 let (form, tokens) = self.lane_build(n_tokens);
                 (form, self.lane_rows, tokens)

@@ -78,7 +78,7 @@ impl KvDtype {
     pub fn check_head_dim(self, head_dim: u32) -> Result<()> {
         if self.is_quantized() && !head_dim.is_multiple_of(GROUP) {
             return Err(HearthError::Unsupported(format!(
-                "KV dtype {} with head_dim {head_dim} (quantized KV needs head_dim a multiple of {GROUP}; use --kv-dtype f16)",
+                "KV dtype {} with head_dim {head_dim} (quantized KV needs head_dim a multiple of {GROUP}; use the f16 KV cache: --kv-dtype f16, or kv_dtype: 'f16' on the web)",
                 self.name()
             )));
         }

@@ -26,8 +26,6 @@
 // unchanged) and the weighted sum of values is rotated back (H·acc/ROT)
 // before it is written.
 
-struct Step { n_tokens: u32, n_seqs: u32, first_row: u32, _p0: u32 }
-struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
 // row_stride: QKV row length (elements); k_offset/v_offset unused here (K/V come from the cache).
 struct Params { n_heads: u32, n_kv_heads: u32, head_dim: u32, block_size: u32, row_stride: u32, group: u32, scale: f32, max_splits: u32 }
 
@@ -50,13 +48,7 @@ fn from_kv(w: vec2<f32>) -> vec2<f32> { return w; }
 #endif
 #endif
 
-@group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read> row_seq: array<u32>;
-@group(0) @binding(4) var<storage, read> seqs: array<Seq>;
-@group(0) @binding(5) var<storage, read> block_table: array<u32>;
-@group(0) @binding(6) var<storage, read> qkv: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read> kc: array<KV2>;
 @group(0) @binding(8) var<storage, read> vc: array<KV2>;
 @group(0) @binding(9) var<storage, read_write> dst: array<f32>;
@@ -326,7 +318,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
                 let j = j0 + c + b * LPR;
                 valid[b] = j < end;
                 if (valid[b]) {
-                    let blk = block_table[seq.table_offset + j / bs];
+                    let blk = kv_block(seq, j);
                     kb[b] = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * rl;
                 }
             }
@@ -375,7 +367,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
             let n = min(KT, end - j0);
             for (var k = 0u; k < n; k++) {
                 let j = j0 + k;
-                let blk = block_table[seq.table_offset + j / bs];
+                let blk = kv_block(seq, j);
                 let vb = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * rl;
                 var p: array<f32, GB>;
                 for (var g = 0u; g < GB; g++) { p[g] = probs[(r * KT + k) * GB + g]; }

@@ -4,8 +4,6 @@
 // block_table[seqs[row_seq[t]].table_offset + positions[t] / block_size].
 // One invocation per (row, kv head, pair of elements).
 
-struct Step { n_tokens: u32, n_seqs: u32, _p0: u32, _p1: u32 }
-struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
 // k_offset/v_offset: where K and V start in a QKV row (elements); row_stride: QKV row length.
 struct Params { n_kv_heads: u32, head_dim: u32, block_size: u32, row_stride: u32, k_offset: u32, v_offset: u32, _p0: u32, _p1: u32 }
 
@@ -22,13 +20,7 @@ alias KV2 = vec2<f32>;
 fn to_kv(v: vec2<f32>) -> vec2<f32> { return v; }
 #endif
 
-@group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> params: Params;
-@group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read> row_seq: array<u32>;
-@group(0) @binding(4) var<storage, read> seqs: array<Seq>;
-@group(0) @binding(5) var<storage, read> block_table: array<u32>;
-@group(0) @binding(6) var<storage, read> qkv: array<vec2<f32>>;
 @group(0) @binding(7) var<storage, read_write> kc: array<KV2>;
 @group(0) @binding(8) var<storage, read_write> vc: array<KV2>;
 
@@ -44,7 +36,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = r % half;
     let p = positions[t];
     let seq = seqs[row_seq[t]];
-    let blk = block_table[seq.table_offset + p / params.block_size];
+    let blk = kv_block(seq, p);
     let dst = ((blk * params.n_kv_heads + kvh) * params.block_size + p % params.block_size) * half + i;
     let src = (t * params.row_stride + kvh * params.head_dim) / 2u + i;
     kc[dst] = to_kv(qkv[src + params.k_offset / 2u]);

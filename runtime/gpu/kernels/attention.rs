@@ -10,7 +10,10 @@ use crate::kv::quant::rotation_block;
 use crate::kv::KvDtype;
 use crate::{HearthError, Result};
 
-const SRC: &str = include_str!("../../../shaders/attention.wgsl");
+const SRC: &str = concat!(
+    include_str!("../../../shaders/paged_kv.wgsl"),
+    include_str!("../../../shaders/attention.wgsl")
+);
 const SRC_REDUCE: &str = include_str!("../../../shaders/attention_reduce.wgsl");
 /// Invocations per workgroup; each owns 2 element pairs, so head_dim <= 4 * WG.
 const WG: u32 = 64;

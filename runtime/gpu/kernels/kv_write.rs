@@ -11,8 +11,14 @@ use crate::kv::dtype::GROUP;
 use crate::kv::quant::rotation_block;
 use crate::kv::KvDtype;
 
-const SRC: &str = include_str!("../../../shaders/kv_write.wgsl");
-const SRC_QUANT: &str = include_str!("../../../shaders/kv_write_quant.wgsl");
+const SRC: &str = concat!(
+    include_str!("../../../shaders/paged_kv.wgsl"),
+    include_str!("../../../shaders/kv_write.wgsl")
+);
+const SRC_QUANT: &str = concat!(
+    include_str!("../../../shaders/paged_kv.wgsl"),
+    include_str!("../../../shaders/kv_write_quant.wgsl")
+);
 const WG: u32 = 256;
 
 #[repr(C)]

@@ -440,6 +440,9 @@ fn bench(args: BenchArgs) -> Result<()> {
     };
     let gbs = h.model.weight_bytes as f64 * decode / 1e9;
     let adapter = h.model.ctx.adapter_name();
+    // What the kernels were built with: figures are only comparable with the same.
+    let caps = h.model.ctx.caps;
+    let features = serde_json::json!({"shader_f16": caps.f16, "tiled_f16": caps.tiled_f16, "subgroups": caps.subgroups});
     let kv_dtype = h.model.pool.dtype();
     let kv_per_token = h.model.pool.layout().bytes_per_token(kv_dtype);
     let kv_tokens = h.model.pool.num_blocks() as u64 * h.model.pool.block_size() as u64;
@@ -449,7 +452,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         None
     };
     if args.json {
-        let mut j = serde_json::json!({"prefill_tok_s": g.prefill_tok_s(), "decode_tok_s": decode, "weight_gb_s": gbs, "adapter": adapter, "prompt_tokens": prompt.len(), "gen_tokens": g.ids.len(), "kv_dtype": kv_dtype.name(), "kv_bytes_per_token": kv_per_token, "kv_capacity_tokens": kv_tokens});
+        let mut j = serde_json::json!({"prefill_tok_s": g.prefill_tok_s(), "decode_tok_s": decode, "weight_gb_s": gbs, "adapter": adapter, "features": features, "prompt_tokens": prompt.len(), "gen_tokens": g.ids.len(), "kv_dtype": kv_dtype.name(), "kv_bytes_per_token": kv_per_token, "kv_capacity_tokens": kv_tokens});
         if let Some(c) = copy {
             j["copy_gb_s"] = c.into();
             j["weight_pct_of_copy"] = (100.0 * gbs / c).into();
@@ -462,6 +465,12 @@ fn bench(args: BenchArgs) -> Result<()> {
         println!("{j}");
     } else {
         println!("adapter:  {adapter}");
+        println!(
+            "features: shader-f16 {} (f16 prompt matmul {}), subgroups {}",
+            on_off(caps.f16),
+            on_off(caps.tiled_f16),
+            on_off(caps.subgroups)
+        );
         println!("model:    {}", h.source_desc);
         println!(
             "prefill:  {:.1} tok/s ({} tokens)",
@@ -621,5 +630,13 @@ fn main() -> ExitCode {
             eprintln!("hearth: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
     }
 }

@@ -15,6 +15,10 @@ fn tiny_model(arch: &str, tied: bool) -> GgufWriter {
 }
 
 fn hearth(args: &[&str]) -> (bool, String, String) {
+    hearth_env(args, &[])
+}
+
+fn hearth_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let xdg = std::env::temp_dir().join("hearth-cli-test-xdg");
     std::fs::create_dir_all(&xdg).unwrap();
     #[cfg(unix)]
@@ -29,6 +33,7 @@ fn hearth(args: &[&str]) -> (bool, String, String) {
             "WGPU_BACKEND",
             std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "vulkan".into()),
         )
+        .envs(env.iter().copied())
         .output()
         .expect("run hearth");
     (
@@ -261,17 +266,21 @@ fn bench_prints_the_json_fields() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("model.gguf");
     std::fs::write(&p, tiny_model("llama", false).build()).unwrap();
-    let (ok, out, err) = hearth(&[
-        "bench",
-        "--model",
-        p.to_str().unwrap(),
-        "--prompt-tokens",
-        "20",
-        "--gen-tokens",
-        "4",
-        "--json",
-        "--roofline",
-    ]);
+    // Forced f16 prompt matmuls (CPU adapters default to f32), reported as such.
+    let (ok, out, err) = hearth_env(
+        &[
+            "bench",
+            "--model",
+            p.to_str().unwrap(),
+            "--prompt-tokens",
+            "20",
+            "--gen-tokens",
+            "4",
+            "--json",
+            "--roofline",
+        ],
+        &[("HEARTH_TILED_F16", "1")],
+    );
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     for key in [
@@ -289,6 +298,12 @@ fn bench_prints_the_json_fields() {
     assert!(v["adapter"].as_str().is_some_and(|a| !a.is_empty()));
     assert_eq!(v["prompt_tokens"], 20);
     assert_eq!(v["gen_tokens"], 4);
+    let f = &v["features"];
+    assert!(
+        f["shader_f16"].is_boolean() && f["subgroups"].is_boolean(),
+        "{f}"
+    );
+    assert_eq!(f["tiled_f16"], f["shader_f16"], "HEARTH_TILED_F16=1: {f}");
 }
 
 #[test]

@@ -28,6 +28,10 @@ use crate::{HearthError, Result};
 pub struct EngineOptions {
     pub gpu: GpuOptions,
     pub forward: ForwardOptions,
+    /// [`Hearth::open`] uploads random weights in the model's shapes and
+    /// formats instead of its data (benchmarks; see
+    /// [`crate::model::dummy`]): a `.gguf` may then be only its header.
+    pub dummy_weights: bool,
 }
 
 /// What to generate from.
@@ -84,7 +88,11 @@ impl Hearth {
         opts: &EngineOptions,
         progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<Hearth> {
-        let loaded = crate::model::load::open(path)?;
+        let loaded = if opts.dummy_weights {
+            crate::model::load::open_dummy(path)?
+        } else {
+            crate::model::load::open(path)?
+        };
         let ctx = GpuContext::new_blocking(&opts.gpu)?;
         Self::from_loaded(ctx, loaded, opts.forward.clone(), progress)
     }

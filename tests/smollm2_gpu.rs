@@ -29,6 +29,7 @@ fn open(gpu: GpuOptions) -> Hearth {
             kv_memory: 32 << 20,
             ..Default::default()
         },
+        ..Default::default()
     };
     Hearth::open(&model_path(), &opts, &mut |_| {}).expect("load SmolLM2")
 }
@@ -251,6 +252,7 @@ fn scheduler_batch_matches_each_request_alone() {
             max_seqs: 8,
             ..Default::default()
         },
+        ..Default::default()
     };
     let mut h = Hearth::open(&model_path(), &opts, &mut |_| {}).expect("load SmolLM2");
     let chat = |h: &Hearth, sys: Option<&str>, user: &str| {

@@ -84,6 +84,11 @@ struct ModelArgs {
     /// Don't use subgroup operations even if the adapter has them.
     #[arg(long)]
     no_subgroups: bool,
+    /// Random weights in the model's shapes and formats instead of its data,
+    /// for benchmarking (the text is meaningless). The GGUF may be cut off
+    /// after its tensor table, e.g. `head -c 8M model.gguf > skeleton.gguf`.
+    #[arg(long)]
+    dummy_weights: bool,
 }
 
 #[derive(Args)]
@@ -241,6 +246,7 @@ fn load(
             max_logit_rows: logit_rows,
             ..ForwardOptions::default()
         },
+        dummy_weights: args.dummy_weights,
     };
     let bar = load_bar(quiet, format!("loading {}", path.display()));
     let h = Hearth::open(&path, &opts, &mut |p| {

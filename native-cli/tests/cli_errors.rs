@@ -418,3 +418,32 @@ fn perplexity_reports_json_and_names_bad_input() {
         );
     }
 }
+
+#[test]
+fn dummy_weights_bench_a_skeleton_file() {
+    let whole = tiny_model("llama", false).build();
+    let data_at = hearth::model::gguf::GgufFile::from_bytes(whole.clone())
+        .unwrap()
+        .data_offset();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("skeleton.gguf");
+    std::fs::write(&p, &whole[..data_at]).unwrap();
+    let path = p.to_str().unwrap();
+    let args = [
+        "bench",
+        "--model",
+        path,
+        "--prompt-tokens",
+        "9",
+        "--gen-tokens",
+        "3",
+        "--json",
+    ];
+    let (ok, _, err) = hearth(&args);
+    assert!(!ok && err.contains("runs past the end"), "{err}");
+    let (ok, out, err) = hearth(&[&args[..], &["--dummy-weights"]].concat());
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["gen_tokens"], 3);
+    assert!(v["decode_tok_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+}

@@ -115,6 +115,29 @@ impl std::fmt::Debug for LoadedModel {
 /// Opens a `.gguf` file or a Hugging Face model directory (with `config.json`).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open(path: &std::path::Path) -> Result<LoadedModel> {
+    open_with(path, false)
+}
+
+/// [`open`] with random weights in the model's shapes and formats
+/// ([`super::dummy::DummyWeights`]), for benchmarks. A `.gguf` may be cut
+/// off anywhere after its tensor table (its weights are never read); a
+/// Hugging Face directory must be whole.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_dummy(path: &std::path::Path) -> Result<LoadedModel> {
+    let LoadedModel {
+        weights,
+        tokenizer,
+        source_desc,
+    } = open_with(path, true)?;
+    Ok(LoadedModel {
+        weights: Box::new(super::dummy::DummyWeights::new(weights)),
+        tokenizer,
+        source_desc: source_desc + ", dummy weights",
+    })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn open_with(path: &std::path::Path, header_only: bool) -> Result<LoadedModel> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|e| HearthError::io(&shown, e))?;
     if meta.is_dir() {
@@ -141,7 +164,12 @@ pub fn open(path: &std::path::Path) -> Result<LoadedModel> {
             "{shown}: expected a .gguf file or a Hugging Face model directory"
         )));
     }
-    LoadedModel::from_gguf(super::gguf::GgufModel::open(path)?, &shown)
+    let file = if header_only {
+        super::gguf::GgufFile::open_header_only(path)?
+    } else {
+        super::gguf::GgufFile::open(path)?
+    };
+    LoadedModel::from_gguf(super::gguf::GgufModel::new(file)?, &shown)
 }
 
 impl LoadedModel {

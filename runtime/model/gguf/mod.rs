@@ -104,6 +104,24 @@ impl GgufFile {
     /// Parses the header, metadata and tensor table. A file read in slices
     /// is parsed from a growing prefix, so only the header is ever copied.
     pub fn parse(bytes: FileBytes) -> Result<Self> {
+        Self::parse_with(bytes, true)
+    }
+
+    /// [`GgufFile::parse`] of a file that may end anywhere after its tensor
+    /// table (a "skeleton": the header of a model without its weights, for
+    /// [`crate::model::dummy::DummyWeights`]). Tensor shapes and offsets are
+    /// still checked; reading a tensor whose data is missing is an error.
+    pub fn parse_header_only(bytes: FileBytes) -> Result<Self> {
+        Self::parse_with(bytes, false)
+    }
+
+    /// [`GgufFile::parse_header_only`] of a file on disk.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open_header_only(path: &std::path::Path) -> Result<Self> {
+        Self::parse_header_only(FileBytes::map(path)?)
+    }
+
+    fn parse_with(bytes: FileBytes, need_data: bool) -> Result<Self> {
         let file_len = bytes.len();
         let mut prefix_len = if bytes.is_ranged() {
             file_len.min(INITIAL_PREFIX)
@@ -117,7 +135,7 @@ impl GgufFile {
                 Ok(mut file) => {
                     file.bytes = bytes;
                     for t in &file.tensors {
-                        file.check_tensor(t)?;
+                        file.check_tensor(t, need_data)?;
                     }
                     return Ok(file);
                 }
@@ -233,7 +251,7 @@ impl GgufFile {
 
     /// Bounds/consistency checks for one tensor whose type is supported;
     /// unknown types are reported when the tensor is requested.
-    fn check_tensor(&self, t: &GgufTensorInfo) -> Result<()> {
+    fn check_tensor(&self, t: &GgufTensorInfo, need_data: bool) -> Result<()> {
         let bad = |m: String| {
             Err(HearthError::InvalidFile(format!(
                 "tensor `{}`: {m}",
@@ -269,7 +287,7 @@ impl GgufFile {
             .and_then(|s| s.checked_add(t.offset))
             .and_then(|e| e.checked_add(self.data_offset as u64));
         match end {
-            Some(e) if e <= self.bytes.len() => Ok(()),
+            Some(e) if e <= self.bytes.len() || !need_data => Ok(()),
             _ => bad(format!(
                 "data ({} {} elements at offset {}) runs past the end of the file ({} bytes)",
                 numel,

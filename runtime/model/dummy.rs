@@ -16,7 +16,7 @@ use crate::{HearthError, Result};
 
 /// Most elements one dummy tensor may have: its values are made in f32
 /// first, so this bounds that allocation (16 GiB) whatever a file claims.
-const MAX_ELEMENTS: usize = 1 << 32;
+const MAX_ELEMENTS: u64 = 1 << 32;
 const HALF_RANGE: f32 = 0.0346;
 
 pub struct DummyWeights {
@@ -67,11 +67,12 @@ impl WeightSource for DummyWeights {
         let (dtype, shape) = self.inner.tensor_meta(name)?;
         let n = shape
             .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
             .filter(|&n| n <= MAX_ELEMENTS)
+            .and_then(|n| usize::try_from(n).ok())
             .ok_or_else(|| {
                 HearthError::Unsupported(format!(
-                    "dummy weights for `{name}` {shape:?}: more than {MAX_ELEMENTS} elements"
+                    "dummy weights for `{name}` {shape:?}: more elements than this machine makes at once ({MAX_ELEMENTS} at most)"
                 ))
             })?;
         if !dtype.can_quantize() {

@@ -40,6 +40,27 @@ fn a_skeleton_parses_header_only_and_is_refused_whole() {
     }
 }
 
+/// Llama 3's RoPE scaling lives in a tensor (rope_freqs.weight); a skeleton
+/// has no data for it and runs unscaled instead of failing to load.
+#[test]
+fn a_skeleton_without_rope_freqs_data_runs_unscaled() {
+    let mut w = gguf_writer::tiny_char_model("llama", false);
+    w.tensor(
+        "rope_freqs.weight",
+        &[gguf_writer::HEAD_DIM / 2],
+        hearth::model::DType::F32,
+        &vec![1.0; gguf_writer::HEAD_DIM / 2],
+    );
+    let whole = w.build();
+    let file = GgufFile::from_bytes(whole.clone()).unwrap();
+    assert!(file.has_tensor_data("rope_freqs.weight"));
+    let skeleton = whole[..file.data_offset()].to_vec();
+    let file = GgufFile::parse_header_only(FileBytes::Owned(skeleton)).unwrap();
+    assert!(file.has_tensor("rope_freqs.weight") && !file.has_tensor_data("rope_freqs.weight"));
+    let c = file.config().unwrap();
+    assert_eq!(c.rope_scaling, hearth::model::RopeScaling::None);
+}
+
 #[test]
 fn dummy_tensors_have_the_file_formats_and_bounded_values() {
     let (_, skeleton) = whole_and_skeleton();

@@ -128,6 +128,12 @@ impl GgufFile {
             }
         };
         if self.has_tensor("rope_freqs.weight") {
+            if !self.has_tensor_data("rope_freqs.weight") {
+                // A header-only file (dummy weights): the scaling changes
+                // RoPE's angles, not its cost, so benchmarks run without it.
+                tracing::warn!("rope_freqs.weight has no data in this file; RoPE runs unscaled");
+                return Ok(scaling);
+            }
             if scaling != RopeScaling::None {
                 return Err(HearthError::Unsupported(
                     "rope_freqs.weight together with metadata RoPE scaling".into(),

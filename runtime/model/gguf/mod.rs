@@ -403,6 +403,20 @@ impl GgufFile {
         self.tensor_index.contains_key(name)
     }
 
+    /// Whether `name` exists and its data is in the file (always, unless the
+    /// file was parsed with [`GgufFile::parse_header_only`]).
+    pub fn has_tensor_data(&self, name: &str) -> bool {
+        let Some(info) = self.tensor_info(name) else {
+            return false;
+        };
+        let size = info
+            .dtype()
+            .and_then(|d| d.bytes_for(info.numel() as usize))
+            .ok();
+        size.and_then(|s| (self.data_offset as u64 + info.offset).checked_add(s as u64))
+            .is_some_and(|end| end <= self.bytes.len())
+    }
+
     /// A tensor with its shape in PyTorch order and its data borrowed from the file.
     pub fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
         let info = self

@@ -49,7 +49,7 @@ fn a_skeleton_without_rope_freqs_data_runs_unscaled() {
         "rope_freqs.weight",
         &[gguf_writer::HEAD_DIM / 2],
         hearth::model::DType::F32,
-        &vec![1.0; gguf_writer::HEAD_DIM / 2],
+        &[1.0; gguf_writer::HEAD_DIM / 2],
     );
     let whole = w.build();
     let file = GgufFile::from_bytes(whole.clone()).unwrap();

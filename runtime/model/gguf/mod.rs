@@ -406,15 +406,15 @@ impl GgufFile {
     /// Whether `name` exists and its data is in the file (always, unless the
     /// file was parsed with [`GgufFile::parse_header_only`]).
     pub fn has_tensor_data(&self, name: &str) -> bool {
-        let Some(info) = self.tensor_info(name) else {
-            return false;
-        };
-        let size = info
-            .dtype()
-            .and_then(|d| d.bytes_for(info.numel() as usize))
-            .ok();
-        size.and_then(|s| (self.data_offset as u64 + info.offset).checked_add(s as u64))
-            .is_some_and(|end| end <= self.bytes.len())
+        let span = self.tensor_info(name).map(|info| self.data_span(info));
+        matches!(span, Some(Ok((start, size))) if start + size as u64 <= self.bytes.len())
+    }
+
+    /// Where a tensor's data starts in the file and its size in bytes
+    /// (`parse` checked that start + size does not overflow).
+    fn data_span(&self, info: &GgufTensorInfo) -> Result<(u64, usize)> {
+        let size = info.dtype()?.bytes_for(info.numel() as usize)?;
+        Ok((self.data_offset as u64 + info.offset, size))
     }
 
     /// A tensor with its shape in PyTorch order and its data borrowed from the file.
@@ -422,15 +422,13 @@ impl GgufFile {
         let info = self
             .tensor_info(name)
             .ok_or_else(|| HearthError::MissingTensor(name.to_string()))?;
-        let dtype = info.dtype()?;
-        // Sizes were checked against the file in `parse`.
-        let size = dtype.bytes_for(info.numel() as usize)?;
-        let start = self.data_offset + info.offset as usize;
+        let (start, size) = self.data_span(info)?;
         Ok(HostTensor {
             name: name.to_string(),
-            dtype,
+            dtype: info.dtype()?,
             shape: info.shape(),
-            data: self.bytes.range(start as u64, size)?,
+            // A header-only file's missing data is an InvalidFile error here.
+            data: self.bytes.range(start, size)?,
         })
     }
 }

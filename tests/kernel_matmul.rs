@@ -97,6 +97,18 @@ struct Run<'a> {
     y0: Option<&'a [f32]>,
 }
 
+impl Run<'_> {
+    /// No bias, no accumulation.
+    fn plain(n_tokens: u32, kernel: MatMulKernel) -> Self {
+        Run {
+            n_tokens,
+            kernel,
+            bias: None,
+            y0: None,
+        }
+    }
+}
+
 fn run_gpu(ctx: &GpuContext, w: &GpuMatrix, x: &[f32], r: &Run) -> Vec<f32> {
     run_gpu_x(ctx, w, x, r, false)
 }
@@ -151,12 +163,7 @@ fn sweep(ctxs: &[Arc<GpuContext>], dtype: DType, rows: usize, cols: usize, token
         for kernel in KERNELS {
             let mut outs = Vec::new();
             for (ctx, w) in ctxs.iter().zip(&gpu_w) {
-                let r = Run {
-                    n_tokens: n,
-                    kernel,
-                    bias: None,
-                    y0: None,
-                };
+                let r = Run::plain(n, kernel);
                 let got = run_gpu(ctx, w, &x, &r);
                 let what = format!(
                     "{dtype:?} {rows}x{cols} n={n} {kernel:?} caps={:?}",
@@ -237,12 +244,7 @@ fn large_prefill_batch_matches_reference() {
         let w = GpuMatrix::upload(&ctx, "w", &[t], None).unwrap();
         let x = rand_vec(n as usize * cols, 12);
         let want = matmul_ref(&wf, rows, cols, &x, n as usize);
-        let r = Run {
-            n_tokens: n,
-            kernel: MatMulKernel::Auto,
-            bias: None,
-            y0: None,
-        };
+        let r = Run::plain(n, MatMulKernel::Auto);
         check(
             &run_gpu(&ctx, &w, &x, &r),
             &want,
@@ -282,12 +284,7 @@ fn row_chunks_from_a_small_binding_limit() {
             let x = rand_vec(n as usize * cols, 22);
             let want = matmul_ref(&wf, rows, cols, &x, n as usize);
             for kernel in KERNELS {
-                let r = Run {
-                    n_tokens: n,
-                    kernel,
-                    bias: None,
-                    y0: None,
-                };
+                let r = Run::plain(n, kernel);
                 let what = format!("{dtype:?} chunked n={n} {kernel:?}");
                 check_rel(
                     rel(kernel),
@@ -371,12 +368,7 @@ fn fused_parts_and_conversion_on_upload() {
         for n in [1u32, 12] {
             let x = rand_vec(n as usize * cols, 41);
             let want = matmul_ref(&wf, rows, cols, &x, n as usize);
-            let r = Run {
-                n_tokens: n,
-                kernel: MatMulKernel::Auto,
-                bias: None,
-                y0: None,
-            };
+            let r = Run::plain(n, MatMulKernel::Auto);
             let what = format!("{src:?} -> {target:?} n={n}");
             check(
                 &run_gpu(&ctx, &w, &x, &r),
@@ -447,12 +439,7 @@ fn silu_fused_x_matches_reference() {
                     .collect();
                 let want = matmul_ref(&wf, rows, cols, &x, n as usize);
                 for kernel in KERNELS {
-                    let r = Run {
-                        n_tokens: n,
-                        kernel,
-                        bias: None,
-                        y0: None,
-                    };
+                    let r = Run::plain(n, kernel);
                     let got = run_gpu_x(&ctx, &w, &gu, &r, true);
                     let what = format!("silu_x {dtype:?} n={n} {kernel:?} caps={:?}", ctx.caps);
                     check_rel(rel(kernel), &got, &want, &wf, &x, rows, cols, &what);
@@ -474,12 +461,7 @@ fn every_token_count_build_gives_a_row_the_same_bits() {
             let w = GpuMatrix::upload(&ctx, "w", std::slice::from_ref(&t), None).unwrap();
             let x = rand_vec(9 * cols, 17);
             let bits = |n: u32, kernel| {
-                let r = Run {
-                    n_tokens: n,
-                    kernel,
-                    bias: None,
-                    y0: None,
-                };
+                let r = Run::plain(n, kernel);
                 let y = run_gpu(&ctx, &w, &x[..n as usize * cols], &r);
                 y.iter().map(|f| f.to_bits()).collect::<Vec<_>>()
             };
@@ -558,17 +540,7 @@ fn split_rows_match_reference_and_each_kernel() {
                     && dtype.is_quantized();
                 assert_eq!(mm.lane_prompts(), lane_expected, "{what}: prompt kernel");
                 let tail = &x[n_mv as usize * cols..];
-                let alone = run_gpu(
-                    &ctx,
-                    &w,
-                    tail,
-                    &Run {
-                        n_tokens: n - n_mv,
-                        kernel: prompt_kernel,
-                        bias: None,
-                        y0: None,
-                    },
-                );
+                let alone = run_gpu(&ctx, &w, tail, &Run::plain(n - n_mv, prompt_kernel));
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(
                     bits(&got[n_mv as usize * rows..]),
@@ -604,12 +576,7 @@ fn k_quant_matches_reference(dtype: DType) {
                 let x = rand_vec(n as usize * cols, seed + 10 * n as u64);
                 let want = matmul_ref(&wf, rows, cols, &x, n as usize);
                 for kernel in KERNELS {
-                    let run = Run {
-                        n_tokens: n,
-                        kernel,
-                        bias: None,
-                        y0: None,
-                    };
+                    let run = Run::plain(n, kernel);
                     let got = run_gpu(&ctx, &w, &x, &run);
                     let what = format!(
                         "{dtype:?} {rows}x{cols} n={n} {kernel:?} caps={:?}",
@@ -668,12 +635,7 @@ fn k_quant_targets_and_fallbacks() {
         for n in [1u32, 9] {
             let x = rand_vec(n as usize * cols, 8);
             let want = matmul_ref(&wf, rows, cols, &x, n as usize);
-            let run = Run {
-                n_tokens: n,
-                kernel: MatMulKernel::Auto,
-                bias: None,
-                y0: None,
-            };
+            let run = Run::plain(n, MatMulKernel::Auto);
             let got = run_gpu(&ctx, &w, &x, &run);
             check(
                 &got,
@@ -707,12 +669,7 @@ fn tiled_f16_rounds_through_f16() {
     };
     let w = GpuMatrix::upload(&ctx, "w", &[ones], None).unwrap();
     let run = |x: &[f32], kernel| {
-        let r = Run {
-            n_tokens: n,
-            kernel,
-            bias: None,
-            y0: None,
-        };
+        let r = Run::plain(n, kernel);
         run_gpu(&ctx, &w, x, &r)
     };
     let x = vec![1.0 + 2f32.powi(-12); n as usize * cols];

@@ -9,6 +9,8 @@
 #[path = "fixtures/gguf_writer.rs"]
 mod gguf_writer;
 
+use std::sync::Arc;
+
 use hearth::engine::Candidates;
 use hearth::gpu::{GpuContext, GpuOptions};
 use hearth::kv::BlockTable;
@@ -25,9 +27,8 @@ struct Seq {
     seen: Vec<Candidates>,
 }
 
-fn load(arch: &str, gpu: GpuOptions) -> GpuModel {
+fn load(arch: &str, ctx: Arc<GpuContext>) -> GpuModel {
     let model = GgufModel::from_bytes(gguf_writer::tiny_model(arch, false).build()).unwrap();
-    let ctx = GpuContext::new_blocking(&gpu).unwrap();
     GpuModel::load(
         ctx,
         &model,
@@ -106,8 +107,8 @@ fn run(m: &mut GpuModel, prompts: &[Vec<u32>], n_new: usize, chunk: usize) -> Ve
     }
 }
 
-fn check(arch: &str, gpu: GpuOptions) {
-    let mut m = load(arch, gpu);
+fn check(arch: &str, ctx: Arc<GpuContext>) {
+    let mut m = load(arch, ctx);
     let prompt =
         |n: usize, seed: u32| -> Vec<u32> { (0..n as u32).map(|i| (i * 7 + seed) % 40).collect() };
     // 200 tokens: the generated rows' attention splits over the context.
@@ -135,12 +136,16 @@ fn check(arch: &str, gpu: GpuOptions) {
 
 #[test]
 fn batched_equals_alone_bit_for_bit_llama() {
-    check("llama", GpuOptions::from_env());
+    check("llama", default_gpu());
 }
 
 #[test]
 fn batched_equals_alone_bit_for_bit_qwen2() {
-    check("qwen2", GpuOptions::from_env());
+    check("qwen2", default_gpu());
+}
+
+fn default_gpu() -> Arc<GpuContext> {
+    GpuContext::new_blocking(&GpuOptions::from_env()).unwrap()
 }
 
 /// The tiny model's float matrices take the tiled kernel for prompt rows;
@@ -152,9 +157,7 @@ fn batched_equals_alone_bit_for_bit_with_f16_prompt_tiles() {
         tiled_f16: Some(true),
         ..GpuOptions::from_env()
     };
-    assert!(
-        GpuContext::new_blocking(&gpu).unwrap().caps.tiled_f16 || gpu.no_f16,
-        "lavapipe has shader-f16"
-    );
-    check("llama", gpu);
+    let ctx = GpuContext::new_blocking(&gpu).unwrap();
+    assert!(ctx.caps.tiled_f16 || gpu.no_f16, "lavapipe has shader-f16");
+    check("llama", ctx);
 }

@@ -237,7 +237,6 @@ fn main(@builtin(local_invocation_index) lid: u32,
     let split = wid.z;
     let n_splits = nwg.z;
     let hd = params.head_dim;
-    let bs = params.block_size;
     let kvh = h0 / params.group;
     let qb = r * GB * HALF;
 
@@ -318,8 +317,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
                 let j = j0 + c + b * LPR;
                 valid[b] = j < end;
                 if (valid[b]) {
-                    let blk = kv_block(seq, j);
-                    kb[b] = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * rl;
+                    kb[b] = kv_row(seq, j, kvh) * rl;
                 }
             }
 #if KV_Q4
@@ -367,8 +365,7 @@ fn main(@builtin(local_invocation_index) lid: u32,
             let n = min(KT, end - j0);
             for (var k = 0u; k < n; k++) {
                 let j = j0 + k;
-                let blk = kv_block(seq, j);
-                let vb = ((blk * params.n_kv_heads + kvh) * bs + j % bs) * rl;
+                let vb = kv_row(seq, j, kvh) * rl;
                 var p: array<f32, GB>;
                 for (var g = 0u; g < GB; g++) { p[g] = probs[(r * KT + k) * GB + g]; }
                 for (var u = 0u; u < PPL; u++) {

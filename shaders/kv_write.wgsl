@@ -36,8 +36,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = r % half;
     let p = positions[t];
     let seq = seqs[row_seq[t]];
-    let blk = kv_block(seq, p);
-    let dst = ((blk * params.n_kv_heads + kvh) * params.block_size + p % params.block_size) * half + i;
+    let dst = kv_row(seq, p, kvh) * half + i;
     let src = (t * params.row_stride + kvh * params.head_dim) / 2u + i;
     kc[dst] = to_kv(qkv[src + params.k_offset / 2u]);
     vc[dst] = to_kv(qkv[src + params.v_offset / 2u]);

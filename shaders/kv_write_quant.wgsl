@@ -163,8 +163,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let kvh = r / (2u * units);
     let p = positions[t];
     let seq = seqs[row_seq[t]];
-    let blk = kv_block(seq, p);
-    let row = ((blk * params.n_kv_heads + kvh) * params.block_size + p % params.block_size) * row_words(hd);
+    let row = kv_row(seq, p, kvh) * row_words(hd);
     let off = select(params.k_offset, params.v_offset, which == 1u);
     let src = (t * params.row_stride + off + kvh * hd) / 2u;
 #if KV_Q8

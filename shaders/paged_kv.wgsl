@@ -14,7 +14,11 @@ struct Seq { kv_len: u32, table_offset: u32, _p0: u32, _p1: u32 }
 @group(0) @binding(5) var<storage, read> block_table: array<u32>;
 @group(0) @binding(6) var<storage, read> qkv: array<vec2<f32>>;
 
-// The cache block that holds position p of `seq`.
-fn kv_block(seq: Seq, p: u32) -> u32 {
-    return block_table[seq.table_offset + p / params.block_size];
+// Index of the cache row (one KV head at one position) of position p of
+// `seq`, KV head kvh, in the layout [block][kv_head][slot]; each kernel
+// multiplies it by its row length. Every kernel's Params has n_kv_heads
+// and block_size.
+fn kv_row(seq: Seq, p: u32, kvh: u32) -> u32 {
+    let blk = block_table[seq.table_offset + p / params.block_size];
+    return (blk * params.n_kv_heads + kvh) * params.block_size + p % params.block_size;
 }

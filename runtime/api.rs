@@ -1,5 +1,8 @@
-//! The embedding API: load a model, turn a prompt into ids, generate with a
-//! streaming callback. This is what the CLI, the server and desktop apps use.
+//! The embedding API: open a model into an [`Engine`], turn a prompt into
+//! ids, and [`Engine::generate`], one request with a streaming callback, as
+//! sugar over the steppable core. For many requests at once use
+//! `add_request`/`step` or the async handle ([`Engine::spawn`] /
+//! [`Engine::into_driver`]).
 //!
 //! ```no_run
 //! # fn main() -> hearth::Result<()> {
@@ -16,7 +19,12 @@
 
 use std::sync::Arc;
 
-use crate::engine::{generate, GenerateOptions, Generation, TokenEvent};
+use web_time::Instant;
+
+use crate::engine::{
+    Engine, EngineConfig, FinishReason, GenerateOptions, Generation, Output, Request, SpecStats,
+    TokenEvent,
+};
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::model::forward::{ForwardOptions, GpuModel, LoadProgress};
 use crate::model::load::LoadedModel;
@@ -24,11 +32,14 @@ use crate::text::chat::{ChatMessage, ChatTemplate};
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
 
+/// The engine, by the crate's name: what `Hearth::open` returns.
+pub type Hearth = Engine;
+
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
     pub gpu: GpuOptions,
     pub forward: ForwardOptions,
-    /// [`Hearth::open`] uploads random weights in the model's shapes and
+    /// [`Engine::open`] uploads random weights in the model's shapes and
     /// formats instead of its data (benchmarks; see
     /// [`crate::model::dummy`]): a `.gguf` may then be only its header.
     pub dummy_weights: bool,
@@ -41,6 +52,8 @@ pub enum Prompt {
     Text(String),
     /// Messages rendered with the model's chat template.
     Chat(Vec<ChatMessage>),
+    /// Token ids, as they are.
+    Ids(Vec<u32>),
 }
 
 impl Prompt {
@@ -49,20 +62,13 @@ impl Prompt {
     }
 }
 
-pub struct Hearth {
-    pub model: GpuModel,
-    pub tokenizer: Tokenizer,
-    pub template: Option<ChatTemplate>,
-    pub source_desc: String,
-}
-
-impl Hearth {
+impl Engine {
     pub fn from_loaded(
         ctx: Arc<GpuContext>,
         loaded: LoadedModel,
         opts: ForwardOptions,
         progress: &mut dyn FnMut(LoadProgress),
-    ) -> Result<Hearth> {
+    ) -> Result<Engine> {
         let tokenizer = Tokenizer::from_spec(&loaded.tokenizer)?;
         let model = GpuModel::load(ctx, &*loaded.weights, opts, progress)?;
         if tokenizer.vocab_size() > model.config.vocab_size {
@@ -73,12 +79,13 @@ impl Hearth {
             )));
         }
         let template = ChatTemplate::for_tokenizer(&tokenizer).ok();
-        Ok(Hearth {
+        Ok(Engine::new(
             model,
             tokenizer,
             template,
-            source_desc: loaded.source_desc,
-        })
+            loaded.source_desc,
+            EngineConfig::default(),
+        ))
     }
 
     /// Opens a GGUF file or a Hugging Face directory and uploads it.
@@ -87,7 +94,7 @@ impl Hearth {
         path: &std::path::Path,
         opts: &EngineOptions,
         progress: &mut dyn FnMut(LoadProgress),
-    ) -> Result<Hearth> {
+    ) -> Result<Engine> {
         let loaded = if opts.dummy_weights {
             crate::model::load::open_dummy(path)?
         } else {
@@ -104,7 +111,7 @@ impl Hearth {
         let seqs = self.model.max_seqs();
         ForwardOptions {
             kv_memory,
-            kv_dtype: self.model.pool.dtype(),
+            kv_dtype: self.model.kv_dtype(),
             max_step_tokens: self.model.max_step_tokens(),
             max_seqs: seqs,
             max_logit_rows: seqs,
@@ -112,43 +119,98 @@ impl Hearth {
         }
     }
 
-    /// Makes `draft` this model's draft model for speculative decoding
-    /// (`Drafting::Model`). Its tokenizer must be the target's, token for
-    /// token; load it on the same device (`Hearth::from_loaded` with
-    /// `self.model.ctx`) with its own KV budget.
-    pub fn attach_draft(&mut self, draft: Hearth) -> Result<()> {
-        crate::engine::draft_model::check_tokenizers_match(&self.tokenizer, &draft.tokenizer)?;
-        self.model.draft = Some(Box::new(draft.model));
-        Ok(())
-    }
-
-    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        let ids = match prompt {
-            Prompt::Text(t) => self.tokenizer.encode(t, true)?,
-            Prompt::Chat(messages) => {
-                let tpl = self.template.as_ref().ok_or_else(|| {
-                    HearthError::Template("the model has no usable chat template".into())
-                })?;
-                let text = tpl.render(messages, true)?;
-                // The template writes BOS itself where the model wants one.
-                self.tokenizer.encode(&text, false)?
-            }
-        };
-        if ids.is_empty() {
-            return Err(HearthError::InvalidRequest(
-                "the prompt is empty (no tokens)".into(),
-            ));
-        }
-        Ok(ids)
-    }
-
+    /// Generates from `prompt_ids` as one request and waits for it; the
+    /// callback returns `false` to stop early (the result then ends as
+    /// cancelled). `max_tokens` is capped by the context.
     pub async fn generate(
         &mut self,
         prompt_ids: &[u32],
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(TokenEvent) -> bool,
     ) -> Result<Generation> {
-        generate(&mut self.model, &self.tokenizer, prompt_ids, opts, on_token).await
+        let ctx = self.model.config.max_position_embeddings;
+        let mut req = Request::from_options(crate::Prompt::Ids(prompt_ids.to_vec()), opts);
+        req.max_tokens = Some(opts.max_tokens.min(ctx.saturating_sub(prompt_ids.len())));
+        self.generate_request(req, on_token).await
+    }
+
+    /// Runs one request of one choice to its end, streaming its tokens to
+    /// `on_token` (`false` stops it: the result then ends as cancelled).
+    /// Other requests in the engine advance meanwhile; their outputs wait
+    /// for the next `step`.
+    pub async fn generate_request(
+        &mut self,
+        mut req: Request,
+        on_token: &mut dyn FnMut(TokenEvent) -> bool,
+    ) -> Result<Generation> {
+        if req.n != 1 {
+            return Err(HearthError::InvalidField {
+                field: "n".into(),
+                message: "generate runs one choice; submit requests with n > 1 to the engine".into(),
+            });
+        }
+        let prompt_ids = self.prompt_ids(&req.prompt)?;
+        req.prompt = crate::Prompt::Ids(prompt_ids.clone());
+        let t0 = Instant::now();
+        let (id, _) = self.add_request(req)?;
+        let mut g = Generation {
+            prompt_ids,
+            ids: Vec::new(),
+            text: String::new(),
+            top_logprobs: Vec::new(),
+            finish_reason: FinishReason::Length,
+            prefill_secs: 0.0,
+            decode_secs: 0.0,
+            spec: SpecStats::default(),
+        };
+        let mut first: Option<Instant> = None;
+        let mut stopped = false;
+        loop {
+            for out in self.step().await {
+                if out.request() != id {
+                    self.stash.push(out);
+                    continue;
+                }
+                match out {
+                    // Tokens a step produced past the one the callback stopped at.
+                    Output::Token { .. } if stopped => {}
+                    Output::Token { token, .. } => {
+                        first.get_or_insert_with(Instant::now);
+                        let go_on = on_token(TokenEvent {
+                            id: token.id,
+                            text: &token.text,
+                            top_logprobs: &token.top_logprobs,
+                        });
+                        g.ids.push(token.id);
+                        g.text.push_str(&token.text);
+                        g.top_logprobs.push(token.top_logprobs);
+                        if !go_on {
+                            stopped = true;
+                            self.abort(id);
+                        }
+                    }
+                    Output::Finished { finish, .. } => {
+                        let end = Instant::now();
+                        let first = first.unwrap_or(end);
+                        g.finish_reason = finish.reason;
+                        g.spec = finish.spec;
+                        g.prefill_secs = (first - t0).as_secs_f64();
+                        g.decode_secs = (end - first).as_secs_f64();
+                        return Ok(g);
+                    }
+                    Output::Failed { error, .. } => return Err(error),
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn generate_request_blocking(
+        &mut self,
+        req: Request,
+        on_token: &mut dyn FnMut(TokenEvent) -> bool,
+    ) -> Result<Generation> {
+        pollster::block_on(self.generate_request(req, on_token))
     }
 
     #[cfg(not(target_arch = "wasm32"))]

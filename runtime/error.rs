@@ -4,13 +4,13 @@
 
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum HearthError {
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
         #[source]
-        source: std::io::Error,
+        source: std::sync::Arc<std::io::Error>,
     },
     /// A model file that is malformed: truncated, bad magic, offsets out of bounds.
     #[error("invalid model file: {0}")]
@@ -37,6 +37,26 @@ pub enum HearthError {
     /// A request the engine cannot serve: empty prompt, prompt over the context, bad sampling option.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// One field of a [`crate::engine::Request`] is out of range.
+    #[error("invalid request: {field}: {message}")]
+    InvalidField { field: String, message: String },
+    /// The prompt plus `max_tokens` do not fit in the model's context.
+    #[error(
+        "the request needs {} tokens ({prompt} in the prompt, {completion} to generate), \
+         the model's context is {context}",
+        prompt + completion
+    )]
+    ContextLength {
+        prompt: usize,
+        completion: usize,
+        context: usize,
+    },
+    /// The engine holds as many sequences as it was configured to; retry later.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// The engine is shutting down, or its thread has stopped.
+    #[error("the engine has stopped: {0}")]
+    Stopped(String),
     #[error("out of KV cache memory: {0}")]
     OutOfKvMemory(String),
 }
@@ -47,7 +67,7 @@ impl HearthError {
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
         HearthError::Io {
             path: path.into(),
-            source,
+            source: std::sync::Arc::new(source),
         }
     }
 }

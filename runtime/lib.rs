@@ -17,5 +17,8 @@ pub mod reference;
 pub mod text;
 
 pub use api::{EngineOptions, Hearth, Prompt};
-pub use engine::{GenerateOptions, Generation, SamplingParams};
+pub use engine::{
+    Engine, EngineConfig, EngineHandle, Event, FinishReason, GenerateOptions, Generation,
+    Output, Request, RequestId, RequestStream, SamplingParams,
+};
 pub use error::{HearthError, Result};

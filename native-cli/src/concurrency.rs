@@ -1,11 +1,14 @@
 //! `hearth bench --concurrency 1,4,16`: many requests at once through the
-//! continuous-batching scheduler, one level after another.
+//! engine's continuous batching (what `hearth serve` runs), one level after
+//! another.
+
+use std::collections::HashMap;
+use std::time::Instant;
 
 use anyhow::Result;
-use hearth::engine::scheduler::{Scheduler, SchedulerOptions, SeqEvent};
-use hearth::engine::{GenerateOptions, SamplingParams, SpecStats};
+use hearth::engine::{EngineConfig, Output, SamplingParams, SpecStats};
 use hearth::model::forward::ProfileSteps;
-use std::time::Instant;
+use hearth::{Prompt, Request};
 
 use super::{load, print_profile, profile_method, BenchArgs};
 
@@ -33,16 +36,22 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         false,
     )?;
     anyhow::ensure!(!base.is_empty(), "the benchmark text encodes to no tokens");
-    let opts = GenerateOptions {
+    let request = |prompt: Vec<u32>| Request {
+        prompt: Prompt::Ids(prompt),
+        max_tokens: Some(args.gen_tokens),
         sampling: SamplingParams::greedy(),
-        max_tokens: args.gen_tokens,
         ignore_eos: true,
-        speculative: spec,
+        draft: Some(spec.drafting),
         ..Default::default()
     };
     let mut rows = Vec::new();
     for &c in &args.concurrency {
-        let mut sched = Scheduler::new(SchedulerOptions::default());
+        // A fresh scheduler (empty prefix cache) per level.
+        h.set_config(EngineConfig {
+            speculative: spec,
+            ..Default::default()
+        })?;
+        let mut index = HashMap::new();
         for i in 0..c {
             // Different prompts of the same length: each starts elsewhere in the text.
             let p: Vec<u32> = base
@@ -52,7 +61,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 .take(args.prompt_tokens)
                 .copied()
                 .collect();
-            sched.add(&h.model, p, &opts)?;
+            let (id, _) = h.add_request(request(p))?;
+            index.insert(id, i);
         }
         if args.profile {
             h.model.set_profiling(Some(ProfileSteps::All));
@@ -64,23 +74,24 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let mut all_started = None;
         let mut after_start = 0usize;
         let mut spec_total = SpecStats::default();
-        while !sched.is_idle() {
-            let events = pollster::block_on(sched.step(&mut h.model, &h.tokenizer))?;
+        while h.has_work() {
+            let outputs = h.step_blocking();
             let now = t0.elapsed().as_secs_f64();
-            for ev in events {
-                if let SeqEvent::Finished { spec, .. } = &ev {
-                    spec_total.add(spec);
-                }
-                if let SeqEvent::Token(id, _) = ev {
-                    let id = id as usize;
-                    tokens += 1;
-                    match last[id] {
-                        None => ttft.push(now),
-                        Some(t) => itl.push(now - t),
-                    }
-                    last[id] = Some(now);
-                    if all_started.is_some() {
-                        after_start += 1;
+            for out in outputs {
+                match out {
+                    Output::Finished { finish, .. } => spec_total.add(&finish.spec),
+                    Output::Failed { error, .. } => return Err(error.into()),
+                    Output::Token { request, .. } => {
+                        let i = index[&request];
+                        tokens += 1;
+                        match last[i] {
+                            None => ttft.push(now),
+                            Some(t) => itl.push(now - t),
+                        }
+                        last[i] = Some(now);
+                        if all_started.is_some() {
+                            after_start += 1;
+                        }
                     }
                 }
             }
@@ -104,7 +115,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             "itl_ms_p50": 1e3 * percentile(&mut itl, 50.0),
             "itl_ms_p90": 1e3 * percentile(&mut itl, 90.0),
             "itl_ms_p99": 1e3 * percentile(&mut itl, 99.0),
-            "preemptions": sched.preemptions,
+            "preemptions": h.stats().preemptions,
             "spec": spec_total,
         });
         if !args.json {

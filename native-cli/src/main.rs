@@ -20,7 +20,7 @@ use hearth::kv::KvDtype;
 use hearth::model::forward::{ForwardOptions, ProfileSteps};
 use hearth::model::DType;
 use hearth::text::ChatMessage;
-use hearth::{EngineOptions, Hearth, Prompt};
+use hearth::{EngineOptions, Hearth, Prompt, Request};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -104,17 +104,18 @@ struct RunArgs {
     /// System message for --chat (default: the template's own).
     #[arg(long, requires = "chat")]
     system: Option<String>,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = hearth::engine::DEFAULT_MAX_TOKENS)]
     max_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.8)]
+    /// 0 = greedy (the default of every front end but the OpenAI server;
+    /// see docs/API.md).
+    #[arg(long, default_value_t = 0.0)]
     temperature: f32,
     /// 0 = off.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 0)]
     top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 1.0)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.0)]
     min_p: f32,
     #[arg(long, default_value_t = 1.0)]
     repetition_penalty: f32,
@@ -313,8 +314,9 @@ fn run(args: RunArgs) -> Result<()> {
         }
         _ => anyhow::bail!("give a prompt with --prompt TEXT or --chat TEXT"),
     };
-    let ids = h.prompt_ids(&prompt)?;
-    let opts = GenerateOptions {
+    let req = Request {
+        prompt,
+        max_tokens: Some(args.max_tokens),
         sampling: SamplingParams {
             temperature: args.temperature,
             top_k: args.top_k,
@@ -325,15 +327,19 @@ fn run(args: RunArgs) -> Result<()> {
             frequency_penalty: args.frequency_penalty,
             seed: args.seed,
         },
-        max_tokens: args.max_tokens,
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
         logprobs: args.logprobs,
-        speculative: spec,
+        n: 1,
+        draft: Some(spec.drafting),
     };
+    h.set_config(hearth::EngineConfig {
+        speculative: spec,
+        ..Default::default()
+    })?;
     let json = args.json;
     let mut out = std::io::stdout().lock();
-    let g = h.generate_blocking(&ids, &opts, &mut |ev| {
+    let g = h.generate_request_blocking(req, &mut |ev| {
         if !json {
             let _ = out.write_all(ev.text.as_bytes());
             let _ = out.flush();
@@ -395,6 +401,14 @@ fn bench(args: BenchArgs) -> Result<()> {
     let spec = args.spec.options()?;
     let mut h = load(&args.model, 512, 1, args.spec.rows_per_seq(), args.json)?;
     load_draft(&mut h, &args.model, &args.spec, args.json)?;
+    // Every run below prefills its prompt for real, not from the prefix cache.
+    h.set_config(hearth::EngineConfig {
+        scheduler: hearth::engine::scheduler::SchedulerOptions {
+            prefix_caching: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    })?;
     let prompt = match &args.chat {
         Some(c) => h.prompt_ids(&Prompt::chat_user(c))?,
         None => synthetic_prompt(&h, args.prompt_tokens)?,
@@ -449,9 +463,9 @@ fn bench(args: BenchArgs) -> Result<()> {
     // What the kernels were built with: figures are only comparable with the same.
     let caps = h.model.ctx.caps;
     let features = serde_json::json!({"shader_f16": caps.f16, "tiled_f16": caps.tiled_f16, "subgroups": caps.subgroups});
-    let kv_dtype = h.model.pool.dtype();
-    let kv_per_token = h.model.pool.layout().bytes_per_token(kv_dtype);
-    let kv_tokens = h.model.pool.num_blocks() as u64 * h.model.pool.block_size() as u64;
+    let kv_dtype = h.model.kv_dtype();
+    let kv_per_token = h.model.kv_layout().bytes_per_token(kv_dtype);
+    let kv_tokens = h.model.kv_blocks() as u64 * h.model.kv_block_size() as u64;
     let copy = if args.roofline {
         Some(roofline::copy_gb_s(&h.model.ctx)?)
     } else {

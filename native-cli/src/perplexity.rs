@@ -143,7 +143,7 @@ fn agreement(args: &PerplexityArgs, h: &mut Hearth, ids: &[u32]) -> Result<(usiz
         ignore_eos: true,
         ..Default::default()
     };
-    let generated = if h.model.pool.dtype() == KvDtype::F16 {
+    let generated = if h.model.kv_dtype() == KvDtype::F16 {
         h.generate_blocking(prompt, &opts, &mut |_| true)?
     } else {
         let f16 = ModelArgs {

@@ -97,13 +97,14 @@ struct Active {
 /// released), never an error.
 pub async fn propose(
     draft: &mut GpuModel,
+    pool: &mut KvPool,
     target_vocab: usize,
     jobs: &mut [DraftJob<'_>],
 ) -> Result<Vec<Draft>> {
     let mut out = vec![Draft::default(); jobs.len()];
     let mut act = Vec::with_capacity(jobs.len());
     for job in jobs.iter_mut() {
-        act.push(start(draft, job)?);
+        act.push(start(draft, pool, job)?);
     }
     let n_cands = jobs
         .iter()
@@ -169,14 +170,14 @@ pub async fn propose(
     // The last draft was never fed: give back the slot reserved for it.
     for job in jobs.iter_mut() {
         let fed = job.cache.tokens.len() as u32;
-        job.cache.table.truncate(&mut draft.pool, fed)?;
+        job.cache.table.truncate(pool, fed)?;
     }
     Ok(out)
 }
 
 /// Rolls the job's cache back to what still matches its context and
 /// reserves the slots the proposal will write.
-fn start(draft: &mut GpuModel, job: &mut DraftJob<'_>) -> Result<Active> {
+fn start(draft: &GpuModel, pool: &mut KvPool, job: &mut DraftJob<'_>) -> Result<Active> {
     let idle = Active {
         pending: Vec::new(),
         done: true,
@@ -190,7 +191,7 @@ fn start(draft: &mut GpuModel, job: &mut DraftJob<'_>) -> Result<Active> {
     if ctx.len() + job.k > draft.config.max_position_embeddings
         || ctx.iter().any(|&t| t as usize >= vocab)
     {
-        cache.release(&mut draft.pool)?;
+        cache.release(pool)?;
         return Ok(idle);
     }
     // At least the last context token is fed: its logits give the first draft.
@@ -202,11 +203,11 @@ fn start(draft: &mut GpuModel, job: &mut DraftJob<'_>) -> Result<Active> {
         .count()
         .min(ctx.len() - 1);
     cache.tokens.truncate(common);
-    cache.table.truncate(&mut draft.pool, common as u32)?;
+    cache.table.truncate(pool, common as u32)?;
     // Every draft but the last is fed back.
     let need = (ctx.len() + job.k - 1 - common) as u32;
-    if cache.table.append(&mut draft.pool, need).is_err() {
-        cache.release(&mut draft.pool)?;
+    if cache.table.append(pool, need).is_err() {
+        cache.release(pool)?;
         return Ok(idle);
     }
     Ok(Active {

@@ -89,6 +89,9 @@ pub async fn top1_agreement(model: &mut GpuModel, tokens: &[u32], first: usize) 
 async fn score_window(model: &mut GpuModel, w: &[u32], first: usize) -> Result<(f64, usize)> {
     let chunk = (model.logit_capacity().min(model.max_step_tokens()) as usize).max(1);
     let vocab = model.config.vocab_size;
+    // Its own block manager: perplexity runs on a model no engine is stepping
+    // (an engine's prefix cache would not know these blocks were rewritten).
+    let mut pool = model.new_kv_pool();
     let mut table = BlockTable::new();
     let result = async {
         let (mut nll, mut hits) = (0f64, 0usize);
@@ -96,7 +99,7 @@ async fn score_window(model: &mut GpuModel, w: &[u32], first: usize) -> Result<(
         let mut pos = 0usize;
         while pos < fed {
             let end = (pos + chunk).min(fed);
-            table.append(&mut model.pool, (end - pos) as u32)?;
+            table.append(&mut pool, (end - pos) as u32)?;
             // Row r predicts w[r + 1]; rows from first - 1 on are scored.
             let from = pos.max(first - 1);
             let rows = end.saturating_sub(from);
@@ -123,7 +126,7 @@ async fn score_window(model: &mut GpuModel, w: &[u32], first: usize) -> Result<(
         Ok((nll, hits))
     }
     .await;
-    table.release(&mut model.pool)?;
+    table.release(&mut pool)?;
     result
 }
 

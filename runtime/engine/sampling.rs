@@ -54,27 +54,35 @@ impl SamplingParams {
     }
 
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(HearthError::InvalidRequest(m));
+        let bad = |field: &str, message: String| {
+            Err(HearthError::InvalidField {
+                field: field.to_string(),
+                message,
+            })
+        };
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            return bad(format!(
-                "temperature must be >= 0, got {}",
-                self.temperature
-            ));
+            return bad(
+                "temperature",
+                format!("must be >= 0, got {}", self.temperature),
+            );
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("top_p must be in (0, 1], got {}", self.top_p));
+            return bad("top_p", format!("must be in (0, 1], got {}", self.top_p));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return bad(format!("min_p must be in [0, 1], got {}", self.min_p));
+            return bad("min_p", format!("must be in [0, 1], got {}", self.min_p));
         }
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
-            return bad(format!(
-                "repetition_penalty must be > 0, got {}",
-                self.repetition_penalty
-            ));
+            return bad(
+                "repetition_penalty",
+                format!("must be > 0, got {}", self.repetition_penalty),
+            );
         }
-        if !self.presence_penalty.is_finite() || !self.frequency_penalty.is_finite() {
-            return bad("presence/frequency penalties must be finite".into());
+        if !self.presence_penalty.is_finite() {
+            return bad("presence_penalty", "must be finite".into());
+        }
+        if !self.frequency_penalty.is_finite() {
+            return bad("frequency_penalty", "must be finite".into());
         }
         Ok(())
     }

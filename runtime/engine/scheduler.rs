@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 
 use super::draft_model::{self, DraftJob};
-use super::generate::{FinishReason, GenerateOptions};
+use super::request::{FinishReason, GenerateOptions};
 use super::sequence::{check_request, with_penalties, Accepted, SeqOutput};
 use super::speculative::{Draft, SpecStats, Speculator};
 use crate::kv::prefix_cache::{block_hash, ROOT_HASH};
@@ -27,7 +27,8 @@ use crate::model::forward::{GpuModel, SeqStep};
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
 
-pub type RequestId = u64;
+/// The scheduler's id of one sequence (one choice of a request).
+pub type SeqId = u64;
 
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
@@ -50,10 +51,10 @@ impl Default for SchedulerOptions {
 /// What a step produced for one request.
 #[derive(Debug, Clone)]
 pub enum SeqEvent {
-    Token(RequestId, Accepted),
+    Token(SeqId, Accepted),
     /// The request is over; its blocks are back in the pool.
     Finished {
-        id: RequestId,
+        id: SeqId,
         reason: FinishReason,
         prompt_tokens: usize,
         completion_tokens: usize,
@@ -63,7 +64,7 @@ pub enum SeqEvent {
 }
 
 struct Seq {
-    id: RequestId,
+    id: SeqId,
     prompt: Vec<u32>,
     out: SeqOutput,
     table: BlockTable,
@@ -148,10 +149,10 @@ impl Seq {
 
     /// Gives back every block, the draft model's too; the sequence will
     /// start over.
-    fn release(&mut self, model: &mut GpuModel) -> Result<()> {
-        self.table.release(&mut model.pool)?;
+    fn release(&mut self, pool: &mut KvPool, draft_pool: Option<&mut KvPool>) -> Result<()> {
+        self.table.release(pool)?;
         if let Some(spec) = self.spec.as_mut() {
-            spec.release(model.draft.as_deref_mut().map(|d| &mut d.pool))?;
+            spec.release(draft_pool)?;
         }
         self.computed = 0;
         self.hashes.clear();
@@ -183,23 +184,65 @@ struct Planned {
     counts: Vec<(u32, u32)>,
 }
 
-#[derive(Default)]
+/// The block manager side of the engine: it owns the KV pools (the
+/// target's and the draft model's), so allocation, reference counts and the
+/// prefix cache never live in a model.
 pub struct Scheduler {
     opts: SchedulerOptions,
+    pool: KvPool,
+    /// The draft model's pool, while one is attached.
+    draft_pool: Option<KvPool>,
     /// Admitted, in arrival order (oldest first).
     running: Vec<Seq>,
     /// Not admitted or preempted, in arrival order.
     waiting: VecDeque<Seq>,
-    next_id: RequestId,
+    next_id: SeqId,
     /// Sequences preempted so far (for metrics and tests).
     pub preemptions: u64,
 }
 
 impl Scheduler {
-    pub fn new(opts: SchedulerOptions) -> Scheduler {
+    /// `pool`: the target model's blocks ([`GpuModel::new_kv_pool`]).
+    pub fn new(opts: SchedulerOptions, pool: KvPool) -> Scheduler {
         Scheduler {
             opts,
-            ..Default::default()
+            pool,
+            draft_pool: None,
+            running: Vec::new(),
+            waiting: VecDeque::new(),
+            next_id: 0,
+            preemptions: 0,
+        }
+    }
+
+    /// Attaches (or detaches) the draft model's block manager; only while
+    /// idle, since running sequences hold blocks of the old one.
+    pub fn set_draft_pool(&mut self, pool: Option<KvPool>) -> Result<()> {
+        if !self.is_idle() {
+            return Err(HearthError::InvalidRequest(
+                "a draft model can only be attached while no request runs".into(),
+            ));
+        }
+        self.draft_pool = pool;
+        Ok(())
+    }
+
+    pub fn pool(&self) -> &KvPool {
+        &self.pool
+    }
+
+    pub fn draft_pool(&self) -> Option<&KvPool> {
+        self.draft_pool.as_ref()
+    }
+
+    /// A scheduler with the same options and pools of the same shape, every
+    /// block free: what the engine starts over with when stepping keeps
+    /// failing.
+    pub fn fresh(&self) -> Scheduler {
+        let copy = |p: &KvPool| KvPool::with_blocks(*p.layout(), p.dtype(), p.num_blocks());
+        Scheduler {
+            draft_pool: self.draft_pool.as_ref().map(copy),
+            ..Scheduler::new(self.opts.clone(), copy(&self.pool))
         }
     }
 
@@ -209,8 +252,8 @@ impl Scheduler {
         model: &GpuModel,
         prompt: Vec<u32>,
         opts: &GenerateOptions,
-    ) -> Result<RequestId> {
-        let max_new = check_request(model, &prompt, opts)?;
+    ) -> Result<SeqId> {
+        let max_new = check_request(model, &prompt, opts, self.draft_pool.is_some())?;
         let id = self.next_id;
         self.next_id += 1;
         let out = SeqOutput::new(&prompt, opts, max_new)?;
@@ -229,7 +272,7 @@ impl Scheduler {
     }
 
     /// Ends a request at the next step (its blocks are freed then).
-    pub fn cancel(&mut self, id: RequestId) {
+    pub fn cancel(&mut self, id: SeqId) {
         for s in self.running.iter_mut().chain(self.waiting.iter_mut()) {
             if s.id == id {
                 s.cancelled = true;
@@ -250,7 +293,7 @@ impl Scheduler {
     }
 
     /// Frees the blocks of cancelled and finished sequences.
-    fn retire(&mut self, model: &mut GpuModel, events: &mut Vec<SeqEvent>) -> Result<()> {
+    fn retire(&mut self, events: &mut Vec<SeqEvent>) -> Result<()> {
         let mut keep = Vec::with_capacity(self.running.len());
         for mut s in self.running.drain(..) {
             if s.cancelled {
@@ -258,7 +301,7 @@ impl Scheduler {
             }
             match s.out.finish {
                 Some(reason) => {
-                    s.release(model)?;
+                    s.release(&mut self.pool, self.draft_pool.as_mut())?;
                     events.push(SeqEvent::Finished {
                         id: s.id,
                         reason,
@@ -292,11 +335,11 @@ impl Scheduler {
 
     /// Moves the newest running sequence back to the waiting queue (in
     /// arrival order), freeing its blocks; it will be recomputed.
-    fn preempt_newest(&mut self, model: &mut GpuModel) -> Result<()> {
+    fn preempt_newest(&mut self) -> Result<()> {
         let Some(mut s) = self.running.pop() else {
             return Ok(());
         };
-        s.release(model)?;
+        s.release(&mut self.pool, self.draft_pool.as_mut())?;
         self.preemptions += 1;
         let at = self
             .waiting
@@ -310,11 +353,15 @@ impl Scheduler {
     /// Runs the draft model for every running sequence that drafts with it
     /// and is about to decode, batched; the drafts wait in each sequence's
     /// speculator for `plan_seq`.
-    async fn draft_with_model(&mut self, model: &mut GpuModel) -> Result<()> {
+    async fn draft_with_model(
+        &mut self,
+        model: &GpuModel,
+        draft: Option<&mut GpuModel>,
+    ) -> Result<()> {
         let vocab = model.config.vocab_size;
         // One logit row of the target per sequence is a must; drafts use the rest.
         let mut left = (model.logit_capacity() as usize).saturating_sub(self.running.len());
-        let Some(draft) = model.draft.as_deref_mut() else {
+        let (Some(draft), Some(draft_pool)) = (draft, self.draft_pool.as_mut()) else {
             return Ok(());
         };
         let mut jobs = Vec::new();
@@ -339,7 +386,7 @@ impl Scheduler {
         if jobs.is_empty() {
             return Ok(());
         }
-        let drafts = draft_model::propose(draft, vocab, &mut jobs).await?;
+        let drafts = draft_model::propose(draft, draft_pool, vocab, &mut jobs).await?;
         drop(jobs);
         for (&i, d) in owners.iter().zip(drafts) {
             if let Some(spec) = self.running[i].spec.as_mut() {
@@ -355,7 +402,6 @@ impl Scheduler {
     /// when blocks allow.
     fn plan_seq(
         &mut self,
-        model: &mut GpuModel,
         i: usize,
         budget: usize,
         rows: usize,
@@ -381,13 +427,13 @@ impl Scheduler {
         let have = (s.table.len() as usize).min(end);
         if !drafts.is_empty()
             && s.table
-                .append(&mut model.pool, (end + drafts.len() - have) as u32)
+                .append(&mut self.pool, (end + drafts.len() - have) as u32)
                 .is_err()
         {
             drafts.clear();
         }
         if drafts.is_empty() {
-            s.table.append(&mut model.pool, (end - have) as u32).ok()?;
+            s.table.append(&mut self.pool, (end - have) as u32).ok()?;
         }
         let counts = s.out.penalty_counts();
         let mut parts = Vec::new();
@@ -421,10 +467,15 @@ impl Scheduler {
 
     /// Forms and runs one step; returns the tokens it produced and the
     /// requests that ended. Does nothing when idle.
-    pub async fn step(&mut self, model: &mut GpuModel, tok: &Tokenizer) -> Result<Vec<SeqEvent>> {
+    pub async fn step(
+        &mut self,
+        model: &mut GpuModel,
+        draft: Option<&mut GpuModel>,
+        tok: &Tokenizer,
+    ) -> Result<Vec<SeqEvent>> {
         let mut events = Vec::new();
-        self.retire(model, &mut events)?;
-        self.draft_with_model(model).await?;
+        self.retire(&mut events)?;
+        self.draft_with_model(model, draft).await?;
         let mut budget = model.max_step_tokens() as usize;
         let max_parts = model.max_seqs() as usize;
         let mut rows = model.logit_capacity() as usize;
@@ -437,7 +488,7 @@ impl Scheduler {
             }
             // Every later running sequence may need a logit row too.
             let reserve = self.running.len() - i - 1;
-            match self.plan_seq(model, i, budget, rows.saturating_sub(reserve)) {
+            match self.plan_seq(i, budget, rows.saturating_sub(reserve)) {
                 Some(parts) => {
                     budget -= parts.iter().map(|p| p.tokens.len()).sum::<usize>();
                     rows = rows.saturating_sub(parts.iter().map(|p| p.logit_rows as usize).sum());
@@ -447,16 +498,16 @@ impl Scheduler {
                 None => {
                     // Out of blocks: make room by preempting the newest. The
                     // plan so far covers only sequences before `i`, which stay.
-                    self.preempt_newest(model)?;
+                    self.preempt_newest()?;
                 }
             }
         }
         // Admit waiting sequences while blocks (above the watermark) and budget allow.
         while budget > 0 && rows > 0 && plan.len() + 2 <= max_parts {
             let Some(s) = self.waiting.front() else { break };
-            let bs = model.pool.block_size() as usize;
+            let bs = self.pool.block_size() as usize;
             let prefix = if self.opts.prefix_caching {
-                s.cached_prefix(&model.pool)
+                s.cached_prefix(&self.pool)
             } else {
                 Vec::new()
             };
@@ -464,11 +515,11 @@ impl Scheduler {
             // Cached blocks nobody holds count as free, but taking them uses them up.
             let parked = prefix
                 .iter()
-                .filter(|&&(b, _)| model.pool.ref_count(b) == 0)
+                .filter(|&&(b, _)| self.pool.ref_count(b) == 0)
                 .count();
             let first = (s.known() - cached * bs).min(budget);
             let need = BlockTable::blocks_for((cached * bs + first) as u32, bs as u32) - cached;
-            let free = model.pool.free_blocks() as usize - parked;
+            let free = self.pool.free_blocks() as usize - parked;
             // The watermark keeps room for running sequences to grow; with
             // none running it would only lock out a request that needs the
             // whole pool.
@@ -481,14 +532,14 @@ impl Scheduler {
                 break;
             }
             let mut s = self.waiting.pop_front().expect("front exists");
-            s.take_cached_prefix(&mut model.pool, &prefix)?;
+            s.take_cached_prefix(&mut self.pool, &prefix)?;
             if !s.queried && self.opts.prefix_caching {
-                model.pool.record_prefix_query(s.known(), cached * bs);
+                self.pool.record_prefix_query(s.known(), cached * bs);
                 s.queried = true;
             }
             self.running.push(s);
             let i = self.running.len() - 1;
-            match self.plan_seq(model, i, budget, rows) {
+            match self.plan_seq(i, budget, rows) {
                 Some(parts) => {
                     budget -= parts.iter().map(|p| p.tokens.len()).sum::<usize>();
                     rows = rows.saturating_sub(parts.iter().map(|p| p.logit_rows as usize).sum());
@@ -496,7 +547,7 @@ impl Scheduler {
                 }
                 None => {
                     let mut s = self.running.pop().expect("just pushed");
-                    s.release(model)?;
+                    s.release(&mut self.pool, self.draft_pool.as_mut())?;
                     self.waiting.push_front(s);
                     break;
                 }
@@ -549,14 +600,14 @@ impl Scheduler {
                     // The fed token and the confirmed drafts stay in the
                     // cache; the rejected drafts' slots are given back.
                     s.computed = p.start + 1 + confirmed;
-                    s.table.truncate(&mut model.pool, s.computed as u32)?;
+                    s.table.truncate(&mut self.pool, s.computed as u32)?;
                 }
             }
             if self.opts.prefix_caching {
-                s.cache_full_blocks(&mut model.pool);
+                s.cache_full_blocks(&mut self.pool);
             }
         }
-        self.retire(model, &mut events)?;
+        self.retire(&mut events)?;
         Ok(events)
     }
 }

@@ -1,11 +1,11 @@
 //! What one request's generated tokens turn into: sampling from the GPU's
 //! candidates, incremental text, stop strings (with text that could start
 //! one held back), EOS, max tokens, log-probabilities and the token counts the
-//! penalties need. The single-sequence loop and the batching scheduler share it.
+//! penalties need. The scheduler keeps one per sequence.
 
 use std::collections::BTreeMap;
 
-use super::generate::{FinishReason, GenerateOptions};
+use super::request::{FinishReason, GenerateOptions};
 use super::sampling::{Candidates, Sampler, SamplingParams};
 use super::speculative::{Draft, Drafting};
 use crate::kv::BlockTable;
@@ -32,7 +32,12 @@ pub(crate) fn with_penalties<'a>(
 /// Checks a request against the model before any work: a non-empty prompt
 /// inside the context and the vocabulary, and a KV pool that can hold the
 /// prompt plus every token it may generate. Returns that token count.
-pub fn check_request(model: &GpuModel, prompt: &[u32], opts: &GenerateOptions) -> Result<usize> {
+pub fn check_request(
+    model: &GpuModel,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    has_draft: bool,
+) -> Result<usize> {
     if prompt.is_empty() {
         return Err(HearthError::InvalidRequest(
             "the prompt is empty (no tokens)".into(),
@@ -56,22 +61,22 @@ pub fn check_request(model: &GpuModel, prompt: &[u32], opts: &GenerateOptions) -
     }
     if opts.speculative.enabled()
         && opts.speculative.drafting == Drafting::Model
-        && model.draft.is_none()
+        && !has_draft
     {
         return Err(HearthError::InvalidRequest(
             "drafting with a draft model needs one attached to the target \
-             (`--draft-model PATH` on the command line, `Hearth::attach_draft` in the API)"
+             (`--draft-model PATH` on the command line, `Engine::attach_draft` in the API)"
                 .into(),
         ));
     }
     let max_new = opts.max_tokens.min(ctx_len - prompt.len());
-    let need = BlockTable::blocks_for((prompt.len() + max_new) as u32, model.pool.block_size());
-    if need > model.pool.num_blocks() as usize {
+    let need = BlockTable::blocks_for((prompt.len() + max_new) as u32, model.kv_block_size());
+    if need > model.kv_blocks() as usize {
         return Err(HearthError::OutOfKvMemory(format!(
             "{} prompt + {max_new} new tokens need {need} KV blocks, the pool holds {} \
              (raise --kv-memory or lower --max-tokens)",
             prompt.len(),
-            model.pool.num_blocks()
+            model.kv_blocks()
         )));
     }
     Ok(max_new)

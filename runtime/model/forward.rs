@@ -162,7 +162,10 @@ struct Layer {
 pub struct GpuModel {
     pub ctx: Arc<GpuContext>,
     pub config: ModelConfig,
-    pub pool: KvPool,
+    /// The KV buffers' shape: layout, dtype and block count. Allocation,
+    /// reference counts and the prefix cache live in the scheduler's pool
+    /// ([`GpuModel::new_kv_pool`]), not here.
+    kv_shape: KvPool,
     opts: ForwardOptions,
     batch: BatchBuffers,
     _kv: KvBuffers,
@@ -191,10 +194,6 @@ pub struct GpuModel {
     /// Profiling through timestamp queries, when the adapter has them.
     timer: Option<PassTimer>,
     profile_steps: ProfileSteps,
-    /// The draft model of speculative decoding (`Drafting::Model`), on the
-    /// same device with its own KV pool; attach it with
-    /// `Hearth::attach_draft`, which checks that the tokenizers match.
-    pub draft: Option<Box<GpuModel>>,
 }
 
 fn f32_buffer(
@@ -530,7 +529,7 @@ impl GpuModel {
         progress(LoadProgress { done, total });
         let mut model = GpuModel {
             config: c,
-            pool,
+            kv_shape: pool,
             opts: ForwardOptions {
                 max_logit_rows: rows_max,
                 ..opts
@@ -560,11 +559,33 @@ impl GpuModel {
             profile: None,
             timer: None,
             profile_steps: ProfileSteps::All,
-            draft: None,
             ctx,
         };
         model.warm_up()?;
         Ok(model)
+    }
+
+    /// A block manager for this model's KV buffers: every block free, an
+    /// empty prefix cache. Whoever schedules sequences on the model owns it.
+    pub fn new_kv_pool(&self) -> KvPool {
+        let p = &self.kv_shape;
+        KvPool::with_blocks(*p.layout(), p.dtype(), p.num_blocks())
+    }
+
+    pub fn kv_dtype(&self) -> crate::kv::KvDtype {
+        self.kv_shape.dtype()
+    }
+
+    pub fn kv_layout(&self) -> &crate::kv::KvLayout {
+        self.kv_shape.layout()
+    }
+
+    pub fn kv_blocks(&self) -> u32 {
+        self.kv_shape.num_blocks()
+    }
+
+    pub fn kv_block_size(&self) -> u32 {
+        self.kv_shape.block_size()
     }
 
     pub fn max_step_tokens(&self) -> u32 {
@@ -782,9 +803,8 @@ impl GpuModel {
     /// positions a sequence has written).
     fn warm_up(&mut self) -> Result<()> {
         let n = (crate::gpu::kernels::matmul::MATVEC_MAX_TOKENS + 1).min(self.opts.max_step_tokens);
-        let blocks = self
-            .pool
-            .allocate(n.div_ceil(self.pool.block_size()) as usize)?;
+        let mut pool = self.new_kv_pool();
+        let blocks = pool.allocate(n.div_ceil(pool.block_size()) as usize)?;
         let tokens = vec![0u32; n as usize];
         let mut result = Ok(());
         // A prompt-sized step (tiled kernels), then a generated token (matrix-vector kernels).
@@ -802,7 +822,6 @@ impl GpuModel {
         if result.is_ok() {
             result = self.ctx.wait().and_then(|_| self.ctx.check_errors());
         }
-        self.pool.free(&blocks)?;
         result
     }
 

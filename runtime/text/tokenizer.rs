@@ -14,6 +14,7 @@ use super::vocab::{GgufVocab, TokenizerSpec};
 use super::{gguf_bpe, gguf_spm};
 use crate::{HearthError, Result};
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: HfTokenizer,
     /// `inner` with special-token parsing off, built on first use.

@@ -1,7 +1,7 @@
 //! `hearth serve`: an OpenAI-compatible HTTP server over the
 //! continuous-batching scheduler.
 //!
-//! - [`engine`]: the thread that owns the model and steps the scheduler
+//! - [`engine`]: jobs onto the library engine's requests (it runs on a thread of its own)
 //! - [`routes`]: axum routes, handlers, the request-counting layer
 //! - [`openai`]: request bodies and their validation; [`responses`]: response bodies and SSE chunks
 //! - [`body`]: size-limited JSON bodies; [`errors`]: OpenAI's error shape
@@ -119,8 +119,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     crate::load_draft(&mut h, &model_args, &args.spec, false)?;
     info!(
         "KV cache: {} blocks of {} tokens; up to {} sequences run at once, {} more may wait",
-        h.model.pool.num_blocks(),
-        h.model.pool.block_size(),
+        h.model.kv_blocks(),
+        h.model.kv_block_size(),
         args.max_num_seqs,
         args.max_queue
     );

@@ -215,10 +215,7 @@ async fn complete(
         job.include_usage,
         job.logprobs.is_some(),
     );
-    let (reply, events) = app.engine.submit(id.clone(), job, arrived)?;
-    let admitted = reply
-        .await
-        .map_err(|_| ApiError::internal("The inference engine has stopped."))??;
+    let (admitted, events) = app.engine.submit(id.clone(), job, arrived).await?;
     let meta = Meta {
         endpoint,
         id,

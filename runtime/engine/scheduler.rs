@@ -159,6 +159,13 @@ impl Seq {
         Ok(())
     }
 
+    /// Parts the sequence may add to a step: its prompt rows and its
+    /// generated rows are separate parts, and only a sequence recomputed
+    /// after preemption has both left.
+    fn parts_needed(&self) -> usize {
+        1 + (self.computed < self.prompt.len() && self.known() > self.prompt.len()) as usize
+    }
+
     /// Whether the sequence's next part is one generated token that drafts
     /// may follow (so every verification row is a generated row).
     fn can_draft(&self) -> bool {
@@ -483,7 +490,7 @@ impl Scheduler {
         // Running sequences, oldest first: decode tokens, then prompt chunks.
         let mut i = 0;
         while i < self.running.len() {
-            if budget == 0 || plan.len() + 2 > max_parts {
+            if budget == 0 || plan.len() + self.running[i].parts_needed() > max_parts {
                 break;
             }
             // Every later running sequence may need a logit row too.
@@ -503,8 +510,11 @@ impl Scheduler {
             }
         }
         // Admit waiting sequences while blocks (above the watermark) and budget allow.
-        while budget > 0 && rows > 0 && plan.len() + 2 <= max_parts {
+        while budget > 0 && rows > 0 {
             let Some(s) = self.waiting.front() else { break };
+            if plan.len() + s.parts_needed() > max_parts {
+                break;
+            }
             let bs = self.pool.block_size() as usize;
             let prefix = if self.opts.prefix_caching {
                 s.cached_prefix(&self.pool)

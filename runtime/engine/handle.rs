@@ -54,6 +54,7 @@ enum Command {
         events: mpsc::UnboundedSender<Event>,
     },
     AttachDraft(Box<Engine>, DraftReply),
+    Abort(RequestId),
     AbortAll,
     Shutdown,
 }
@@ -141,6 +142,12 @@ impl EngineHandle {
             .unbounded_send(Command::AttachDraft(Box::new(draft), reply))
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// Aborts one request (its choices end as cancelled; the stream still
+    /// delivers their `Finished` events). Dropping its stream does the same.
+    pub fn abort(&self, id: RequestId) {
+        let _ = self.tx.unbounded_send(Command::Abort(id));
     }
 
     /// Aborts every request in flight (each ends as cancelled).
@@ -317,6 +324,7 @@ impl Driver {
             Command::AttachDraft(draft, reply) => {
                 let _ = reply.send(self.engine.attach_draft(*draft));
             }
+            Command::Abort(id) => self.engine.abort(id),
             Command::AbortAll => self.engine.abort_all(),
             Command::Shutdown => {
                 self.stopping = true;

@@ -1,12 +1,10 @@
 //! Corrupt, truncated and unsupported model files: each gets a clear error
 //! (variant and message checked), never a panic or a huge allocation.
 
-#[path = "fixtures/gguf_writer.rs"]
-mod gguf_writer;
-#[path = "fixtures/hf_writer.rs"]
-mod hf_writer;
+mod common;
 
-use gguf_writer::{tiny_model, GgufWriter, Val};
+use common::gguf_writer::{tiny_model, GgufWriter, Val};
+use common::{hf_writer, rand_vec};
 use hearth::model::gguf::{GgufFile, GgufModel};
 use hearth::model::hf::HfModel;
 use hearth::model::load::{self, check_shapes};
@@ -191,7 +189,7 @@ fn shape_mismatch() {
         .position(|t| t.name == "blk.0.attn_q.weight")
         .unwrap();
     w.tensors.remove(i);
-    let vals = gguf_writer::values(32 * 64, 9);
+    let vals = rand_vec(32 * 64, 9);
     w.tensor(
         "blk.0.attn_q.weight",
         &[32, 64],

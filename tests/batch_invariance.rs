@@ -6,16 +6,15 @@
 //! attention) with short ones (single-pass attention), and more rows than
 //! the matrix-vector kernel takes at once.
 
-#[path = "fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod common;
 
 use std::sync::Arc;
 
+use common::{gpu, gpu_from, tiny_gpu_model};
 use hearth::engine::Candidates;
 use hearth::gpu::{GpuContext, GpuOptions};
 use hearth::kv::BlockTable;
 use hearth::model::forward::{ForwardOptions, GpuModel, SeqStep};
-use hearth::model::gguf::GgufModel;
 
 struct Seq {
     prompt: Vec<u32>,
@@ -28,33 +27,27 @@ struct Seq {
 }
 
 fn load(arch: &str, ctx: Arc<GpuContext>) -> GpuModel {
-    let model = GgufModel::from_bytes(gguf_writer::tiny_model(arch, false).build()).unwrap();
-    GpuModel::load(
-        ctx,
-        &model,
-        ForwardOptions {
-            kv_memory: 1 << 20,
-            max_step_tokens: 128,
-            max_seqs: 8,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap()
+    let opts = ForwardOptions {
+        kv_memory: 1 << 20,
+        max_step_tokens: 128,
+        max_seqs: 8,
+        ..Default::default()
+    };
+    tiny_gpu_model(arch, ctx, opts)
 }
 
 /// Runs `prompts` to `n_new` greedy tokens each, `chunk` prompt tokens per
 /// sequence per step, every sequence that is decoding adding one token.
 fn run(m: &mut GpuModel, prompts: &[Vec<u32>], n_new: usize, chunk: usize) -> Vec<Seq> {
-    let bs = m.pool.block_size();
+    let mut pool = m.new_kv_pool();
+    let bs = pool.block_size();
     let mut seqs: Vec<Seq> = prompts
         .iter()
         .map(|p| Seq {
             prompt: p.clone(),
             done: 0,
             generated: Vec::new(),
-            blocks: m
-                .pool
+            blocks: pool
                 .allocate(BlockTable::blocks_for((p.len() + n_new) as u32, bs))
                 .unwrap(),
             seen: Vec::new(),
@@ -136,16 +129,12 @@ fn check(arch: &str, ctx: Arc<GpuContext>) {
 
 #[test]
 fn batched_equals_alone_bit_for_bit_llama() {
-    check("llama", default_gpu());
+    check("llama", gpu());
 }
 
 #[test]
 fn batched_equals_alone_bit_for_bit_qwen2() {
-    check("qwen2", default_gpu());
-}
-
-fn default_gpu() -> Arc<GpuContext> {
-    GpuContext::new_blocking(&GpuOptions::from_env()).unwrap()
+    check("qwen2", gpu());
 }
 
 /// The tiny model's float matrices take the tiled kernel for prompt rows;
@@ -153,11 +142,11 @@ fn default_gpu() -> Arc<GpuContext> {
 /// its batch too.
 #[test]
 fn batched_equals_alone_bit_for_bit_with_f16_prompt_tiles() {
-    let gpu = GpuOptions {
+    let opts = GpuOptions {
         tiled_f16: Some(true),
         ..GpuOptions::from_env()
     };
-    let ctx = GpuContext::new_blocking(&gpu).unwrap();
-    assert!(ctx.caps.tiled_f16 || gpu.no_f16, "lavapipe has shader-f16");
+    let ctx = gpu_from(&opts);
+    assert!(ctx.caps.tiled_f16 || opts.no_f16, "lavapipe has shader-f16");
     check("llama", ctx);
 }

@@ -2,9 +2,9 @@
 //! loads header-only, and the model runs on random weights of its shapes
 //! and formats; a whole file is refused when its data is missing.
 
-#[path = "fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod common;
 
+use common::gguf_writer;
 use hearth::engine::{GenerateOptions, SamplingParams};
 use hearth::model::dummy::DummyWeights;
 use hearth::model::gguf::{GgufFile, GgufModel};

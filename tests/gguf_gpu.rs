@@ -2,16 +2,15 @@
 //! interleaved RoPE and qwen2/qwen3's half-split RoPE, tied and untied) on the
 //! GPU against the CPU reference on the same file.
 
-#[path = "fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod common;
 
-use hearth::engine::{generate, GenerateOptions, SamplingParams};
-use hearth::gpu::{GpuContext, GpuOptions};
+use common::{engine, gguf_writer, gpu, gpu_from, gpu_model, rand_vec, tiny_file, tokenizer_of};
+use hearth::engine::{GenerateOptions, SamplingParams};
+use hearth::gpu::GpuOptions;
 use hearth::kv::KvDtype;
 use hearth::model::forward::{ForwardOptions, GpuModel, SeqStep};
 use hearth::model::gguf::GgufModel;
 use hearth::reference::{RefKvCache, RefModel};
-use hearth::text::Tokenizer;
 
 fn check(arch: &str, tied: bool, kv_dtype: KvDtype, tol: f32) {
     check_file(
@@ -40,21 +39,16 @@ fn check_file_on(
     let rm = RefModel::load(&model).unwrap();
     // The reference stores K/V the way the GPU cache does (f32 stays exact).
     let want = rm.forward(&prompt, &mut RefKvCache::new(kv_dtype)).unwrap();
-    let ctx = GpuContext::new_blocking(&gpu).unwrap();
     // Chunks of 16 tokens: prefill spans several steps and KV blocks.
-    let mut m = GpuModel::load(
-        ctx,
-        &model,
-        ForwardOptions {
-            kv_memory: 1 << 20,
-            kv_dtype,
-            max_step_tokens: 16,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
-    let blocks = m.pool.allocate(3).unwrap();
+    let opts = ForwardOptions {
+        kv_memory: 1 << 20,
+        kv_dtype,
+        max_step_tokens: 16,
+        ..Default::default()
+    };
+    let mut m = gpu_model(gpu_from(&gpu), &model, opts);
+    let mut pool = m.new_kv_pool();
+    let blocks = pool.allocate(3).unwrap();
     let vocab = rm.config.vocab_size;
     for (i, chunk) in prompt.chunks(16).enumerate() {
         let c = pollster::block_on(m.step(&[SeqStep::new(chunk, (i * 16) as u32, &blocks)], 1))
@@ -77,18 +71,15 @@ fn check_file_on(
             "{arch}: argmax"
         );
     }
-    m.pool.free(&blocks).unwrap();
-    let tok = Tokenizer::from_spec(&hearth::text::vocab::TokenizerSpec::Gguf(
-        model.vocab().unwrap(),
-    ))
-    .unwrap();
+    pool.free(&blocks).unwrap();
+    let mut e = engine(m, tokenizer_of(&model));
     let opts = GenerateOptions {
         sampling: SamplingParams::greedy(),
         max_tokens: 10,
         ignore_eos: true,
         ..Default::default()
     };
-    let g = pollster::block_on(generate(&mut m, &tok, &prompt, &opts, &mut |_| true)).unwrap();
+    let g = e.generate_blocking(&prompt, &opts, &mut |_| true).unwrap();
     // f16 prompt tiles shift logits by ~0.02 (see llama_f16_prompt_tiles):
     // enough to flip one of this random model's near-ties among 10 tokens.
     if kv_dtype == KvDtype::F32 && gpu.tiled_f16 != Some(true) {
@@ -118,7 +109,7 @@ fn odd_feed_forward_width_takes_the_separate_swiglu_pass() {
         } else {
             hearth::model::DType::F16
         };
-        w.tensor(&name, &shape, dtype, &gguf_writer::values(n, i as u64 + 1));
+        w.tensor(&name, &shape, dtype, &rand_vec(n, i as u64 + 1));
     }
     check_file(w, "llama", false, KvDtype::F32, 2e-3);
 }
@@ -131,12 +122,12 @@ fn llama_q5_weights() {
     use gguf_writer::*;
     let mut w = GgufWriter::new();
     tiny_metadata(&mut w, "llama");
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    // Random bytes for codes and scales (about 55 KB are taken).
+    let noise = rand_vec(1 << 17, 0x9e37);
+    let mut at = 0;
     let mut byte = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed >> 24) as u8
+        at += 1;
+        ((noise[at - 1] + 1.0) * 127.9) as u8
     };
     for (i, (name, shape)) in tiny_tensors("llama", false).into_iter().enumerate() {
         let n: usize = shape.iter().product();
@@ -145,7 +136,7 @@ fn llama_q5_weights() {
                 &name,
                 &shape,
                 hearth::model::DType::F32,
-                &values(n, i as u64 + 1),
+                &rand_vec(n, i as u64 + 1),
             );
             continue;
         }
@@ -230,8 +221,8 @@ fn llama_quantized_kv_matches_the_quantized_reference() {
 
 #[test]
 fn quantized_kv_refuses_heads_that_are_not_whole_groups() {
-    let model = GgufModel::from_bytes(gguf_writer::tiny_model("llama", false).build()).unwrap();
-    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
+    let model = tiny_file("llama");
+    let ctx = gpu();
     for kv_dtype in [KvDtype::Q8, KvDtype::Q4] {
         let opts = ForwardOptions {
             kv_memory: 1 << 20,
@@ -260,7 +251,7 @@ fn qwen3_qk_norm_f32_kv() {
 #[test]
 fn penalties_match_reference() {
     use hearth::gpu::kernels::topk::penalties_ref;
-    let model = GgufModel::from_bytes(gguf_writer::tiny_model("llama", false).build()).unwrap();
+    let model = tiny_file("llama");
     let prompt: Vec<u32> = vec![3, 9, 9, 27, 5, 9, 14];
     let rm = RefModel::load(&model).unwrap();
     let want = rm.forward(&prompt, &mut RefKvCache::default()).unwrap();
@@ -268,19 +259,13 @@ fn penalties_match_reference() {
     let mut last = want[(prompt.len() - 1) * vocab..].to_vec();
     let counts: Vec<(u32, u32)> = vec![(3, 1), (5, 1), (9, 3), (14, 1), (27, 1)];
     penalties_ref(&mut last, &counts, 1.3, 0.4, 0.25);
-    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
-    let mut m = GpuModel::load(
-        ctx,
-        &model,
-        ForwardOptions {
-            kv_memory: 1 << 20,
-            kv_dtype: KvDtype::F32,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
-    let blocks = m.pool.allocate(1).unwrap();
+    let opts = ForwardOptions {
+        kv_memory: 1 << 20,
+        kv_dtype: KvDtype::F32,
+        ..Default::default()
+    };
+    let mut m = gpu_model(gpu(), &model, opts);
+    let blocks = m.new_kv_pool().allocate(1).unwrap();
     let c = pollster::block_on(m.step(
         &[SeqStep {
             tokens: &prompt,
@@ -324,7 +309,7 @@ fn dtype_converts_float_matrices_and_dequantizes_to_floats() {
 fn dtype_conversion_matches_reference(target: hearth::model::DType) {
     use hearth::model::convert::ConvertedSource;
     use hearth::model::WeightSource;
-    let model = GgufModel::from_bytes(gguf_writer::tiny_model("qwen2", false).build()).unwrap();
+    let model = tiny_file("qwen2");
     let conv = ConvertedSource::new(&model, target);
     // Q4_1 and Q8_0 tensors pass through, F16/BF16/F32 matrices become Q4_0, vectors stay F32.
     for name in [
@@ -349,20 +334,14 @@ fn dtype_conversion_matches_reference(target: hearth::model::DType) {
     let prompt: Vec<u32> = (0..9).map(|i| (i * 5 + 1) % 40).collect();
     let rm = RefModel::load(&conv).unwrap();
     let want = rm.forward(&prompt, &mut RefKvCache::default()).unwrap();
-    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
-    let mut m = GpuModel::load(
-        ctx,
-        &model,
-        ForwardOptions {
-            dtype: Some(target),
-            kv_memory: 1 << 20,
-            kv_dtype: KvDtype::F32,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
-    let blocks = m.pool.allocate(1).unwrap();
+    let opts = ForwardOptions {
+        dtype: Some(target),
+        kv_memory: 1 << 20,
+        kv_dtype: KvDtype::F32,
+        ..Default::default()
+    };
+    let mut m = gpu_model(gpu(), &model, opts);
+    let blocks = m.new_kv_pool().allocate(1).unwrap();
     pollster::block_on(m.step(&[SeqStep::new(&prompt, 0, &blocks)], 1)).unwrap();
     let got = pollster::block_on(m.last_logits(1)).unwrap();
     let vocab = rm.config.vocab_size;

@@ -1,13 +1,11 @@
 //! GGUF reader: files written by the test writer read back with the right
-//! config, shapes, bytes and values; the real SmolLM2 file when present.
+//! config, shapes, bytes and values; the real SmolLM2 file.
 
-#[path = "fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod common;
 
 use std::borrow::Cow;
-use std::path::Path;
 
-use gguf_writer::*;
+use common::gguf_writer::*;
 use hearth::model::gguf::{GgufFile, GgufModel, MetaValue};
 use hearth::model::load::{self, check_shapes};
 use hearth::model::{Architecture, DType, RopeLayout, RopeScaling, WeightSource};
@@ -279,17 +277,10 @@ fn open_from_disk_and_load_open() {
     );
 }
 
-/// The default model. CI fetches it before the tests; skip only when absent.
+/// The default model (CI fetches it before the tests).
 #[test]
 fn smollm2_default_model() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !path.exists() {
-        eprintln!(
-            "note: {} absent; skipping the real-model check",
-            path.display()
-        );
-        return;
-    }
+    let path = common::smollm2_path();
     let loaded = load::open(&path).unwrap();
     let c = loaded.weights.config().clone();
     assert_eq!(c.arch, Architecture::Llama);

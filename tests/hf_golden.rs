@@ -6,6 +6,8 @@
 //! `check_case` takes the backend as a function, so the GPU engine can be
 //! checked against the same goldens with the same tolerances.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use hearth::model::load::{open, LoadedModel};
@@ -310,9 +312,8 @@ fn gpu_model(
     dtype: Option<hearth::model::DType>,
     max_seqs: u32,
 ) -> hearth::Result<hearth::model::forward::GpuModel> {
-    let ctx = hearth::gpu::GpuContext::new_blocking(&hearth::gpu::GpuOptions::from_env())?;
     hearth::model::forward::GpuModel::load(
-        ctx,
+        common::gpu(),
         &*loaded.weights,
         hearth::model::forward::ForwardOptions {
             dtype,
@@ -333,25 +334,26 @@ fn gpu_backend_with(
     dtype: Option<hearth::model::DType>,
 ) -> impl Fn(&LoadedModel, &[u32], usize) -> hearth::Result<BackendOutput> {
     move |loaded, prompt, n_new| {
-        use hearth::engine::{generate, GenerateOptions, SamplingParams};
+        use hearth::engine::{GenerateOptions, SamplingParams};
         use hearth::model::forward::SeqStep;
         let n = prompt.len();
         let mut m = gpu_model(loaded, dtype, n as u32)?;
-        let blocks = m.pool.allocate(n.div_ceil(m.pool.block_size() as usize))?;
+        let mut pool = m.new_kv_pool();
+        let blocks = pool.allocate(n.div_ceil(pool.block_size() as usize))?;
         let parts: Vec<SeqStep> = (0..n)
             .map(|i| SeqStep::new(&prompt[i..i + 1], i as u32, &blocks))
             .collect();
         pollster::block_on(m.step(&parts, 1))?;
         let logits = pollster::block_on(m.last_logits(n))?;
-        m.pool.free(&blocks)?;
-        let tok = Tokenizer::from_spec(&loaded.tokenizer)?;
+        pool.free(&blocks)?;
+        let mut e = common::engine(m, Tokenizer::from_spec(&loaded.tokenizer)?);
         let opts = GenerateOptions {
             sampling: SamplingParams::greedy(),
             max_tokens: n_new,
             ignore_eos: true,
             ..Default::default()
         };
-        let g = pollster::block_on(generate(&mut m, &tok, prompt, &opts, &mut |_| true))?;
+        let g = e.generate_blocking(prompt, &opts, &mut |_| true)?;
         Ok(BackendOutput {
             logits,
             greedy: g.ids,

@@ -1,8 +1,7 @@
 //! Hugging Face directories: config.json styles, safetensors (single and
 //! sharded), name mapping onto canonical names, tokenizer files.
 
-#[path = "fixtures/hf_writer.rs"]
-mod hf_writer;
+mod common;
 
 use std::borrow::Cow;
 
@@ -11,7 +10,7 @@ use hearth::model::load::{self, check_shapes};
 use hearth::model::{Architecture, DType, RopeLayout, RopeScaling, WeightSource};
 use hearth::text::vocab::TokenizerSpec;
 use hearth::HearthError;
-use hf_writer::*;
+use common::hf_writer::*;
 use safetensors::Dtype;
 use serde_json::json;
 

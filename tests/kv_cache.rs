@@ -1,5 +1,9 @@
 //! Host side of the paged KV cache: pool accounting, block tables, and the
 //! CPU paged attention reference against contiguous attention.
+
+mod common;
+
+use common::rand_vec;
 use hearth::kv::reference::{causal_attention_ref, PagedKvRef};
 use hearth::kv::{BlockTable, KvDtype, KvLayout, KvPool};
 use hearth::HearthError;
@@ -11,18 +15,6 @@ fn layout(block_size: u32) -> KvLayout {
         head_dim: 64,
         block_size,
     }
-}
-
-fn vals(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// The same budget holds proportionally more tokens when K/V are quantized:
@@ -121,14 +113,14 @@ fn paged_cpu_attention_equals_contiguous_across_block_boundaries() {
     t1.truncate(&mut pool, 70).unwrap();
     let mut cache = PagedKvRef::new(n_kv, hd, bs as usize, pool.num_blocks() as usize);
     let kv_dim = n_kv * hd;
-    let k = vals(70 * kv_dim, 1);
-    let v = vals(70 * kv_dim, 2);
+    let k = rand_vec(70 * kv_dim, 1);
+    let v = rand_vec(70 * kv_dim, 2);
     for p in 0..70 {
         let r = p * kv_dim..(p + 1) * kv_dim;
         cache.write(t1.blocks(), p, &k[r.clone()], &v[r]);
     }
     for &p in &[0usize, 14, 15, 16, 17, 31, 32, 33, 69] {
-        let q = vals(n_heads * hd, 100 + p as u64);
+        let q = rand_vec(n_heads * hd, 100 + p as u64);
         let want = causal_attention_ref(&q, &k, &v, n_heads, n_kv, hd, p + 1);
         assert_eq!(
             cache.attend(&q, n_heads, t1.blocks(), p),

@@ -1,15 +1,13 @@
 //! `hearth perplexity`'s sliding-window scoring on the GPU against the same
 //! recipe computed from the CPU reference forward pass's logits.
 
-#[path = "fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod common;
 
+use common::{gpu, gpu_model, tiny_file};
 use hearth::engine::perplexity::log_prob;
 use hearth::engine::{perplexity, top1_agreement};
-use hearth::gpu::{GpuContext, GpuOptions};
 use hearth::kv::KvDtype;
 use hearth::model::forward::{ForwardOptions, GpuModel};
-use hearth::model::gguf::GgufModel;
 use hearth::reference::{RefKvCache, RefModel};
 
 /// The sliding-window recipe on the reference model: windows of `window`
@@ -42,24 +40,16 @@ fn reference(rm: &RefModel, tokens: &[u32], window: usize, stride: usize) -> (f6
 /// The tiny model on the CPU reference and on the GPU (f32 KV), 12 rows per
 /// step so that windows span several steps and KV blocks.
 fn tiny_models() -> (RefModel, GpuModel) {
-    let file = gguf_writer::tiny_model("llama", false).build();
-    let model = GgufModel::from_bytes(file).unwrap();
-    let rm = RefModel::load(&model).unwrap();
-    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
-    let m = GpuModel::load(
-        ctx,
-        &model,
-        ForwardOptions {
-            kv_memory: 1 << 20,
-            kv_dtype: KvDtype::F32,
-            max_step_tokens: 12,
-            max_logit_rows: 12,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap();
-    (rm, m)
+    let file = tiny_file("llama");
+    let rm = RefModel::load(&file).unwrap();
+    let opts = ForwardOptions {
+        kv_memory: 1 << 20,
+        kv_dtype: KvDtype::F32,
+        max_step_tokens: 12,
+        max_logit_rows: 12,
+        ..Default::default()
+    };
+    (rm, gpu_model(gpu(), &file, opts))
 }
 
 #[test]
@@ -80,7 +70,6 @@ fn sliding_window_perplexity_matches_the_cpu_reference() {
             },
         ))
         .unwrap();
-        assert_eq!(m.pool.used_blocks(), 0);
         assert_eq!(
             got.tokens,
             tokens.len() - 1,
@@ -126,7 +115,6 @@ fn top1_agreement_counts_the_positions_where_the_model_picks_the_stream_token() 
     }
     let got = pollster::block_on(top1_agreement(&mut m, &tokens, first)).unwrap();
     assert_eq!(got, kept, "{tokens:?}");
-    assert_eq!(m.pool.used_blocks(), 0);
     assert!(pollster::block_on(top1_agreement(&mut m, &tokens, 0)).is_err());
     assert!(pollster::block_on(top1_agreement(&mut m, &tokens, tokens.len())).is_err());
 }

@@ -4,36 +4,28 @@
 //! only the steps asked for, positive times within the steps' wall time, and
 //! the model's outputs unchanged by profiling.
 
-#[path = "fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod common;
 
 use std::time::Instant;
 
+use common::{gpu_from, tiny_gpu_model};
 use hearth::engine::Candidates;
-use hearth::gpu::{GpuContext, GpuOptions};
+use hearth::gpu::GpuOptions;
 use hearth::kv::BlockTable;
 use hearth::model::forward::{ForwardOptions, GpuModel, KernelProfile, ProfileSteps, SeqStep};
-use hearth::model::gguf::GgufModel;
 
 fn load(no_timestamps: bool) -> GpuModel {
-    let model = GgufModel::from_bytes(gguf_writer::tiny_model("llama", false).build()).unwrap();
-    let opts = GpuOptions {
+    let ctx = gpu_from(&GpuOptions {
         no_timestamps,
         ..GpuOptions::from_env()
+    });
+    let opts = ForwardOptions {
+        kv_memory: 1 << 20,
+        max_step_tokens: 64,
+        max_seqs: 4,
+        ..Default::default()
     };
-    let ctx = GpuContext::new_blocking(&opts).unwrap();
-    GpuModel::load(
-        ctx,
-        &model,
-        ForwardOptions {
-            kv_memory: 1 << 20,
-            max_step_tokens: 64,
-            max_seqs: 4,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap()
+    tiny_gpu_model("llama", ctx, opts)
 }
 
 const PROMPT: [u32; 7] = [3, 14, 15, 9, 26, 5, 35];
@@ -42,11 +34,11 @@ const DECODE_STEPS: usize = 3;
 /// Greedy: the prompt in one step, then DECODE_STEPS generated tokens; the
 /// candidates of every step and the wall time of all of them.
 fn run(m: &mut GpuModel) -> (Vec<Candidates>, f64) {
-    let blocks = m
-        .pool
+    let mut pool = m.new_kv_pool();
+    let blocks = pool
         .allocate(BlockTable::blocks_for(
             (PROMPT.len() + DECODE_STEPS) as u32,
-            m.pool.block_size(),
+            pool.block_size(),
         ))
         .unwrap();
     let t = Instant::now();
@@ -60,7 +52,7 @@ fn run(m: &mut GpuModel) -> (Vec<Candidates>, f64) {
         seen.extend(pollster::block_on(m.step(&[part], 4)).unwrap());
     }
     let wall = t.elapsed().as_secs_f64();
-    m.pool.free(&blocks).unwrap();
+    pool.free(&blocks).unwrap();
     (seen, wall)
 }
 

@@ -2,15 +2,13 @@
 //! from memory, the header parsed from a prefix that grows only as needed,
 //! and no more of the file read than the header plus the tensors asked for.
 
-#[path = "fixtures/gguf_writer.rs"]
-mod gguf_writer;
-#[path = "fixtures/hf_writer.rs"]
-mod hf_writer;
+mod common;
 
 use std::cell::Cell;
 use std::rc::Rc;
 
-use gguf_writer::{tiny_model, GgufWriter, Val};
+use common::gguf_writer::{tiny_model, GgufWriter, Val};
+use common::hf_writer;
 use hearth::model::gguf::{GgufFile, GgufModel};
 use hearth::model::hf::HfModel;
 use hearth::model::load::{check_shapes, FileBytes, RangeRead};

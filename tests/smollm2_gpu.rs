@@ -6,21 +6,11 @@
 
 mod common;
 
+use common::smollm2_path;
 use hearth::engine::{GenerateOptions, SamplingParams};
 use hearth::gpu::GpuOptions;
 use hearth::model::forward::{ForwardOptions, SeqStep};
 use hearth::{EngineOptions, Hearth, HearthError, Prompt};
-
-fn model_path() -> std::path::PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo run -p hearth-cli -- fetch`",
-        p.display()
-    );
-    p
-}
 
 fn open(gpu: GpuOptions) -> Hearth {
     let opts = EngineOptions {
@@ -31,7 +21,7 @@ fn open(gpu: GpuOptions) -> Hearth {
         },
         ..Default::default()
     };
-    Hearth::open(&model_path(), &opts, &mut |_| {}).expect("load SmolLM2")
+    Hearth::open(&smollm2_path(), &opts, &mut |_| {}).expect("load SmolLM2")
 }
 
 fn greedy(n: usize) -> GenerateOptions {
@@ -111,7 +101,7 @@ fn stop_string_cuts_the_text_and_ends_generation() {
         (g.ids.len(), g.finish_reason),
         (1, hearth::engine::FinishReason::Cancelled)
     );
-    assert_eq!(h.model.pool.used_blocks(), 0);
+    assert_eq!(h.kv_pool().used_blocks(), 0);
 }
 
 #[test]
@@ -151,9 +141,10 @@ fn once_upon_a_time_top5_logits() {
         .prompt_ids(&Prompt::Text("Once upon a time".into()))
         .unwrap();
     assert_eq!(ids, [6403, 1980, 253, 655]);
-    let blocks = h.model.pool.allocate(1).unwrap();
+    let mut pool = h.model.new_kv_pool();
+    let blocks = pool.allocate(1).unwrap();
     let c = pollster::block_on(h.model.step(&[SeqStep::new(&ids, 0, &blocks)], 5)).unwrap();
-    h.model.pool.free(&blocks).unwrap();
+    pool.free(&blocks).unwrap();
     let c = &c[0];
     // Tolerance 0.02: the weights are exact (Q4_1 dequantized in registers), the
     // differences come from f16 KV storage and f32 summation order.
@@ -211,14 +202,17 @@ fn seeded_sampling_is_reproducible() {
     assert_eq!(a.ids.len(), 12);
     assert_ne!(a.ids, c.ids, "different seeds gave the same 12 tokens");
     // Every KV block is back in the pool after each request.
-    assert_eq!(h.model.pool.used_blocks(), 0);
+    assert_eq!(h.kv_pool().used_blocks(), 0);
 }
 
 #[test]
 fn request_errors_are_clear() {
     let mut h = open(GpuOptions::from_env());
     let e = h.prompt_ids(&Prompt::Text(String::new())).unwrap_err();
-    assert!(matches!(e, HearthError::InvalidRequest(_)), "{e}");
+    assert!(
+        matches!(&e, HearthError::InvalidField { field, .. } if field == "prompt"),
+        "{e}"
+    );
     let long = vec![504u32; 8192];
     let e = h
         .generate_blocking(&long, &greedy(4), &mut |_| true)
@@ -233,14 +227,15 @@ fn request_errors_are_clear() {
         .generate_blocking(&[60000], &greedy(1), &mut |_| true)
         .unwrap_err();
     assert!(matches!(e, HearthError::InvalidRequest(_)), "{e}");
-    assert_eq!(h.model.pool.used_blocks(), 0);
+    assert_eq!(h.kv_pool().used_blocks(), 0);
     // The model still works after the errors.
     check_france(&mut h);
 }
 
 /// The real model through the continuous-batching scheduler: chat prompts of
 /// different lengths (two sharing the system prompt) stepped together give
-/// the token ids each gives alone, France's included.
+/// the token ids each gives alone, France's included; a later question under
+/// the same system prompt reuses its cached blocks.
 #[test]
 fn scheduler_batch_matches_each_request_alone() {
     use hearth::engine::scheduler::{Scheduler, SchedulerOptions, SeqEvent};
@@ -254,7 +249,17 @@ fn scheduler_batch_matches_each_request_alone() {
         },
         ..Default::default()
     };
-    let mut h = Hearth::open(&model_path(), &opts, &mut |_| {}).expect("load SmolLM2");
+    let mut h = Hearth::open(&smollm2_path(), &opts, &mut |_| {}).expect("load SmolLM2");
+    // The oracle: the engine, one request at a time, every prompt computed
+    // from scratch.
+    h.set_config(hearth::EngineConfig {
+        scheduler: SchedulerOptions {
+            prefix_caching: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
     let chat = |h: &Hearth, sys: Option<&str>, user: &str| {
         let mut m = Vec::new();
         if let Some(s) = sys {
@@ -270,57 +275,56 @@ fn scheduler_batch_matches_each_request_alone() {
         chat(&h, Some(sys), "Name a long river in Africa."),
         chat(&h, None, "Write one sentence about mountains."),
     ];
+    let again = chat(&h, Some(sys), "Which desert is the largest?");
     let n = 12;
-    let want: Vec<Vec<u32>> = prompts
-        .iter()
-        .map(|p| {
-            h.generate_blocking(p, &greedy(n), &mut |_| true)
-                .unwrap()
-                .ids
-        })
-        .collect();
+    // Every answer alone first: the scheduler under test then has the
+    // model's KV cache to itself (a block manager assumes no other writes
+    // its blocks, cached ones included).
+    let mut alone = |p: &[u32]| {
+        h.generate_blocking(p, &greedy(n), &mut |_| true)
+            .unwrap()
+            .ids
+    };
+    let want: Vec<Vec<u32>> = prompts.iter().map(|p| alone(p)).collect();
+    let want_again = alone(&again);
     assert_eq!(want[0], FRANCE_OUT);
-    let mut sched = Scheduler::new(SchedulerOptions::default());
+
+    let mut sched = Scheduler::new(SchedulerOptions::default(), h.model.new_kv_pool());
     let ids: Vec<_> = prompts
         .iter()
         .map(|p| sched.add(&h.model, p.clone(), &greedy(n)).unwrap())
         .collect();
     let mut got = vec![Vec::new(); prompts.len()];
     while !sched.is_idle() {
-        for ev in pollster::block_on(sched.step(&mut h.model, &h.tokenizer)).unwrap() {
+        for ev in pollster::block_on(sched.step(&mut h.model, None, &h.tokenizer)).unwrap() {
             if let SeqEvent::Token(id, a) = ev {
                 got[ids.iter().position(|&x| x == id).unwrap()].push(a.id);
             }
         }
     }
     assert_eq!(got, want);
-    assert_eq!(h.model.pool.used_blocks(), 0);
+    assert_eq!(sched.pool().used_blocks(), 0);
 
     // A new question under the same system prompt reuses its cached blocks.
-    let again = chat(&h, Some(sys), "Which desert is the largest?");
-    let alone = h
-        .generate_blocking(&again, &greedy(n), &mut |_| true)
-        .unwrap()
-        .ids;
-    let before = h.model.pool.prefix_stats();
+    let before = sched.pool().prefix_stats();
     let id = sched.add(&h.model, again.clone(), &greedy(n)).unwrap();
     let mut out = Vec::new();
     while !sched.is_idle() {
-        for ev in pollster::block_on(sched.step(&mut h.model, &h.tokenizer)).unwrap() {
+        for ev in pollster::block_on(sched.step(&mut h.model, None, &h.tokenizer)).unwrap() {
             if let SeqEvent::Token(i, a) = ev {
                 assert_eq!(i, id);
                 out.push(a.id);
             }
         }
     }
-    assert_eq!(out, alone);
-    let bs = h.model.pool.block_size() as usize;
+    assert_eq!(out, want_again);
+    let bs = h.model.kv_block_size() as usize;
     let shared = again
         .iter()
         .zip(&prompts[1])
         .take_while(|(a, b)| a == b)
         .count();
-    let hits = h.model.pool.prefix_stats().hit_tokens - before.hit_tokens;
+    let hits = sched.pool().prefix_stats().hit_tokens - before.hit_tokens;
     assert_eq!(hits as usize, shared / bs * bs, "{shared} shared tokens");
     assert!(hits > 0);
 }

@@ -4,19 +4,9 @@
 
 mod common;
 
+use common::smollm2_path;
 use hearth::model::load;
 use hearth::reference::{RefKvCache, RefModel};
-
-pub fn smollm2_path() -> std::path::PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo run -p hearth-cli -- fetch` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
 
 #[test]
 fn reference_greedy_france_matches_expected_ids() {

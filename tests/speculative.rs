@@ -4,20 +4,21 @@
 //! preempt, and max_tokens limits), and gives every rejected draft's KV
 //! block back, in the target's pool and in the draft's.
 
-#[path = "fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use common::{engine, gpu, gpu_model, tiny_file, tokenizer_of, uncached_engine};
 use hearth::engine::scheduler::{Scheduler, SchedulerOptions, SeqEvent};
-use hearth::engine::{generate, GenerateOptions, SamplingParams, SpecOptions, SpecStats};
-use hearth::gpu::{GpuContext, GpuOptions};
+use hearth::engine::{GenerateOptions, SamplingParams, SpecOptions, SpecStats};
+use hearth::gpu::GpuContext;
+use hearth::kv::KvPool;
 use hearth::model::forward::{ForwardOptions, GpuModel, SeqStep};
 use hearth::model::gguf::GgufModel;
 use hearth::model::DType;
-use hearth::text::vocab::TokenizerSpec;
 use hearth::text::Tokenizer;
+use hearth::Engine;
 
 /// The tiny model on `ctx`, stored as `dtype` (None: as in the file).
 fn tiny_gpu_model(
@@ -27,44 +28,58 @@ fn tiny_gpu_model(
     kv_memory: u64,
     max_logit_rows: u32,
 ) -> GpuModel {
-    GpuModel::load(
-        ctx,
-        model,
-        ForwardOptions {
-            kv_memory,
-            dtype,
-            max_step_tokens: 64,
-            max_seqs: 8,
-            max_logit_rows,
-            ..Default::default()
-        },
-        &mut |_| {},
-    )
-    .unwrap()
+    let opts = ForwardOptions {
+        kv_memory,
+        dtype,
+        max_step_tokens: 64,
+        max_seqs: 8,
+        max_logit_rows,
+        ..Default::default()
+    };
+    gpu_model(ctx, model, opts)
 }
 
-fn tiny_file() -> GgufModel {
-    GgufModel::from_bytes(gguf_writer::tiny_model("llama", false).build()).unwrap()
+/// The tiny model twice on one device: `e`, an engine that runs one request
+/// at a time without prefix caching, and `m` (with `tok`) for the scheduler
+/// under test; with a draft model, each has its own (the same weights
+/// requantized to Q4_0, so most drafts are accepted and some are not): the
+/// engine's attached through `attach_draft`, `draft` beside `m`. Separate
+/// copies, since a KV block manager takes its model's cache for its own.
+struct Tiny {
+    e: Engine,
+    m: GpuModel,
+    draft: Option<GpuModel>,
+    tok: Tokenizer,
 }
 
-fn load(kv_memory: u64) -> (GpuModel, Tokenizer) {
-    let model = tiny_file();
-    let tok = Tokenizer::from_spec(&TokenizerSpec::Gguf(model.vocab().unwrap())).unwrap();
-    let ctx = GpuContext::new_blocking(&GpuOptions::from_env()).unwrap();
-    (tiny_gpu_model(ctx, &model, None, kv_memory, 40), tok)
+fn load(kv_memory: u64) -> Tiny {
+    load_models(kv_memory, false)
 }
 
-/// The target of [`load`] with a draft model beside it: the same weights
-/// requantized to Q4_0, so most drafts are accepted and some are not.
-fn load_with_draft(kv_memory: u64) -> (GpuModel, Tokenizer) {
-    let (mut m, tok) = load(kv_memory);
-    let d = tiny_gpu_model(m.ctx.clone(), &tiny_file(), Some(DType::Q4_0), kv_memory, 8);
-    m.draft = Some(Box::new(d));
-    (m, tok)
+fn load_with_draft(kv_memory: u64) -> Tiny {
+    load_models(kv_memory, true)
 }
 
-fn draft_blocks_used(m: &GpuModel) -> u32 {
-    m.draft.as_ref().map_or(0, |d| d.pool.used_blocks())
+fn load_models(kv_memory: u64, with_draft: bool) -> Tiny {
+    let file = tiny_file("llama");
+    let tok = tokenizer_of(&file);
+    let ctx = gpu();
+    let target = || tiny_gpu_model(ctx.clone(), &file, None, kv_memory, 40);
+    let draft = || tiny_gpu_model(ctx.clone(), &file, Some(DType::Q4_0), kv_memory, 8);
+    let mut e = uncached_engine(target(), tok.clone());
+    if with_draft {
+        e.attach_draft(engine(draft(), tok.clone())).unwrap();
+    }
+    Tiny {
+        e,
+        m: target(),
+        draft: with_draft.then(draft),
+        tok,
+    }
+}
+
+fn used(pool: Option<&KvPool>) -> u32 {
+    pool.map_or(0, KvPool::used_blocks)
 }
 
 fn opts(n: usize, spec: SpecOptions, penalties: bool) -> GenerateOptions {
@@ -89,15 +104,11 @@ fn prompts() -> Vec<Vec<u32>> {
     vec![seq(5, 3), seq(40, 1), seq(19, 4), seq(2, 8), seq(70, 2)]
 }
 
-fn alone(
-    m: &mut GpuModel,
-    tok: &Tokenizer,
-    p: &[u32],
-    o: &GenerateOptions,
-) -> (Vec<u32>, SpecStats) {
-    let g = pollster::block_on(generate(m, tok, p, o, &mut |_| true)).unwrap();
-    assert_eq!(m.pool.used_blocks(), 0, "generate returns every block");
-    assert_eq!(draft_blocks_used(m), 0, "and every draft-model block");
+/// `p` alone through the engine.
+fn alone(e: &mut Engine, p: &[u32], o: &GenerateOptions) -> (Vec<u32>, SpecStats) {
+    let g = e.generate_blocking(p, o, &mut |_| true).unwrap();
+    assert_eq!(e.kv_pool().used_blocks(), 0, "generate returns every block");
+    assert_eq!(used(e.draft_kv_pool()), 0, "and every draft-model block");
     (g.ids, g.spec)
 }
 
@@ -111,20 +122,15 @@ fn greedy_model_drafting_matches_plain_decoding_alone() {
     greedy_drafting_matches_plain_decoding_alone(load_with_draft(1 << 20), SpecOptions::model());
 }
 
-fn greedy_drafting_matches_plain_decoding_alone(loaded: (GpuModel, Tokenizer), spec: SpecOptions) {
-    let (mut m, tok) = loaded;
+fn greedy_drafting_matches_plain_decoding_alone(t: Tiny, spec: SpecOptions) {
+    let mut e = t.e;
     let n = 24;
     let mut total = SpecStats::default();
     for penalties in [false, true] {
         for p in prompts() {
-            let (want, none) = alone(
-                &mut m,
-                &tok,
-                &p,
-                &opts(n, SpecOptions::default(), penalties),
-            );
+            let (want, none) = alone(&mut e, &p, &opts(n, SpecOptions::default(), penalties));
             assert_eq!(none.drafted, 0);
-            let (got, s) = alone(&mut m, &tok, &p, &opts(n, spec, penalties));
+            let (got, s) = alone(&mut e, &p, &opts(n, spec, penalties));
             assert_eq!(got, want, "prompt {p:?} penalties {penalties}");
             total.add(&s);
         }
@@ -138,23 +144,22 @@ fn greedy_drafting_matches_plain_decoding_alone(loaded: (GpuModel, Tokenizer), s
     );
 }
 
-fn batched(
-    m: &mut GpuModel,
-    tok: &Tokenizer,
-    ps: &[Vec<u32>],
-    o: &[GenerateOptions],
-) -> (Vec<Vec<u32>>, SpecStats, u64) {
-    let mut sched = Scheduler::new(SchedulerOptions::default());
+/// Every prompt through one scheduler over `t.m` (and `t.draft`).
+fn batched(t: &mut Tiny, ps: &[Vec<u32>], o: &[GenerateOptions]) -> (Vec<Vec<u32>>, SpecStats, u64) {
+    let mut sched = Scheduler::new(SchedulerOptions::default(), t.m.new_kv_pool());
+    sched
+        .set_draft_pool(t.draft.as_ref().map(GpuModel::new_kv_pool))
+        .unwrap();
     let ids: Vec<_> = ps
         .iter()
         .zip(o)
-        .map(|(p, o)| sched.add(m, p.clone(), o).unwrap())
+        .map(|(p, o)| sched.add(&t.m, p.clone(), o).unwrap())
         .collect();
     let mut got: HashMap<_, Vec<u32>> = HashMap::new();
     let mut total = SpecStats::default();
     let mut steps = 0;
     while !sched.is_idle() {
-        for ev in pollster::block_on(sched.step(m, tok)).unwrap() {
+        for ev in pollster::block_on(sched.step(&mut t.m, t.draft.as_mut(), &t.tok)).unwrap() {
             match ev {
                 SeqEvent::Token(id, a) => got.entry(id).or_default().push(a.id),
                 SeqEvent::Finished {
@@ -171,9 +176,9 @@ fn batched(
         steps += 1;
         assert!(steps < 10_000, "the scheduler does not finish");
     }
-    assert_eq!(m.pool.used_blocks(), 0, "every KV block is returned");
+    assert_eq!(sched.pool().used_blocks(), 0, "every KV block is returned");
     assert_eq!(
-        draft_blocks_used(m),
+        used(sched.draft_pool()),
         0,
         "every draft-model block is returned"
     );
@@ -194,8 +199,7 @@ fn greedy_model_drafting_in_the_scheduler_matches_plain_decoding() {
     greedy_drafting_in_the_scheduler_matches(load_with_draft(1 << 20), SpecOptions::model());
 }
 
-fn greedy_drafting_in_the_scheduler_matches(loaded: (GpuModel, Tokenizer), drafting: SpecOptions) {
-    let (mut m, tok) = loaded;
+fn greedy_drafting_in_the_scheduler_matches(mut t: Tiny, drafting: SpecOptions) {
     let ps = prompts();
     // Different lengths, all but one drafting, one with penalties.
     let o: Vec<GenerateOptions> = (0..ps.len())
@@ -213,8 +217,7 @@ fn greedy_drafting_in_the_scheduler_matches(loaded: (GpuModel, Tokenizer), draft
         .zip(&o)
         .map(|(p, o)| {
             alone(
-                &mut m,
-                &tok,
+                &mut t.e,
                 p,
                 &opts(
                     o.max_tokens,
@@ -225,7 +228,7 @@ fn greedy_drafting_in_the_scheduler_matches(loaded: (GpuModel, Tokenizer), draft
             .0
         })
         .collect();
-    let (got, spec, _) = batched(&mut m, &tok, &ps, &o);
+    let (got, spec, _) = batched(&mut t, &ps, &o);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.len(), o[i].max_tokens, "request {i} stops at max_tokens");
         assert_eq!(g, w, "request {i}");
@@ -246,15 +249,14 @@ fn model_drafting_under_small_pools_preempts_and_still_matches() {
     drafting_under_a_small_pool_preempts(load_with_draft(40 << 10), SpecOptions::model());
 }
 
-fn drafting_under_a_small_pool_preempts(loaded: (GpuModel, Tokenizer), spec: SpecOptions) {
-    let (mut m, tok) = loaded;
+fn drafting_under_a_small_pool_preempts(mut t: Tiny, spec: SpecOptions) {
     let ps = prompts();
     let o: Vec<GenerateOptions> = ps.iter().map(|_| opts(30, spec, false)).collect();
     let want: Vec<Vec<u32>> = ps
         .iter()
-        .map(|p| alone(&mut m, &tok, p, &opts(30, SpecOptions::default(), false)).0)
+        .map(|p| alone(&mut t.e, p, &opts(30, SpecOptions::default(), false)).0)
         .collect();
-    let (got, spec, preemptions) = batched(&mut m, &tok, &ps, &o);
+    let (got, spec, preemptions) = batched(&mut t, &ps, &o);
     assert_eq!(got, want);
     assert!(preemptions > 0, "the pool was meant to run out");
     assert!(spec.drafted > 0, "{spec:?}");
@@ -264,10 +266,11 @@ fn drafting_under_a_small_pool_preempts(loaded: (GpuModel, Tokenizer), spec: Spe
 /// if they had been generated one by one.
 #[test]
 fn later_logit_rows_count_the_drafts_before_them() {
-    let (mut m, _) = load(1 << 20);
+    let mut m = load(1 << 20).m;
     let tokens = [3u32, 9, 9, 4, 9];
     let counts = [(9u32, 2u32), (3, 1)];
-    let blocks = m.pool.allocate(1).unwrap();
+    let mut pool = m.new_kv_pool();
+    let blocks = pool.allocate(1).unwrap();
     let step = |m: &mut GpuModel, toks: &[u32], start: u32, rows: u32, counts: &[(u32, u32)]| {
         pollster::block_on(m.step(
             &[SeqStep {
@@ -292,17 +295,21 @@ fn later_logit_rows_count_the_drafts_before_them() {
         assert_eq!(one[0].ids, all[j].ids, "row {j}");
         assert_eq!(one[0].logits, all[j].logits, "row {j}");
     }
-    m.pool.free(&blocks).unwrap();
+    pool.free(&blocks).unwrap();
 }
 
 #[test]
 fn model_drafting_without_a_draft_model_is_a_clear_error() {
-    let (mut m, tok) = load(1 << 20);
+    let mut t = load(1 << 20);
     let o = opts(4, SpecOptions::model(), false);
-    let e = pollster::block_on(generate(&mut m, &tok, &[1, 2, 3], &o, &mut |_| true)).unwrap_err();
+    let e = t
+        .e
+        .generate_blocking(&[1, 2, 3], &o, &mut |_| true)
+        .unwrap_err();
     assert!(e.to_string().contains("--draft-model"), "{e}");
-    let mut sched = Scheduler::new(SchedulerOptions::default());
-    let e = sched.add(&m, vec![1, 2, 3], &o).unwrap_err();
+    assert_eq!(t.e.kv_pool().used_blocks(), 0);
+    let mut sched = Scheduler::new(SchedulerOptions::default(), t.m.new_kv_pool());
+    let e = sched.add(&t.m, vec![1, 2, 3], &o).unwrap_err();
     assert!(e.to_string().contains("--draft-model"), "{e}");
-    assert_eq!(m.pool.used_blocks(), 0);
+    assert_eq!(sched.pool().used_blocks(), 0);
 }

@@ -3,9 +3,9 @@
 //! are worked out by hand, and the GGUF-built tokenizers serialized to
 //! tokenizer.json, reloaded, and checked against llama.cpp's vectors again.
 
-use std::path::Path;
+mod common;
 
-use hearth::model::gguf::GgufFile;
+use common::{gguf_file_tokenizer, vocab_fixture};
 use hearth::text::vocab::TokenizerSpec;
 use hearth::text::{ChatMessage, ChatTemplate, Tokenizer};
 
@@ -107,19 +107,13 @@ fn malformed_hf_files_are_errors() {
 #[test]
 fn gguf_tokenizers_survive_a_tokenizer_json_round_trip() {
     for name in ["llama-spm", "qwen2"] {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/vocab");
-        let path = dir.join(format!("ggml-vocab-{name}.gguf"));
-        assert!(
-            path.exists(),
-            "{} is missing: run scripts/fetch-vocab-fixtures.sh (scripts/test.sh does)",
-            path.display()
-        );
-        let vocab = GgufFile::open(&path).unwrap().vocab().unwrap();
-        let gguf = Tokenizer::from_spec(&TokenizerSpec::Gguf(vocab)).unwrap();
+        let gguf = gguf_file_tokenizer(&vocab_fixture(&format!("ggml-vocab-{name}.gguf")));
         let json = gguf.hf().to_string(false).unwrap();
         let reloaded = hf(&json, None, None).unwrap();
-        let inp = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.inp"))).unwrap();
-        let out = std::fs::read_to_string(dir.join(format!("ggml-vocab-{name}.gguf.out"))).unwrap();
+        let inp =
+            std::fs::read_to_string(vocab_fixture(&format!("ggml-vocab-{name}.gguf.inp"))).unwrap();
+        let out =
+            std::fs::read_to_string(vocab_fixture(&format!("ggml-vocab-{name}.gguf.out"))).unwrap();
         for (text, line) in inp.split("\n__ggml_vocab_test__\n").zip(out.lines()) {
             let want: Vec<u32> = line
                 .split_whitespace()

@@ -6,30 +6,13 @@
 //! so these tests do the same. Then the real SmolLM2 GGUF against the ids the
 //! issue gives.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use common::{gguf_file_tokenizer, smollm2_path, vocab_fixture as fixture};
 use hearth::model::gguf::GgufFile;
 use hearth::text::vocab::TokenizerSpec;
 use hearth::text::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
 
-fn vocab_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/vocab")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    let p = vocab_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/fetch-vocab-fixtures.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-fn gguf_tokenizer(path: &Path) -> Tokenizer {
-    let vocab = GgufFile::open(path).unwrap().vocab().unwrap();
-    Tokenizer::from_spec(&TokenizerSpec::Gguf(vocab)).unwrap()
-}
 
 /// The test cases of one vocabulary, split the way test-tokenizer-0 splits them.
 fn cases(name: &str) -> Vec<(String, Vec<u32>)> {
@@ -53,7 +36,7 @@ fn cases(name: &str) -> Vec<(String, Vec<u32>)> {
 }
 
 fn check_vocab(name: &str) {
-    let tok = gguf_tokenizer(&fixture(&format!("ggml-vocab-{name}.gguf")));
+    let tok = gguf_file_tokenizer(&fixture(&format!("ggml-vocab-{name}.gguf")));
     let mut failures = Vec::new();
     for (text, want) in cases(name) {
         let got = tok.encode_with(&text, false, false).unwrap();
@@ -100,7 +83,7 @@ vocab_tests! {
 #[test]
 fn decode_and_stream_round_trip() {
     for name in ["llama-spm", "llama-bpe", "qwen2"] {
-        let tok = gguf_tokenizer(&fixture(&format!("ggml-vocab-{name}.gguf")));
+        let tok = gguf_file_tokenizer(&fixture(&format!("ggml-vocab-{name}.gguf")));
         for (text, ids) in cases(name) {
             let decoded = tok.decode(&ids, false).unwrap();
             assert_eq!(decoded, text, "{name}: decode({ids:?})");
@@ -122,7 +105,7 @@ fn decode_and_stream_round_trip() {
 
 #[test]
 fn special_tokens_in_text_are_parsed_unless_asked_not_to() {
-    let tok = gguf_tokenizer(&fixture("ggml-vocab-llama-bpe.gguf"));
+    let tok = gguf_file_tokenizer(&fixture("ggml-vocab-llama-bpe.gguf"));
     let eot = tok.token_id("<|eot_id|>").unwrap();
     let ids = tok.encode("hi<|eot_id|>", false).unwrap();
     assert_eq!(ids.last(), Some(&eot));
@@ -139,7 +122,7 @@ fn special_tokens_in_text_are_parsed_unless_asked_not_to() {
     assert_eq!(tok.decode(&ids, true).unwrap(), "hi");
     assert!(tok.decode(&[u32::MAX], false).is_err());
 
-    let spm = gguf_tokenizer(&fixture("ggml-vocab-llama-spm.gguf"));
+    let spm = gguf_file_tokenizer(&fixture("ggml-vocab-llama-spm.gguf"));
     assert_eq!(spm.encode("Hello", true).unwrap()[0], 1);
     assert_eq!(spm.encode("</s>", false).unwrap(), vec![2]);
 }
@@ -160,13 +143,7 @@ fn unknown_pre_tokenizer_is_a_clear_error() {
 // --- SmolLM2-135M-Instruct (the default model) ---
 
 fn smollm2() -> Tokenizer {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo run -p hearth-cli -- fetch` (scripts/test.sh does)",
-        p.display()
-    );
-    gguf_tokenizer(&p)
+    gguf_file_tokenizer(&smollm2_path())
 }
 
 #[test]

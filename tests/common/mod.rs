@@ -1,16 +1,36 @@
-//! Shared helpers for integration tests.
+//! Shared support for the integration tests (`mod common;` in each file):
+//! GPU contexts, deterministic random data and tolerance checks here; the
+//! tiny model, engines over it and the paths of the real model files in
+//! [`models`]; the GGUF and Hugging Face file writers in [`gguf_writer`] and
+//! [`hf_writer`] (kept under `tests/fixtures/`, where native-cli's tests
+//! include the GGUF writer too).
 #![allow(dead_code)]
+
+pub mod models;
+
+#[path = "../fixtures/gguf_writer.rs"]
+pub mod gguf_writer;
+#[path = "../fixtures/hf_writer.rs"]
+pub mod hf_writer;
 
 use std::sync::Arc;
 
 use hearth::gpu::{GpuContext, GpuOptions};
 
+#[allow(unused_imports)] // Not every test uses a model.
+pub use models::*;
+
 /// A GPU context from the environment (`HEARTH_NO_F16`, `HEARTH_NO_SUBGROUPS`,
 /// `HEARTH_MAX_BINDING`, `HEARTH_ADAPTER`). A missing adapter fails the test:
 /// CI has lavapipe, and a silently skipped GPU test proves nothing.
 pub fn gpu() -> Arc<GpuContext> {
-    GpuContext::new_blocking(&GpuOptions::from_env())
-        .expect("a wgpu adapter (install mesa-vulkan-drivers)")
+    gpu_from(&GpuOptions::from_env())
+}
+
+/// A context with exactly these options (start from `GpuOptions::from_env()`
+/// to keep the environment's).
+pub fn gpu_from(opts: &GpuOptions) -> Arc<GpuContext> {
+    GpuContext::new_blocking(opts).expect("a wgpu adapter (install mesa-vulkan-drivers)")
 }
 
 /// A context with the given forced fallbacks, for tests that cover every path.
@@ -21,7 +41,7 @@ pub fn gpu_with(no_f16: bool, no_subgroups: bool, max_binding: Option<u64>) -> A
     if max_binding.is_some() {
         o.max_binding = max_binding;
     }
-    GpuContext::new_blocking(&o).expect("a wgpu adapter (install mesa-vulkan-drivers)")
+    gpu_from(&o)
 }
 
 /// A context whose tiled matrix kernel multiplies in f16 (the default on
@@ -30,7 +50,7 @@ pub fn gpu_with(no_f16: bool, no_subgroups: bool, max_binding: Option<u64>) -> A
 pub fn gpu_tiled_f16() -> Option<Arc<GpuContext>> {
     let mut o = GpuOptions::from_env();
     o.tiled_f16 = Some(true);
-    let c = GpuContext::new_blocking(&o).expect("a wgpu adapter (install mesa-vulkan-drivers)");
+    let c = gpu_from(&o);
     c.caps.tiled_f16.then_some(c)
 }
 
@@ -46,18 +66,10 @@ pub fn all_variants() -> Vec<Arc<GpuContext>> {
     v
 }
 
-/// Deterministic pseudo-random values in [-1, 1) (xorshift; no test depends on a crate's RNG stream).
-pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+/// Deterministic pseudo-random values in [-1, 1): the one xorshift stream
+/// every test (and every tiny model's weights) draws from. It is defined in
+/// the GGUF writer, which native-cli's tests include on its own.
+pub use gguf_writer::values as rand_vec;
 
 pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");

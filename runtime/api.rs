@@ -128,14 +128,13 @@ impl Engine {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(TokenEvent) -> bool,
     ) -> Result<Generation> {
-        let ctx = self.model.config.max_position_embeddings;
-        let mut req = Request::from_options(crate::Prompt::Ids(prompt_ids.to_vec()), opts);
-        req.max_tokens = Some(opts.max_tokens.min(ctx.saturating_sub(prompt_ids.len())));
+        let req = Request::from_options(crate::Prompt::Ids(prompt_ids.to_vec()), opts);
         self.generate_request(req, on_token).await
     }
 
     /// Runs one request of one choice to its end, streaming its tokens to
     /// `on_token` (`false` stops it: the result then ends as cancelled).
+    /// Unlike `add_request`, a `max_tokens` past the context is capped to it.
     /// Other requests in the engine advance meanwhile; their outputs wait
     /// for the next `step`.
     pub async fn generate_request(
@@ -151,6 +150,12 @@ impl Engine {
         }
         let prompt_ids = self.prompt_ids(&req.prompt)?;
         req.prompt = crate::Prompt::Ids(prompt_ids.clone());
+        let room = self
+            .model
+            .config
+            .max_position_embeddings
+            .saturating_sub(prompt_ids.len());
+        req.max_tokens = Some(req.max_tokens.unwrap_or(room).min(room));
         let t0 = Instant::now();
         let (id, _) = self.add_request(req)?;
         let mut g = Generation {

@@ -37,6 +37,7 @@ const TEMPLATE_NAME: &str = "chat";
 /// Marks "no fixed clock": `strftime_now` reads the system clock.
 const SYSTEM_CLOCK: i64 = i64::MIN;
 
+#[derive(Clone)]
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos: String,

@@ -1,13 +1,16 @@
-//! The engine object JavaScript holds: load, prompt, generate, stats.
+//! The engine object JavaScript holds: load, prompt, generate (several at
+//! once), stats.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use hearth::gpu::{GpuContext, GpuOptions};
 use hearth::kv::KvDtype;
 use hearth::model::forward::{ForwardOptions, LoadProgress};
-use hearth::text::chat::ChatMessage;
-use hearth::{Generation, Hearth, HearthError, Prompt};
+use hearth::text::chat::{ChatMessage, ChatTemplate};
+use hearth::text::Tokenizer;
+use hearth::{EngineHandle, Event, Hearth, HearthError, Prompt};
 use js_sys::{Array, Function, Promise};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -70,18 +73,30 @@ struct ResultOut<'a> {
 
 #[wasm_bindgen]
 pub struct Engine {
-    /// Borrowed mutably for the whole of a generation, across awaits; a second
-    /// call meanwhile gets a "busy" error instead of a panic.
-    hearth: Rc<RefCell<Hearth>>,
+    /// The library engine runs in a driver future on this worker's event
+    /// loop (`spawn_local`); every call below goes through its handle, so
+    /// several generations run at once, batched by the scheduler.
+    handle: EngineHandle,
+    /// Copies for turning prompts into ids without a trip through the driver.
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    ctx: Arc<GpuContext>,
+    /// Load options of a draft model of this one (`attach_draft`).
+    draft_options: ForwardOptions,
     stats: Rc<RefCell<Stats>>,
-    /// KV budget of the target, which a draft model gets too.
-    kv_memory: u64,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Ends the driver (after aborting what runs), which frees the GPU buffers.
+        self.handle.shutdown();
+    }
 }
 
 fn stats_for(h: &Hearth, load_ms: f64) -> Stats {
     let ctx = &h.model.ctx;
     let (info, caps, c) = (&ctx.info, &ctx.caps, &h.model.config);
-    let pool = &h.model.pool;
+    let pool = h.kv_pool();
     Stats {
         adapter: serde_json::json!({
             "name": info.name,
@@ -191,18 +206,24 @@ impl Engine {
         // Errors of the upload (out of GPU memory) arrive asynchronously on the web.
         ctx.settle().await.map_err(to_js)?;
         let stats = stats_for(&h, t0.elapsed().as_secs_f64() * 1e3);
+        let draft_options = h.draft_forward_options(kv_memory);
+        let (tokenizer, template) = (h.tokenizer.clone(), h.template.clone());
+        let (handle, driver) = h.into_driver();
+        wasm_bindgen_futures::spawn_local(driver);
         Ok(Engine {
-            hearth: Rc::new(RefCell::new(h)),
+            handle,
+            tokenizer,
+            template,
+            ctx,
+            draft_options,
             stats: Rc::new(RefCell::new(stats)),
-            kv_memory,
         })
     }
 
     /// Loads a draft model for speculative decoding (`draft: "model"` in
     /// `generate`) from Blobs, like `load`, onto the same device with a KV
-    /// budget equal to the target's. Its tokenizer must be the target's.
-    // The borrow is held across awaits on purpose, as in `generate`.
-    #[allow(clippy::await_holding_refcell_ref)]
+    /// budget equal to the target's. Its tokenizer must be the target's; no
+    /// generation may run meanwhile.
     pub async fn attach_draft(
         &self,
         files: Array,
@@ -210,18 +231,21 @@ impl Engine {
         on_progress: Function,
     ) -> Result<JsValue, JsValue> {
         let picked = picked_files(files, names)?;
-        let mut h = self.hearth.try_borrow_mut().map_err(|_| busy())?;
         let loaded = crate::files::open(picked).map_err(to_js)?;
-        let ctx = h.model.ctx.clone();
-        let opts = h.draft_forward_options(self.kv_memory);
         let mut progress = progress_to(&on_progress);
-        let draft = Hearth::from_loaded(ctx.clone(), loaded, opts, &mut progress).map_err(to_js)?;
-        ctx.settle().await.map_err(to_js)?;
+        let draft = Hearth::from_loaded(
+            self.ctx.clone(),
+            loaded,
+            self.draft_options.clone(),
+            &mut progress,
+        )
+        .map_err(to_js)?;
+        self.ctx.settle().await.map_err(to_js)?;
         let desc = serde_json::json!({
             "desc": draft.source_desc,
             "weight_bytes": draft.model.weight_bytes,
         });
-        h.attach_draft(draft).map_err(to_js)?;
+        self.handle.attach_draft(draft).await.map_err(to_js)?;
         self.stats.borrow_mut().draft = Some(desc);
         Ok(self.stats())
     }
@@ -248,17 +272,31 @@ impl Engine {
     }
 
     fn prompt(&self, p: Prompt) -> Result<Vec<u32>, JsValue> {
-        let h = self.hearth.try_borrow().map_err(|_| busy())?;
-        h.prompt_ids(&p).map_err(to_js)
+        let ids = match p {
+            Prompt::Chat(messages) => {
+                let tpl = self.template.as_ref().ok_or_else(|| {
+                    to_js(HearthError::Template(
+                        "the model has no usable chat template".into(),
+                    ))
+                })?;
+                let text = tpl.render(&messages, true).map_err(to_js)?;
+                // The template writes BOS itself where the model wants one.
+                self.tokenizer.encode(&text, false).map_err(to_js)?
+            }
+            Prompt::Text(t) => self.tokenizer.encode(&t, true).map_err(to_js)?,
+            Prompt::Ids(ids) => ids,
+        };
+        if ids.is_empty() {
+            return Err(JsError::new("the prompt is empty (no tokens)").into());
+        }
+        Ok(ids)
     }
 
     /// Generates from `prompt_ids`; `on_token({text, token_id})` returning
-    /// `false` stops. Resolves to the result object.
-    // Holding the borrow across awaits is the point: it marks the engine busy,
-    // and every other access uses `try_borrow`, so nothing can panic on it.
-    #[allow(clippy::await_holding_refcell_ref)]
+    /// `false` stops. Resolves to the result object. Calls may overlap: the
+    /// engine batches them.
     pub fn generate(&self, prompt_ids: Vec<u32>, options: JsValue, on_token: Function) -> Promise {
-        let hearth = self.hearth.clone();
+        let handle = self.handle.clone();
         let stats = self.stats.clone();
         future_to_promise(async move {
             let opts: GenOptions = if options.is_undefined() || options.is_null() {
@@ -267,41 +305,67 @@ impl Engine {
                 serde_wasm_bindgen::from_value(options)
                     .map_err(|e| JsError::new(&format!("generate options: {e}")))?
             };
-            let gen_opts = opts.to_generate();
-            let mut h = hearth.try_borrow_mut().map_err(|_| busy())?;
             let t0 = Instant::now();
-            let mut ttft_ms = None;
-            let g: Generation = h
-                .generate(&prompt_ids, &gen_opts, &mut |ev| {
-                    ttft_ms.get_or_insert_with(|| t0.elapsed().as_secs_f64() * 1e3);
-                    let out = serialize(&TokenOut {
-                        text: ev.text,
-                        token_id: ev.id,
-                    });
-                    // A throwing callback stops the generation like `false` does.
-                    match on_token.call1(&JsValue::NULL, &out) {
-                        Ok(v) => v.as_bool() != Some(false),
-                        Err(_) => false,
-                    }
-                })
+            // As `Engine::generate`: max_tokens is capped by the context.
+            let room = handle.info().context_length.saturating_sub(prompt_ids.len());
+            let mut req = opts.to_request(prompt_ids);
+            req.max_tokens = req.max_tokens.map(|m| m.min(room));
+            let mut stream = handle
+                .submit(req)
                 .await
                 .map_err(to_js)?;
+            let prompt_tokens = stream.prompt_tokens;
+            let (mut first, mut ids, mut text) = (None, Vec::new(), String::new());
+            let mut stopped = false;
+            let mut finish = None;
+            while let Some(ev) = stream.next_event().await {
+                match ev {
+                    Event::Token { token, .. } if !stopped => {
+                        first.get_or_insert_with(Instant::now);
+                        let out = serialize(&TokenOut {
+                            text: &token.text,
+                            token_id: token.id,
+                        });
+                        ids.push(token.id);
+                        text.push_str(&token.text);
+                        // A throwing callback stops the generation like `false` does.
+                        let go_on = match on_token.call1(&JsValue::NULL, &out) {
+                            Ok(v) => v.as_bool() != Some(false),
+                            Err(_) => false,
+                        };
+                        if !go_on {
+                            stopped = true;
+                            handle.abort(stream.id);
+                        }
+                    }
+                    Event::Token { .. } => {}
+                    Event::Finished { finish: f, .. } => finish = Some(f),
+                    Event::Failed(e) => return Err(to_js(e)),
+                }
+            }
+            let finish = finish.ok_or_else(|| to_js(HearthError::Stopped("the engine was unloaded".into())))?;
+            let end = Instant::now();
+            let first = first.unwrap_or(end);
+            let prefill_s = (first - t0).as_secs_f64();
+            let decode_s = (end - first).as_secs_f64();
+            let prefill_tok_s = prompt_tokens as f64 / prefill_s.max(1e-9);
+            let decode_tok_s = ids.len().saturating_sub(1) as f64 / decode_s.max(1e-9);
             stats.borrow_mut().last = Some(LastRun {
-                prefill_tok_s: g.prefill_tok_s(),
-                decode_tok_s: g.decode_tok_s(),
-                prompt_tokens: g.prompt_ids.len(),
-                completion_tokens: g.ids.len(),
-                spec: g.spec,
+                prefill_tok_s,
+                decode_tok_s,
+                prompt_tokens,
+                completion_tokens: ids.len(),
+                spec: finish.spec,
             });
             Ok(serialize(&ResultOut {
-                text: &g.text,
-                token_ids: &g.ids,
-                prompt_tokens: g.prompt_ids.len(),
-                completion_tokens: g.ids.len(),
-                finish_reason: g.finish_reason,
-                prefill_tok_s: g.prefill_tok_s(),
-                decode_tok_s: g.decode_tok_s(),
-                ttft_ms: ttft_ms.unwrap_or(0.0),
+                text: &text,
+                token_ids: &ids,
+                prompt_tokens,
+                completion_tokens: ids.len(),
+                finish_reason: finish.reason,
+                prefill_tok_s,
+                decode_tok_s,
+                ttft_ms: prefill_s * 1e3,
             }))
         })
     }
@@ -310,8 +374,4 @@ impl Engine {
     pub fn stats(&self) -> JsValue {
         serialize(&*self.stats.borrow())
     }
-}
-
-fn busy() -> JsValue {
-    JsError::new("the engine is busy with another generation; wait for it or stop it first").into()
 }

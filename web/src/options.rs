@@ -1,6 +1,7 @@
 //! Options as JavaScript passes them, with OpenAI's names.
 
-use hearth::engine::{Drafting, GenerateOptions, SamplingParams, SpecOptions};
+use hearth::engine::{Drafting, Request, SamplingParams};
+use hearth::Prompt;
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,12 +43,14 @@ pub struct GenOptions {
 }
 
 impl GenOptions {
-    /// Range checks of the sampling values happen in the runtime
-    /// (`SamplingParams::validate`), the same for every host.
-    pub fn to_generate(&self) -> GenerateOptions {
-        let d = GenerateOptions::default();
+    /// The library request; unset fields take the library's defaults (the
+    /// same as every front end but the OpenAI server), and its validation
+    /// checks the values, the same for every host.
+    pub fn to_request(&self, prompt_ids: Vec<u32>) -> Request {
+        let d = Request::default();
         let s = SamplingParams::default();
-        GenerateOptions {
+        Request {
+            prompt: Prompt::Ids(prompt_ids),
             sampling: SamplingParams {
                 temperature: self.temperature.unwrap_or(s.temperature),
                 top_k: self.top_k.map_or(s.top_k, |k| k as usize),
@@ -58,18 +61,15 @@ impl GenOptions {
                 frequency_penalty: self.frequency_penalty.unwrap_or(s.frequency_penalty),
                 seed: self.seed,
             },
-            max_tokens: self.max_tokens.map_or(d.max_tokens, |m| m as usize),
+            max_tokens: self.max_tokens.map(|m| m as usize).or(d.max_tokens),
             stop: match &self.stop {
                 None => Vec::new(),
                 Some(Stop::One(s)) => vec![s.clone()],
                 Some(Stop::Many(v)) => v.clone(),
             },
             ignore_eos: self.ignore_eos,
-            logprobs: 0,
-            speculative: SpecOptions {
-                drafting: self.draft.unwrap_or_default(),
-                ..SpecOptions::default()
-            },
+            draft: Some(self.draft.unwrap_or_default()),
+            ..d
         }
     }
 }

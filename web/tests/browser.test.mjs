@@ -150,6 +150,20 @@ test('chat: greedy reply in the browser equals the native CLI, token for token',
     assert.deepEqual(Array.from(drafted.token_ids), native.ids, `with drafts: ${JSON.stringify(drafted.text)}`);
     await page.uncheck('#draft');
 
+    // Two chats at once from the page: the engine batches them, and each gets the tokens it
+    // gets alone (the forward pass is batch-invariant).
+    const together = await page.evaluate(async ([a, b]) => {
+      const engine = window.hearthDemo.engine;
+      const run = (text) => engine.chat([{ role: 'user', content: text }], { max_tokens: 12 }).result
+        .then((r) => Array.from(r.token_ids));
+      const alone = [await run(a), await run(b)];
+      const both = await Promise.all([run(a), run(b)]);
+      return { alone, both };
+    }, [PROMPT, 'Name a colour of the rainbow.']);
+    assert.deepEqual(together.alone[0], native.ids.slice(0, 12), 'alone, the first chat matches the native CLI');
+    assert.deepEqual(together.both, together.alone, 'two concurrent chats give the ids each gives alone');
+    assert.notDeepEqual(together.alone[0], together.alone[1], 'the two prompts differ');
+
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     await page.$eval('aside', (el) => { el.scrollTop = 0; }); // setting the checkbox scrolled it
     await page.screenshot({ path: path.join(ARTIFACTS, 'web-chat.png') });

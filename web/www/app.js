@@ -10,6 +10,8 @@ const demo = { lastResult: null, stats: null, state: 'idle' };
 window.hearthDemo = demo;
 
 let engine = null;
+// The loaded HearthEngine, for the browser test's concurrent chats.
+Object.defineProperty(demo, 'engine', { get: () => engine });
 let stream = null;      // the running generation
 let history = [];       // [{role, content}] of the whole conversation
 
@@ -271,9 +273,11 @@ function wireUp() {
   $('model-url').addEventListener('input', () => {
     $('model-select').value = [...$('model-select').options].some((o) => o.value === $('model-url').value) ? $('model-url').value : '';
   });
-  $('greedy').addEventListener('change', () => {
+  const greedy = () => {
     for (const id of ['temperature', 'top-p', 'top-k', 'min-p', 'seed']) $(id).disabled = $('greedy').checked;
-  });
+  };
+  $('greedy').addEventListener('change', greedy);
+  greedy();
 }
 
 async function main() {

@@ -7,7 +7,8 @@
 //   in:  {type: "load", id, source: {url} | {files, names?}, options}
 //        {type: "attachDraft", id, source}   a draft model for generate's draft: "model"
 //        {type: "generate", id, mode: "chat" | "complete", messages | prompt, options}
-//        {type: "stop", id}            id = the generate request to stop; no reply
+//                                      several may run at once: the engine batches them
+//        {type: "stop", id}            id = the generate request to stop (none: all); no reply
 //        {type: "stats" | "unload" | "clearCache", id}
 //   out: {type: "progress", id, phase: "download" | "cache" | "upload", loaded, total, cached}
 //        {type: "token", id, text, token_id}
@@ -22,7 +23,7 @@ let wasm = null;          // the wasm-bindgen module, once initialised
 let engine = null;        // the loaded Engine
 let loadInfo = null;      // timings and origin of the loaded model, merged into stats
 let loading = false;
-let generation = null;    // {id, stop, done: Promise} while generate runs
+const generations = new Map(); // id -> {stop, done: Promise} of each running generate
 
 const post = (msg) => self.postMessage(msg);
 
@@ -155,7 +156,7 @@ const uploadProgress = (id) => (event) => {
 async function load(id, source, options) {
   options = options || {};
   if (loading) throw new Error('a model is already loading in this worker');
-  if (generation) throw new Error('cannot load a model while a generation is running; stop it first');
+  if (generations.size) throw new Error('cannot load a model while a generation is running; stop it first');
   loading = true;
   try {
     const t0 = performance.now();
@@ -198,7 +199,7 @@ async function load(id, source, options) {
 
 async function attachDraft(id, source) {
   const eng = requireEngine();
-  if (generation) throw new Error('cannot attach a draft model while a generation is running; stop it first');
+  if (generations.size) throw new Error('cannot attach a draft model while a generation is running; stop it first');
   loading = true;
   try {
     const { files, names } = await readSource(id, source);
@@ -236,14 +237,11 @@ function plain(value) {
 
 async function generate(id, msg) {
   const eng = requireEngine();
-  if (generation) {
-    throw new Error('a generation is already running on this engine; stop it or wait for it to finish');
-  }
   const prompt = msg.mode === 'complete'
     ? eng.text_prompt(String(msg.prompt ?? ''))
     : eng.chat_prompt(msg.messages || []);
-  const current = { id, stop: false, done: null };
-  generation = current;
+  const current = { stop: false, done: null };
+  generations.set(id, current);
   const onToken = (event) => {
     if (current.stop) return false;
     const ev = plain(event);
@@ -254,15 +252,13 @@ async function generate(id, msg) {
     current.done = eng.generate(prompt, definedOnly(msg.options), onToken);
     return plain(await current.done);
   } finally {
-    generation = null;
+    generations.delete(id);
   }
 }
 
 async function unload() {
-  if (generation) {
-    generation.stop = true;
-    await generation.done.catch(() => {});
-  }
+  for (const g of generations.values()) g.stop = true;
+  await Promise.all([...generations.values()].map((g) => g.done?.catch(() => {})));
   const had = !!engine;
   if (engine) engine.free();
   engine = null;
@@ -285,7 +281,7 @@ async function handle(msg) {
 self.onmessage = async (event) => {
   const msg = event.data || {};
   if (msg.type === 'stop') {
-    if (generation && (msg.id === undefined || msg.id === generation.id)) generation.stop = true;
+    for (const [id, g] of generations) if (msg.id === undefined || msg.id === id) g.stop = true;
     return;
   }
   try {

@@ -37,9 +37,13 @@ export interface ChatMessage {
   content: string;
 }
 
-/** Sampling options, OpenAI names. temperature 0 is greedy. */
+/**
+ * Sampling options, OpenAI names. Unset fields take the library's defaults (docs/API.md),
+ * the same as `hearth run`: greedy (temperature 0) and max_tokens 256, capped by the context.
+ */
 export interface GenerateOptions {
   max_tokens?: number;
+  /** 0 (the default) is greedy. */
   temperature?: number;
   top_p?: number;
   top_k?: number;
@@ -123,6 +127,7 @@ export interface EngineStats {
 
 export declare class HearthEngine {
   private constructor();
+  /** Calls may overlap: concurrent chats and completions are batched by the engine. */
   chat(messages: ChatMessage[], options?: GenerateOptions): GenerationStream;
   complete(prompt: string, options?: GenerateOptions): GenerationStream;
   stats(): Promise<EngineStats>;

@@ -145,7 +145,8 @@ impl Engine {
         if req.n != 1 {
             return Err(HearthError::InvalidField {
                 field: "n".into(),
-                message: "generate runs one choice; submit requests with n > 1 to the engine".into(),
+                message: "generate runs one choice; submit requests with n > 1 to the engine"
+                    .into(),
             });
         }
         let prompt_ids = self.prompt_ids(&req.prompt)?;

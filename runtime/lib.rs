@@ -18,7 +18,7 @@ pub mod text;
 
 pub use api::{EngineOptions, Hearth, Prompt};
 pub use engine::{
-    Engine, EngineConfig, EngineHandle, Event, FinishReason, GenerateOptions, Generation,
-    Output, Request, RequestId, RequestStream, SamplingParams,
+    Engine, EngineConfig, EngineHandle, Event, FinishReason, GenerateOptions, Generation, Output,
+    Request, RequestId, RequestStream, SamplingParams,
 };
 pub use error::{HearthError, Result};

@@ -30,9 +30,15 @@ use crate::{HearthError, Result};
 /// One event of a request's stream.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Token { choice: usize, token: Token },
+    Token {
+        choice: usize,
+        token: Token,
+    },
     /// Choice `choice` ended; the stream ends after the last choice's.
-    Finished { choice: usize, finish: Finish },
+    Finished {
+        choice: usize,
+        finish: Finish,
+    },
     /// The request failed midway; no more events follow.
     Failed(HearthError),
 }
@@ -304,7 +310,9 @@ impl Driver {
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Submit { reply, .. } if self.stopping => {
-                let _ = reply.send(Err(HearthError::Stopped("the engine is shutting down".into())));
+                let _ = reply.send(Err(HearthError::Stopped(
+                    "the engine is shutting down".into(),
+                )));
             }
             Command::Submit { req, reply, events } => {
                 let choices = req.n;
@@ -360,10 +368,6 @@ impl Driver {
 
     fn publish(&self, shared: &Shared) {
         let stats = self.engine.stats();
-        shared
-            .info
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .stats = stats;
+        shared.info.lock().unwrap_or_else(|p| p.into_inner()).stats = stats;
     }
 }

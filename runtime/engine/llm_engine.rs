@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use super::output::{EngineStats, Finish, Output, RequestId, Token};
-use super::request::Request;
+use super::request::{FinishReason, Request};
 use super::scheduler::{Scheduler, SchedulerOptions, SeqEvent, SeqId};
 use super::speculative::SpecOptions;
 use crate::api::Prompt;
@@ -59,6 +59,10 @@ pub struct Engine {
     /// Outputs a `generate` call stepped past that belong to other requests;
     /// the next `step` returns them first.
     pub(crate) stash: Vec<Output>,
+    /// Fault injection for tests: the next step fails as a GPU error would.
+    fail_next_step: bool,
+    /// Choices that ended cancelled, for stats.
+    cancelled: u64,
 }
 
 impl Engine {
@@ -85,6 +89,8 @@ impl Engine {
             next_id: 0,
             failed_steps: 0,
             stash: Vec::new(),
+            fail_next_step: false,
+            cancelled: 0,
         }
     }
 
@@ -113,8 +119,7 @@ impl Engine {
     /// `self.model.ctx`) with its own KV budget. Only while idle.
     pub fn attach_draft(&mut self, draft: Engine) -> Result<()> {
         super::draft_model::check_tokenizers_match(&self.tokenizer, &draft.tokenizer)?;
-        self.sched
-            .set_draft_pool(Some(draft.model.new_kv_pool()))?;
+        self.sched.set_draft_pool(Some(draft.model.new_kv_pool()))?;
         self.draft = Some(draft.model);
         Ok(())
     }
@@ -203,7 +208,8 @@ impl Engine {
             Some(m) => m,
             // As many as fit in the context and, alone, in the KV pool.
             None => {
-                let pool_tokens = self.model.kv_blocks() as usize * self.model.kv_block_size() as usize;
+                let pool_tokens =
+                    self.model.kv_blocks() as usize * self.model.kv_block_size() as usize;
                 ctx.saturating_sub(ids.len())
                     .min(pool_tokens.saturating_sub(ids.len()))
                     .max(1)
@@ -275,10 +281,13 @@ impl Engine {
         if self.sched.is_idle() {
             return out;
         }
-        let result = self
-            .sched
-            .step(&mut self.model, self.draft.as_mut(), &self.tokenizer)
-            .await;
+        let result = if std::mem::take(&mut self.fail_next_step) {
+            Err(HearthError::Gpu("injected step failure (test)".into()))
+        } else {
+            self.sched
+                .step(&mut self.model, self.draft.as_mut(), &self.tokenizer)
+                .await
+        };
         match result {
             Ok(events) => {
                 self.failed_steps = 0;
@@ -369,6 +378,7 @@ impl Engine {
                 let Some((request, choice)) = self.seqs.remove(&sid) else {
                     return;
                 };
+                self.cancelled += u64::from(reason == FinishReason::Cancelled);
                 out.push(Output::Finished {
                     request,
                     choice,
@@ -404,6 +414,23 @@ impl Engine {
             prefix_hit_tokens: prefix.hit_tokens,
             prefix_evictions: prefix.evictions,
             preemptions: self.sched.preemptions,
+            cancelled: self.cancelled,
         }
+    }
+}
+
+/// Fault injection, for tests of the engine's recovery paths (not an API).
+#[doc(hidden)]
+impl Engine {
+    /// Makes the next step fail as a GPU error would.
+    pub fn debug_fail_next_step(&mut self) {
+        self.fail_next_step = true;
+    }
+
+    /// Takes `n` blocks from the target's pool and never gives them back,
+    /// as a leak would: a request that needs more than the rest can then
+    /// never be admitted.
+    pub fn debug_leak_kv_blocks(&mut self, n: usize) -> Result<()> {
+        self.sched.debug_leak_blocks(n)
     }
 }

@@ -12,13 +12,11 @@ pub mod scheduler;
 pub mod sequence;
 pub mod speculative;
 
-pub use handle::{EngineHandle, EngineInfo, Event, RequestStream};
 #[cfg(not(target_arch = "wasm32"))]
 pub use handle::EngineThread;
+pub use handle::{EngineHandle, EngineInfo, Event, RequestStream};
 pub use llm_engine::{Engine, EngineConfig};
-pub use output::{
-    EngineStats, Finish, Generation, Output, RequestId, Token, TokenEvent,
-};
+pub use output::{EngineStats, Finish, Generation, Output, RequestId, Token, TokenEvent};
 pub use perplexity::{perplexity, top1_agreement, PerplexityResult};
 pub use request::{FinishReason, GenerateOptions, Request, DEFAULT_MAX_TOKENS};
 pub use sampling::{Candidates, Sampler, SamplingParams};

@@ -113,4 +113,6 @@ pub struct EngineStats {
     pub prefix_hit_tokens: u64,
     pub prefix_evictions: u64,
     pub preemptions: u64,
+    /// Choices that ended cancelled (aborted, or their stream dropped).
+    pub cancelled: u64,
 }

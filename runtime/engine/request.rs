@@ -103,7 +103,10 @@ impl Request {
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
         if self.n == 0 || self.n > MAX_N {
-            return Err(field("n", format!("must be between 1 and {MAX_N}, got {}", self.n)));
+            return Err(field(
+                "n",
+                format!("must be between 1 and {MAX_N}, got {}", self.n),
+            ));
         }
         if self.logprobs > MAX_CANDIDATES {
             return Err(field(

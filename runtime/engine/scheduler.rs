@@ -238,6 +238,11 @@ impl Scheduler {
         &self.pool
     }
 
+    #[doc(hidden)]
+    pub fn debug_leak_blocks(&mut self, n: usize) -> Result<()> {
+        self.pool.allocate(n).map(drop)
+    }
+
     pub fn draft_pool(&self) -> Option<&KvPool> {
         self.draft_pool.as_ref()
     }
@@ -407,12 +412,7 @@ impl Scheduler {
     /// `rows` logit rows, allocating its blocks; `None` when the pool is out
     /// of blocks. A decoding sequence with a drafter also carries its drafts,
     /// when blocks allow.
-    fn plan_seq(
-        &mut self,
-        i: usize,
-        budget: usize,
-        rows: usize,
-    ) -> Option<Vec<Planned>> {
+    fn plan_seq(&mut self, i: usize, budget: usize, rows: usize) -> Option<Vec<Planned>> {
         let s = &mut self.running[i];
         let known = s.known();
         let mut drafts = Draft::default();

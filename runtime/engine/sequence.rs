@@ -59,10 +59,7 @@ pub fn check_request(
             model.config.vocab_size
         )));
     }
-    if opts.speculative.enabled()
-        && opts.speculative.drafting == Drafting::Model
-        && !has_draft
-    {
+    if opts.speculative.enabled() && opts.speculative.drafting == Drafting::Model && !has_draft {
         return Err(HearthError::InvalidRequest(
             "drafting with a draft model needs one attached to the target \
              (`--draft-model PATH` on the command line, `Engine::attach_draft` in the API)"

@@ -307,13 +307,13 @@ impl Engine {
             };
             let t0 = Instant::now();
             // As `Engine::generate`: max_tokens is capped by the context.
-            let room = handle.info().context_length.saturating_sub(prompt_ids.len());
+            let room = handle
+                .info()
+                .context_length
+                .saturating_sub(prompt_ids.len());
             let mut req = opts.to_request(prompt_ids);
             req.max_tokens = req.max_tokens.map(|m| m.min(room));
-            let mut stream = handle
-                .submit(req)
-                .await
-                .map_err(to_js)?;
+            let mut stream = handle.submit(req).await.map_err(to_js)?;
             let prompt_tokens = stream.prompt_tokens;
             let (mut first, mut ids, mut text) = (None, Vec::new(), String::new());
             let mut stopped = false;
@@ -343,7 +343,8 @@ impl Engine {
                     Event::Failed(e) => return Err(to_js(e)),
                 }
             }
-            let finish = finish.ok_or_else(|| to_js(HearthError::Stopped("the engine was unloaded".into())))?;
+            let finish = finish
+                .ok_or_else(|| to_js(HearthError::Stopped("the engine was unloaded".into())))?;
             let end = Instant::now();
             let first = first.unwrap_or(end);
             let prefill_s = (first - t0).as_secs_f64();

@@ -235,7 +235,10 @@ impl EngineClient {
             let offset = p * job.n;
             streams.push(s.map(move |ev| (offset, ev)).boxed());
         }
-        self.shared.metrics.prompt_tokens.inc_by(prompt_tokens as u64);
+        self.shared
+            .metrics
+            .prompt_tokens
+            .inc_by(prompt_tokens as u64);
         let choices = job.choices();
         let events = JobEvents {
             id,

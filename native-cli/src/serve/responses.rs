@@ -81,10 +81,7 @@ struct ChoiceAcc {
 }
 
 /// Collects every event of a non-streaming request into its response body.
-pub async fn collect(
-    meta: &Meta,
-    mut events: super::engine::JobEvents,
-) -> Result<Value, ApiError> {
+pub async fn collect(meta: &Meta, mut events: super::engine::JobEvents) -> Result<Value, ApiError> {
     let mut acc: Vec<ChoiceAcc> = (0..meta.choices).map(|_| ChoiceAcc::default()).collect();
     let mut completion_tokens = 0;
     while let Some(ev) = events.recv().await {

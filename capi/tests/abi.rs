@@ -100,7 +100,8 @@ fn last_error() -> String {
 }
 
 fn open(path: &CStr, opts: Option<&HearthOptions>) -> (HearthStatus, *mut HearthEngine) {
-    let mut engine = 1usize as *mut HearthEngine;
+    // Not NULL, so the test sees a failed open clear it.
+    let mut engine = std::ptr::dangling_mut::<HearthEngine>();
     let opts = opts.map_or(std::ptr::null(), |o| o as *const HearthOptions);
     let status = unsafe { hearth_engine_open(path.as_ptr(), opts, &mut engine) };
     (status, engine)

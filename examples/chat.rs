@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use hearth::{EngineOptions, GenerateOptions, Hearth, Prompt, SamplingParams};
+use hearth::{EngineOptions, Hearth, Request};
 
 fn main() -> hearth::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -19,13 +19,8 @@ fn main() -> hearth::Result<()> {
         eprint!("\rloading {}/{}", p.done, p.total);
     })?;
     eprintln!();
-    let ids = h.prompt_ids(&Prompt::chat_user(&question))?;
-    let opts = GenerateOptions {
-        sampling: SamplingParams::greedy(),
-        max_tokens: 128,
-        ..Default::default()
-    };
-    let out = h.generate_blocking(&ids, &opts, &mut |ev| {
+    // The library's defaults: greedy, 256 tokens at most.
+    let out = h.generate_request_blocking(Request::chat(&question), &mut |ev| {
         print!("{}", ev.text);
         let _ = std::io::stdout().flush();
         true

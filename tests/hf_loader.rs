@@ -5,12 +5,12 @@ mod common;
 
 use std::borrow::Cow;
 
+use common::hf_writer::*;
 use hearth::model::hf::{canonical_name, parse_config, HfModel};
 use hearth::model::load::{self, check_shapes};
 use hearth::model::{Architecture, DType, RopeLayout, RopeScaling, WeightSource};
 use hearth::text::vocab::TokenizerSpec;
 use hearth::HearthError;
-use common::hf_writer::*;
 use safetensors::Dtype;
 use serde_json::json;
 

@@ -232,7 +232,11 @@ fn a_repeated_prefix_reuses_cached_blocks_and_gives_identical_output() {
         "nothing cached before the first request"
     );
     assert!(sched.pool().cached_blocks() as usize >= a.len() / bs);
-    assert_eq!(sched.pool().used_blocks(), 0, "cached blocks are not in use");
+    assert_eq!(
+        sched.pool().used_blocks(),
+        0,
+        "cached blocks are not in use"
+    );
 
     assert_eq!(through(&mut m, &tok, &mut sched, &b, n), want_b);
     let second = sched.pool().prefix_stats();

@@ -145,7 +145,11 @@ fn greedy_drafting_matches_plain_decoding_alone(t: Tiny, spec: SpecOptions) {
 }
 
 /// Every prompt through one scheduler over `t.m` (and `t.draft`).
-fn batched(t: &mut Tiny, ps: &[Vec<u32>], o: &[GenerateOptions]) -> (Vec<Vec<u32>>, SpecStats, u64) {
+fn batched(
+    t: &mut Tiny,
+    ps: &[Vec<u32>],
+    o: &[GenerateOptions],
+) -> (Vec<Vec<u32>>, SpecStats, u64) {
     let mut sched = Scheduler::new(SchedulerOptions::default(), t.m.new_kv_pool());
     sched
         .set_draft_pool(t.draft.as_ref().map(GpuModel::new_kv_pool))
@@ -302,10 +306,9 @@ fn later_logit_rows_count_the_drafts_before_them() {
 fn model_drafting_without_a_draft_model_is_a_clear_error() {
     let mut t = load(1 << 20);
     let o = opts(4, SpecOptions::model(), false);
-    let e = t
-        .e
-        .generate_blocking(&[1, 2, 3], &o, &mut |_| true)
-        .unwrap_err();
+    let e =
+        t.e.generate_blocking(&[1, 2, 3], &o, &mut |_| true)
+            .unwrap_err();
     assert!(e.to_string().contains("--draft-model"), "{e}");
     assert_eq!(t.e.kv_pool().used_blocks(), 0);
     let mut sched = Scheduler::new(SchedulerOptions::default(), t.m.new_kv_pool());

@@ -13,7 +13,6 @@ use hearth::model::gguf::GgufFile;
 use hearth::text::vocab::TokenizerSpec;
 use hearth::text::{ChatMessage, ChatTemplate, StreamDecoder, Tokenizer};
 
-
 /// The test cases of one vocabulary, split the way test-tokenizer-0 splits them.
 fn cases(name: &str) -> Vec<(String, Vec<u32>)> {
     let inp = std::fs::read_to_string(fixture(&format!("ggml-vocab-{name}.gguf.inp"))).unwrap();

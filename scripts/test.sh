@@ -34,6 +34,7 @@ fi
 if "$venv/bin/python" -c 'import openai' 2>/dev/null; then export HEARTH_PYTHON="$PWD/$venv/bin/python"; fi
 echo "== cargo test (release: the CPU reference runs a 135M-parameter model)"
 cargo test --release --workspace -- --test-threads="${HEARTH_TEST_THREADS:-2}"
+bash scripts/c-example.sh
 
 echo "== browser tests (wasm build, headless Chromium)"
 bash scripts/build-web.sh

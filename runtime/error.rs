@@ -42,9 +42,8 @@ pub enum HearthError {
     InvalidField { field: String, message: String },
     /// The prompt plus `max_tokens` do not fit in the model's context.
     #[error(
-        "the request needs {} tokens ({prompt} in the prompt, {completion} to generate), \
-         the model's context is {context}",
-        prompt + completion
+        "the prompt has {prompt} tokens and {completion} more are to be generated, \
+         the model's context is {context} (the prompt must leave room for at least one)"
     )]
     ContextLength {
         prompt: usize,

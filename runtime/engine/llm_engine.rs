@@ -197,6 +197,13 @@ impl Engine {
         }
         let ids = self.prompt_ids(&req.prompt)?;
         let ctx = self.model.config.max_position_embeddings;
+        if ids.len() >= ctx {
+            return Err(HearthError::ContextLength {
+                prompt: ids.len(),
+                completion: req.max_tokens.unwrap_or(0),
+                context: ctx,
+            });
+        }
         let max_new = match req.max_tokens {
             Some(m) if ids.len() + m > ctx => {
                 return Err(HearthError::ContextLength {

@@ -443,7 +443,7 @@ mod tests {
         ] {
             assert!(matches!(
                 Sampler::new(p),
-                Err(HearthError::InvalidRequest(_))
+                Err(HearthError::InvalidField { .. })
             ));
         }
     }

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use crate::engine::sampling::{Candidates, MAX_CANDIDATES};
 use crate::gpu::kernels::attention::{Attention, AttnScratch, AttnShape};
 use crate::gpu::kernels::batch::{BatchBuffers, StepMeta};
 use crate::gpu::kernels::elementwise::{Elementwise, Op};
@@ -23,7 +22,8 @@ use crate::gpu::GpuContext;
 use crate::kv::{KvBuffers, KvDtype, KvLayout, KvPool};
 use crate::model::config::names;
 use crate::model::projection::{stored_form, Projection, ProjectionIo};
-use crate::model::{DType, HostTensor, ModelConfig, WeightSource};
+use crate::model::{ModelConfig, WeightSource};
+use crate::types::{Candidates, DType, HostTensor, MAX_CANDIDATES};
 use crate::{HearthError, Result};
 
 /// How the model is laid out on the GPU.

@@ -1,11 +1,11 @@
 //! `GpuModel::load`: sizes the step buffers, streams the weights to the GPU
-//! and builds every kernel's bind group once.
+//! and builds every kernel's bind group once, then warms the pipelines up.
 
 use std::sync::Arc;
 
 use super::activations::Activations;
 use super::layer::{Layer, LayerWiring};
-use super::{ForwardOptions, GpuModel, LoadProgress};
+use super::{ForwardOptions, GpuModel, LoadProgress, SeqStep};
 use crate::gpu::kernels::attention::{AttnScratch, AttnShape};
 use crate::gpu::kernels::batch::BatchBuffers;
 use crate::gpu::kernels::embed::Embed;
@@ -201,5 +201,34 @@ impl GpuModel {
         };
         model.warm_up()?;
         Ok(model)
+    }
+
+    /// Runs a prefill-sized and a decode-sized step on scratch blocks, so that
+    /// drivers which compile pipelines on first use (llvmpipe) do it during
+    /// loading instead of inside the first request's timing. The blocks are
+    /// returned; their contents are never read (attention reads only
+    /// positions a sequence has written).
+    fn warm_up(&mut self) -> Result<()> {
+        let n = (crate::gpu::kernels::matmul::MATVEC_MAX_TOKENS + 1).min(self.opts.max_step_tokens);
+        let mut pool = self.new_kv_pool();
+        let blocks = pool.allocate(n.div_ceil(pool.block_size()) as usize)?;
+        let tokens = vec![0u32; n as usize];
+        let mut result = Ok(());
+        // A prompt-sized step (tiled kernels), then a generated token (matrix-vector kernels).
+        for len in [n, 1] {
+            let part = SeqStep {
+                generated: len == 1,
+                ..SeqStep::new(&tokens[..len as usize], 0, &blocks)
+            };
+            if let Err(e) = self.submit_step(&[part], 1) {
+                result = Err(e);
+                break;
+            }
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        if result.is_ok() {
+            result = self.ctx.wait().and_then(|_| self.ctx.check_errors());
+        }
+        result
     }
 }

@@ -128,35 +128,6 @@ impl GpuModel {
         Ok(self.topk.parse_output(&data, n_rows, k as u32))
     }
 
-    /// Runs a prefill-sized and a decode-sized step on scratch blocks, so that
-    /// drivers which compile pipelines on first use (llvmpipe) do it during
-    /// loading instead of inside the first request's timing. The blocks are
-    /// returned; their contents are never read (attention reads only
-    /// positions a sequence has written).
-    fn warm_up(&mut self) -> Result<()> {
-        let n = (crate::gpu::kernels::matmul::MATVEC_MAX_TOKENS + 1).min(self.opts.max_step_tokens);
-        let mut pool = self.new_kv_pool();
-        let blocks = pool.allocate(n.div_ceil(pool.block_size()) as usize)?;
-        let tokens = vec![0u32; n as usize];
-        let mut result = Ok(());
-        // A prompt-sized step (tiled kernels), then a generated token (matrix-vector kernels).
-        for len in [n, 1] {
-            let part = SeqStep {
-                generated: len == 1,
-                ..SeqStep::new(&tokens[..len as usize], 0, &blocks)
-            };
-            if let Err(e) = self.submit_step(&[part], 1) {
-                result = Err(e);
-                break;
-            }
-        }
-        #[cfg(not(target_arch = "wasm32"))]
-        if result.is_ok() {
-            result = self.ctx.wait().and_then(|_| self.ctx.check_errors());
-        }
-        result
-    }
-
     /// Full logits of the rows of the last step (tests and debugging; a readback of vocab floats per row).
     pub async fn last_logits(&self, n_rows: usize) -> Result<Vec<f32>> {
         let bytes = self

@@ -3,8 +3,9 @@
 //! The crate is organised as the architecture document describes:
 //! `gpu` (device, kernels), `model` (config, loaders, forward pass),
 //! `quant` (block formats), `kv` (paged KV cache), `engine` (sampling,
-//! generation), `text` (tokenizer, chat templates) and `reference`
-//! (the plain f32 CPU forward pass that tests compare against).
+//! generation), `text` (tokenizer, chat templates), `reference`
+//! (the plain f32 CPU forward pass that tests compare against) and `types`
+//! (what every layer shares: `DType`, `HostTensor`, `Candidates`).
 
 pub mod api;
 pub mod engine;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod quant;
 pub mod reference;
 pub mod text;
+pub mod types;
 
 pub use api::{EngineOptions, Hearth, Prompt};
 pub use engine::{

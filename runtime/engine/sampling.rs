@@ -12,10 +12,8 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use crate::types::{Candidates, MAX_CANDIDATES};
 use crate::{HearthError, Result};
-
-/// Most candidates the GPU returns per row.
-pub const MAX_CANDIDATES: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -107,22 +105,6 @@ impl SamplingParams {
             MAX_CANDIDATES
         };
         k.max(logprobs).clamp(1, MAX_CANDIDATES)
-    }
-}
-
-/// One row's candidates as the GPU returns them: best first.
-#[derive(Debug, Clone, Default)]
-pub struct Candidates {
-    pub ids: Vec<u32>,
-    pub logits: Vec<f32>,
-    /// log(sum(exp(logit))) over the whole vocabulary (after penalties).
-    pub logsumexp: f32,
-}
-
-impl Candidates {
-    /// Natural-log probability of candidate `i` under the full softmax.
-    pub fn logprob(&self, i: usize) -> f32 {
-        self.logits[i] - self.logsumexp
     }
 }
 

@@ -3,8 +3,8 @@
 //! that each fit one storage binding.
 
 use super::context::GpuContext;
-use crate::model::{DType, HostTensor};
 use crate::quant::pack::{check_cols, gpu_dtype, pack, row_words, scale_words};
+use crate::types::{DType, HostTensor};
 use crate::{HearthError, Result};
 
 /// Chunk row counts are multiples of this (unless a single tile does not fit a binding).

@@ -3,21 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::types::RopeLayout;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Architecture {
     Llama,
     Mistral,
     Qwen2,
     Qwen3,
-}
-
-/// Which dimensions RoPE rotates together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RopeLayout {
-    /// Pairs (2i, 2i+1): GGUF `llama` files, whose Q/K rows were permuted on conversion.
-    Interleaved,
-    /// Pairs (i, i + d/2): Hugging Face checkpoints and GGUF `qwen2` (NeoX style).
-    HalfSplit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

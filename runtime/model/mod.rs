@@ -9,8 +9,7 @@ pub mod hf;
 pub mod load;
 pub mod projection;
 pub mod source;
-pub mod tensor;
 
+pub use crate::types::{DType, HostTensor};
 pub use config::{Architecture, ModelConfig, RopeLayout, RopeScaling};
 pub use source::WeightSource;
-pub use tensor::{DType, HostTensor};

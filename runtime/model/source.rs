@@ -1,6 +1,6 @@
 //! The interface between file loaders and the rest of the runtime.
 
-use super::{config::ModelConfig, tensor::HostTensor, DType};
+use super::{config::ModelConfig, DType, HostTensor};
 use crate::Result;
 
 /// A model file (or directory) that yields its config and its tensors by

@@ -4,7 +4,7 @@
 
 use half::f16;
 
-use crate::model::DType;
+use crate::types::DType;
 use crate::{HearthError, Result};
 
 /// Elements per 32-element block (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).

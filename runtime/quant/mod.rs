@@ -3,7 +3,7 @@
 pub mod blocks;
 pub mod pack;
 
-use crate::model::DType;
+use crate::types::{DType, HostTensor};
 use crate::{HearthError, Result};
 
 pub use blocks::quantize;
@@ -22,4 +22,13 @@ pub fn dequantize(dtype: DType, data: &[u8], n: usize) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; n];
     blocks::dequantize_into(dtype, data, &mut out)?;
     Ok(out)
+}
+
+// Defined here rather than beside `HostTensor` so that `types`, which every
+// layer imports, imports nothing above it.
+impl HostTensor<'_> {
+    /// Dequantized/converted copy as f32 (for the CPU reference and for re-quantization).
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        dequantize(self.dtype, &self.data, self.numel())
+    }
 }

@@ -31,7 +31,7 @@
 
 use half::{bf16, f16};
 
-use crate::model::DType;
+use crate::types::DType;
 use crate::{HearthError, Result};
 
 /// One range of rows in GPU layout.

@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use super::grid;
 use crate::gpu::weights::GpuMatrix;
 use crate::gpu::{GpuContext, ShaderSpec};
-use crate::model::DType;
+use crate::types::DType;
 
 const MATVEC_SRC: &str = concat!(
     include_str!("../../../shaders/weight_formats.wgsl"),

@@ -21,7 +21,7 @@ use bytemuck::{Pod, Zeroable};
 
 /// Per-step values shared by all kernels of a forward pass (binding 0 of every kernel that needs it).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, Pod, Zeroable, Default)]
+#[derive(Debug, Clone, Copy, Pod, Zeroable, Default, PartialEq, Eq)]
 pub struct StepInfo {
     /// Token rows in this step (prefill chunk and/or decode tokens of all sequences).
     pub n_tokens: u32,

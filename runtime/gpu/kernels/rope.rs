@@ -8,7 +8,7 @@ use crate::gpu::{GpuContext, ShaderSpec};
 const SRC: &str = include_str!("../../../shaders/rope.wgsl");
 const WG: u32 = 256;
 
-pub use crate::model::RopeLayout;
+pub use crate::types::RopeLayout;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]

@@ -5,8 +5,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::grid;
-use crate::engine::sampling::Candidates;
 use crate::gpu::{GpuContext, ShaderSpec};
+use crate::types::Candidates;
 use crate::{HearthError, Result};
 
 const SRC: &str = include_str!("../../../shaders/topk.wgsl");

@@ -1,0 +1,53 @@
+//! The buffers a step's kernels pass between each other, sized once for the
+//! largest step so a step allocates nothing.
+
+use crate::gpu::GpuContext;
+use crate::model::ModelConfig;
+
+/// Activation buffers; every kernel's bind group points into these. Rows are
+/// f32; "rows" is `max_step_tokens` unless said otherwise.
+pub(super) struct Activations {
+    /// The residual stream `[rows, hidden]`.
+    pub x: wgpu::Buffer,
+    /// The normed residual, input of the QKV and gate/up projections.
+    pub xn: wgpu::Buffer,
+    /// Fused Q, K and V `[rows, q_dim + 2 * kv_dim]`, RoPE applied in place.
+    pub qkv: wgpu::Buffer,
+    /// Attention output `[rows, q_dim]`, input of the O projection.
+    pub attn_out: wgpu::Buffer,
+    /// Fused gate and up `[rows, 2 * intermediate]`.
+    pub gate_up: wgpu::Buffer,
+    /// silu(gate) * up `[rows, intermediate]`. SwiGLU is fused into the down
+    /// projection's x loads when its rows are whole vec4s; only otherwise
+    /// does a separate pass write this.
+    pub actv: Option<wgpu::Buffer>,
+    /// Rows of the final hidden state that need logits `[logit rows, hidden]`.
+    pub hid: wgpu::Buffer,
+    /// `hid` after the final norm, input of the lm_head.
+    pub hid_norm: wgpu::Buffer,
+    /// `[logit rows, vocab]`, penalised in place before the top-K pass.
+    pub logits: wgpu::Buffer,
+}
+
+impl Activations {
+    pub fn new(ctx: &GpuContext, c: &ModelConfig, rows: u32, logit_rows: u32) -> Self {
+        let (h, f) = (c.hidden_size, c.intermediate_size);
+        let act = |label: &str, width: usize| {
+            ctx.buffer_zeroed(label, (rows as usize * width * 4) as u64)
+        };
+        let per_logit_row = |label: &str, width: usize| {
+            ctx.buffer_zeroed(label, logit_rows as u64 * width as u64 * 4)
+        };
+        Activations {
+            x: act("x", h),
+            xn: act("xn", h),
+            qkv: act("qkv", c.q_dim() + 2 * c.kv_dim()),
+            attn_out: act("attn", c.q_dim()),
+            gate_up: act("gate_up", 2 * f),
+            actv: (!f.is_multiple_of(4)).then(|| act("act", f)),
+            hid: per_logit_row("hid", h),
+            hid_norm: per_logit_row("hid_norm", h),
+            logits: per_logit_row("logits", c.vocab_size),
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Writing a step's plan to the GPU and recording its passes: the layers,
+//! then the final norm, lm_head, penalties and top-K over the logit rows,
+//! and the copy of the candidates into the mappable buffer.
+
+use super::plan::{SeqStep, StepLimits, StepPlan};
+use super::profile::LOGITS;
+use super::GpuModel;
+use crate::Result;
+
+/// Receives each dispatch of a step with its kernel kind.
+pub(super) type OpVisitor<'a> = dyn FnMut(&'static str, &dyn Fn(&mut wgpu::ComputePass)) + 'a;
+
+impl GpuModel {
+    /// Records and submits one step; returns the number of logit rows, when
+    /// the submission was made and whether the profile times this step.
+    pub(super) fn submit_step(
+        &mut self,
+        seqs: &[SeqStep<'_>],
+        k: usize,
+    ) -> Result<(u32, web_time::Instant, bool)> {
+        let limits = StepLimits {
+            vocab_size: self.config.vocab_size,
+            max_step_tokens: self.opts.max_step_tokens,
+            max_logit_rows: self.logit_capacity(),
+        };
+        let plan = StepPlan::new(seqs, &limits)?;
+        let queue = &self.ctx.queue;
+        self.batch.write(queue, &plan.meta)?;
+        for (buf, info) in self.mm_steps.iter().zip(&plan.matmul_steps()) {
+            queue.write_buffer(buf, 0, bytemuck::bytes_of(info));
+        }
+        queue.write_buffer(&self.logit_step, 0, bytemuck::bytes_of(&plan.logit_step()));
+        let any_pen = !plan.penalties.is_empty();
+        if any_pen {
+            self.penalties.write(queue, &plan.penalty_rows())?;
+        }
+
+        let (n_tokens, n_gen, max_gen_kv) = (plan.n_tokens(), plan.n_gen, plan.max_gen_kv);
+        let n_rows = plan.n_logit_rows();
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        let timed = self.profiler.times(plan.has_prompt_rows());
+        let mut timer = if timed {
+            self.profiler.timer.take()
+        } else {
+            None
+        };
+        if let Some(t) = timer.as_mut() {
+            // One pass per kernel, each bracketed by timestamps, one submission.
+            self.for_each_op(n_tokens, n_gen, max_gen_kv, &mut |name, op| {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(name),
+                    timestamp_writes: t.pass(name),
+                });
+                op(&mut pass);
+            });
+        } else if timed {
+            self.profile_ops(n_tokens, n_gen, max_gen_kv)?;
+        } else {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            self.for_each_op(n_tokens, n_gen, max_gen_kv, &mut |_, op| op(&mut pass));
+        }
+        if n_rows > 0 {
+            let h = self.config.hidden_size as u64 * 4;
+            for (i, &r) in plan.logit_rows.iter().enumerate() {
+                enc.copy_buffer_to_buffer(
+                    &self.act.x,
+                    r as u64 * h,
+                    &self.act.hid,
+                    i as u64 * h,
+                    h,
+                );
+            }
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(LOGITS),
+                    timestamp_writes: timer.as_mut().and_then(|t| t.pass(LOGITS)),
+                });
+                self.final_norm.record(&mut pass, n_rows);
+                self.lm_head.record_rows(&mut pass, n_rows, n_rows);
+                if any_pen {
+                    self.penalties.record(&mut pass, n_rows);
+                }
+                self.topk.record(&mut pass, n_rows, k as u32);
+            }
+            enc.copy_buffer_to_buffer(
+                &self.topk_out,
+                0,
+                &self.staging,
+                0,
+                self.topk.output_bytes_for(n_rows, k as u32),
+            );
+        }
+        if let Some(t) = timer {
+            t.resolve(&mut enc);
+            self.profiler.timer = Some(t);
+        }
+        let t_logits = web_time::Instant::now();
+        self.ctx.queue.submit(Some(enc.finish()));
+        Ok((n_rows, t_logits, timed))
+    }
+
+    /// Calls `f(kernel kind, record)` for every dispatch of the layers, in order.
+    /// `g`: leading rows that are generated tokens; `max_kv`: their longest context.
+    pub(super) fn for_each_op(&self, n: u32, g: u32, max_kv: u32, f: &mut OpVisitor) {
+        f("embed", &|p| self.embed.record(p, n));
+        for l in &self.layers {
+            l.for_each_op(n, g, max_kv, f);
+        }
+    }
+}

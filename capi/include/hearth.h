@@ -409,8 +409,9 @@ HearthStatus hearth_cancel(struct HearthEngine *engine, uint64_t request_id);
  * Cancels every request, waits until their last events were delivered,
  * stops the engine and frees it with its GPU memory. NULL does nothing.
  * Called from a callback, it returns at once and the waiting and freeing
- * happen on a library thread. No other call may use `engine` during or
- * after this one.
+ * happen on a library thread. Callbacks may still call `hearth_cancel`
+ * and `hearth_submit` (which then fails with `HEARTH_ERR_STOPPED`) while
+ * it waits for them; no other thread may use `engine` during or after it.
  *
  * # Safety
  * `engine` is NULL or came from `hearth_engine_open` and is not freed yet.

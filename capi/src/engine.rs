@@ -160,36 +160,70 @@ impl HearthEngine {
         self.handle.abort(id);
     }
 
-    /// Cancels everything and waits until the last callback returned and
-    /// the engine thread ended. From a request thread (a callback freeing
-    /// the engine) the waiting moves to a thread of its own.
-    pub fn free(self) {
+    /// Cancels everything, waits until the last callback returned and the
+    /// engine thread ended, and frees the engine. Until then it is only
+    /// shared, never owned: callbacks still running may call `hearth_cancel`
+    /// or `hearth_submit` through their pointer. From a request thread (a
+    /// callback freeing the engine) the waiting moves to a thread of its own.
+    ///
+    /// # Safety
+    /// `engine` came from `Box::into_raw` and is freed once.
+    pub unsafe fn free(engine: *mut HearthEngine) {
         if ON_REQUEST_THREAD.with(Cell::get) {
-            self.handle.shutdown();
+            // SAFETY: alive until `join` below frees it.
+            unsafe { &*engine }.handle.shutdown();
+            let engine = FreePtr(engine);
             let spawned = std::thread::Builder::new()
                 .name("hearth-free".into())
-                .spawn(move || self.join());
+                // SAFETY: forwarded contract; nothing else frees it.
+                .spawn(move || unsafe { Self::join(engine.into_inner()) });
             // Without a thread to wait on, the threads are left to end on
             // their own (the engine is shut down already): a leak, not a hang.
             if let Err(e) = spawned {
                 eprintln!("hearth: cannot start a thread to free the engine: {e}");
             }
         } else {
-            self.join();
+            // SAFETY: forwarded contract.
+            unsafe { Self::join(engine) }
         }
     }
 
-    fn join(self) {
+    /// # Safety
+    /// As [`HearthEngine::free`].
+    unsafe fn join(engine: *mut HearthEngine) {
+        // SAFETY: alive until the Box below.
+        let this = unsafe { &*engine };
         // Shutting down cancels every request; their threads then deliver
-        // the last events and end.
-        self.handle.shutdown();
-        let requests = self
-            .requests
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner());
-        for t in requests {
-            let _ = t.join();
+        // the last events and end. A callback may submit meanwhile (the
+        // engine refuses it, but its thread may start): hence the loop.
+        this.handle.shutdown();
+        loop {
+            let batch =
+                std::mem::take(&mut *this.requests.lock().unwrap_or_else(|p| p.into_inner()));
+            if batch.is_empty() {
+                break;
+            }
+            for t in batch {
+                let _ = t.join();
+            }
         }
-        self.thread.shutdown();
+        // SAFETY: no request thread is left to use the engine.
+        let HearthEngine { thread, .. } = *unsafe { Box::from_raw(engine) };
+        thread.shutdown();
+    }
+}
+
+/// The engine on its way to the thread that frees it.
+struct FreePtr(*mut HearthEngine);
+
+// SAFETY: HearthEngine is Sync (a handle and a mutex); the pointer moves to
+// the one thread that will free it.
+unsafe impl Send for FreePtr {}
+
+impl FreePtr {
+    // A method, so the closure captures the whole (Send) wrapper rather
+    // than its raw-pointer field.
+    fn into_inner(self) -> *mut HearthEngine {
+        self.0
     }
 }

@@ -159,8 +159,9 @@ pub unsafe extern "C" fn hearth_cancel(engine: *mut HearthEngine, request_id: u6
 /// Cancels every request, waits until their last events were delivered,
 /// stops the engine and frees it with its GPU memory. NULL does nothing.
 /// Called from a callback, it returns at once and the waiting and freeing
-/// happen on a library thread. No other call may use `engine` during or
-/// after this one.
+/// happen on a library thread. Callbacks may still call `hearth_cancel`
+/// and `hearth_submit` (which then fails with `HEARTH_ERR_STOPPED`) while
+/// it waits for them; no other thread may use `engine` during or after it.
 ///
 /// # Safety
 /// `engine` is NULL or came from `hearth_engine_open` and is not freed yet.
@@ -170,8 +171,8 @@ pub unsafe extern "C" fn hearth_engine_free(engine: *mut HearthEngine) {
         return;
     }
     // SAFETY: from Box::into_raw in hearth_engine_open, freed only here.
-    let engine = unsafe { Box::from_raw(engine) };
-    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.free())) {
+    let free = || unsafe { HearthEngine::free(engine) };
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(free)) {
         eprintln!("hearth: {}", error::panic_message(&*panic));
     }
 }

@@ -30,6 +30,8 @@ struct Sink {
     done: Condvar,
     /// Cancel the request after this many tokens (0: never).
     cancel_after: usize,
+    /// Free the engine then instead of cancelling.
+    free_instead: bool,
     engine: Mutex<Option<EnginePtr>>,
 }
 
@@ -66,7 +68,11 @@ unsafe extern "C" fn on_event(user_data: *mut c_void, event: *const HearthEvent)
             .lock()
             .unwrap()
             .expect("engine set before submit");
-        assert_eq!(unsafe { hearth_cancel(engine.0, e.request_id) }, HEARTH_OK);
+        if sink.free_instead {
+            unsafe { hearth_engine_free(engine.0) };
+        } else {
+            assert_eq!(unsafe { hearth_cancel(engine.0, e.request_id) }, HEARTH_OK);
+        }
     }
     if e.kind != HearthEventKind::HEARTH_EVENT_TOKEN {
         sink.done.notify_all();
@@ -210,6 +216,18 @@ fn rust_ids(path: &std::path::Path) -> Vec<u32> {
     h.generate_blocking(&ids, &gen, &mut |_| true).unwrap().ids
 }
 
+fn open_model(path: &std::path::Path) -> *mut HearthEngine {
+    let opts = HearthOptions {
+        kv_memory: 32 << 20,
+        ..hearth_options_default()
+    };
+    let cpath = CString::new(path.to_str().unwrap()).unwrap();
+    let (status, engine) = open(&cpath, Some(&opts));
+    assert_eq!(status, HEARTH_OK, "{}", last_error());
+    assert!(!engine.is_null());
+    engine
+}
+
 fn submit(engine: *mut HearthEngine, req: &HearthRequest, sink: &Sink) -> (HearthStatus, u64) {
     let mut id = u64::MAX;
     let status = unsafe { hearth_submit(engine, req, Some(on_event), sink.user_data(), &mut id) };
@@ -230,14 +248,7 @@ fn the_abi_generates_what_the_rust_api_does() {
     let expected = rust_ids(&path);
     assert!(!expected.is_empty());
 
-    let opts = HearthOptions {
-        kv_memory: 32 << 20,
-        ..hearth_options_default()
-    };
-    let cpath = CString::new(path.to_str().unwrap()).unwrap();
-    let (status, engine) = open(&cpath, Some(&opts));
-    assert_eq!(status, HEARTH_OK, "{}", last_error());
-    assert!(!engine.is_null());
+    let engine = open_model(&path);
 
     let prompt = CString::new(PROMPT).unwrap();
     let req = HearthRequest {
@@ -317,4 +328,28 @@ fn the_abi_generates_what_the_rust_api_does() {
     let last = events.last().expect("a last event before free returned");
     assert_eq!(last.finish, HearthFinishReason::HEARTH_FINISH_CANCELLED);
     assert_eq!(last.error, HEARTH_OK);
+}
+
+#[test]
+fn a_callback_may_free_the_engine() {
+    let Some(path) = model_path() else { return };
+    let engine = open_model(&path);
+    let sink = Sink {
+        cancel_after: 1,
+        free_instead: true,
+        ..Sink::default()
+    };
+    *sink.engine.lock().unwrap() = Some(EnginePtr(engine));
+    let req = HearthRequest {
+        prompt: c"Tell me a long story.".as_ptr(),
+        max_tokens: 200,
+        ignore_eos: true,
+        ..hearth_request_default()
+    };
+    assert_eq!(submit(engine, &req, &sink).0, HEARTH_OK, "{}", last_error());
+    // The free, on a library thread, cancels the request, whose last event
+    // still comes (to this sink, alive until then).
+    let events = sink.wait();
+    let last = events.last().unwrap();
+    assert_eq!(last.finish, HearthFinishReason::HEARTH_FINISH_CANCELLED);
 }

@@ -34,7 +34,8 @@ use tracing::{info, warn};
 use self::engine::{EngineClient, EngineConfig, EngineHandle};
 use self::metrics::Metrics;
 use self::routes::App;
-use super::{load, parse_bytes, ModelArgs};
+use crate::load::{load, load_draft, parse_bytes, ModelArgs};
+use crate::{fetch, spec_args};
 
 /// How long after the grace period the server waits for connections to
 /// drain before exiting anyway (a client that stops reading its stream).
@@ -73,7 +74,7 @@ pub struct ServeArgs {
     shutdown_grace: f64,
     /// The default for requests without a `draft` field.
     #[command(flatten)]
-    spec: super::spec_args::SpecArgs,
+    spec: spec_args::SpecArgs,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -91,7 +92,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     anyhow::ensure!(max_body_bytes > 0, "--max-body-bytes must be positive");
     let path = match &args.model.model {
         Some(p) => p.clone(),
-        None => super::fetch::ensure_default_model()?,
+        None => fetch::ensure_default_model()?,
     };
     let model_id = match &args.served_model_name {
         Some(n) => n.clone(),
@@ -116,7 +117,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         logit_rows,
         false,
     )?;
-    crate::load_draft(&mut h, &model_args, &args.spec, false)?;
+    load_draft(&mut h, &model_args, &args.spec, false)?;
     info!(
         "KV cache: {} blocks of {} tokens; up to {} sequences run at once, {} more may wait",
         h.model.kv_blocks(),

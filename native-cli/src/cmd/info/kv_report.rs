@@ -1,6 +1,5 @@
 //! KV cache bytes per token (K and V of every layer, scales included) for
-//! `hearth info --model` and `hearth bench`: what `--kv-dtype` buys in
-//! tokens per `--kv-memory`.
+//! `hearth info --model`: what `--kv-dtype` buys in tokens per `--kv-memory`.
 
 use std::path::Path;
 

@@ -10,7 +10,9 @@ use hearth::engine::{EngineConfig, Output, SamplingParams, SpecStats};
 use hearth::model::forward::ProfileSteps;
 use hearth::{Prompt, Request};
 
-use super::{load, print_profile, profile_method, BenchArgs};
+use super::{profile, BenchArgs, BENCH_TEXT};
+use crate::load::{load, load_draft};
+use crate::spec_args;
 
 /// The `p`-th percentile (0..=100) of `v` (sorted in place), nearest rank.
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -22,7 +24,7 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[rank.clamp(1, v.len()) - 1]
 }
 
-pub fn bench(args: &BenchArgs) -> Result<()> {
+pub fn run(args: &BenchArgs) -> Result<()> {
     let most = *args.concurrency.iter().max().unwrap_or(&1);
     anyhow::ensure!(most >= 1, "--concurrency levels must be at least 1");
     // Each sequence may add two parts to a step (prompt and generated rows).
@@ -30,11 +32,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let spec = args.spec.options()?;
     let logit_rows = args.spec.batch_logit_rows(parts, most);
     let mut h = load(&args.model, 256, parts, logit_rows, args.json)?;
-    crate::load_draft(&mut h, &args.model, &args.spec, args.json)?;
-    let base = h.tokenizer.encode(
-        "The quick brown fox jumps over the lazy dog. Hearth runs language models on any GPU. ",
-        false,
-    )?;
+    load_draft(&mut h, &args.model, &args.spec, args.json)?;
+    let base = h.tokenizer.encode(BENCH_TEXT, false)?;
     anyhow::ensure!(!base.is_empty(), "the benchmark text encodes to no tokens");
     let request = |prompt: Vec<u32>| Request {
         prompt: Prompt::Ids(prompt),
@@ -132,15 +131,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             if spec.enabled() {
                 println!(
                     "                 speculative decoding: {}",
-                    super::spec_args::describe(&spec_total)
+                    spec_args::describe(&spec_total)
                 );
             }
         }
         rows.push(row);
         if let Some(p) = h.model.profile().cloned() {
-            let how = profile_method(&h.model);
+            let how = profile::method(&h.model);
             h.model.set_profiling(None);
-            print_profile(&format!("profile at concurrency {c} ({how}):"), p);
+            profile::print(&format!("profile at concurrency {c} ({how}):"), p);
         }
     }
     if args.json {

@@ -11,7 +11,7 @@ use hearth::engine::{GenerateOptions, SamplingParams};
 use hearth::kv::KvDtype;
 use hearth::Hearth;
 
-use super::{load, ModelArgs};
+use crate::load::{load, ModelArgs};
 
 #[derive(Args)]
 pub struct PerplexityArgs {

@@ -1,0 +1,168 @@
+//! `hearth run`: one prompt through the engine, streamed to stdout (or one
+//! JSON object with `--json`).
+
+use std::io::Write;
+
+use anyhow::Result;
+use clap::Args;
+use hearth::engine::{Generation, SamplingParams};
+use hearth::text::ChatMessage;
+use hearth::{EngineConfig, Prompt, Request};
+
+use crate::load::{load, load_draft, ModelArgs};
+use crate::spec_args;
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Raw prompt text (special-token markup is parsed).
+    #[arg(long, short, conflicts_with = "chat")]
+    prompt: Option<String>,
+    /// A user message, sent through the model's chat template.
+    #[arg(long, short)]
+    chat: Option<String>,
+    /// System message for --chat (default: the template's own).
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    #[arg(long, default_value_t = hearth::engine::DEFAULT_MAX_TOKENS)]
+    max_tokens: usize,
+    /// 0 = greedy (the default of every front end but the OpenAI server;
+    /// see docs/API.md).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    presence_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    frequency_penalty: f32,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop when the output contains this text (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    #[arg(long)]
+    ignore_eos: bool,
+    /// Report the top-K log-probabilities of each generated token (with --json).
+    #[arg(long, default_value_t = 0)]
+    logprobs: usize,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    spec: spec_args::SpecArgs,
+}
+
+impl RunArgs {
+    fn prompt(&self) -> Result<Prompt> {
+        Ok(match (&self.prompt, &self.chat) {
+            (Some(p), None) => Prompt::Text(p.clone()),
+            (None, Some(c)) => {
+                let mut m = Vec::new();
+                if let Some(s) = &self.system {
+                    m.push(ChatMessage::new("system", s));
+                }
+                m.push(ChatMessage::new("user", c));
+                Prompt::Chat(m)
+            }
+            _ => anyhow::bail!("give a prompt with --prompt TEXT or --chat TEXT"),
+        })
+    }
+
+    fn sampling(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed,
+        }
+    }
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let spec = args.spec.options()?;
+    let mut h = load(&args.model, 128, 1, args.spec.rows_per_seq(), args.json)?;
+    load_draft(&mut h, &args.model, &args.spec, args.json)?;
+    let req = Request {
+        prompt: args.prompt()?,
+        max_tokens: Some(args.max_tokens),
+        sampling: args.sampling(),
+        stop: args.stop.clone(),
+        ignore_eos: args.ignore_eos,
+        logprobs: args.logprobs,
+        n: 1,
+        draft: Some(spec.drafting),
+    };
+    h.set_config(EngineConfig {
+        speculative: spec,
+        ..Default::default()
+    })?;
+    let json = args.json;
+    let mut out = std::io::stdout().lock();
+    let g = h.generate_request_blocking(req, &mut |ev| {
+        if !json {
+            let _ = out.write_all(ev.text.as_bytes());
+            let _ = out.flush();
+        }
+        true
+    })?;
+    if json {
+        writeln!(out, "{}", json_report(&g, args.logprobs > 0))?;
+    } else {
+        writeln!(out)?;
+        eprintln!(
+            "hearth: prompt {} tokens, {:.1} tok/s prefill; generated {} tokens, {:.1} tok/s decode ({:?})",
+            g.prompt_ids.len(),
+            g.prefill_tok_s(),
+            g.ids.len(),
+            g.decode_tok_s(),
+            g.finish_reason
+        );
+        if spec.enabled() {
+            eprintln!(
+                "hearth: speculative decoding ({}): {}",
+                args.spec.draft_name(),
+                spec_args::describe(&g.spec)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--json`'s object; `top_logprobs` only when `--logprobs` asked for them.
+fn json_report(g: &Generation, logprobs: bool) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "prompt_ids": g.prompt_ids,
+        "ids": g.ids,
+        "text": g.text,
+        "finish_reason": g.finish_reason,
+        "prefill_tok_s": g.prefill_tok_s(),
+        "decode_tok_s": g.decode_tok_s(),
+        "spec": g.spec,
+    });
+    if logprobs {
+        let top: Vec<Vec<serde_json::Value>> = g
+            .top_logprobs
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .map(|(id, lp)| serde_json::json!({"id": id, "logprob": lp}))
+                    .collect()
+            })
+            .collect();
+        v["top_logprobs"] = serde_json::Value::from(top);
+    }
+    v
+}

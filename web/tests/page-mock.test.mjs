@@ -142,7 +142,7 @@ test('?no_subgroups=1 on the page URL keeps the engine and the device off subgro
   await page.goto(server.url);
 });
 
-test('the API: progress fractions, one generation at a time, no_subgroups, unload', async () => {
+test('the API: progress fractions, overlapping generations, no_subgroups, unload', async () => {
   const r = await page.evaluate(async () => {
     const { Hearth } = await import('/hearth.js');
     const progress = [];
@@ -152,11 +152,13 @@ test('the API: progress fractions, one generation at a time, no_subgroups, unloa
     });
     const stats = await engine.stats();
     const a = engine.chat([{ role: 'user', content: 'hi' }], { max_tokens: 50, delay_ms: 5 });
+    // A second generation while the first runs: the worker runs both at once.
     const b = engine.complete('hello', { max_tokens: 5 });
-    const second = await b.result.then(() => 'resolved', (e) => e.message);
+    const second = await b.result.then((v) => v.completion_tokens, (e) => e.message);
     const chunks = [];
     for await (const c of a) chunks.push(c);
     const first = await a.result;
+    const peak = (await engine.stats()).mock.peak_generations;
     // Breaking out of for-await stops the generation.
     const c = engine.complete('x', { max_tokens: 100000, delay_ms: 1 });
     let n = 0;
@@ -164,14 +166,15 @@ test('the API: progress fractions, one generation at a time, no_subgroups, unloa
     const broken = await c.result;
     await engine.unload();
     const after = await engine.stats().then(() => 'resolved', (e) => e.message);
-    return { progress, stats, second, chunks: chunks.length, first, broken: broken.finish_reason, after };
+    return { progress, stats, second, peak, chunks: chunks.length, first, broken: broken.finish_reason, after };
   });
   assert.equal(r.progress.at(-1).fraction, 1);
   assert.ok(r.progress.every((p) => p.fraction >= 0 && p.fraction <= 1));
   assert.equal(r.progress.find((p) => p.phase === 'upload').fraction >= 0.7, !!r.progress.find((p) => p.phase === 'download'));
   assert.equal(r.stats.web_subgroups, false);
   assert.equal(r.stats.mock.device_subgroups, false, 'no_subgroups leaves the device without them');
-  assert.match(r.second, /already running/);
+  assert.equal(r.second, 5, 'the second generation completes while the first runs');
+  assert.equal(r.peak, 2, 'both generations were in the engine at once');
   assert.equal(r.chunks, 50);
   assert.equal(r.first.finish_reason, 'length');
   assert.equal(r.broken, 'cancelled');

@@ -41,7 +41,9 @@ export class Engine {
     this.bytes = bytes;
     this.device = device;
     this.last = null;
-    this.running = false;
+    // Generations in flight, and the most at once (the real engine batches them).
+    this.running = 0;
+    this.peak = 0;
   }
 
   chat_prompt(messages) {
@@ -56,9 +58,9 @@ export class Engine {
 
   // Options: max_tokens (default 16), temperature; delay_ms (mock only) slows tokens down.
   async generate(promptIds, options, onToken) {
-    if (this.running) throw new Error('mock: generate called while another one runs');
     if (!(promptIds instanceof Uint32Array)) throw new Error('mock: prompt ids must be a Uint32Array');
-    this.running = true;
+    this.running += 1;
+    this.peak = Math.max(this.peak, this.running);
     try {
       const max = options.max_tokens ?? 16;
       const ids = [];
@@ -87,7 +89,7 @@ export class Engine {
         ttft_ms: 3,
       };
     } finally {
-      this.running = false;
+      this.running -= 1;
     }
   }
 
@@ -100,7 +102,7 @@ export class Engine {
       kv: { dtype: 'f32', blocks: 16, block_size: 16, tokens: 256 },
       load_ms: 20,
       last: this.last,
-      mock: { options: this.options, names: this.names, device_subgroups: this.device.features.has('subgroups') },
+      mock: { options: this.options, names: this.names, device_subgroups: this.device.features.has('subgroups'), peak_generations: this.peak },
     };
   }
 

@@ -181,7 +181,10 @@ fn dropping_a_stream_mid_generation_returns_every_block() {
     wait_for(&handle, |st| st.running == 0 && st.waiting == 0);
     let st = handle.info().stats;
     assert_eq!(st.kv_used, 0, "the dropped request's blocks are back");
-    assert_eq!(st.cancelled, 1, "the dropped request was aborted, not run to its end");
+    assert_eq!(
+        st.cancelled, 1,
+        "the dropped request was aborted, not run to its end"
+    );
 
     // An explicit abort ends the stream with a cancelled finish.
     let mut s = handle.submit_blocking(long).unwrap();

@@ -277,6 +277,7 @@ fn penalties_match_reference() {
             repetition_penalty: 1.3,
             presence_penalty: 0.4,
             frequency_penalty: 0.25,
+            logit_masks: None,
         }],
         vocab,
     ))

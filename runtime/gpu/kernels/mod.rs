@@ -12,6 +12,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod embed;
 pub mod kv_write;
+pub mod logit_mask;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;

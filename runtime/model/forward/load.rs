@@ -9,6 +9,7 @@ use super::{ForwardOptions, GpuModel, LoadProgress, SeqStep};
 use crate::gpu::kernels::attention::{AttnScratch, AttnShape};
 use crate::gpu::kernels::batch::BatchBuffers;
 use crate::gpu::kernels::embed::Embed;
+use crate::gpu::kernels::logit_mask::LogitMask;
 use crate::gpu::kernels::matmul::{MatMul, MatMulOpts};
 use crate::gpu::kernels::rmsnorm::RmsNorm;
 use crate::gpu::kernels::topk::{Penalties, TopK};
@@ -162,6 +163,7 @@ impl GpuModel {
         );
         let vocab = c.vocab_size as u32;
         let penalties = Penalties::new(&ctx, &act.logits, rows_max, vocab);
+        let logit_mask = LogitMask::new(&ctx, &act.logits, rows_max, vocab);
         let topk = TopK::new(&ctx, &act.logits, rows_max, vocab, MAX_CANDIDATES as u32);
         let topk_out = topk.output().clone();
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -190,6 +192,7 @@ impl GpuModel {
             final_norm,
             lm_head,
             penalties,
+            logit_mask,
             topk,
             logit_step,
             mm_steps,

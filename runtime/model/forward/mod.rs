@@ -28,6 +28,7 @@ use profile::{Profiler, LOGITS_WALL};
 
 use crate::gpu::kernels::batch::BatchBuffers;
 use crate::gpu::kernels::embed::Embed;
+use crate::gpu::kernels::logit_mask::{LogitMask, MASKED_LOGIT};
 use crate::gpu::kernels::matmul::MatMul;
 use crate::gpu::kernels::rmsnorm::RmsNorm;
 use crate::gpu::kernels::topk::{Penalties, TopK};
@@ -58,6 +59,8 @@ pub struct GpuModel {
     final_norm: RmsNorm,
     lm_head: MatMul,
     penalties: Penalties,
+    /// Constrained decoding's allowed-token masks (buffer sized at load).
+    logit_mask: LogitMask,
     topk: TopK,
     logit_step: wgpu::Buffer,
     /// `StepInfo` of the matmuls' generated-token rows and prompt rows.
@@ -109,6 +112,8 @@ impl GpuModel {
 
     /// Runs one step and returns the top-`k` candidates of every logit row (see
     /// [`SeqStep::logit_rows`]), in `seqs` order and row order within a part.
+    /// A row with a mask ([`SeqStep::logit_masks`]) gets only allowed tokens,
+    /// so fewer than `k` when its mask allows fewer.
     pub async fn step(&mut self, seqs: &[SeqStep<'_>], k: usize) -> Result<Vec<Candidates>> {
         let k = k.clamp(1, MAX_CANDIDATES);
         let (n_rows, t_logits, timed) = self.submit_step(seqs, k)?;
@@ -125,7 +130,16 @@ impl GpuModel {
             self.profiler
                 .add([(LOGITS_WALL, t_logits.elapsed().as_secs_f64())]);
         }
-        Ok(self.topk.parse_output(&data, n_rows, k as u32))
+        let mut out = self.topk.parse_output(&data, n_rows, k as u32);
+        // A masked row has only as many candidates as its mask allows tokens.
+        for &r in self.logit_mask.rows() {
+            if let Some(c) = out.get_mut(r as usize) {
+                let n = c.logits.iter().take_while(|&&l| l != MASKED_LOGIT).count();
+                c.ids.truncate(n);
+                c.logits.truncate(n);
+            }
+        }
+        Ok(out)
     }
 
     /// Full logits of the rows of the last step (tests and debugging; a readback of vocab floats per row).

@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 
 use crate::gpu::kernels::batch::StepMeta;
+use crate::gpu::kernels::logit_mask::{mask_words, MaskRow};
 use crate::gpu::kernels::topk::PenaltyRow;
 use crate::gpu::kernels::StepInfo;
 use crate::{HearthError, Result};
@@ -32,6 +33,17 @@ pub struct SeqStep<'a> {
     pub repetition_penalty: f32,
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
+    /// Constrained decoding: a bitmask of allowed tokens per logit row of this
+    /// part, `logit_rows * ceil(vocab / 32)` u32 words, row after row (so each
+    /// speculative verification row can have its own). Token `v` is allowed
+    /// iff bit `v % 32` of word `v / 32` of its row's mask is 1; bits past the
+    /// vocabulary are ignored; a row's mask must allow at least one token.
+    /// Applied on the GPU after the penalties and before top-K: every
+    /// candidate returned is allowed, and `Candidates::logsumexp` is over the
+    /// allowed tokens only (logprobs are those of the constrained
+    /// distribution). `None`: unconstrained, and a step in which no part has
+    /// masks dispatches nothing for them.
+    pub logit_masks: Option<&'a [u32]>,
 }
 
 impl<'a> SeqStep<'a> {
@@ -47,6 +59,7 @@ impl<'a> SeqStep<'a> {
             repetition_penalty: 1.0,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            logit_masks: None,
         }
     }
 }
@@ -85,6 +98,8 @@ pub(super) struct StepPlan<'a> {
     pub logit_rows: Vec<u32>,
     /// Penalties of the logit rows whose part has any.
     pub penalties: Vec<RowPenalties<'a>>,
+    /// `(logit row index, mask)` of the logit rows whose part has masks.
+    pub masks: Vec<MaskRow<'a>>,
 }
 
 impl<'a> StepPlan<'a> {
@@ -122,6 +137,8 @@ impl<'a> StepPlan<'a> {
 
         let mut logit_rows = Vec::new();
         let mut penalties = Vec::new();
+        let mut masks = Vec::new();
+        let words = mask_words(limits.vocab_size as u32) as usize;
         let mut row = 0u32;
         for s in seqs {
             let n = s.tokens.len() as u32;
@@ -132,6 +149,34 @@ impl<'a> StepPlan<'a> {
                 ));
             }
             let first = n - s.logit_rows;
+            if let Some(m) = s.logit_masks {
+                let want = s.logit_rows as usize * words;
+                if m.len() != want {
+                    return invalid(format!(
+                        "logit masks of {} words for {} logit rows need {want} ({words} words per row for a vocabulary of {})",
+                        m.len(),
+                        s.logit_rows,
+                        limits.vocab_size
+                    ));
+                }
+                for (i, mask) in m.chunks_exact(words.max(1)).enumerate() {
+                    let allows_any = (0..limits.vocab_size).step_by(32).zip(mask).any(|(v, &w)| {
+                        let bits = limits.vocab_size - v;
+                        let live = if bits >= 32 {
+                            u32::MAX
+                        } else {
+                            (1u32 << bits) - 1
+                        };
+                        w & live != 0
+                    });
+                    if !allows_any {
+                        return invalid(format!(
+                            "the logit mask of row {i} of a part allows no token"
+                        ));
+                    }
+                    masks.push((logit_rows.len() as u32 + i as u32, mask));
+                }
+            }
             for j in first..n {
                 if !s.penalty_counts.is_empty() {
                     let mut counts = Cow::Borrowed(s.penalty_counts);
@@ -164,6 +209,7 @@ impl<'a> StepPlan<'a> {
             max_gen_kv,
             logit_rows,
             penalties,
+            masks,
         })
     }
 
@@ -374,6 +420,66 @@ mod tests {
         };
         let p = plan(&[part]).unwrap();
         assert!(p.logit_rows.is_empty() && p.penalties.is_empty());
+    }
+
+    #[test]
+    fn masks_are_gathered_per_logit_row() {
+        // vocab 100: 4 words per row; the tail bits of word 3 past token 99 are ignored.
+        let words = |allowed: &[u32]| {
+            let mut m = vec![0u32; 4];
+            for &v in allowed {
+                m[v as usize / 32] |= 1 << (v % 32);
+            }
+            m
+        };
+        let verify_masks = [words(&[1]), words(&[2, 99]), words(&[0])].concat();
+        let verify = SeqStep {
+            generated: true,
+            logit_rows: 3,
+            logit_masks: Some(&verify_masks),
+            ..SeqStep::new(&[10, 20, 30], 8, &[2])
+        };
+        let plain = SeqStep {
+            generated: true,
+            ..SeqStep::new(&[60], 3, &[5])
+        };
+        let prompt_mask = words(&[64]);
+        let prompt = SeqStep {
+            logit_masks: Some(&prompt_mask),
+            ..SeqStep::new(&[70, 71], 0, &[4])
+        };
+        let p = plan(&[verify, plain, prompt]).unwrap();
+        assert_eq!(p.logit_rows, [0, 1, 2, 3, 5]);
+        let rows: Vec<u32> = p.masks.iter().map(|m| m.0).collect();
+        assert_eq!(rows, [0, 1, 2, 4]);
+        assert_eq!(p.masks[1].1, &verify_masks[4..8]);
+        assert_eq!(p.masks[3].1, &prompt_mask[..]);
+        let none = plan(&[SeqStep::new(&[1], 0, &[0])]).unwrap();
+        assert!(none.masks.is_empty());
+    }
+
+    #[test]
+    fn bad_masks_are_refused() {
+        let short = [u32::MAX; 3];
+        let part = SeqStep {
+            logit_masks: Some(&short),
+            ..SeqStep::new(&[1], 0, &[0])
+        };
+        assert!(error(&[part]).contains("logit masks of 3 words for 1 logit rows need 4"));
+        let two = [u32::MAX; 4];
+        let part = SeqStep {
+            logit_rows: 2,
+            logit_masks: Some(&two),
+            ..SeqStep::new(&[1, 2], 0, &[0])
+        };
+        assert!(error(&[part]).contains("need 8"));
+        // Only bits past the vocabulary (tokens 100..128) set: nothing allowed.
+        let tail = [0, 0, 0, !0xf];
+        let part = SeqStep {
+            logit_masks: Some(&tail),
+            ..SeqStep::new(&[1], 0, &[0])
+        };
+        assert!(error(&[part]).contains("row 0 of a part allows no token"));
     }
 
     #[test]

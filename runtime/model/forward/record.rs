@@ -1,5 +1,5 @@
 //! Writing a step's plan to the GPU and recording its passes: the layers,
-//! then the final norm, lm_head, penalties and top-K over the logit rows,
+//! then the final norm, lm_head, penalties, logit masks and top-K over the logit rows,
 //! and the copy of the candidates into the mappable buffer.
 
 use super::plan::{SeqStep, StepLimits, StepPlan};
@@ -33,6 +33,12 @@ impl GpuModel {
         let any_pen = !plan.penalties.is_empty();
         if any_pen {
             self.penalties.write(queue, &plan.penalty_rows())?;
+        }
+        let any_mask = !plan.masks.is_empty();
+        if any_mask {
+            self.logit_mask.write(queue, &plan.masks)?;
+        } else {
+            self.logit_mask.clear();
         }
 
         let (n_tokens, n_gen, max_gen_kv) = (plan.n_tokens(), plan.n_gen, plan.max_gen_kv);
@@ -79,6 +85,9 @@ impl GpuModel {
                 self.lm_head.record_rows(&mut pass, n_rows, n_rows);
                 if any_pen {
                     self.penalties.record(&mut pass, n_rows);
+                }
+                if any_mask {
+                    self.logit_mask.record(&mut pass);
                 }
                 self.topk.record(&mut pass, n_rows, k as u32);
             }

@@ -1,9 +1,11 @@
 //! Micro-benchmarks of the small kernels of a forward pass (GB/s of memory
-//! traffic): RMSNorm, RoPE, residual add / SiLU·mul, top-K, and the roofline's
+//! traffic): RMSNorm, RoPE, residual add / SiLU·mul, top-K, the constrained-
+//! decoding logit mask, and the roofline's
 //! buffer copy. `cargo bench --bench misc_kernels`.
 
 use hearth::gpu::kernels::copy::CopyKernel;
 use hearth::gpu::kernels::elementwise::{Elementwise, Op};
+use hearth::gpu::kernels::logit_mask::{mask_words, LogitMask};
 use hearth::gpu::kernels::rmsnorm::RmsNorm;
 use hearth::gpu::kernels::rope::{Rope, RopeLayout};
 use hearth::gpu::kernels::topk::TopK;
@@ -109,6 +111,25 @@ fn main() {
         for &k in &[1u32, 40, 256] {
             let s = time(&ctx, &|p| topk.record(p, 1, k));
             report(&format!("topk 1 x {vocab} k={k}"), s, vocab as f64 * 4.0);
+        }
+    }
+    // GB/s of logits read + written (every logit read, every one written at
+    // most; half the bits are 0, so about half really are).
+    for &vocab in &[49152u32, 151936] {
+        for &rows in &[1u32, 64] {
+            let buf = ctx.buffer_zeroed("logits", rows as u64 * vocab as u64 * 4);
+            let mut mask = LogitMask::new(&ctx, &buf, rows, vocab);
+            let words: Vec<u32> = (0..mask_words(vocab))
+                .map(|i| i.wrapping_mul(2654435761))
+                .collect();
+            let list: Vec<(u32, &[u32])> = (0..rows).map(|r| (r, &words[..])).collect();
+            mask.write(&ctx.queue, &list).expect("masks");
+            let s = time(&ctx, &|p| mask.record(p));
+            report(
+                &format!("logit_mask {rows} x {vocab} (read + write)"),
+                s,
+                mask.bytes_moved(rows) as f64,
+            );
         }
     }
 }

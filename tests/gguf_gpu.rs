@@ -353,3 +353,173 @@ fn dtype_conversion_matches_reference(target: hearth::model::DType) {
         .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
     assert!(worst < 1e-3, "{target:?}: max logit error {worst}");
 }
+
+/// Mask words allowing the tokens `allowed(v)` of a vocabulary of `vocab`.
+fn mask_of(vocab: usize, allowed: impl Fn(u32) -> bool) -> Vec<u32> {
+    let mut m = vec![0u32; vocab.div_ceil(32)];
+    for v in (0..vocab as u32).filter(|&v| allowed(v)) {
+        m[v as usize / 32] |= 1 << (v % 32);
+    }
+    m
+}
+
+fn cand_bits(c: &hearth::engine::Candidates) -> (Vec<u32>, Vec<u32>, u32) {
+    (
+        c.ids.clone(),
+        c.logits.iter().map(|l| l.to_bits()).collect(),
+        c.logsumexp.to_bits(),
+    )
+}
+
+fn tiny_for_masks() -> GpuModel {
+    let opts = ForwardOptions {
+        kv_memory: 1 << 20,
+        kv_dtype: KvDtype::F32,
+        ..Default::default()
+    };
+    common::tiny_gpu_model("llama", gpu(), opts)
+}
+
+/// Masked decoding: all-ones masks change nothing; a mask allowing S returns
+/// exactly the best of S by the unmasked logits, with logprobs normalised
+/// over S only (the documented choice of `SeqStep::logit_masks`).
+#[test]
+fn logit_masks_restrict_candidates_to_the_allowed_tokens() {
+    let mut m = tiny_for_masks();
+    let vocab = m.config.vocab_size;
+    let k = hearth::types::MAX_CANDIDATES;
+    let blocks = m.new_kv_pool().allocate(1).unwrap();
+    let prompt: Vec<u32> = vec![3, 9, 1, 27, 5];
+    let step = |m: &mut GpuModel, mask: Option<&[u32]>| {
+        let part = SeqStep {
+            logit_masks: mask,
+            ..SeqStep::new(&prompt, 0, &blocks)
+        };
+        pollster::block_on(m.step(&[part], k)).unwrap().remove(0)
+    };
+    let plain = step(&mut m, None);
+    let logits = pollster::block_on(m.last_logits(1)).unwrap();
+
+    let ones = mask_of(vocab, |_| true);
+    assert_eq!(cand_bits(&step(&mut m, Some(&ones))), cand_bits(&plain));
+
+    // S: every third token and the last one, but not the unmasked best.
+    let best = plain.ids[0];
+    let allowed = |v: u32| (v % 3 == 1 || v as usize == vocab - 1) && v != best;
+    let mask = mask_of(vocab, allowed);
+    let got = step(&mut m, Some(&mask));
+    let mut want: Vec<u32> = (0..vocab as u32).filter(|&v| allowed(v)).collect();
+    let lse_s = {
+        let mx = want
+            .iter()
+            .map(|&v| logits[v as usize] as f64)
+            .fold(f64::MIN, f64::max);
+        mx + want
+            .iter()
+            .map(|&v| (logits[v as usize] as f64 - mx).exp())
+            .sum::<f64>()
+            .ln()
+    };
+    want.sort_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    want.truncate(k);
+    assert!(got.ids.iter().all(|&v| allowed(v)), "ids {:?}", got.ids);
+    assert_eq!(got.ids, want, "the allowed tokens, best first");
+    let want_logits: Vec<u32> = want.iter().map(|&v| logits[v as usize].to_bits()).collect();
+    let got_logits: Vec<u32> = got.logits.iter().map(|l| l.to_bits()).collect();
+    assert_eq!(got_logits, want_logits);
+    assert!(
+        (got.logsumexp as f64 - lse_s).abs() < 1e-4 * lse_s.abs().max(1.0),
+        "logsumexp {} vs {lse_s} over the allowed tokens",
+        got.logsumexp
+    );
+    assert!(
+        (plain.logsumexp as f64 - lse_s).abs() > 1e-3,
+        "the test needs a mask that changes the normalisation"
+    );
+
+    // A mask allowing fewer tokens than k returns only those.
+    let two = mask_of(vocab, |v| v == 2 || v == 5);
+    let got = step(&mut m, Some(&two));
+    let mut ids = got.ids.clone();
+    ids.sort();
+    assert_eq!(ids, [2, 5]);
+
+    // Bad masks are refused with a clear error, not a panic.
+    let short = vec![u32::MAX; ones.len() - 1];
+    let part = SeqStep {
+        logit_masks: Some(&short),
+        ..SeqStep::new(&prompt, 0, &blocks)
+    };
+    let e = pollster::block_on(m.step(&[part], k))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("logit masks of"), "{e}");
+    let none = mask_of(vocab, |_| false);
+    let part = SeqStep {
+        logit_masks: Some(&none),
+        ..SeqStep::new(&prompt, 0, &blocks)
+    };
+    let e = pollster::block_on(m.step(&[part], k))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("allows no token"), "{e}");
+    // And the model still works unmasked afterwards, exactly as before.
+    assert_eq!(cand_bits(&step(&mut m, None)), cand_bits(&plain));
+}
+
+/// Batch invariance: masking one sequence of a step leaves the other's
+/// candidates bit-identical to running it alone; verification rows of one
+/// part each take their own mask.
+#[test]
+fn masking_one_sequence_leaves_the_other_bit_identical() {
+    let mut m = tiny_for_masks();
+    let vocab = m.config.vocab_size;
+    let k = 40;
+    let mut pool = m.new_kv_pool();
+    let (ba, bb) = (pool.allocate(1).unwrap(), pool.allocate(1).unwrap());
+    let (pa, pb): (Vec<u32>, Vec<u32>) = (vec![4, 8, 15, 16], vec![23, 42, 7]);
+    let alone = pollster::block_on(m.step(&[SeqStep::new(&pa, 0, &ba)], k)).unwrap();
+    let mask = mask_of(vocab, |v| v % 2 == 0);
+    for masked_first in [false, true] {
+        let a = SeqStep::new(&pa, 0, &ba);
+        let b = SeqStep {
+            logit_masks: Some(&mask),
+            ..SeqStep::new(&pb, 0, &bb)
+        };
+        let parts = if masked_first { [b, a] } else { [a, b] };
+        let got = pollster::block_on(m.step(&parts, k)).unwrap();
+        let (ga, gb) = if masked_first {
+            (&got[1], &got[0])
+        } else {
+            (&got[0], &got[1])
+        };
+        assert_eq!(
+            cand_bits(ga),
+            cand_bits(&alone[0]),
+            "masked first: {masked_first}"
+        );
+        assert!(gb.ids.iter().all(|v| v % 2 == 0), "{:?}", gb.ids);
+        assert_eq!(gb.ids.len(), k.min(vocab.div_ceil(2)));
+    }
+
+    // Two logit rows of one part, each with its own mask: row 0 only odd
+    // tokens, row 1 unconstrained (all ones) equals the unmasked row.
+    let both = SeqStep {
+        logit_rows: 2,
+        ..SeqStep::new(&pa, 0, &ba)
+    };
+    let plain = pollster::block_on(m.step(&[both], k)).unwrap();
+    let masks = [mask_of(vocab, |v| v % 2 == 1), mask_of(vocab, |_| true)].concat();
+    let both = SeqStep {
+        logit_rows: 2,
+        logit_masks: Some(&masks),
+        ..SeqStep::new(&pa, 0, &ba)
+    };
+    let got = pollster::block_on(m.step(&[both], k)).unwrap();
+    assert!(got[0].ids.iter().all(|v| v % 2 == 1), "{:?}", got[0].ids);
+    assert_eq!(cand_bits(&got[1]), cand_bits(&plain[1]));
+}

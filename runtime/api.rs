@@ -62,6 +62,36 @@ impl Prompt {
     }
 }
 
+/// A prompt's token ids: raw text with special-token markup parsed, chat
+/// messages through `template`, or ids as they are. An empty result is an
+/// error naming the prompt. The engine uses it, and so does the browser
+/// worker, which tokenizes before handing ids to the engine's driver.
+pub fn encode_prompt(
+    tokenizer: &Tokenizer,
+    template: Option<&ChatTemplate>,
+    prompt: &Prompt,
+) -> Result<Vec<u32>> {
+    let ids = match prompt {
+        Prompt::Text(t) => tokenizer.encode(t, true)?,
+        Prompt::Chat(messages) => {
+            let tpl = template.ok_or_else(|| {
+                HearthError::Template("the model has no usable chat template".into())
+            })?;
+            let text = tpl.render(messages, true)?;
+            // The template writes BOS itself where the model wants one.
+            tokenizer.encode(&text, false)?
+        }
+        Prompt::Ids(ids) => ids.clone(),
+    };
+    if ids.is_empty() {
+        return Err(HearthError::InvalidField {
+            field: "prompt".into(),
+            message: "the prompt is empty (no tokens)".into(),
+        });
+    }
+    Ok(ids)
+}
+
 impl Engine {
     pub fn from_loaded(
         ctx: Arc<GpuContext>,
@@ -151,12 +181,7 @@ impl Engine {
         }
         let prompt_ids = self.prompt_ids(&req.prompt)?;
         req.prompt = crate::Prompt::Ids(prompt_ids.clone());
-        let room = self
-            .model
-            .config
-            .max_position_embeddings
-            .saturating_sub(prompt_ids.len());
-        req.max_tokens = Some(req.max_tokens.unwrap_or(room).min(room));
+        req.cap_to_context(prompt_ids.len(), self.model.config.max_position_embeddings);
         let t0 = Instant::now();
         let (id, _) = self.add_request(req)?;
         let mut g = Generation {

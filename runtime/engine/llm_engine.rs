@@ -140,25 +140,7 @@ impl Engine {
     }
 
     pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>> {
-        let ids = match prompt {
-            Prompt::Text(t) => self.tokenizer.encode(t, true)?,
-            Prompt::Chat(messages) => {
-                let tpl = self.template.as_ref().ok_or_else(|| {
-                    HearthError::Template("the model has no usable chat template".into())
-                })?;
-                let text = tpl.render(messages, true)?;
-                // The template writes BOS itself where the model wants one.
-                self.tokenizer.encode(&text, false)?
-            }
-            Prompt::Ids(ids) => ids.clone(),
-        };
-        if ids.is_empty() {
-            return Err(HearthError::InvalidField {
-                field: "prompt".into(),
-                message: "the prompt is empty (no tokens)".into(),
-            });
-        }
-        Ok(ids)
+        crate::api::encode_prompt(&self.tokenizer, self.template.as_ref(), prompt)
     }
 
     /// Whether a step would do anything: requests running or waiting, or
@@ -197,13 +179,6 @@ impl Engine {
         }
         let ids = self.prompt_ids(&req.prompt)?;
         let ctx = self.model.config.max_position_embeddings;
-        if ids.len() >= ctx {
-            return Err(HearthError::ContextLength {
-                prompt: ids.len(),
-                completion: req.max_tokens.unwrap_or(0),
-                context: ctx,
-            });
-        }
         let max_new = match req.max_tokens {
             Some(m) if ids.len() + m > ctx => {
                 return Err(HearthError::ContextLength {
@@ -272,11 +247,6 @@ impl Engine {
         for id in ids {
             self.abort(id);
         }
-    }
-
-    /// Ids of the requests in flight.
-    pub fn requests(&self) -> Vec<RequestId> {
-        self.reqs.keys().copied().collect()
     }
 
     /// Runs one step of every request in flight and returns what it

@@ -100,6 +100,14 @@ impl Request {
         }
     }
 
+    /// Caps `max_tokens` (`None`: unlimited) at what the context leaves
+    /// after `prompt_tokens`: the lenient policy of `Engine::generate` and
+    /// the JS API, where `add_request` alone would refuse the request.
+    pub fn cap_to_context(&mut self, prompt_tokens: usize, context: usize) {
+        let room = context.saturating_sub(prompt_tokens);
+        self.max_tokens = Some(self.max_tokens.map_or(room, |m| m.min(room)));
+    }
+
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
         if self.n == 0 || self.n > MAX_N {

@@ -251,10 +251,9 @@ impl Scheduler {
     /// block free: what the engine starts over with when stepping keeps
     /// failing.
     pub fn fresh(&self) -> Scheduler {
-        let copy = |p: &KvPool| KvPool::with_blocks(*p.layout(), p.dtype(), p.num_blocks());
         Scheduler {
-            draft_pool: self.draft_pool.as_ref().map(copy),
-            ..Scheduler::new(self.opts.clone(), copy(&self.pool))
+            draft_pool: self.draft_pool.as_ref().map(KvPool::empty_like),
+            ..Scheduler::new(self.opts.clone(), self.pool.empty_like())
         }
     }
 

@@ -45,10 +45,11 @@ pub fn check_request(
     }
     let ctx_len = model.config.max_position_embeddings;
     if prompt.len() >= ctx_len {
-        return Err(HearthError::InvalidRequest(format!(
-            "the prompt has {} tokens, the model's context is {ctx_len}",
-            prompt.len()
-        )));
+        return Err(HearthError::ContextLength {
+            prompt: prompt.len(),
+            completion: opts.max_tokens,
+            context: ctx_len,
+        });
     }
     if let Some(&t) = prompt
         .iter()

@@ -98,6 +98,12 @@ impl KvPool {
         }
     }
 
+    /// A pool of the same shape with every block free and an empty prefix
+    /// cache: a fresh block manager for the same KV buffers.
+    pub fn empty_like(&self) -> KvPool {
+        KvPool::with_blocks(self.layout, self.dtype, self.num_blocks())
+    }
+
     pub fn layout(&self) -> &KvLayout {
         &self.layout
     }

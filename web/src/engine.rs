@@ -10,7 +10,7 @@ use hearth::kv::KvDtype;
 use hearth::model::forward::{ForwardOptions, LoadProgress};
 use hearth::text::chat::{ChatMessage, ChatTemplate};
 use hearth::text::Tokenizer;
-use hearth::{EngineHandle, Event, Hearth, HearthError, Prompt};
+use hearth::{EngineHandle, Event, FinishReason, Generation, Hearth, HearthError, Prompt};
 use js_sys::{Array, Function, Promise};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -272,24 +272,7 @@ impl Engine {
     }
 
     fn prompt(&self, p: Prompt) -> Result<Vec<u32>, JsValue> {
-        let ids = match p {
-            Prompt::Chat(messages) => {
-                let tpl = self.template.as_ref().ok_or_else(|| {
-                    to_js(HearthError::Template(
-                        "the model has no usable chat template".into(),
-                    ))
-                })?;
-                let text = tpl.render(&messages, true).map_err(to_js)?;
-                // The template writes BOS itself where the model wants one.
-                self.tokenizer.encode(&text, false).map_err(to_js)?
-            }
-            Prompt::Text(t) => self.tokenizer.encode(&t, true).map_err(to_js)?,
-            Prompt::Ids(ids) => ids,
-        };
-        if ids.is_empty() {
-            return Err(JsError::new("the prompt is empty (no tokens)").into());
-        }
-        Ok(ids)
+        hearth::api::encode_prompt(&self.tokenizer, self.template.as_ref(), &p).map_err(to_js)
     }
 
     /// Generates from `prompt_ids`; `on_token({text, token_id})` returning
@@ -306,18 +289,23 @@ impl Engine {
                     .map_err(|e| JsError::new(&format!("generate options: {e}")))?
             };
             let t0 = Instant::now();
+            let mut req = opts.to_request(prompt_ids.clone());
             // As `Engine::generate`: max_tokens is capped by the context.
-            let room = handle
-                .info()
-                .context_length
-                .saturating_sub(prompt_ids.len());
-            let mut req = opts.to_request(prompt_ids);
-            req.max_tokens = req.max_tokens.map(|m| m.min(room));
+            req.cap_to_context(prompt_ids.len(), handle.info().context_length);
             let mut stream = handle.submit(req).await.map_err(to_js)?;
-            let prompt_tokens = stream.prompt_tokens;
-            let (mut first, mut ids, mut text) = (None, Vec::new(), String::new());
+            let mut g = Generation {
+                prompt_ids,
+                ids: Vec::new(),
+                text: String::new(),
+                top_logprobs: Vec::new(),
+                finish_reason: FinishReason::Length,
+                prefill_secs: 0.0,
+                decode_secs: 0.0,
+                spec: Default::default(),
+            };
+            let mut first = None;
             let mut stopped = false;
-            let mut finish = None;
+            let mut finished = false;
             while let Some(ev) = stream.next_event().await {
                 match ev {
                     Event::Token { token, .. } if !stopped => {
@@ -326,8 +314,8 @@ impl Engine {
                             text: &token.text,
                             token_id: token.id,
                         });
-                        ids.push(token.id);
-                        text.push_str(&token.text);
+                        g.ids.push(token.id);
+                        g.text.push_str(&token.text);
                         // A throwing callback stops the generation like `false` does.
                         let go_on = match on_token.call1(&JsValue::NULL, &out) {
                             Ok(v) => v.as_bool() != Some(false),
@@ -339,34 +327,39 @@ impl Engine {
                         }
                     }
                     Event::Token { .. } => {}
-                    Event::Finished { finish: f, .. } => finish = Some(f),
+                    Event::Finished { finish, .. } => {
+                        g.finish_reason = finish.reason;
+                        g.spec = finish.spec;
+                        finished = true;
+                    }
                     Event::Failed(e) => return Err(to_js(e)),
                 }
             }
-            let finish = finish
-                .ok_or_else(|| to_js(HearthError::Stopped("the engine was unloaded".into())))?;
+            if !finished {
+                return Err(to_js(HearthError::Stopped(
+                    "the engine was unloaded".into(),
+                )));
+            }
             let end = Instant::now();
             let first = first.unwrap_or(end);
-            let prefill_s = (first - t0).as_secs_f64();
-            let decode_s = (end - first).as_secs_f64();
-            let prefill_tok_s = prompt_tokens as f64 / prefill_s.max(1e-9);
-            let decode_tok_s = ids.len().saturating_sub(1) as f64 / decode_s.max(1e-9);
+            g.prefill_secs = (first - t0).as_secs_f64();
+            g.decode_secs = (end - first).as_secs_f64();
             stats.borrow_mut().last = Some(LastRun {
-                prefill_tok_s,
-                decode_tok_s,
-                prompt_tokens,
-                completion_tokens: ids.len(),
-                spec: finish.spec,
+                prefill_tok_s: g.prefill_tok_s(),
+                decode_tok_s: g.decode_tok_s(),
+                prompt_tokens: g.prompt_ids.len(),
+                completion_tokens: g.ids.len(),
+                spec: g.spec,
             });
             Ok(serialize(&ResultOut {
-                text: &text,
-                token_ids: &ids,
-                prompt_tokens,
-                completion_tokens: ids.len(),
-                finish_reason: finish.reason,
-                prefill_tok_s,
-                decode_tok_s,
-                ttft_ms: prefill_s * 1e3,
+                text: &g.text,
+                token_ids: &g.ids,
+                prompt_tokens: g.prompt_ids.len(),
+                completion_tokens: g.ids.len(),
+                finish_reason: g.finish_reason,
+                prefill_tok_s: g.prefill_tok_s(),
+                decode_tok_s: g.decode_tok_s(),
+                ttft_ms: g.prefill_secs * 1e3,
             }))
         })
     }

@@ -76,8 +76,7 @@ impl GpuModel {
     /// A block manager for this model's KV buffers: every block free, an
     /// empty prefix cache. Whoever schedules sequences on the model owns it.
     pub fn new_kv_pool(&self) -> KvPool {
-        let p = &self.kv_shape;
-        KvPool::with_blocks(*p.layout(), p.dtype(), p.num_blocks())
+        self.kv_shape.empty_like()
     }
 
     pub fn kv_dtype(&self) -> crate::kv::KvDtype {

@@ -15,6 +15,7 @@ pub mod kv;
 pub mod model;
 pub mod quant;
 pub mod reference;
+pub mod structured;
 pub mod text;
 pub mod types;
 

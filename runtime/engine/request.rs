@@ -20,6 +20,7 @@
 use super::sampling::{SamplingParams, MAX_CANDIDATES};
 use super::speculative::{Drafting, SpecOptions};
 use crate::api::Prompt;
+use crate::structured::Constraint;
 use crate::{HearthError, Result};
 
 /// Most choices (`n`) one request may ask for.
@@ -45,6 +46,8 @@ pub struct Request {
     pub n: usize,
     /// Speculative decoding; `None`: the engine's default.
     pub draft: Option<Drafting>,
+    /// What the output must match (JSON Schema, regex, grammar); `None`: free text.
+    pub constraint: Option<Constraint>,
 }
 
 /// The default `max_tokens` of [`Request`] and [`GenerateOptions`].
@@ -61,6 +64,7 @@ impl Default for Request {
             logprobs: 0,
             n: 1,
             draft: None,
+            constraint: None,
         }
     }
 }
@@ -97,6 +101,7 @@ impl Request {
             logprobs: o.logprobs,
             n: 1,
             draft: Some(o.speculative.drafting),
+            constraint: o.constraint.clone(),
         }
     }
 
@@ -152,6 +157,7 @@ impl Request {
                 drafting: self.draft.unwrap_or(speculative.drafting),
                 ..speculative
             },
+            constraint: self.constraint.clone(),
         }
     }
 }
@@ -170,6 +176,8 @@ pub struct GenerateOptions {
     pub logprobs: usize,
     /// Speculative decoding (off by default).
     pub speculative: SpecOptions,
+    /// What the output must match; `None`: free text.
+    pub constraint: Option<Constraint>,
 }
 
 impl Default for GenerateOptions {
@@ -181,6 +189,7 @@ impl Default for GenerateOptions {
             ignore_eos: false,
             logprobs: 0,
             speculative: SpecOptions::default(),
+            constraint: None,
         }
     }
 }

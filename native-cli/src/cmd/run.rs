@@ -104,6 +104,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         logprobs: args.logprobs,
         n: 1,
         draft: Some(spec.drafting),
+        constraint: None,
     };
     h.set_config(EngineConfig {
         speculative: spec,

@@ -224,6 +224,7 @@ impl EngineClient {
                 logprobs: job.opts.logprobs,
                 n: job.n,
                 draft: job.draft,
+                constraint: job.opts.constraint.clone(),
             };
             // An error drops the streams queued so far, which aborts them.
             let s = self

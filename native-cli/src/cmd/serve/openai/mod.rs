@@ -121,6 +121,7 @@ pub fn validate(mut body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiErr
             ignore_eos: body.ignore_eos.unwrap_or(false),
             logprobs: engine_logprobs,
             speculative: SpecOptions::default(),
+            constraint: None,
         },
         logprobs,
         draft,

@@ -179,8 +179,7 @@ impl Engine {
                     .into(),
             });
         }
-        let prompt_ids = self.prompt_ids(&req.prompt)?;
-        req.prompt = crate::Prompt::Ids(prompt_ids.clone());
+        let prompt_ids = self.request_prompt_ids(&mut req)?;
         req.cap_to_context(prompt_ids.len(), self.model.config.max_position_embeddings);
         let t0 = Instant::now();
         let (id, _) = self.add_request(req)?;

@@ -157,7 +157,7 @@ impl Engine {
     /// Validates and queues `req` (all its choices, or none); its outputs
     /// come from the following steps. Returns its id and its prompt's
     /// token count.
-    pub fn add_request(&mut self, req: Request) -> Result<(RequestId, usize)> {
+    pub fn add_request(&mut self, mut req: Request) -> Result<(RequestId, usize)> {
         req.validate()?;
         if let Some(cap) = self.cfg.max_sequences {
             if req.n > cap {
@@ -177,7 +177,7 @@ impl Engine {
                 )));
             }
         }
-        let ids = self.prompt_ids(&req.prompt)?;
+        let ids = self.request_prompt_ids(&mut req)?;
         let ctx = self.model.config.max_position_embeddings;
         let max_new = match req.max_tokens {
             Some(m) if ids.len() + m > ctx => {

@@ -20,6 +20,7 @@
 use super::sampling::{SamplingParams, MAX_CANDIDATES};
 use super::speculative::{Drafting, SpecOptions};
 use crate::api::Prompt;
+use crate::structured::tools::{Tool, ToolChoice};
 use crate::structured::Constraint;
 use crate::{HearthError, Result};
 
@@ -48,6 +49,13 @@ pub struct Request {
     pub draft: Option<Drafting>,
     /// What the output must match (JSON Schema, regex, grammar); `None`: free text.
     pub constraint: Option<Constraint>,
+    /// Functions the model may call (see `hearth::structured::tools`).
+    pub tools: Vec<Tool>,
+    /// Whether it must call one (`Required`, `Function`: a grammar forces
+    /// the call) or none (`None`: the tools stay out of the prompt).
+    pub tool_choice: ToolChoice,
+    /// `Required` allows several calls in one answer (default true).
+    pub parallel_tool_calls: bool,
 }
 
 /// The default `max_tokens` of [`Request`] and [`GenerateOptions`].
@@ -65,6 +73,9 @@ impl Default for Request {
             n: 1,
             draft: None,
             constraint: None,
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            parallel_tool_calls: true,
         }
     }
 }
@@ -102,6 +113,7 @@ impl Request {
             n: 1,
             draft: Some(o.speculative.drafting),
             constraint: o.constraint.clone(),
+            ..Default::default()
         }
     }
 
@@ -135,6 +147,11 @@ impl Request {
                 return Err(field("prompt", "the prompt is empty (no tokens)"));
             }
         }
+        crate::structured::tools::validate_request(
+            &self.tools,
+            &self.tool_choice,
+            self.constraint.as_ref(),
+        )?;
         self.sampling.validate()
     }
 

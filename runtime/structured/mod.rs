@@ -8,6 +8,7 @@
 mod compiler;
 mod gbnf;
 mod tok_env;
+pub mod tools;
 
 pub use compiler::{ConstraintCompiler, ConstraintState};
 pub use gbnf::gbnf_to_lark;

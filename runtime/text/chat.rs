@@ -12,16 +12,27 @@ use minijinja::{context, Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
 
 use super::tokenizer::Tokenizer;
+use crate::structured::tools::{template_message, template_tools, Tool, ToolCall, ToolFormat};
 use crate::{HearthError, Result};
 
 /// Used when a model has no template of its own: ChatML (`<|im_start|>role\n
 /// content<|im_end|>\n`), the most common format among small open models.
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
+    #[serde(default)]
     pub content: String,
+    /// An assistant message's calls (OpenAI's shape on the wire).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A `tool` message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// A `tool` message: the function's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -29,7 +40,29 @@ impl ChatMessage {
         ChatMessage {
             role: role.into(),
             content: content.into(),
+            ..Default::default()
         }
+    }
+
+    /// An assistant message that calls tools.
+    pub fn assistant_calls(content: impl Into<String>, calls: Vec<ToolCall>) -> Self {
+        ChatMessage {
+            tool_calls: calls,
+            ..ChatMessage::new("assistant", content)
+        }
+    }
+
+    /// A tool's result, answering call `id`.
+    pub fn tool_result(id: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            tool_call_id: Some(id.into()),
+            ..ChatMessage::new("tool", content)
+        }
+    }
+
+    /// Whether the message uses any of the tool-calling fields.
+    pub fn has_tool_fields(&self) -> bool {
+        !self.tool_calls.is_empty() || self.tool_call_id.is_some() || self.name.is_some()
     }
 }
 
@@ -43,6 +76,7 @@ pub struct ChatTemplate {
     bos: String,
     eos: String,
     now: Arc<AtomicI64>,
+    tool_format: ToolFormat,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -50,6 +84,7 @@ impl std::fmt::Debug for ChatTemplate {
         f.debug_struct("ChatTemplate")
             .field("bos", &self.bos)
             .field("eos", &self.eos)
+            .field("tool_format", &self.tool_format)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +118,9 @@ impl ChatTemplate {
             };
             strftime(&fmt, secs)
         });
+        // transformers' `tojson` is Python's json.dumps: `", "` and `": "`,
+        // keys in their order, nothing HTML-escaped (minijinja's escapes `<`).
+        env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
             .map_err(template_err)?;
         Ok(ChatTemplate {
@@ -90,6 +128,7 @@ impl ChatTemplate {
             bos: bos.to_string(),
             eos: eos.to_string(),
             now,
+            tool_format: ToolFormat::detect(source),
         })
     }
 
@@ -110,8 +149,14 @@ impl ChatTemplate {
         self.now.store(unix_seconds, Ordering::Relaxed);
     }
 
+    /// How the model writes tool calls, from the template's source.
+    pub fn tool_format(&self) -> ToolFormat {
+        self.tool_format
+    }
+
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
+        let messages: Vec<serde_json::Value> = messages.iter().map(template_message).collect();
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -120,6 +165,53 @@ impl ChatTemplate {
         })
         .map_err(template_err)
     }
+
+    /// [`ChatTemplate::render`] with `tools` passed as transformers passes
+    /// them (`[{"type": "function", "function": {...}}]`; none: undefined).
+    /// See `hearth::structured::tools::render_chat` for templates that
+    /// know no tools.
+    pub fn render_with_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        if tools.is_empty() {
+            return self.render(messages, add_generation_prompt);
+        }
+        let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
+        let messages: Vec<serde_json::Value> = messages.iter().map(template_message).collect();
+        tmpl.render(context! {
+            messages => messages,
+            tools => template_tools(tools),
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.bos,
+            eos_token => self.eos,
+        })
+        .map_err(template_err)
+    }
+}
+
+/// The `tojson` filter: Python's `json.dumps(v, ensure_ascii=False, indent=indent)`.
+fn tojson(
+    v: minijinja::Value,
+    indent: Option<minijinja::Value>,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<minijinja::Value, minijinja::Error> {
+    let indent = match indent.or(kwargs.get::<Option<minijinja::Value>>("indent")?) {
+        Some(i) if !i.is_none() => Some(usize::try_from(i)?),
+        _ => None,
+    };
+    // Accepted and ignored, as the templates that pass them want the defaults.
+    for k in ["ensure_ascii", "sort_keys", "separators"] {
+        let _: Option<minijinja::Value> = kwargs.get(k)?;
+    }
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&v)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    Ok(minijinja::Value::from_safe_string(
+        crate::structured::tools::py_json(&json, indent),
+    ))
 }
 
 /// web-time reads `Date.now()` in the browser, where std's clock panics.

@@ -105,6 +105,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         n: 1,
         draft: Some(spec.drafting),
         constraint: None,
+        ..Default::default()
     };
     h.set_config(EngineConfig {
         speculative: spec,

@@ -14,6 +14,7 @@ use std::time::Instant;
 use futures_util::stream::{BoxStream, SelectAll, StreamExt};
 use hearth::engine::scheduler::SchedulerOptions;
 use hearth::engine::{EngineHandle as LibHandle, EngineStats, EngineThread, SpecOptions};
+use hearth::structured::tools::ToolFormat;
 use hearth::text::Tokenizer;
 use hearth::{FinishReason, Hearth, HearthError, Prompt, Request};
 use tracing::{info, warn};
@@ -85,6 +86,8 @@ pub struct EngineClient {
     shared: Arc<Shared>,
     /// The model's context length, for `/v1/models`.
     pub context_length: usize,
+    /// How the model writes tool calls, to parse its outputs.
+    pub tool_format: ToolFormat,
 }
 
 /// The engine thread; `shutdown` stops it.
@@ -107,12 +110,14 @@ impl EngineHandle {
             cfg,
         });
         let context_length = h.model.config.max_position_embeddings;
+        let tool_format = h.tool_format();
         let thread = h.spawn()?;
         Ok(EngineHandle {
             client: EngineClient {
                 handle: thread.handle(),
                 shared,
                 context_length,
+                tool_format,
             },
             thread,
         })
@@ -225,6 +230,9 @@ impl EngineClient {
                 n: job.n,
                 draft: job.draft,
                 constraint: job.opts.constraint.clone(),
+                tools: job.tools.tools.clone(),
+                tool_choice: job.tools.choice.clone(),
+                parallel_tool_calls: job.tools.parallel,
             };
             // An error drops the streams queued so far, which aborts them.
             let s = self

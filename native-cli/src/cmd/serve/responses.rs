@@ -3,6 +3,7 @@
 //! `chat.completion.chunk` / `text_completion` chunks ending in `[DONE]`.
 
 use hearth::engine::FinishReason;
+use hearth::structured::tools::{parse_tool_calls, ToolDelta, ToolFormat, ToolParser};
 use serde_json::{json, Value};
 
 use super::engine::{Admitted, Event, TokenLogprobs};
@@ -31,6 +32,42 @@ pub struct Meta {
     pub include_usage: bool,
     /// Whether logprobs were asked for (they are `null` otherwise).
     pub logprobs: bool,
+    /// Chat with tools: outputs are parsed for calls in this format.
+    pub tools: Option<ToolFormat>,
+}
+
+/// `finish_reason` of a choice that made `calls` tool calls.
+fn choice_finish(r: FinishReason, calls: usize) -> &'static str {
+    if calls > 0 && r == FinishReason::Stop {
+        "tool_calls"
+    } else {
+        finish_reason(r)
+    }
+}
+
+/// Seed of a request's call ids.
+fn id_seed(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// A chat message: content, or the calls parsed out of it (content `null`
+/// when there is only calls).
+fn chat_message(meta: &Meta, text: &str) -> (Value, usize) {
+    let Some(format) = meta.tools else {
+        return (json!({"role": "assistant", "content": text}), 0);
+    };
+    let (content, calls) = parse_tool_calls(format, text);
+    if calls.is_empty() {
+        return (json!({"role": "assistant", "content": content}), 0);
+    }
+    let content = (!content.trim().is_empty()).then_some(content);
+    let n = calls.len();
+    (
+        json!({"role": "assistant", "content": content, "tool_calls": calls}),
+        n,
+    )
 }
 
 fn usage(prompt: usize, completion: usize) -> Value {
@@ -124,14 +161,17 @@ pub async fn collect(meta: &Meta, mut events: super::engine::JobEvents) -> Resul
         .map(|(i, a)| {
             let reason = a.finish.map(finish_reason);
             match meta.endpoint {
-                Endpoint::Chat => json!({
-                    "index": i,
-                    "message": {"role": "assistant", "content": a.text},
-                    "logprobs": meta.logprobs.then(|| json!({
-                        "content": a.logprobs.iter().map(chat_logprob_entry).collect::<Vec<_>>(),
-                    })),
-                    "finish_reason": reason,
-                }),
+                Endpoint::Chat => {
+                    let (message, calls) = chat_message(meta, &a.text);
+                    json!({
+                        "index": i,
+                        "message": message,
+                        "logprobs": meta.logprobs.then(|| json!({
+                            "content": a.logprobs.iter().map(chat_logprob_entry).collect::<Vec<_>>(),
+                        })),
+                        "finish_reason": a.finish.map(|r| choice_finish(r, calls)),
+                    })
+                }
                 Endpoint::Completions => json!({
                     "index": i,
                     "text": a.text,
@@ -164,11 +204,20 @@ pub struct Streamer {
     offsets: Vec<usize>,
     open: usize,
     ended: bool,
+    /// Chat with tools: each choice's call parser.
+    parsers: Vec<ToolParser>,
 }
 
 impl Streamer {
     pub fn new(meta: Meta) -> Streamer {
+        let seed = id_seed(&meta.id);
         Streamer {
+            parsers: match meta.tools {
+                Some(f) => (0..meta.choices)
+                    .map(|i| ToolParser::new(f, seed.wrapping_add(i as u64)))
+                    .collect(),
+                None => Vec::new(),
+            },
             offsets: vec![0; meta.choices],
             open: meta.choices,
             meta,
@@ -218,8 +267,57 @@ impl Streamer {
         }
     }
 
+    /// A chat chunk per tool-parser delta; the first carries `logprobs`.
+    fn tool_chunks(
+        &self,
+        choice: usize,
+        deltas: Vec<ToolDelta>,
+        mut lp: Option<Value>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in deltas {
+            let delta = match d {
+                ToolDelta::Content(c) => json!({"content": c}),
+                ToolDelta::Call(c) => {
+                    let mut call =
+                        json!({"index": c.index, "function": {"arguments": c.arguments}});
+                    if let (Some(id), Some(name)) = (c.id, c.name) {
+                        call["id"] = json!(id);
+                        call["type"] = json!("function");
+                        call["function"]["name"] = json!(name);
+                    }
+                    json!({"tool_calls": [call]})
+                }
+            };
+            out.push(self.chunk(vec![json!({
+                "index": choice,
+                "delta": delta,
+                "logprobs": lp.take(),
+                "finish_reason": Value::Null,
+            })]));
+        }
+        if let Some(lp) = lp {
+            out.push(self.chunk(vec![json!({
+                "index": choice,
+                "delta": {"content": ""},
+                "logprobs": lp,
+                "finish_reason": Value::Null,
+            })]));
+        }
+        out
+    }
+
     pub fn on_event(&mut self, ev: Event) -> Vec<String> {
         match ev {
+            Event::Token {
+                choice,
+                text,
+                logprobs,
+            } if !self.parsers.is_empty() => {
+                let deltas = self.parsers[choice].feed(&text);
+                let lp = logprobs.map(|t| json!({"content": [chat_logprob_entry(&t)]}));
+                self.tool_chunks(choice, deltas, lp)
+            }
             Event::Token {
                 choice,
                 text,
@@ -262,12 +360,19 @@ impl Streamer {
             } => {
                 self.completion_tokens += completion_tokens;
                 self.open = self.open.saturating_sub(1);
+                let mut out = Vec::new();
+                let mut calls = 0;
+                if !self.parsers.is_empty() {
+                    let deltas = self.parsers[choice].finish();
+                    out = self.tool_chunks(choice, deltas, None);
+                    calls = self.parsers[choice].calls();
+                }
                 let c = match self.meta.endpoint {
                     Endpoint::Chat => json!({
                         "index": choice,
                         "delta": {},
                         "logprobs": Value::Null,
-                        "finish_reason": finish_reason(reason),
+                        "finish_reason": choice_finish(reason, calls),
                     }),
                     Endpoint::Completions => json!({
                         "index": choice,
@@ -276,7 +381,8 @@ impl Streamer {
                         "finish_reason": finish_reason(reason),
                     }),
                 };
-                vec![self.chunk(vec![c])]
+                out.push(self.chunk(vec![c]));
+                out
             }
             Event::Failed(e) => {
                 self.ended = true;

@@ -215,6 +215,7 @@ async fn complete(
         job.include_usage,
         job.logprobs.is_some(),
     );
+    let tools = job.tools.active().then_some(app.engine.tool_format);
     let (admitted, events) = app.engine.submit(id.clone(), job, arrived).await?;
     let meta = Meta {
         endpoint,
@@ -225,6 +226,7 @@ async fn complete(
         admitted,
         include_usage,
         logprobs,
+        tools,
     };
     if !stream {
         return Ok(Json(collect(&meta, events).await?).into_response());

@@ -15,12 +15,14 @@ mod output;
 mod prompt;
 mod request;
 mod sampling;
+mod tools;
 mod unsupported;
 
 use hearth::engine::{Drafting, GenerateOptions, SpecOptions};
 use hearth::text::ChatMessage;
 
 pub use self::request::RequestBody;
+pub use self::tools::Tools;
 use super::errors::ApiError;
 
 /// Most choices one request may ask for (`n`).
@@ -71,6 +73,8 @@ pub struct Job {
     pub draft: Option<Drafting>,
     pub stream: bool,
     pub include_usage: bool,
+    /// Chat's tools (none for completions).
+    pub tools: Tools,
 }
 
 impl Job {
@@ -98,6 +102,7 @@ pub fn validate(mut body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiErr
     let stop = output::stop(body.stop.take())?;
     let logprobs = output::logprobs(&body, endpoint)?;
     unsupported::features(&body)?;
+    let tools = tools::parse(&body)?;
     let draft = sampling::draft(body.draft.as_deref())?;
     let stream = body.stream.unwrap_or(false);
     let include_usage = stream
@@ -127,6 +132,7 @@ pub fn validate(mut body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiErr
         draft,
         stream,
         include_usage,
+        tools,
     })
 }
 
@@ -236,8 +242,13 @@ mod tests {
             (Chat, r#"{"model": "m", "messages": []}"#, "messages"),
             (
                 Chat,
-                r#"{"model": "m", "messages": [{"role": "tool", "content": "x"}]}"#,
+                r#"{"model": "m", "messages": [{"role": "function", "content": "x"}]}"#,
                 "messages[0].role",
+            ),
+            (
+                Chat,
+                r#"{"model": "m", "messages": [{"role": "tool", "content": "x"}]}"#,
+                "messages[0].tool_call_id",
             ),
             (
                 Chat,
@@ -252,7 +263,7 @@ mod tests {
             (
                 Chat,
                 r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "tools": [{}]}"#,
-                "tools",
+                "tools[0].type",
             ),
             (
                 Chat,

@@ -27,22 +27,39 @@ fn chat_messages(messages: Vec<Message>) -> Result<Vec<ChatMessage>, ApiError> {
         .enumerate()
         .map(|(i, m)| {
             let param = format!("messages[{i}]");
-            Ok(ChatMessage::new(
-                role(&param, m.role)?,
-                content(&param, m.content)?,
-            ))
+            let mut msg = ChatMessage::new(role(&param, m.role)?, content(&param, m.content)?);
+            if let Some(calls) = m.tool_calls.filter(|c| !c.is_empty()) {
+                if msg.role != "assistant" {
+                    return Err(ApiError::invalid_param(
+                        &format!("{param}.tool_calls"),
+                        "Only assistant messages carry `tool_calls`.",
+                    ));
+                }
+                msg.tool_calls = super::tools::message_calls(&param, &calls)?;
+            }
+            if msg.role == "tool" && m.tool_call_id.is_none() {
+                return Err(ApiError::invalid_param(
+                    &format!("{param}.tool_call_id"),
+                    "Missing required parameter: `tool_call_id` (tool messages answer a call).",
+                ));
+            }
+            msg.tool_call_id = m.tool_call_id;
+            msg.name = m.name;
+            Ok(msg)
         })
         .collect()
 }
 
 fn role(param: &str, role: String) -> Result<String, ApiError> {
     match role.as_str() {
-        "system" | "user" | "assistant" => Ok(role),
+        "system" | "user" | "assistant" | "tool" => Ok(role),
         // OpenAI's newer name for the system role; templates know `system`.
         "developer" => Ok("system".to_string()),
         other => Err(ApiError::invalid_param(
             &format!("{param}.role"),
-            format!("Role `{other}` is not supported (use system, developer, user or assistant)."),
+            format!(
+                "Role `{other}` is not supported (use system, developer, user, assistant or tool)."
+            ),
         )),
     }
 }
@@ -171,8 +188,8 @@ mod tests {
         );
         assert_eq!(role("m", "developer".into()).unwrap(), "system");
         assert_eq!(
-            role("messages[0]", "tool".into()).unwrap_err().message,
-            "Role `tool` is not supported (use system, developer, user or assistant)."
+            role("messages[0]", "function".into()).unwrap_err().message,
+            "Role `function` is not supported (use system, developer, user, assistant or tool)."
         );
     }
 }

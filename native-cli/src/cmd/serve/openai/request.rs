@@ -55,8 +55,12 @@ pub(super) struct Message {
     pub(super) role: String,
     #[serde(default)]
     pub(super) content: Option<Content>,
-    #[allow(dead_code)] // accepted: chat templates here do not use participant names
+    /// Passed to the template (tool messages: the function's name).
     pub(super) name: Option<String>,
+    /// An assistant message's calls.
+    pub(super) tool_calls: Option<Vec<serde_json::Value>>,
+    /// A tool message: the call it answers.
+    pub(super) tool_call_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

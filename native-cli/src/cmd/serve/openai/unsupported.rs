@@ -66,14 +66,7 @@ pub fn features(body: &RequestBody) -> Result<(), ApiError> {
             ));
         }
     }
-    if body.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-        return Err(unsupported("tools", "Tool calling"));
-    }
-    match &body.tool_choice {
-        None | Some(serde_json::Value::Null) => Ok(()),
-        Some(serde_json::Value::String(s)) if s == "none" || s == "auto" => Ok(()),
-        Some(_) => Err(unsupported("tool_choice", "Tool calling")),
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -111,11 +104,5 @@ mod tests {
             e.message,
             "`best_of` other than `n` is not supported by this server."
         );
-        let e = features(&RequestBody {
-            tool_choice: Some("required".into()),
-            ..Default::default()
-        })
-        .unwrap_err();
-        assert_eq!(e.message, "Tool calling is not supported by this server.");
     }
 }

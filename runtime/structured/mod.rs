@@ -10,7 +10,7 @@ mod gbnf;
 mod tok_env;
 pub mod tools;
 
-pub use compiler::{ConstraintCompiler, ConstraintState};
+pub use compiler::{mask_allows, ConstraintCompiler, ConstraintState};
 pub use gbnf::gbnf_to_lark;
 
 use serde::{Deserialize, Serialize};

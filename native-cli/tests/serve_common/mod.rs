@@ -5,6 +5,7 @@
 
 #[path = "../../../tests/fixtures/gguf_writer.rs"]
 mod gguf_writer;
+pub mod tools_model;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -65,9 +66,14 @@ pub struct Server {
 impl Server {
     /// `hearth serve` on the tiny model, on a free loopback port.
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_with_model(tiny_model_bytes(), extra)
+    }
+
+    /// `hearth serve` on the model `gguf`.
+    pub fn start_with_model(gguf: Vec<u8>, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let model_path = dir.path().join("tiny.gguf");
-        std::fs::write(&model_path, tiny_model_bytes()).unwrap();
+        std::fs::write(&model_path, gguf).unwrap();
         let mut child = hearth_cmd()
             .args(["serve", "--model", model_path.to_str().unwrap()])
             .args(["--host", "127.0.0.1", "--port", "0"])

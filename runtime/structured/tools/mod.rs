@@ -343,9 +343,21 @@ impl crate::Engine {
             .map_or(ToolFormat::Generic, ChatTemplate::tool_format)
     }
 
-    /// A request's prompt ids, its tools applied ([`prepare_request`]).
-    pub(crate) fn request_prompt_ids(&self, req: &mut Request) -> Result<Vec<u32>> {
-        prepare_request(req, &self.tokenizer, self.template.as_ref(), None)
+    /// A request's prompt ids, its tools applied ([`prepare_request`]; a
+    /// forced call's grammar is compiled now, so a bad schema is an error
+    /// of the submit, naming `tools`).
+    pub(crate) fn request_prompt_ids(&mut self, req: &mut Request) -> Result<Vec<u32>> {
+        let compiler = if req.tool_choice.forces() {
+            Some(self.constraint_compiler()?.clone())
+        } else {
+            None
+        };
+        prepare_request(
+            req,
+            &self.tokenizer,
+            self.template.as_ref(),
+            compiler.as_ref(),
+        )
     }
 }
 

@@ -1,0 +1,51 @@
+//! Tool calling with the official `openai` Python package as the client
+//! (tests/openai_tools.py) on the tiny tool model. It runs where
+//! `$HEARTH_PYTHON` (scripts/test.sh sets it to a venv that has the package)
+//! or `python3` can import `openai`; elsewhere it says it skipped.
+
+mod serve_common;
+
+use std::process::Command;
+
+use serve_common::tools_model::tool_model_bytes;
+use serve_common::*;
+
+fn python_with_openai() -> Option<String> {
+    let py = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(
+        std::env::var_os("HEARTH_PYTHON").is_none(),
+        "HEARTH_PYTHON={py} cannot import openai"
+    );
+    None
+}
+
+#[test]
+fn official_openai_client_calls_tools() {
+    let Some(py) = python_with_openai() else {
+        eprintln!(
+            "skipped: no python3 with the `openai` package (scripts/test.sh sets HEARTH_PYTHON)"
+        );
+        return;
+    };
+    let server = Server::start_with_model(tool_model_bytes(), &[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_tools.py");
+    let out = Command::new(py)
+        .args([script, &server.url("/v1"), MODEL])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok"),
+        "openai client failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    eprintln!("{stdout}");
+}

@@ -341,7 +341,11 @@ fn bad_tools_name_the_field() {
         "tool_choice"
     );
     assert_eq!(bad(vec![], ToolChoice::Required).0, "tool_choice");
-    validate(&[t.clone()], &ToolChoice::Function("get_weather".into())).unwrap();
+    validate(
+        std::slice::from_ref(&t),
+        &ToolChoice::Function("get_weather".into()),
+    )
+    .unwrap();
 
     let mut r = Request::chat("hi");
     r.tools = vec![t];

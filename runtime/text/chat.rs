@@ -22,7 +22,8 @@ pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
-    #[serde(default)]
+    /// `null` (an assistant message with only calls) reads as empty.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub content: String,
     /// An assistant message's calls (OpenAI's shape on the wire).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -190,6 +191,10 @@ impl ChatTemplate {
         })
         .map_err(template_err)
     }
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The `tojson` filter: Python's `json.dumps(v, ensure_ascii=False, indent=indent)`.

@@ -504,6 +504,9 @@ fn tool_calls_serialize_in_openai_shape() {
     );
     let back: ChatMessage = serde_json::from_value(v).unwrap();
     assert_eq!(back, m);
+    let null: ChatMessage =
+        serde_json::from_value(json!({"role": "assistant", "content": null})).unwrap();
+    assert_eq!(null, ChatMessage::new("assistant", ""));
     assert_eq!(
         serde_json::to_value(ChatMessage::new("user", "x")).unwrap(),
         json!({"role": "user", "content": "x"})

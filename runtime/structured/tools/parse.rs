@@ -398,7 +398,8 @@ fn parse_tagged(t: &str, fin: bool) -> Parsed {
                 let rest = &t[j..];
                 if rest.starts_with(HERMES_CLOSE) {
                     i = j + HERMES_CLOSE.len();
-                } else if !fin && (rest.is_empty() || could_become(rest, HERMES_CLOSE)) {
+                } else if rest.is_empty() || could_become(rest, HERMES_CLOSE) {
+                    // The closing tag (or what arrived of it) ends the text.
                     return p;
                 } else {
                     i = j;

@@ -189,6 +189,13 @@ fn one_shot_parses_in_every_format() {
         ("b", r#"{"y":[2]}"#)
     );
 
+    // An output cut inside the closing tag (max_tokens) keeps the call.
+    let (c, calls) = parse_tool_calls(
+        ToolFormat::Hermes,
+        "<tool_call>\n{\"name\": \"f\", \"arguments\": {}}\n</tool_c",
+    );
+    assert_eq!((c.as_str(), calls.len()), ("", 1));
+
     // Not calls: text stays text.
     for (f, t) in [
         (ToolFormat::Hermes, "a <tool_call> b"),

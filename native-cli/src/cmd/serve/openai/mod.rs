@@ -2,8 +2,9 @@
 //! and their validation into a [`Job`] for the engine. Every field a client
 //! may send is named here: the ones Hearth implements, vLLM's sampling
 //! extras (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`), and the
-//! harmless ones it accepts deliberately (`user`, `stream_options`,
-//! `response_format` of type text, empty `tools`); anything else is a 400
+//! harmless ones it accepts deliberately (`user`, `stream_options`, empty
+//! `tools`); structured output (`response_format`, `grammar`:
+//! [`constraint`]); anything else is a 400
 //! that names the field.
 //!
 //! - [`request`]: the body's fields; [`checks`]: one value's range or form
@@ -11,6 +12,7 @@
 //! - [`output`]: `max_tokens`, `stop`, `logprobs`; [`unsupported`]: what is refused
 
 mod checks;
+mod constraint;
 mod output;
 mod prompt;
 mod request;
@@ -71,6 +73,9 @@ pub struct Job {
     pub draft: Option<Drafting>,
     pub stream: bool,
     pub include_usage: bool,
+    /// The field `opts.constraint` came from (`response_format` or
+    /// `grammar`), for the 400 when it does not compile.
+    pub constraint_param: &'static str,
 }
 
 impl Job {
@@ -98,6 +103,7 @@ pub fn validate(mut body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiErr
     let stop = output::stop(body.stop.take())?;
     let logprobs = output::logprobs(&body, endpoint)?;
     unsupported::features(&body)?;
+    let constraint = constraint::constraint(&body)?;
     let draft = sampling::draft(body.draft.as_deref())?;
     let stream = body.stream.unwrap_or(false);
     let include_usage = stream
@@ -121,12 +127,13 @@ pub fn validate(mut body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiErr
             ignore_eos: body.ignore_eos.unwrap_or(false),
             logprobs: engine_logprobs,
             speculative: SpecOptions::default(),
-            constraint: None,
+            constraint: constraint.as_ref().map(|c| c.0.clone()),
         },
         logprobs,
         draft,
         stream,
         include_usage,
+        constraint_param: constraint.map_or("response_format", |c| c.1),
     })
 }
 
@@ -256,8 +263,13 @@ mod tests {
             ),
             (
                 Chat,
-                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json_object"}}"#,
+                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json"}}"#,
                 "response_format",
+            ),
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "grammar": "root ::= \"a\"", "response_format": {"type": "json_object"}}"#,
+                "grammar",
             ),
         ];
         for (endpoint, body, want) in cases {

@@ -14,7 +14,6 @@ pub struct RequestBody {
     pub(super) messages: Option<Vec<Message>>,
     pub(super) max_completion_tokens: Option<i64>,
     pub(super) top_logprobs: Option<i64>,
-    pub(super) response_format: Option<ResponseFormat>,
     pub(super) tools: Option<Vec<serde_json::Value>>,
     pub(super) tool_choice: Option<serde_json::Value>,
     pub(super) parallel_tool_calls: Option<bool>,
@@ -24,6 +23,10 @@ pub struct RequestBody {
     pub(super) suffix: Option<String>,
     pub(super) best_of: Option<i64>,
     // Both.
+    /// Structured output: `text`, `json_object` or `json_schema`.
+    pub(super) response_format: Option<ResponseFormat>,
+    /// llama.cpp's: a GBNF grammar the output must match.
+    pub(super) grammar: Option<String>,
     pub(super) max_tokens: Option<i64>,
     pub(super) temperature: Option<f64>,
     pub(super) top_p: Option<f64>,
@@ -78,8 +81,21 @@ pub(super) struct ContentPart {
 pub(super) struct ResponseFormat {
     #[serde(rename = "type")]
     pub(super) kind: String,
-    #[allow(dead_code)] // only `text` is served; a schema comes with `json_schema`
-    pub(super) json_schema: Option<serde_json::Value>,
+    pub(super) json_schema: Option<JsonSchemaFormat>,
+}
+
+/// `response_format.json_schema`: `name` and `schema` are required (checked
+/// in `constraint`, to name the missing one).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JsonSchemaFormat {
+    pub(super) name: Option<String>,
+    pub(super) schema: Option<serde_json::Value>,
+    /// Accepted: the schema is always enforced exactly.
+    #[allow(dead_code)]
+    pub(super) strict: Option<bool>,
+    #[allow(dead_code)] // accepted: OpenAI shows it to the model; here the schema is the mask
+    pub(super) description: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,212 @@
+//! Structured output: `response_format` (OpenAI's `text`, `json_object`,
+//! `json_schema`) and `grammar` (llama.cpp's GBNF, as its server takes it)
+//! on both endpoints, as the library's [`Constraint`]. Whether a schema or
+//! grammar compiles is the engine's to say when it admits the request
+//! (a 400 naming the field, see `serve::engine`).
+
+use hearth::structured::Constraint;
+
+use super::request::RequestBody;
+use crate::cmd::serve::errors::ApiError;
+
+/// The request's constraint and the field it came from.
+pub fn constraint(body: &RequestBody) -> Result<Option<(Constraint, &'static str)>, ApiError> {
+    let from_format = match &body.response_format {
+        None => None,
+        Some(rf) => response_format(rf)?.map(|c| (c, "response_format")),
+    };
+    match (&body.grammar, from_format) {
+        (Some(_), Some(_)) => Err(ApiError::invalid_param(
+            "grammar",
+            "`grammar` and a `response_format` other than `text` cannot be combined; \
+             give one of them.",
+        )),
+        (Some(g), None) if g.trim().is_empty() => Err(ApiError::invalid_param(
+            "grammar",
+            "`grammar` is empty; give a GBNF grammar with a `root` rule.",
+        )),
+        (Some(g), None) => Ok(Some((Constraint::Gbnf(g.clone()), "grammar"))),
+        (None, c) => Ok(c),
+    }
+}
+
+fn response_format(rf: &super::request::ResponseFormat) -> Result<Option<Constraint>, ApiError> {
+    let param = "response_format";
+    if rf.kind != "json_schema" && rf.json_schema.is_some() {
+        return Err(ApiError::invalid_param(
+            "response_format.json_schema",
+            format!(
+                "`json_schema` goes with `response_format` of type `json_schema`, not `{}`.",
+                rf.kind
+            ),
+        ));
+    }
+    match rf.kind.as_str() {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(Constraint::JsonObject)),
+        "json_schema" => {
+            let js = rf.json_schema.as_ref().ok_or_else(|| {
+                ApiError::invalid_param(
+                    "response_format.json_schema",
+                    "`response_format` of type `json_schema` needs a `json_schema` object \
+                     (`name`, `schema`).",
+                )
+            })?;
+            match js.name.as_deref() {
+                None => {
+                    return Err(ApiError::invalid_param(
+                        "response_format.json_schema.name",
+                        "Missing required parameter: 'response_format.json_schema.name'.",
+                    ))
+                }
+                Some(n)
+                    if n.is_empty()
+                        || n.len() > 64
+                        || !n
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+                {
+                    return Err(ApiError::invalid_param(
+                        "response_format.json_schema.name",
+                        format!(
+                            "Invalid 'response_format.json_schema.name': {n:?}; a name is 1 to \
+                             64 letters, digits, `_` or `-`."
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+            match &js.schema {
+                Some(s) if s.is_object() => Ok(Some(Constraint::JsonSchema(s.clone()))),
+                Some(_) => Err(ApiError::invalid_param(
+                    "response_format.json_schema.schema",
+                    "Invalid 'response_format.json_schema.schema': a JSON Schema must be a JSON \
+                     object.",
+                )),
+                None => Err(ApiError::invalid_param(
+                    "response_format.json_schema.schema",
+                    "Missing required parameter: 'response_format.json_schema.schema'.",
+                )),
+            }
+        }
+        other => Err(ApiError::invalid_param(
+            param,
+            format!(
+                "Invalid value for 'response_format.type': `{other}`; supported values are \
+                 `text`, `json_object` and `json_schema`."
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::serve::body::parse_json;
+
+    fn parse(body: serde_json::Value) -> Result<Option<(Constraint, &'static str)>, ApiError> {
+        let body: RequestBody = parse_json(body.to_string().as_bytes())?;
+        constraint(&body)
+    }
+
+    fn param(body: serde_json::Value) -> (String, String) {
+        let e = parse(body).unwrap_err();
+        (e.param.unwrap_or_default(), e.message)
+    }
+
+    #[test]
+    fn each_form_becomes_its_constraint() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let cases = [
+            (json!({"model": "m"}), None),
+            (
+                json!({"model": "m", "response_format": {"type": "text"}}),
+                None,
+            ),
+            (
+                json!({"model": "m", "response_format": {"type": "json_object"}}),
+                Some((Constraint::JsonObject, "response_format")),
+            ),
+            (
+                json!({"model": "m", "response_format": {"type": "json_schema", "json_schema":
+                    {"name": "thing_1", "schema": schema, "strict": true, "description": "d"}}}),
+                Some((Constraint::JsonSchema(schema.clone()), "response_format")),
+            ),
+            (
+                json!({"model": "m", "grammar": "root ::= \"a\""}),
+                Some((Constraint::Gbnf("root ::= \"a\"".into()), "grammar")),
+            ),
+            (
+                json!({"model": "m", "grammar": "root ::= \"a\"", "response_format": {"type": "text"}}),
+                Some((Constraint::Gbnf("root ::= \"a\"".into()), "grammar")),
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(parse(body.clone()).unwrap(), want, "{body}");
+        }
+    }
+
+    #[test]
+    fn bad_forms_name_their_field() {
+        let cases = [
+            (
+                json!({"model": "m", "response_format": {"type": "xml"}}),
+                "response_format",
+                "`xml`",
+            ),
+            (
+                json!({"model": "m", "response_format": {"type": "json_schema"}}),
+                "response_format.json_schema",
+                "needs a `json_schema` object",
+            ),
+            (
+                json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}),
+                "response_format.json_schema.name",
+                "Missing required parameter",
+            ),
+            (
+                json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}}),
+                "response_format.json_schema.name",
+                "\"a b\"",
+            ),
+            (
+                json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+                "response_format.json_schema.schema",
+                "Missing required parameter",
+            ),
+            (
+                json!({"model": "m", "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}}),
+                "response_format.json_schema.schema",
+                "must be a JSON object",
+            ),
+            (
+                json!({"model": "m", "response_format": {"type": "json_object", "json_schema": {"name": "x"}}}),
+                "response_format.json_schema",
+                "not `json_object`",
+            ),
+            (
+                json!({"model": "m", "grammar": "root ::= \"a\"", "response_format": {"type": "json_object"}}),
+                "grammar",
+                "cannot be combined",
+            ),
+            (
+                json!({"model": "m", "grammar": " \n"}),
+                "grammar",
+                "is empty",
+            ),
+        ];
+        for (body, want_param, want_text) in cases {
+            let (p, m) = param(body.clone());
+            assert_eq!(p, want_param, "{body}");
+            assert!(m.contains(want_text), "{body}: {m}");
+        }
+        // An unknown key inside `json_schema` is refused by name.
+        let (p, m) = param(
+            json!({"model": "m", "response_format": {"type": "json_schema",
+            "json_schema": {"name": "x", "schema": {}, "bogus": 1}}}),
+        );
+        assert!(p.contains("bogus") || m.contains("bogus"), "{p}: {m}");
+    }
+}

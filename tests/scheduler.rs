@@ -108,6 +108,7 @@ fn batched(
                     assert_eq!(completion_tokens, n);
                     finished.insert(id, reason);
                 }
+                SeqEvent::Failed { id, error } => panic!("sequence {id} failed: {error}"),
             }
         }
         steps += 1;

@@ -175,6 +175,7 @@ fn batched(
                     assert_eq!(completion_tokens, got.get(&id).map_or(0, Vec::len));
                     total.add(&spec);
                 }
+                SeqEvent::Failed { id, error } => panic!("sequence {id} failed: {error}"),
             }
         }
         steps += 1;

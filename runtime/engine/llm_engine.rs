@@ -16,6 +16,7 @@ use super::speculative::SpecOptions;
 use crate::api::Prompt;
 use crate::kv::KvPool;
 use crate::model::forward::GpuModel;
+use crate::structured::{ConstraintCompiler, ConstraintState};
 use crate::text::chat::ChatTemplate;
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
@@ -63,6 +64,9 @@ pub struct Engine {
     fail_next_step: bool,
     /// Choices that ended cancelled, for stats.
     cancelled: u64,
+    /// Structured output's token trie and parser factory, built for the
+    /// first constrained request.
+    constraints: Option<ConstraintCompiler>,
 }
 
 impl Engine {
@@ -91,6 +95,7 @@ impl Engine {
             stash: Vec::new(),
             fail_next_step: false,
             cancelled: 0,
+            constraints: None,
         }
     }
 
@@ -154,6 +159,31 @@ impl Engine {
         self.sched.running() + self.sched.waiting()
     }
 
+    /// The compiler of structured-output constraints for this model's
+    /// tokenizer and logits (built on first use: it indexes every token).
+    pub fn constraint_compiler(&mut self) -> Result<&ConstraintCompiler> {
+        if self.constraints.is_none() {
+            let c = ConstraintCompiler::new(&self.tokenizer, self.model.config.vocab_size)?;
+            self.constraints = Some(c);
+        }
+        Ok(self.constraints.as_ref().expect("just built"))
+    }
+
+    /// One compiled constraint per choice of `req` (`None`s without one).
+    fn compile_constraints(&mut self, req: &Request) -> Result<Vec<Option<ConstraintState>>> {
+        let Some(c) = &req.constraint else {
+            return Ok(vec![None; req.n]);
+        };
+        let compiler = self.constraint_compiler()?;
+        // Compiled once to check it; each further choice gets its own parser.
+        let first = compiler.compile(c)?;
+        let mut states = vec![Some(first)];
+        for _ in 1..req.n {
+            states.push(Some(compiler.compile(c)?));
+        }
+        Ok(states)
+    }
+
     /// Validates and queues `req` (all its choices, or none); its outputs
     /// come from the following steps. Returns its id and its prompt's
     /// token count.
@@ -197,11 +227,15 @@ impl Engine {
                     .max(1)
             }
         };
+        let constraints = self.compile_constraints(&req)?;
         let id = self.next_id;
         let mut seqs = Vec::with_capacity(req.n);
-        for choice in 0..req.n {
+        for (choice, constraint) in constraints.into_iter().enumerate() {
             let opts = req.choice_options(choice, max_new, self.cfg.speculative);
-            match self.sched.add(&self.model, ids.clone(), &opts) {
+            match self
+                .sched
+                .add_constrained(&self.model, ids.clone(), &opts, constraint)
+            {
                 Ok(s) => seqs.push(s),
                 Err(e) => {
                     // Retired unseen at the next step: no request owns them.
@@ -373,6 +407,20 @@ impl Engine {
                     }
                 }
             }
+            SeqEvent::Failed { id: sid, error } => {
+                let Some((request, _)) = self.seqs.remove(&sid) else {
+                    return;
+                };
+                tracing::warn!("request {request} failed: {error}");
+                // The request fails as a whole; its other choices end here.
+                if let Some(a) = self.reqs.remove(&request) {
+                    for s in a.seqs {
+                        self.sched.cancel(s);
+                        self.seqs.remove(&s);
+                    }
+                }
+                out.push(Output::Failed { request, error });
+            }
         }
     }
 
@@ -409,5 +457,15 @@ impl Engine {
     /// never be admitted.
     pub fn debug_leak_kv_blocks(&mut self, n: usize) -> Result<()> {
         self.sched.debug_leak_blocks(n)
+    }
+
+    /// Breaks the constraint parser of every choice of `request`, as an
+    /// internal parser error would: the request must fail alone.
+    pub fn debug_break_constraint(&mut self, request: RequestId) {
+        if let Some(a) = self.reqs.get(&request) {
+            for &s in &a.seqs {
+                self.sched.debug_break_constraint(s);
+            }
+        }
     }
 }

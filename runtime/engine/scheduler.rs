@@ -24,6 +24,7 @@ use super::speculative::{Draft, SpecStats, Speculator};
 use crate::kv::prefix_cache::{block_hash, ROOT_HASH};
 use crate::kv::{BlockTable, KvPool};
 use crate::model::forward::{GpuModel, SeqStep};
+use crate::structured::ConstraintState;
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
 
@@ -61,6 +62,12 @@ pub enum SeqEvent {
         /// Drafted and accepted tokens (speculative decoding).
         spec: SpecStats,
     },
+    /// The sequence failed on its own (its constraint or its text broke);
+    /// its blocks are back in the pool and the rest of the batch goes on.
+    Failed {
+        id: SeqId,
+        error: HearthError,
+    },
 }
 
 struct Seq {
@@ -75,6 +82,8 @@ struct Seq {
     /// Counted in the prefix-cache hit rate already (first admission only).
     queried: bool,
     cancelled: bool,
+    /// Why the sequence failed alone; it is retired at the next chance.
+    failed: Option<HearthError>,
     spec: Option<Speculator>,
 }
 
@@ -175,6 +184,7 @@ impl Seq {
             && known > self.prompt.len()
             && self.out.finish.is_none()
             && !self.cancelled
+            && self.failed.is_none()
     }
 }
 
@@ -189,6 +199,8 @@ struct Planned {
     drafts: Draft,
     blocks: Vec<u32>,
     counts: Vec<(u32, u32)>,
+    /// Constraint masks of the logit rows (structured output).
+    masks: Option<Vec<u32>>,
 }
 
 /// The block manager side of the engine: it owns the KV pools (the
@@ -243,6 +255,15 @@ impl Scheduler {
         self.pool.allocate(n).map(drop)
     }
 
+    #[doc(hidden)]
+    pub fn debug_break_constraint(&mut self, id: SeqId) {
+        for s in self.running.iter_mut().chain(self.waiting.iter_mut()) {
+            if s.id == id {
+                s.out.debug_break_constraint();
+            }
+        }
+    }
+
     pub fn draft_pool(&self) -> Option<&KvPool> {
         self.draft_pool.as_ref()
     }
@@ -264,10 +285,22 @@ impl Scheduler {
         prompt: Vec<u32>,
         opts: &GenerateOptions,
     ) -> Result<SeqId> {
+        self.add_constrained(model, prompt, opts, None)
+    }
+
+    /// [`Self::add`] for a request whose output `constraint` (compiled from
+    /// `opts.constraint`) keeps inside its schema or grammar.
+    pub fn add_constrained(
+        &mut self,
+        model: &GpuModel,
+        prompt: Vec<u32>,
+        opts: &GenerateOptions,
+        constraint: Option<ConstraintState>,
+    ) -> Result<SeqId> {
         let max_new = check_request(model, &prompt, opts, self.draft_pool.is_some())?;
         let id = self.next_id;
         self.next_id += 1;
-        let out = SeqOutput::new(&prompt, opts, max_new)?;
+        let out = SeqOutput::new(&prompt, opts, max_new)?.with_constraint(constraint);
         self.waiting.push_back(Seq {
             id,
             prompt,
@@ -278,6 +311,7 @@ impl Scheduler {
             hashes: Vec::new(),
             queried: false,
             cancelled: false,
+            failed: None,
         });
         Ok(id)
     }
@@ -307,6 +341,11 @@ impl Scheduler {
     fn retire(&mut self, events: &mut Vec<SeqEvent>) -> Result<()> {
         let mut keep = Vec::with_capacity(self.running.len());
         for mut s in self.running.drain(..) {
+            if let Some(error) = s.failed.take() {
+                s.release(&mut self.pool, self.draft_pool.as_mut())?;
+                events.push(SeqEvent::Failed { id: s.id, error });
+                continue;
+            }
             if s.cancelled {
                 s.out.cancel();
             }
@@ -327,6 +366,11 @@ impl Scheduler {
         self.running = keep;
         let mut waiting = VecDeque::with_capacity(self.waiting.len());
         for mut s in self.waiting.drain(..) {
+            if let Some(error) = s.failed.take() {
+                // Preempted after failing: its blocks are free already.
+                events.push(SeqEvent::Failed { id: s.id, error });
+                continue;
+            }
             if s.cancelled || s.out.finish.is_some() {
                 s.out.cancel();
                 events.push(SeqEvent::Finished {
@@ -413,6 +457,9 @@ impl Scheduler {
     /// when blocks allow.
     fn plan_seq(&mut self, i: usize, budget: usize, rows: usize) -> Option<Vec<Planned>> {
         let s = &mut self.running[i];
+        if s.failed.is_some() {
+            return Some(Vec::new());
+        }
         let known = s.known();
         let mut drafts = Draft::default();
         if s.can_draft() {
@@ -429,6 +476,18 @@ impl Scheduler {
         let end = known.min(s.computed + budget);
         if end <= s.computed {
             return Some(Vec::new());
+        }
+        // The masks come before the blocks: a draft the constraint refuses
+        // is dropped here, so it takes no KV slot.
+        let mut masks = None;
+        if end == known {
+            match s.out.constraint_masks(&mut drafts) {
+                Ok(m) => masks = m,
+                Err(e) => {
+                    s.failed = Some(e);
+                    return Some(Vec::new());
+                }
+            }
         }
         let have = (s.table.len() as usize).min(end);
         if !drafts.is_empty()
@@ -465,6 +524,7 @@ impl Scheduler {
                     drafts,
                     blocks: s.table.blocks().to_vec(),
                     counts: if last { counts.clone() } else { Vec::new() },
+                    masks: if last { masks.take() } else { None },
                 });
             }
         }
@@ -580,6 +640,7 @@ impl Scheduler {
                 SeqStep {
                     logit_rows: p.logit_rows,
                     generated: p.generated,
+                    logit_masks: p.masks.as_deref(),
                     ..with_penalties(
                         SeqStep::new(&p.tokens, p.start as u32, &p.blocks),
                         &p.counts,
@@ -600,7 +661,14 @@ impl Scheduler {
                 s.computed = s.computed.max(p.start + p.tokens.len());
             }
             if !rows.is_empty() {
-                let (accepted, confirmed) = s.out.accept_verified(tok, &rows, &p.drafts)?;
+                let (accepted, confirmed) = match s.out.accept_verified(tok, &rows, &p.drafts) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // This sequence alone: its blocks go back at retirement.
+                        s.failed = Some(e);
+                        continue;
+                    }
+                };
                 events.extend(accepted.into_iter().map(|a| SeqEvent::Token(s.id, a)));
                 if let Some(spec) = s.spec.as_mut() {
                     spec.record(p.drafts.len(), confirmed);

@@ -10,6 +10,7 @@ use super::sampling::{Candidates, Sampler, SamplingParams};
 use super::speculative::{Draft, Drafting};
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
+use crate::structured::{mask_allows, ConstraintState};
 use crate::text::stream::StreamDecoder;
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
@@ -103,6 +104,8 @@ pub struct SeqOutput {
     pub top_logprobs: Vec<Vec<(u32, f32)>>,
     shown: usize,
     pub finish: Option<FinishReason>,
+    /// Structured output: where the text is in its constraint.
+    constraint: Option<ConstraintState>,
 }
 
 /// Text not yet shown because it might be the start of a stop string.
@@ -141,7 +144,40 @@ impl SeqOutput {
             shown: 0,
             // Nothing to generate (max_tokens 0): done before the first token.
             finish: (max_new == 0).then_some(FinishReason::Length),
+            constraint: None,
         })
+    }
+
+    /// Keeps the output inside `c` (compiled for this request).
+    pub fn with_constraint(mut self, c: Option<ConstraintState>) -> SeqOutput {
+        self.constraint = c;
+        self
+    }
+
+    /// The masks of the next logit rows under the constraint: the next
+    /// token's, then one per draft token, each after the drafts before it.
+    /// Drafts from the first one the constraint refuses on are dropped (a
+    /// refused draft could never be accepted), and so are drafts after the
+    /// output is complete. `None` without a constraint.
+    pub fn constraint_masks(&mut self, drafts: &mut Draft) -> Result<Option<Vec<u32>>> {
+        let Some(c) = self.constraint.as_mut() else {
+            return Ok(None);
+        };
+        let mut masks = c.mask()?;
+        let words = masks.len();
+        let mut consumed = 0;
+        for j in 0..drafts.len() {
+            let t = drafts.tokens[j];
+            if c.is_finished() || !mask_allows(&masks[j * words..], t) {
+                drafts.truncate(j);
+                break;
+            }
+            c.consume(t)?;
+            consumed += 1;
+            masks.extend(c.mask()?);
+        }
+        c.rollback(consumed)?;
+        Ok(Some(masks))
     }
 
     pub fn opts(&self) -> &GenerateOptions {
@@ -210,6 +246,15 @@ impl SeqOutput {
     fn push(&mut self, tok: &Tokenizer, c: &Candidates, id: u32) -> Result<Accepted> {
         let opts = &self.opts;
         self.ids.push(id);
+        // The constraint ends the output as soon as it is complete (an
+        // end-of-sequence token would be the only one allowed next).
+        let complete = match self.constraint.as_mut() {
+            Some(c) => {
+                c.consume(id)?;
+                c.is_finished()
+            }
+            None => false,
+        };
         let lp: Vec<(u32, f32)> = (0..opts.logprobs.min(c.ids.len()))
             .map(|i| (c.ids[i], c.logprob(i)))
             .collect();
@@ -223,7 +268,7 @@ impl SeqOutput {
             .filter_map(|s| self.text.find(s.as_str()))
             .min();
         let at_max = self.ids.len() >= self.max_new;
-        let last = is_eos || stop_at.is_some() || at_max;
+        let last = is_eos || stop_at.is_some() || at_max || complete;
         if let Some(i) = stop_at {
             self.text.truncate(i);
         }
@@ -254,7 +299,7 @@ impl SeqOutput {
         if opts.sampling.has_penalties() {
             *self.counts.entry(id).or_default() += 1;
         }
-        self.finish = if is_eos || stop_at.is_some() {
+        self.finish = if is_eos || stop_at.is_some() || complete {
             Some(FinishReason::Stop)
         } else if at_max {
             Some(FinishReason::Length)
@@ -267,6 +312,13 @@ impl SeqOutput {
             top_logprobs: lp,
             finish: self.finish,
         })
+    }
+
+    #[doc(hidden)]
+    pub fn debug_break_constraint(&mut self) {
+        if let Some(c) = self.constraint.as_mut() {
+            c.debug_break();
+        }
     }
 
     /// Ends the sequence early (cancelled by the caller).

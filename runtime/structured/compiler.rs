@@ -134,6 +134,12 @@ impl ConstraintState {
         self.matcher.rollback(n).map_err(failed)
     }
 
+    /// Puts the parser in its error state (tests of failure paths).
+    #[doc(hidden)]
+    pub fn debug_break(&mut self) {
+        let _ = self.matcher.test_trigger_lexer_error();
+    }
+
     /// The output is complete: nothing may follow it.
     pub fn is_finished(&self) -> bool {
         self.matcher.is_stopped()

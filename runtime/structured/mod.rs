@@ -9,7 +9,7 @@ mod compiler;
 mod gbnf;
 mod tok_env;
 
-pub use compiler::{ConstraintCompiler, ConstraintState};
+pub use compiler::{mask_allows, ConstraintCompiler, ConstraintState};
 pub use gbnf::gbnf_to_lark;
 
 use serde::{Deserialize, Serialize};

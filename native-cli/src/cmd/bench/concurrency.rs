@@ -35,16 +35,27 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     load_draft(&mut h, &args.model, &args.spec, args.json)?;
     let base = h.tokenizer.encode(BENCH_TEXT, false)?;
     anyhow::ensure!(!base.is_empty(), "the benchmark text encodes to no tokens");
-    let request = |prompt: Vec<u32>| Request {
-        prompt: Prompt::Ids(prompt),
-        max_tokens: Some(args.gen_tokens),
-        sampling: SamplingParams::greedy(),
-        ignore_eos: true,
-        draft: Some(spec.drafting),
-        ..Default::default()
+    let constraint = args.constraint()?;
+    // Each level runs unconstrained, then under --json-schema when given.
+    let runs: Vec<Option<&hearth::structured::Constraint>> = match &constraint {
+        Some(c) => vec![None, Some(c)],
+        None => vec![None],
     };
     let mut rows = Vec::new();
-    for &c in &args.concurrency {
+    for (c, constraint) in args
+        .concurrency
+        .iter()
+        .flat_map(|&c| runs.iter().map(move |r| (c, *r)))
+    {
+        let request = |prompt: Vec<u32>| Request {
+            prompt: Prompt::Ids(prompt),
+            max_tokens: Some(args.gen_tokens),
+            sampling: SamplingParams::greedy(),
+            ignore_eos: true,
+            draft: Some(spec.drafting),
+            constraint: constraint.cloned(),
+            ..Default::default()
+        };
         // A fresh scheduler (empty prefix cache) per level.
         h.set_config(EngineConfig {
             speculative: spec,
@@ -103,6 +114,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let decode = after_start as f64 / decode_window.max(1e-9);
         let row = serde_json::json!({
             "concurrency": c,
+            "json_schema": constraint.is_some(),
             "prompt_tokens": args.prompt_tokens,
             "gen_tokens": args.gen_tokens,
             "generated": tokens,
@@ -119,7 +131,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         });
         if !args.json {
             println!(
-                "concurrency {c:>3}: decode {:>7.1} tok/s aggregate ({:>6.1} tok/s overall) | TTFT p50 {:>7.0} ms p90 {:>7.0} ms | ITL p50 {:>6.0} ms p90 {:>6.0} ms p99 {:>6.0} ms",
+                "concurrency {c:>3}{}: decode {:>7.1} tok/s aggregate ({:>6.1} tok/s overall) | TTFT p50 {:>7.0} ms p90 {:>7.0} ms | ITL p50 {:>6.0} ms p90 {:>6.0} ms p99 {:>6.0} ms",
+                if constraint.is_some() { " + schema" } else { "" },
                 decode,
                 row["throughput_tok_s"].as_f64().unwrap_or(0.0),
                 row["ttft_ms_p50"].as_f64().unwrap_or(0.0),

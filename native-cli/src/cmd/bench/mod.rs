@@ -45,6 +45,24 @@ pub struct BenchArgs {
     /// acceptance rate.
     #[command(flatten)]
     spec: spec_args::SpecArgs,
+    /// Also decode under this JSON Schema (structured output) and print the
+    /// rate beside the unconstrained one.
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<std::path::PathBuf>,
+}
+
+impl BenchArgs {
+    /// `--json-schema`'s constraint.
+    fn constraint(&self) -> Result<Option<hearth::structured::Constraint>> {
+        let Some(path) = &self.json_schema else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--json-schema {}: {e}", path.display()))?;
+        let schema: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--json-schema {}: not JSON: {e}", path.display()))?;
+        Ok(Some(hearth::structured::Constraint::JsonSchema(schema)))
+    }
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {

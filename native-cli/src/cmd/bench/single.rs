@@ -17,6 +17,8 @@ struct Measured {
     plain: Generation,
     /// The same decode with speculative decoding.
     spec: Option<Generation>,
+    /// The same decode under `--json-schema`.
+    constrained: Option<Generation>,
     /// `--roofline`'s copy bandwidth, GB/s.
     copy_gb_s: Option<f64>,
 }
@@ -30,6 +32,7 @@ struct Profiles {
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let spec = args.spec.options()?;
+    let constraint = args.constraint()?;
     let mut h = load(&args.model, 512, 1, args.spec.rows_per_seq(), args.json)?;
     load_draft(&mut h, &args.model, &args.spec, args.json)?;
     // Every run below prefills its prompt for real, not from the prefix cache.
@@ -71,6 +74,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     } else {
         None
     };
+    let constrained = match constraint {
+        Some(c) => {
+            let o = GenerateOptions {
+                constraint: Some(c),
+                ..opts(args.gen_tokens, plain)
+            };
+            Some(h.generate_blocking(&prompt, &o, &mut |_| true)?)
+        }
+        None => None,
+    };
     let profiles = if args.profile {
         let opts = |n| opts(n, plain);
         Some(profile_runs(
@@ -86,6 +99,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         prompt_tokens: prompt.len(),
         plain: g,
         spec: spec_run,
+        constrained,
         copy_gb_s: if args.roofline {
             Some(roofline::copy_gb_s(&h.model.ctx)?)
         } else {
@@ -181,6 +195,11 @@ fn json_report(h: &Hearth, m: &Measured) -> Result<serde_json::Value> {
         j["spec_speedup"] = (s.decode_tok_s() / decode).into();
         j["spec"] = serde_json::to_value(s.spec)?;
     }
+    if let Some(c) = &m.constrained {
+        j["schema_decode_tok_s"] = c.decode_tok_s().into();
+        j["schema_gen_tokens"] = c.ids.len().into();
+        j["schema_pct_of_plain"] = (100.0 * c.decode_tok_s() / decode).into();
+    }
     Ok(j)
 }
 
@@ -225,6 +244,14 @@ fn print_report(h: &Hearth, m: &Measured, draft_name: &str) {
             s.decode_tok_s(),
             s.decode_tok_s() / decode,
             spec_args::describe(&s.spec)
+        );
+    }
+    if let Some(c) = &m.constrained {
+        println!(
+            "json schema: decode {:.1} tok/s ({} tokens), {:.0}% of unconstrained",
+            c.decode_tok_s(),
+            c.ids.len(),
+            100.0 * c.decode_tok_s() / decode
         );
     }
 }

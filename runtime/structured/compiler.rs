@@ -124,6 +124,11 @@ impl ConstraintState {
         Ok(words)
     }
 
+    /// Whether `token` may come next (without computing a whole mask).
+    pub fn allows(&mut self, token: u32) -> Result<bool> {
+        Ok(self.matcher.validate_tokens(&[token]).map_err(failed)? == 1)
+    }
+
     /// Advances past `token`, which the last mask allowed.
     pub fn consume(&mut self, token: u32) -> Result<()> {
         self.matcher.consume_token(token).map_err(failed)

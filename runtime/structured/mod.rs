@@ -7,10 +7,12 @@
 
 mod compiler;
 mod gbnf;
+mod response_format;
 mod tok_env;
 
 pub use compiler::{mask_allows, ConstraintCompiler, ConstraintState};
 pub use gbnf::gbnf_to_lark;
+pub use response_format::{JsonSchemaFormat, ResponseFormat};
 
 use serde::{Deserialize, Serialize};
 

@@ -201,7 +201,7 @@ bad_request(
 # json_schema without its schema.
 bad_request(
     "response_format.json_schema.schema",
-    "Missing required parameter",
+    "needs a schema",
     response_format={"type": "json_schema", "json_schema": {"name": "x"}},
 )
 print("ok")

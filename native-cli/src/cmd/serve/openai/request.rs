@@ -23,8 +23,9 @@ pub struct RequestBody {
     pub(super) suffix: Option<String>,
     pub(super) best_of: Option<i64>,
     // Both.
-    /// Structured output: `text`, `json_object` or `json_schema`.
-    pub(super) response_format: Option<ResponseFormat>,
+    /// Structured output: `text`, `json_object` or `json_schema`, parsed
+    /// by the library's `hearth::structured::ResponseFormat`.
+    pub(super) response_format: Option<serde_json::Value>,
     /// llama.cpp's: a GBNF grammar the output must match.
     pub(super) grammar: Option<String>,
     pub(super) max_tokens: Option<i64>,
@@ -74,28 +75,6 @@ pub(super) struct ContentPart {
     #[serde(rename = "type")]
     pub(super) kind: String,
     pub(super) text: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ResponseFormat {
-    #[serde(rename = "type")]
-    pub(super) kind: String,
-    pub(super) json_schema: Option<JsonSchemaFormat>,
-}
-
-/// `response_format.json_schema`: `name` and `schema` are required (checked
-/// in `constraint`, to name the missing one).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct JsonSchemaFormat {
-    pub(super) name: Option<String>,
-    pub(super) schema: Option<serde_json::Value>,
-    /// Accepted: the schema is always enforced exactly.
-    #[allow(dead_code)]
-    pub(super) strict: Option<bool>,
-    #[allow(dead_code)] // accepted: OpenAI shows it to the model; here the schema is the mask
-    pub(super) description: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -373,3 +373,27 @@ fn a_draft_token_the_constraint_refuses_ends_the_draft_and_each_row_has_its_mask
     let masks = out.constraint_masks(&d).unwrap().unwrap();
     assert_eq!(masks.len(), 4 * words);
 }
+
+#[test]
+fn json_whitespace_is_bounded() {
+    let tok = gguf_file_tokenizer(&smollm2_path());
+    let compiler = ConstraintCompiler::new(&tok, tok.vocab_size()).unwrap();
+    let one = |s: &str| {
+        let ids = tok.encode(s, false).unwrap();
+        assert_eq!(ids.len(), 1, "{s:?} is one token");
+        ids[0]
+    };
+    let mut st = compiler.compile(&Constraint::JsonObject).unwrap();
+    st.consume(one("{")).unwrap();
+    let m = st.mask().unwrap();
+    // One space, or a newline and an indent; never blank lines.
+    assert!(mask_allows(&m, one("\n")) && mask_allows(&m, one(" ")));
+    assert!(mask_allows(&m, one("\"")) && mask_allows(&m, one("}")));
+    assert!(!mask_allows(&m, one("\n\n")));
+    assert!(!mask_allows(&m, one("\n\n\n")));
+    // A schema that sets llguidance's own layout keeps it.
+    let loose = json!({"type": "object", "x-guidance": {"whitespace_flexible": true}});
+    let mut st = compiler.compile(&Constraint::JsonSchema(loose)).unwrap();
+    st.consume(one("{")).unwrap();
+    assert!(mask_allows(&st.mask().unwrap(), one("\n\n")));
+}

@@ -327,7 +327,7 @@ fn each_request_keeps_its_own_constraint_in_a_batch_and_fails_alone() {
 }
 
 #[test]
-fn a_draft_token_the_constraint_refuses_ends_the_draft() {
+fn a_draft_token_the_constraint_refuses_ends_the_draft_and_each_row_has_its_mask() {
     let tok = gguf_file_tokenizer(&smollm2_path());
     let compiler = ConstraintCompiler::new(&tok, tok.vocab_size()).unwrap();
     let id = |s: &str| {
@@ -350,22 +350,50 @@ fn a_draft_token_the_constraint_refuses_ends_the_draft() {
         tokens: vec![a, b, x, c],
         q: Vec::new(),
     };
-    let masks = out.constraint_masks(&mut d).unwrap().unwrap();
+    out.check_drafts(&mut d).unwrap();
     assert_eq!(d.tokens, vec![a, b]);
+    let masks = out.constraint_masks(&d).unwrap().unwrap();
     assert_eq!(masks.len(), 3 * words);
     // Row j's mask is the state after the drafts before it.
     assert!(mask_allows(&masks, a) && !mask_allows(&masks, b));
     assert!(mask_allows(&masks[words..], b) && !mask_allows(&masks[words..], a));
     assert!(mask_allows(&masks[2 * words..], c) && !mask_allows(&masks[2 * words..], x));
     // Checking drafts leaves the sequence where it was.
-    let mut none = Draft::default();
-    assert_eq!(out.constraint_masks(&mut none).unwrap().unwrap(), first);
+    assert_eq!(
+        out.constraint_masks(&Draft::default()).unwrap().unwrap(),
+        first
+    );
     // Past the end of the output, drafts are dropped too.
     let mut d = Draft {
         tokens: vec![a, b, c, a],
         q: Vec::new(),
     };
-    let masks = out.constraint_masks(&mut d).unwrap().unwrap();
+    out.check_drafts(&mut d).unwrap();
     assert_eq!(d.tokens, vec![a, b, c]);
+    let masks = out.constraint_masks(&d).unwrap().unwrap();
     assert_eq!(masks.len(), 4 * words);
+}
+
+#[test]
+fn json_whitespace_is_bounded() {
+    let tok = gguf_file_tokenizer(&smollm2_path());
+    let compiler = ConstraintCompiler::new(&tok, tok.vocab_size()).unwrap();
+    let one = |s: &str| {
+        let ids = tok.encode(s, false).unwrap();
+        assert_eq!(ids.len(), 1, "{s:?} is one token");
+        ids[0]
+    };
+    let mut st = compiler.compile(&Constraint::JsonObject).unwrap();
+    st.consume(one("{")).unwrap();
+    let m = st.mask().unwrap();
+    // One space, or a newline and an indent; never blank lines.
+    assert!(mask_allows(&m, one("\n")) && mask_allows(&m, one(" ")));
+    assert!(mask_allows(&m, one("\"")) && mask_allows(&m, one("}")));
+    assert!(!mask_allows(&m, one("\n\n")));
+    assert!(!mask_allows(&m, one("\n\n\n")));
+    // A schema that sets llguidance's own layout keeps it.
+    let loose = json!({"type": "object", "x-guidance": {"whitespace_flexible": true}});
+    let mut st = compiler.compile(&Constraint::JsonSchema(loose)).unwrap();
+    st.consume(one("{")).unwrap();
+    assert!(mask_allows(&st.mask().unwrap(), one("\n\n")));
 }

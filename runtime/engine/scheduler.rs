@@ -199,8 +199,8 @@ struct Planned {
     drafts: Draft,
     blocks: Vec<u32>,
     counts: Vec<(u32, u32)>,
-    /// Constraint masks of the logit rows (structured output).
-    masks: Option<Vec<u32>>,
+    /// The logit rows need constraint masks (worked out during the step).
+    constrained: bool,
 }
 
 /// The block manager side of the engine: it owns the KV pools (the
@@ -477,18 +477,13 @@ impl Scheduler {
         if end <= s.computed {
             return Some(Vec::new());
         }
-        // The masks come before the blocks: a draft the constraint refuses
-        // is dropped here, so it takes no KV slot.
-        let mut masks = None;
-        if end == known {
-            match s.out.constraint_masks(&mut drafts) {
-                Ok(m) => masks = m,
-                Err(e) => {
-                    s.failed = Some(e);
-                    return Some(Vec::new());
-                }
-            }
+        // Drafts are checked before blocks are taken: one the constraint
+        // refuses is dropped here, so it takes no KV slot.
+        if let Err(e) = s.out.check_drafts(&mut drafts) {
+            s.failed = Some(e);
+            return Some(Vec::new());
         }
+        let constrained = s.out.is_constrained();
         let have = (s.table.len() as usize).min(end);
         if !drafts.is_empty()
             && s.table
@@ -524,7 +519,7 @@ impl Scheduler {
                     drafts,
                     blocks: s.table.blocks().to_vec(),
                     counts: if last { counts.clone() } else { Vec::new() },
-                    masks: if last { masks.take() } else { None },
+                    constrained: last && constrained,
                 });
             }
         }
@@ -640,7 +635,6 @@ impl Scheduler {
                 SeqStep {
                     logit_rows: p.logit_rows,
                     generated: p.generated,
-                    logit_masks: p.masks.as_deref(),
                     ..with_penalties(
                         SeqStep::new(&p.tokens, p.start as u32, &p.blocks),
                         &p.counts,
@@ -649,13 +643,37 @@ impl Scheduler {
                 }
             })
             .collect();
-        let cands = model.step(&steps, k).await?;
+        let cands = if plan.iter().any(|p| p.constrained) {
+            // The masks are worked out on the CPU while the GPU runs the layers.
+            let running = &mut self.running;
+            let mut late = || {
+                plan.iter()
+                    .map(|p| {
+                        let s = &mut running[p.seq];
+                        if !p.constrained || s.failed.is_some() {
+                            return None;
+                        }
+                        s.out.constraint_masks(&p.drafts).unwrap_or_else(|e| {
+                            // Its rows go unmasked and it is not sampled.
+                            s.failed = Some(e);
+                            None
+                        })
+                    })
+                    .collect()
+            };
+            model.step_with(&steps, k, Some(&mut late)).await?
+        } else {
+            model.step(&steps, k).await?
+        };
         let mut cands = cands.into_iter();
         for p in &plan {
             let s = &mut self.running[p.seq];
             let rows: Vec<_> = cands.by_ref().take(p.logit_rows as usize).collect();
             if rows.len() < p.logit_rows as usize {
                 return Err(HearthError::Gpu("step returned too few candidates".into()));
+            }
+            if s.failed.is_some() {
+                continue;
             }
             if p.drafts.is_empty() {
                 s.computed = s.computed.max(p.start + p.tokens.len());

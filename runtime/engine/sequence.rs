@@ -10,7 +10,7 @@ use super::sampling::{Candidates, Sampler, SamplingParams};
 use super::speculative::{Draft, Drafting};
 use crate::kv::BlockTable;
 use crate::model::forward::{GpuModel, SeqStep};
-use crate::structured::{mask_allows, ConstraintState};
+use crate::structured::ConstraintState;
 use crate::text::stream::StreamDecoder;
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
@@ -154,29 +154,44 @@ impl SeqOutput {
         self
     }
 
-    /// The masks of the next logit rows under the constraint: the next
-    /// token's, then one per draft token, each after the drafts before it.
-    /// Drafts from the first one the constraint refuses on are dropped (a
-    /// refused draft could never be accepted), and so are drafts after the
-    /// output is complete. `None` without a constraint.
-    pub fn constraint_masks(&mut self, drafts: &mut Draft) -> Result<Option<Vec<u32>>> {
+    /// Whether the output has a constraint.
+    pub fn is_constrained(&self) -> bool {
+        self.constraint.is_some()
+    }
+
+    /// Drops drafts from the first one the constraint refuses on (a refused
+    /// draft could never be accepted), and drafts after the output would be
+    /// complete. Cheaper than masks: it runs before the step is submitted.
+    pub fn check_drafts(&mut self, drafts: &mut Draft) -> Result<()> {
         let Some(c) = self.constraint.as_mut() else {
-            return Ok(None);
+            return Ok(());
         };
-        let mut masks = c.mask()?;
-        let words = masks.len();
         let mut consumed = 0;
         for j in 0..drafts.len() {
             let t = drafts.tokens[j];
-            if c.is_finished() || !mask_allows(&masks[j * words..], t) {
+            if c.is_finished() || !c.allows(t)? {
                 drafts.truncate(j);
                 break;
             }
             c.consume(t)?;
             consumed += 1;
+        }
+        c.rollback(consumed)
+    }
+
+    /// The masks of the next logit rows under the constraint: the next
+    /// token's, then one per draft token (checked by [`Self::check_drafts`]),
+    /// each after the drafts before it. `None` without a constraint.
+    pub fn constraint_masks(&mut self, drafts: &Draft) -> Result<Option<Vec<u32>>> {
+        let Some(c) = self.constraint.as_mut() else {
+            return Ok(None);
+        };
+        let mut masks = c.mask()?;
+        for &t in &drafts.tokens {
+            c.consume(t)?;
             masks.extend(c.mask()?);
         }
-        c.rollback(consumed)?;
+        c.rollback(drafts.len())?;
         Ok(Some(masks))
     }
 

@@ -41,6 +41,21 @@ fn constraint_err(c: &Constraint, e: impl std::fmt::Display) -> HearthError {
     }
 }
 
+/// Whitespace between JSON tokens: one space, or a newline and an indent
+/// of at most 20 (llama.cpp's choice). llguidance's default, any run of
+/// whitespace, lets a small model ramble in blank lines until `max_tokens`.
+const JSON_WHITESPACE: &str = r"\x20|\x0A[\x20\x09]{0,20}";
+
+/// `schema` with Hearth's JSON layout, unless it sets llguidance's options
+/// (`x-guidance`) itself.
+fn with_json_layout(mut schema: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = schema.as_object_mut() {
+        o.entry("x-guidance")
+            .or_insert_with(|| serde_json::json!({"whitespace_pattern": JSON_WHITESPACE}));
+    }
+    schema
+}
+
 impl ConstraintCompiler {
     /// For `tok`'s vocabulary and logit rows `width` wide (the model's
     /// `vocab_size`, which may pad past the tokenizer's).
@@ -64,14 +79,14 @@ impl ConstraintCompiler {
     /// compile is `InvalidField { field: "constraint" }` naming the problem.
     pub fn compile(&self, c: &Constraint) -> Result<ConstraintState> {
         let grammar = match c {
-            Constraint::JsonObject => {
-                TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"}))
-            }
+            Constraint::JsonObject => TopLevelGrammar::from_json_schema(with_json_layout(
+                serde_json::json!({"type": "object"}),
+            )),
             Constraint::JsonSchema(schema) => {
                 if !schema.is_object() && !schema.is_boolean() {
                     return Err(constraint_err(c, "a schema must be a JSON object"));
                 }
-                TopLevelGrammar::from_json_schema(schema.clone())
+                TopLevelGrammar::from_json_schema(with_json_layout(schema.clone()))
             }
             Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
             Constraint::Lark(src) => TopLevelGrammar::from_lark(src.clone()),
@@ -122,6 +137,11 @@ impl ConstraintState {
         let mut words = m.as_slice().to_vec();
         words.resize(self.words, 0);
         Ok(words)
+    }
+
+    /// Whether `token` may come next (without computing a whole mask).
+    pub fn allows(&mut self, token: u32) -> Result<bool> {
+        Ok(self.matcher.validate_tokens(&[token]).map_err(failed)? == 1)
     }
 
     /// Advances past `token`, which the last mask allowed.

@@ -7,11 +7,13 @@
 
 mod compiler;
 mod gbnf;
+mod response_format;
 mod tok_env;
 pub mod tools;
 
 pub use compiler::{mask_allows, ConstraintCompiler, ConstraintState};
 pub use gbnf::gbnf_to_lark;
+pub use response_format::{JsonSchemaFormat, ResponseFormat};
 
 use serde::{Deserialize, Serialize};
 

@@ -289,7 +289,7 @@ impl Engine {
                     .map_err(|e| JsError::new(&format!("generate options: {e}")))?
             };
             let t0 = Instant::now();
-            let mut req = opts.to_request(prompt_ids.clone());
+            let mut req = opts.to_request(prompt_ids.clone()).map_err(to_js)?;
             // As `Engine::generate`: max_tokens is capped by the context.
             req.cap_to_context(prompt_ids.len(), handle.info().context_length);
             let mut stream = handle.submit(req).await.map_err(to_js)?;

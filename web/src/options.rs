@@ -1,7 +1,8 @@
 //! Options as JavaScript passes them, with OpenAI's names.
 
 use hearth::engine::{Drafting, Request, SamplingParams};
-use hearth::Prompt;
+use hearth::structured::{Constraint, ResponseFormat};
+use hearth::{HearthError, Prompt};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,16 +41,34 @@ pub struct GenOptions {
     /// Speculative decoding: "ngram" (prompt lookup), "model" (the draft
     /// model of `attach_draft`) or "off" (default).
     pub draft: Option<Drafting>,
+    /// OpenAI's `response_format`: `{type: "json_object"}` or
+    /// `{type: "json_schema", json_schema: {name, schema}}`.
+    pub response_format: Option<serde_json::Value>,
+    /// A grammar in llama.cpp's GBNF the output must match.
+    pub grammar: Option<String>,
 }
 
 impl GenOptions {
     /// The library request; unset fields take the library's defaults (the
     /// same as every front end but the OpenAI server), and its validation
     /// checks the values, the same for every host.
-    pub fn to_request(&self, prompt_ids: Vec<u32>) -> Request {
+    pub fn to_request(&self, prompt_ids: Vec<u32>) -> Result<Request, HearthError> {
         let d = Request::default();
         let s = SamplingParams::default();
-        Request {
+        let mut constraint = match &self.response_format {
+            Some(v) => ResponseFormat::from_value(v)?.constraint()?,
+            None => None,
+        };
+        if let Some(g) = &self.grammar {
+            if constraint.is_some() {
+                return Err(HearthError::InvalidField {
+                    field: "grammar".into(),
+                    message: "give either response_format or grammar, not both".into(),
+                });
+            }
+            constraint = Some(Constraint::Gbnf(g.clone()));
+        }
+        Ok(Request {
             prompt: Prompt::Ids(prompt_ids),
             sampling: SamplingParams {
                 temperature: self.temperature.unwrap_or(s.temperature),
@@ -69,7 +88,8 @@ impl GenOptions {
             },
             ignore_eos: self.ignore_eos,
             draft: Some(self.draft.unwrap_or_default()),
+            constraint,
             ..d
-        }
+        })
     }
 }

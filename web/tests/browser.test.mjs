@@ -164,6 +164,36 @@ test('chat: greedy reply in the browser equals the native CLI, token for token',
     assert.deepEqual(together.both, together.alone, 'two concurrent chats give the ids each gives alone');
     assert.notDeepEqual(together.alone[0], together.alone[1], 'the two prompts differ');
 
+    // Structured output through the JS API: the reply parses and follows the schema.
+    const structured = await page.evaluate(async () => {
+      const engine = window.hearthDemo.engine;
+      const schema = {
+        type: 'object',
+        properties: { city: { type: 'string', maxLength: 20 }, population: { type: 'integer', minimum: 0 } },
+        required: ['city', 'population'],
+        additionalProperties: false,
+      };
+      const r = await engine.chat([{ role: 'user', content: 'Give the largest city of France as JSON.' }], {
+        max_tokens: 60,
+        response_format: { type: 'json_schema', json_schema: { name: 'city', schema } },
+      }).result;
+      let bad;
+      try {
+        await engine.chat([{ role: 'user', content: 'hi' }], {
+          response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'strin' } } },
+        }).result;
+      } catch (e) {
+        bad = String(e?.message ?? e);
+      }
+      return { text: r.text, finish: r.finish_reason, bad };
+    });
+    assert.equal(structured.finish, 'stop', structured.text);
+    const city = JSON.parse(structured.text);
+    assert.deepEqual(Object.keys(city).sort(), ['city', 'population'], structured.text);
+    assert.equal(typeof city.city, 'string');
+    assert.ok(Number.isInteger(city.population) && city.population >= 0, structured.text);
+    assert.match(structured.bad ?? '', /strin/, 'an invalid schema rejects the call, naming the problem');
+
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     await page.$eval('aside', (el) => { el.scrollTop = 0; }); // setting the checkbox scrolled it
     await page.screenshot({ path: path.join(ARTIFACTS, 'web-chat.png') });

@@ -56,7 +56,19 @@ export interface GenerateOptions {
   ignore_eos?: boolean;
   /** Speculative decoding: 'ngram' (prompt lookup), 'model' (needs attachDraft) or 'off' (default). */
   draft?: 'ngram' | 'model' | 'off';
+  /**
+   * Structured output, as OpenAI's `response_format`: the reply is a JSON object, or JSON that
+   * satisfies `json_schema.schema`. A schema Hearth cannot compile rejects the call, naming the problem.
+   */
+  response_format?: ResponseFormat;
+  /** Structured output from a grammar in llama.cpp's GBNF (`root` is the start rule); not with `response_format`. */
+  grammar?: string;
 }
+
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object' }
+  | { type: 'json_schema'; json_schema: { name: string; schema: object; strict?: boolean; description?: string } };
 
 export interface GenerationChunk {
   /** May be "" for a token whose bytes are incomplete UTF-8 or held back by a stop string. */

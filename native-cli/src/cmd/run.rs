@@ -2,10 +2,12 @@
 //! JSON object with `--json`).
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use hearth::engine::{Generation, SamplingParams};
+use hearth::structured::{gbnf_to_lark, Constraint};
 use hearth::text::ChatMessage;
 use hearth::{EngineConfig, Prompt, Request};
 
@@ -54,6 +56,17 @@ pub struct RunArgs {
     /// Report the top-K log-probabilities of each generated token (with --json).
     #[arg(long, default_value_t = 0)]
     logprobs: usize,
+    /// Constrain the output to the JSON Schema in FILE.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["grammar", "regex"])]
+    json_schema: Option<PathBuf>,
+    /// Constrain the output to the grammar in FILE: llama.cpp's GBNF (start
+    /// rule `root`), or llguidance's Lark (start rule `start`) when FILE
+    /// ends in `.lark`.
+    #[arg(long, value_name = "FILE", conflicts_with = "regex")]
+    grammar: Option<PathBuf>,
+    /// Constrain the whole output to match this regular expression.
+    #[arg(long, value_name = "RE")]
+    regex: Option<String>,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -77,6 +90,38 @@ impl RunArgs {
         })
     }
 
+    /// `--json-schema`, `--grammar` or `--regex`. Files are read and a
+    /// GBNF grammar is parsed here, before the model loads; whether the
+    /// constraint compiles is the engine's to say.
+    fn constraint(&self) -> Result<Option<Constraint>> {
+        fn read(flag: &str, path: &Path) -> Result<String> {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("{flag}: cannot read {}", path.display()))
+        }
+        if let Some(p) = &self.json_schema {
+            let text = read("--json-schema", p)?;
+            let schema: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("--json-schema: {} is not valid JSON", p.display()))?;
+            return Ok(Some(Constraint::JsonSchema(schema)));
+        }
+        if let Some(p) = &self.grammar {
+            let text = read("--grammar", p)?;
+            if p.extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("lark"))
+            {
+                return Ok(Some(Constraint::Lark(text)));
+            }
+            gbnf_to_lark(&text).map_err(|e| match e {
+                hearth::HearthError::InvalidField { message, .. } => {
+                    anyhow::anyhow!("--grammar {}: {message}", p.display())
+                }
+                e => e.into(),
+            })?;
+            return Ok(Some(Constraint::Gbnf(text)));
+        }
+        Ok(self.regex.clone().map(Constraint::Regex))
+    }
+
     fn sampling(&self) -> SamplingParams {
         SamplingParams {
             temperature: self.temperature,
@@ -93,10 +138,12 @@ impl RunArgs {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let spec = args.spec.options()?;
+    let constraint = args.constraint()?;
+    let prompt = args.prompt()?;
     let mut h = load(&args.model, 128, 1, args.spec.rows_per_seq(), args.json)?;
     load_draft(&mut h, &args.model, &args.spec, args.json)?;
     let req = Request {
-        prompt: args.prompt()?,
+        prompt,
         max_tokens: Some(args.max_tokens),
         sampling: args.sampling(),
         stop: args.stop.clone(),
@@ -104,7 +151,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         logprobs: args.logprobs,
         n: 1,
         draft: Some(spec.drafting),
-        constraint: None,
+        constraint,
         ..Default::default()
     };
     h.set_config(EngineConfig {

@@ -74,10 +74,21 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let model_path = dir.path().join("tiny.gguf");
         std::fs::write(&model_path, gguf).unwrap();
+        Server::start_model(model_path, MODEL, extra, dir)
+    }
+
+    /// `hearth serve` on the model file at `model_path`, served as `name`
+    /// (`dir` lives as long as the server).
+    pub fn start_model(
+        model_path: PathBuf,
+        name: &str,
+        extra: &[&str],
+        dir: tempfile::TempDir,
+    ) -> Server {
         let mut child = hearth_cmd()
             .args(["serve", "--model", model_path.to_str().unwrap()])
             .args(["--host", "127.0.0.1", "--port", "0"])
-            .args(["--served-model-name", MODEL])
+            .args(["--served-model-name", name])
             .args(extra)
             .env("HEARTH_LOG", "warn,hearth=debug")
             .stdout(Stdio::null())

@@ -223,7 +223,7 @@ impl GpuModel {
                 generated: len == 1,
                 ..SeqStep::new(&tokens[..len as usize], 0, &blocks)
             };
-            if let Err(e) = self.submit_step(&[part], 1) {
+            if let Err(e) = self.submit_step(&[part], 1, None) {
                 result = Err(e);
                 break;
             }

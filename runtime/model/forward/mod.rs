@@ -25,6 +25,7 @@ pub use options::{ForwardOptions, LoadProgress};
 pub use plan::SeqStep;
 pub use profile::{KernelProfile, ProfileSteps};
 use profile::{Profiler, LOGITS_WALL};
+pub use record::LateMasks;
 
 use crate::gpu::kernels::batch::BatchBuffers;
 use crate::gpu::kernels::embed::Embed;
@@ -114,8 +115,20 @@ impl GpuModel {
     /// A row with a mask ([`SeqStep::logit_masks`]) gets only allowed tokens,
     /// so fewer than `k` when its mask allows fewer.
     pub async fn step(&mut self, seqs: &[SeqStep<'_>], k: usize) -> Result<Vec<Candidates>> {
+        self.step_with(seqs, k, None).await
+    }
+
+    /// [`Self::step`] with the logit masks worked out by `late` while the GPU
+    /// runs the layers (structured output computes them on the CPU): one
+    /// entry per part of `seqs`, whose own `logit_masks` are then ignored.
+    pub async fn step_with(
+        &mut self,
+        seqs: &[SeqStep<'_>],
+        k: usize,
+        late: Option<LateMasks<'_>>,
+    ) -> Result<Vec<Candidates>> {
         let k = k.clamp(1, MAX_CANDIDATES);
-        let (n_rows, t_logits, timed) = self.submit_step(seqs, k)?;
+        let (n_rows, t_logits, timed) = self.submit_step(seqs, k, late)?;
         if n_rows == 0 {
             return Ok(Vec::new());
         }

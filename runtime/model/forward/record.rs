@@ -10,13 +10,21 @@ use crate::Result;
 /// Receives each dispatch of a step with its kernel kind.
 pub(super) type OpVisitor<'a> = dyn FnMut(&'static str, &dyn Fn(&mut wgpu::ComputePass)) + 'a;
 
+/// Works out the logit masks of a step's parts (one entry per part, as
+/// [`SeqStep::logit_masks`] would hold them) while the GPU runs its layers.
+pub type LateMasks<'a> = &'a mut (dyn FnMut() -> Vec<Option<Vec<u32>>> + Send);
+
 impl GpuModel {
     /// Records and submits one step; returns the number of logit rows, when
     /// the submission was made and whether the profile times this step.
+    /// With `late`, the parts' masks come from it instead of `seqs`: the
+    /// layers are submitted first and `late` runs while the GPU works on
+    /// them, then the logits are submitted with its masks.
     pub(super) fn submit_step(
         &mut self,
         seqs: &[SeqStep<'_>],
         k: usize,
+        mut late: Option<LateMasks<'_>>,
     ) -> Result<(u32, web_time::Instant, bool)> {
         let limits = StepLimits {
             vocab_size: self.config.vocab_size,
@@ -34,13 +42,6 @@ impl GpuModel {
         if any_pen {
             self.penalties.write(queue, &plan.penalty_rows())?;
         }
-        let any_mask = !plan.masks.is_empty();
-        if any_mask {
-            self.logit_mask.write(queue, &plan.masks)?;
-        } else {
-            self.logit_mask.clear();
-        }
-
         let (n_tokens, n_gen, max_gen_kv) = (plan.n_tokens(), plan.n_gen, plan.max_gen_kv);
         let n_rows = plan.n_logit_rows();
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
@@ -65,6 +66,32 @@ impl GpuModel {
             let mut pass = enc.begin_compute_pass(&Default::default());
             self.for_each_op(n_tokens, n_gen, max_gen_kv, &mut |_, op| op(&mut pass));
         }
+        let late_masks = match late.as_mut() {
+            Some(f) if n_rows > 0 => {
+                if timer.is_none() {
+                    // Timed steps keep one submission (their timestamps are in it).
+                    self.ctx.queue.submit(Some(enc.finish()));
+                    enc = self.ctx.device.create_command_encoder(&Default::default());
+                }
+                Some(f())
+            }
+            _ => None,
+        };
+        let any_mask = match &late_masks {
+            Some(parts) => {
+                let with_masks: Vec<SeqStep> = seqs
+                    .iter()
+                    .zip(parts)
+                    .map(|(s, m)| SeqStep {
+                        logit_masks: m.as_deref(),
+                        ..*s
+                    })
+                    .collect();
+                let masks = StepPlan::new(&with_masks, &limits)?.masks;
+                self.write_masks(&masks)?
+            }
+            None => self.write_masks(&plan.masks)?,
+        };
         if n_rows > 0 {
             let h = self.config.hidden_size as u64 * 4;
             for (i, &r) in plan.logit_rows.iter().enumerate() {
@@ -106,6 +133,19 @@ impl GpuModel {
         let t_logits = web_time::Instant::now();
         self.ctx.queue.submit(Some(enc.finish()));
         Ok((n_rows, t_logits, timed))
+    }
+
+    /// Uploads the step's masks; whether any row has one.
+    fn write_masks(
+        &mut self,
+        masks: &[crate::gpu::kernels::logit_mask::MaskRow<'_>],
+    ) -> Result<bool> {
+        if masks.is_empty() {
+            self.logit_mask.clear();
+            return Ok(false);
+        }
+        self.logit_mask.write(&self.ctx.queue, masks)?;
+        Ok(true)
     }
 
     /// Calls `f(kernel kind, record)` for every dispatch of the layers, in order.

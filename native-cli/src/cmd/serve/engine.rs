@@ -165,7 +165,9 @@ impl EngineClient {
     }
 
     /// A library error about a request, as the client should see it.
-    fn request_error(&self, e: HearthError, chat: bool) -> ApiError {
+    /// `constraint_param` names the field a constraint that does not
+    /// compile came from.
+    fn request_error(&self, e: HearthError, chat: bool, constraint_param: &str) -> ApiError {
         let prompt_param = if chat { "messages" } else { "prompt" };
         let cfg = &self.shared.cfg;
         let flags = format!(
@@ -180,6 +182,16 @@ impl EngineClient {
             } => context_error(context, prompt, completion, chat),
             HearthError::InvalidField { field, message } if field == "n" => {
                 ApiError::invalid_param("n", format!("{message} {flags}."))
+            }
+            HearthError::InvalidField { field, message }
+                if field == "constraint" || field == "grammar" =>
+            {
+                let what = if constraint_param == "grammar" {
+                    "grammar"
+                } else {
+                    "response_format"
+                };
+                ApiError::invalid_param(constraint_param, format!("Invalid {what}: {message}"))
             }
             HearthError::InvalidField { field, message } => {
                 let param = if field == "prompt" {
@@ -239,7 +251,7 @@ impl EngineClient {
                 .handle
                 .submit(req)
                 .await
-                .map_err(|e| self.request_error(e, chat))?;
+                .map_err(|e| self.request_error(e, chat, job.constraint_param))?;
             prompt_tokens += s.prompt_tokens;
             let offset = p * job.n;
             streams.push(s.map(move |ev| (offset, ev)).boxed());

@@ -2,15 +2,17 @@
 //! and their validation into a [`Job`] for the engine. Every field a client
 //! may send is named here: the ones Hearth implements, vLLM's sampling
 //! extras (`top_k`, `min_p`, `repetition_penalty`, `ignore_eos`), and the
-//! harmless ones it accepts deliberately (`user`, `stream_options`,
-//! `response_format` of type text, empty `tools`); anything else is a 400
-//! that names the field.
+//! harmless ones it accepts deliberately (`user`, `stream_options`);
+//! structured output (`response_format`, `grammar`: [`constraint`]); tool
+//! calling (`tools`, `tool_choice`, `parallel_tool_calls`: [`tools`]);
+//! anything else is a 400 that names the field.
 //!
 //! - [`request`]: the body's fields; [`checks`]: one value's range or form
 //! - [`prompt`]: `messages` and `prompt`; [`sampling`]: sampling and `draft`
 //! - [`output`]: `max_tokens`, `stop`, `logprobs`; [`unsupported`]: what is refused
 
 mod checks;
+mod constraint;
 mod output;
 mod prompt;
 mod request;
@@ -75,6 +77,9 @@ pub struct Job {
     pub include_usage: bool,
     /// Chat's tools (none for completions).
     pub tools: Tools,
+    /// The field `opts.constraint` came from (`response_format` or
+    /// `grammar`), for the 400 when it does not compile.
+    pub constraint_param: &'static str,
 }
 
 impl Job {
@@ -103,6 +108,7 @@ pub fn validate(mut body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiErr
     let logprobs = output::logprobs(&body, endpoint)?;
     unsupported::features(&body)?;
     let tools = tools::parse(&body)?;
+    let constraint = constraint::constraint(&body)?;
     let draft = sampling::draft(body.draft.as_deref())?;
     let stream = body.stream.unwrap_or(false);
     let include_usage = stream
@@ -126,13 +132,14 @@ pub fn validate(mut body: RequestBody, endpoint: Endpoint) -> Result<Job, ApiErr
             ignore_eos: body.ignore_eos.unwrap_or(false),
             logprobs: engine_logprobs,
             speculative: SpecOptions::default(),
-            constraint: None,
+            constraint: constraint.as_ref().map(|c| c.0.clone()),
         },
         logprobs,
         draft,
         stream,
         include_usage,
         tools,
+        constraint_param: constraint.map_or("response_format", |c| c.1),
     })
 }
 
@@ -267,8 +274,13 @@ mod tests {
             ),
             (
                 Chat,
-                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json_object"}}"#,
+                r#"{"model": "m", "messages": [{"role": "user", "content": "a"}], "response_format": {"type": "json"}}"#,
                 "response_format",
+            ),
+            (
+                Completions,
+                r#"{"model": "m", "prompt": "a", "grammar": "root ::= \"a\"", "response_format": {"type": "json_object"}}"#,
+                "grammar",
             ),
         ];
         for (endpoint, body, want) in cases {

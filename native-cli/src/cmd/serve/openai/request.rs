@@ -14,7 +14,6 @@ pub struct RequestBody {
     pub(super) messages: Option<Vec<Message>>,
     pub(super) max_completion_tokens: Option<i64>,
     pub(super) top_logprobs: Option<i64>,
-    pub(super) response_format: Option<ResponseFormat>,
     pub(super) tools: Option<Vec<serde_json::Value>>,
     pub(super) tool_choice: Option<serde_json::Value>,
     pub(super) parallel_tool_calls: Option<bool>,
@@ -24,6 +23,11 @@ pub struct RequestBody {
     pub(super) suffix: Option<String>,
     pub(super) best_of: Option<i64>,
     // Both.
+    /// Structured output: `text`, `json_object` or `json_schema`, parsed
+    /// by the library's `hearth::structured::ResponseFormat`.
+    pub(super) response_format: Option<serde_json::Value>,
+    /// llama.cpp's: a GBNF grammar the output must match.
+    pub(super) grammar: Option<String>,
     pub(super) max_tokens: Option<i64>,
     pub(super) temperature: Option<f64>,
     pub(super) top_p: Option<f64>,
@@ -75,15 +79,6 @@ pub(super) struct ContentPart {
     #[serde(rename = "type")]
     pub(super) kind: String,
     pub(super) text: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ResponseFormat {
-    #[serde(rename = "type")]
-    pub(super) kind: String,
-    #[allow(dead_code)] // only `text` is served; a schema comes with `json_schema`
-    pub(super) json_schema: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]

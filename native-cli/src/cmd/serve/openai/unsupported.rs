@@ -1,7 +1,6 @@
 //! Fields Hearth refuses: the other endpoint's own, and options it accepts
-//! only in their harmless form (no `echo`, empty `tools`, `response_format`
-//! of type text, ...), each a 400 naming the field rather than silently
-//! ignored.
+//! only in their harmless form (no `echo`, ...), each a 400 naming the
+//! field rather than silently ignored.
 
 use super::checks::{unrecognized, unsupported};
 use super::request::RequestBody;
@@ -24,7 +23,6 @@ pub fn foreign_fields(body: &RequestBody, endpoint: Endpoint) -> Result<(), ApiE
                 body.max_completion_tokens.is_some(),
             ),
             ("top_logprobs", body.top_logprobs.is_some()),
-            ("response_format", body.response_format.is_some()),
             ("tools", body.tools.is_some()),
             ("tool_choice", body.tool_choice.is_some()),
             ("parallel_tool_calls", body.parallel_tool_calls.is_some()),
@@ -52,19 +50,10 @@ pub fn completions_options(body: &RequestBody, n: usize) -> Result<(), ApiError>
     Ok(())
 }
 
-/// `logit_bias`, structured output and tool calling, where they ask for
-/// anything.
+/// `logit_bias`, where it asks for anything.
 pub fn features(body: &RequestBody) -> Result<(), ApiError> {
     if body.logit_bias.as_ref().is_some_and(|m| !m.is_empty()) {
         return Err(unsupported("logit_bias", "`logit_bias`"));
-    }
-    if let Some(rf) = &body.response_format {
-        if rf.kind != "text" {
-            return Err(unsupported(
-                "response_format",
-                &format!("`response_format` of type `{}`", rf.kind),
-            ));
-        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! listing the tools in the system message, and Hermes syntax.
 
 mod grammar;
+pub mod openai;
 mod parse;
 mod render;
 

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use hearth::gpu::{GpuContext, GpuOptions};
 use hearth::kv::KvDtype;
 use hearth::model::forward::{ForwardOptions, LoadProgress};
+use hearth::structured::tools::{prepare_request, ToolChoice, ToolFormat};
 use hearth::text::chat::{ChatMessage, ChatTemplate};
 use hearth::text::Tokenizer;
-use hearth::{EngineHandle, Event, FinishReason, Generation, Hearth, HearthError, Prompt};
+use hearth::{EngineHandle, Hearth, HearthError, Prompt};
 use js_sys::{Array, Function, Promise};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -19,29 +20,29 @@ use web_time::Instant;
 
 use crate::options::{GenOptions, LoadOptions};
 
-fn to_js(e: HearthError) -> JsValue {
+pub(crate) fn to_js(e: HearthError) -> JsValue {
     JsError::new(&e.to_string()).into()
 }
 
-fn serialize<T: Serialize>(v: &T) -> JsValue {
+pub(crate) fn serialize<T: Serialize>(v: &T) -> JsValue {
     // Maps come out as plain objects, u64 as numbers: what a page expects.
     let ser = serde_wasm_bindgen::Serializer::json_compatible();
     v.serialize(&ser).unwrap_or(JsValue::NULL)
 }
 
 #[derive(Clone, Serialize)]
-struct LastRun {
-    prefill_tok_s: f64,
-    decode_tok_s: f64,
-    prompt_tokens: usize,
-    completion_tokens: usize,
+pub(crate) struct LastRun {
+    pub prefill_tok_s: f64,
+    pub decode_tok_s: f64,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
     /// Drafted and accepted tokens (speculative decoding).
-    spec: hearth::engine::SpecStats,
+    pub spec: hearth::engine::SpecStats,
 }
 
 /// What `stats()` returns; fixed at load time except `last`.
 #[derive(Clone, Serialize)]
-struct Stats {
+pub(crate) struct Stats {
     adapter: serde_json::Value,
     features: serde_json::Value,
     limits: serde_json::Value,
@@ -50,25 +51,7 @@ struct Stats {
     load_ms: f64,
     /// The attached draft model (`attach_draft`), if any.
     draft: Option<serde_json::Value>,
-    last: Option<LastRun>,
-}
-
-#[derive(Serialize)]
-struct TokenOut<'a> {
-    text: &'a str,
-    token_id: u32,
-}
-
-#[derive(Serialize)]
-struct ResultOut<'a> {
-    text: &'a str,
-    token_ids: &'a [u32],
-    prompt_tokens: usize,
-    completion_tokens: usize,
-    finish_reason: hearth::engine::FinishReason,
-    prefill_tok_s: f64,
-    decode_tok_s: f64,
-    ttft_ms: f64,
+    pub last: Option<LastRun>,
 }
 
 #[wasm_bindgen]
@@ -250,22 +233,6 @@ impl Engine {
         Ok(self.stats())
     }
 
-    /// Prompt token ids for `[{role, content}, ...]` through the model's chat template.
-    pub fn chat_prompt(&self, messages: JsValue) -> Result<Vec<u32>, JsValue> {
-        #[derive(serde::Deserialize)]
-        struct Msg {
-            role: String,
-            content: String,
-        }
-        let msgs: Vec<Msg> = serde_wasm_bindgen::from_value(messages)
-            .map_err(|e| JsError::new(&format!("messages must be [{{role, content}}]: {e}")))?;
-        let msgs = msgs
-            .into_iter()
-            .map(|m| ChatMessage::new(&m.role, &m.content))
-            .collect();
-        self.prompt(Prompt::Chat(msgs))
-    }
-
     /// Prompt token ids for raw text (special-token markup is parsed).
     pub fn text_prompt(&self, text: String) -> Result<Vec<u32>, JsValue> {
         self.prompt(Prompt::Text(text))
@@ -279,89 +246,57 @@ impl Engine {
     /// `false` stops. Resolves to the result object. Calls may overlap: the
     /// engine batches them.
     pub fn generate(&self, prompt_ids: Vec<u32>, options: JsValue, on_token: Function) -> Promise {
-        let handle = self.handle.clone();
-        let stats = self.stats.clone();
-        future_to_promise(async move {
+        self.start(Prompt::Ids(prompt_ids), options, on_token)
+    }
+
+    /// Generates the reply to chat `messages` (`[{role, content, tool_calls?,
+    /// tool_call_id?, name?}]`, OpenAI's shapes) through the model's
+    /// template, with the options' `tools`: as [`Self::generate`], and the
+    /// result carries the calls the reply made (`tool_calls`).
+    pub fn generate_chat(
+        &self,
+        messages: JsValue,
+        options: JsValue,
+        on_token: Function,
+    ) -> Promise {
+        let msgs: Result<Vec<ChatMessage>, JsValue> = serde_wasm_bindgen::from_value(messages)
+            .map_err(|e| {
+                JsError::new(&format!("messages must be [{{role, content}}]: {e}")).into()
+            });
+        match msgs {
+            Ok(m) => self.start(Prompt::Chat(m), options, on_token),
+            Err(e) => Promise::reject(&e),
+        }
+    }
+
+    fn start(&self, prompt: Prompt, options: JsValue, on_token: Function) -> Promise {
+        let prepared = (|| -> Result<_, JsValue> {
             let opts: GenOptions = if options.is_undefined() || options.is_null() {
                 GenOptions::default()
             } else {
                 serde_wasm_bindgen::from_value(options)
                     .map_err(|e| JsError::new(&format!("generate options: {e}")))?
             };
-            let t0 = Instant::now();
-            let mut req = opts.to_request(prompt_ids.clone()).map_err(to_js)?;
-            // As `Engine::generate`: max_tokens is capped by the context.
-            req.cap_to_context(prompt_ids.len(), handle.info().context_length);
-            let mut stream = handle.submit(req).await.map_err(to_js)?;
-            let mut g = Generation {
-                prompt_ids,
-                ids: Vec::new(),
-                text: String::new(),
-                top_logprobs: Vec::new(),
-                finish_reason: FinishReason::Length,
-                prefill_secs: 0.0,
-                decode_secs: 0.0,
-                spec: Default::default(),
-            };
-            let mut first = None;
-            let mut stopped = false;
-            let mut finished = false;
-            while let Some(ev) = stream.next_event().await {
-                match ev {
-                    Event::Token { token, .. } if !stopped => {
-                        first.get_or_insert_with(Instant::now);
-                        let out = serialize(&TokenOut {
-                            text: &token.text,
-                            token_id: token.id,
-                        });
-                        g.ids.push(token.id);
-                        g.text.push_str(&token.text);
-                        // A throwing callback stops the generation like `false` does.
-                        let go_on = match on_token.call1(&JsValue::NULL, &out) {
-                            Ok(v) => v.as_bool() != Some(false),
-                            Err(_) => false,
-                        };
-                        if !go_on {
-                            stopped = true;
-                            handle.abort(stream.id);
-                        }
-                    }
-                    Event::Token { .. } => {}
-                    Event::Finished { finish, .. } => {
-                        g.finish_reason = finish.reason;
-                        g.spec = finish.spec;
-                        finished = true;
-                    }
-                    Event::Failed(e) => return Err(to_js(e)),
-                }
-            }
-            if !finished {
-                return Err(to_js(HearthError::Stopped(
-                    "the engine was unloaded".into(),
-                )));
-            }
-            let end = Instant::now();
-            let first = first.unwrap_or(end);
-            g.prefill_secs = (first - t0).as_secs_f64();
-            g.decode_secs = (end - first).as_secs_f64();
-            stats.borrow_mut().last = Some(LastRun {
-                prefill_tok_s: g.prefill_tok_s(),
-                decode_tok_s: g.decode_tok_s(),
-                prompt_tokens: g.prompt_ids.len(),
-                completion_tokens: g.ids.len(),
-                spec: g.spec,
+            let mut req = opts.to_request(prompt).map_err(to_js)?;
+            let calls = (!req.tools.is_empty() && req.tool_choice != ToolChoice::None).then(|| {
+                self.template
+                    .as_ref()
+                    .map_or(ToolFormat::Generic, ChatTemplate::tool_format)
             });
-            Ok(serialize(&ResultOut {
-                text: &g.text,
-                token_ids: &g.ids,
-                prompt_tokens: g.prompt_ids.len(),
-                completion_tokens: g.ids.len(),
-                finish_reason: g.finish_reason,
-                prefill_tok_s: g.prefill_tok_s(),
-                decode_tok_s: g.decode_tok_s(),
-                ttft_ms: g.prefill_secs * 1e3,
-            }))
-        })
+            // The chat rendered with its tools, a forced call's grammar set.
+            let ids = prepare_request(&mut req, &self.tokenizer, self.template.as_ref(), None)
+                .map_err(to_js)?;
+            Ok((req, ids, calls))
+        })();
+        let (req, ids, calls) = match prepared {
+            Ok(p) => p,
+            Err(e) => return Promise::reject(&e),
+        };
+        let handle = self.handle.clone();
+        let stats = self.stats.clone();
+        future_to_promise(crate::generate::run(
+            handle, stats, req, ids, calls, on_token,
+        ))
     }
 
     /// Adapter, features, limits, model, KV cache, load time and the last run's speeds.

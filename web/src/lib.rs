@@ -8,6 +8,7 @@
 mod blob_file;
 mod engine;
 mod files;
+mod generate;
 mod options;
 
 pub use engine::Engine;

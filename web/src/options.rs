@@ -1,6 +1,7 @@
 //! Options as JavaScript passes them, with OpenAI's names.
 
 use hearth::engine::{Drafting, Request, SamplingParams};
+use hearth::structured::tools::{openai, ToolChoice};
 use hearth::structured::{Constraint, ResponseFormat};
 use hearth::{HearthError, Prompt};
 use serde::Deserialize;
@@ -46,13 +47,19 @@ pub struct GenOptions {
     pub response_format: Option<serde_json::Value>,
     /// A grammar in llama.cpp's GBNF the output must match.
     pub grammar: Option<String>,
+    /// OpenAI's `tools`: `[{type: "function", function: {name, description, parameters}}]`.
+    pub tools: Option<Vec<serde_json::Value>>,
+    /// `"auto"` (default), `"none"`, `"required"` or `{type: "function", function: {name}}`.
+    pub tool_choice: Option<serde_json::Value>,
+    /// More than one call per reply (default true).
+    pub parallel_tool_calls: Option<bool>,
 }
 
 impl GenOptions {
     /// The library request; unset fields take the library's defaults (the
     /// same as every front end but the OpenAI server), and its validation
     /// checks the values, the same for every host.
-    pub fn to_request(&self, prompt_ids: Vec<u32>) -> Result<Request, HearthError> {
+    pub fn to_request(&self, prompt: Prompt) -> Result<Request, HearthError> {
         let d = Request::default();
         let s = SamplingParams::default();
         let mut constraint = match &self.response_format {
@@ -68,8 +75,16 @@ impl GenOptions {
             }
             constraint = Some(Constraint::Gbnf(g.clone()));
         }
+        let tools = openai::tools(self.tools.as_deref().unwrap_or(&[]))?;
+        let tool_choice = match &self.tool_choice {
+            Some(v) => openai::tool_choice(v, &tools)?,
+            None => ToolChoice::Auto,
+        };
         Ok(Request {
-            prompt: Prompt::Ids(prompt_ids),
+            prompt,
+            tools,
+            tool_choice,
+            parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
             sampling: SamplingParams {
                 temperature: self.temperature.unwrap_or(s.temperature),
                 top_k: self.top_k.map_or(s.top_k, |k| k as usize),

@@ -194,6 +194,35 @@ test('chat: greedy reply in the browser equals the native CLI, token for token',
     assert.ok(Number.isInteger(city.population) && city.population >= 0, structured.text);
     assert.match(structured.bad ?? '', /strin/, 'an invalid schema rejects the call, naming the problem');
 
+    // Tool calling through the JS API: a forced call comes back parsed, its arguments valid.
+    const called = await page.evaluate(async () => {
+      const engine = window.hearthDemo.engine;
+      const tools = [{
+        type: 'function',
+        function: {
+          name: 'get_weather',
+          description: 'The weather in a city',
+          parameters: {
+            type: 'object',
+            properties: { city: { type: 'string', maxLength: 20 }, unit: { enum: ['C', 'F'] } },
+            required: ['city', 'unit'],
+            additionalProperties: false,
+          },
+        },
+      }];
+      const r = await engine.chat([{ role: 'user', content: 'What is the weather in Paris?' }], {
+        max_tokens: 80, tools, tool_choice: 'required', parallel_tool_calls: false,
+      }).result;
+      return { calls: r.tool_calls, finish: r.finish_reason, text: r.text };
+    });
+    assert.equal(called.finish, 'tool_calls', JSON.stringify(called));
+    assert.equal(called.calls.length, 1, JSON.stringify(called));
+    assert.equal(called.calls[0].type, 'function');
+    assert.equal(called.calls[0].function.name, 'get_weather');
+    const args = JSON.parse(called.calls[0].function.arguments);
+    assert.deepEqual(Object.keys(args).sort(), ['city', 'unit'], JSON.stringify(args));
+    assert.ok(['C', 'F'].includes(args.unit) && typeof args.city === 'string', JSON.stringify(args));
+
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     await page.$eval('aside', (el) => { el.scrollTop = 0; }); // setting the checkbox scrolled it
     await page.screenshot({ path: path.join(ARTIFACTS, 'web-chat.png') });

@@ -237,9 +237,6 @@ function plain(value) {
 
 async function generate(id, msg) {
   const eng = requireEngine();
-  const prompt = msg.mode === 'complete'
-    ? eng.text_prompt(String(msg.prompt ?? ''))
-    : eng.chat_prompt(msg.messages || []);
   const current = { stop: false, done: null };
   generations.set(id, current);
   const onToken = (event) => {
@@ -249,7 +246,10 @@ async function generate(id, msg) {
     return true;
   };
   try {
-    current.done = eng.generate(prompt, definedOnly(msg.options), onToken);
+    const options = definedOnly(msg.options);
+    current.done = msg.mode === 'complete'
+      ? eng.generate(eng.text_prompt(String(msg.prompt ?? '')), options, onToken)
+      : eng.generate_chat(msg.messages || [], options, onToken);
     return plain(await current.done);
   } finally {
     generations.delete(id);

@@ -33,9 +33,30 @@ export interface LoadOptions {
 }
 
 export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant' | string;
-  content: string;
+  role: 'system' | 'user' | 'assistant' | 'tool' | string;
+  /** May be null on an assistant message that only made calls. */
+  content: string | null;
+  /** An assistant message's calls, as a result's `tool_calls` gave them. */
+  tool_calls?: ToolCall[];
+  /** A `tool` message: the id of the call it answers. */
+  tool_call_id?: string;
+  name?: string;
 }
+
+/** A function the model may call (OpenAI's shape). */
+export interface Tool {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: object };
+}
+
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  /** `arguments` is JSON text; with `tool_choice` 'required' or a named function it always parses and satisfies `parameters`. */
+  function: { name: string; arguments: string };
+}
+
+export type ToolChoice = 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } };
 
 /**
  * Sampling options, OpenAI names. Unset fields take the library's defaults (docs/API.md),
@@ -63,6 +84,16 @@ export interface GenerateOptions {
   response_format?: ResponseFormat;
   /** Structured output from a grammar in llama.cpp's GBNF (`root` is the start rule); not with `response_format`. */
   grammar?: string;
+  /**
+   * Functions the model may call (chat only). They reach the model's chat template (Qwen2.5/3, Hermes,
+   * Llama 3.x and Mistral templates render them; other models get them in a system instruction), and
+   * the reply is parsed into the result's `tool_calls`; streamed chunks carry only the text outside calls.
+   */
+  tools?: Tool[];
+  /** 'auto' (default): the model decides; 'required' or a named function: a grammar forces a valid call. */
+  tool_choice?: ToolChoice;
+  /** More than one call per reply (default true). */
+  parallel_tool_calls?: boolean;
 }
 
 export type ResponseFormat =
@@ -81,7 +112,10 @@ export interface GenerationResult {
   token_ids: number[];
   prompt_tokens: number;
   completion_tokens: number;
-  finish_reason: 'stop' | 'length' | 'cancelled';
+  /** 'tool_calls' when the reply made calls (see `tool_calls`). */
+  finish_reason: 'stop' | 'length' | 'cancelled' | 'tool_calls';
+  /** With `tools`: the calls the reply made ([] otherwise); `text` is then the text outside them. */
+  tool_calls: ToolCall[];
   prefill_tok_s: number;
   decode_tok_s: number;
   ttft_ms: number;

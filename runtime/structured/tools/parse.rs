@@ -56,17 +56,25 @@ pub fn parse_tool_calls(format: ToolFormat, text: &str) -> (String, Vec<ToolCall
     for d in deltas {
         match d {
             ToolDelta::Content(c) => content.push_str(&c),
-            ToolDelta::Call(c) => match calls.get_mut(c.index) {
-                Some(call) => call.arguments.push_str(&c.arguments),
-                None => calls.push(ToolCall {
-                    id: c.id.unwrap_or_default(),
-                    name: c.name.unwrap_or_default(),
-                    arguments: c.arguments,
-                }),
-            },
+            ToolDelta::Call(c) => c.merge_into(&mut calls),
         }
     }
     (content, calls)
+}
+
+impl ToolCallDelta {
+    /// Adds this piece to the calls streamed so far (a new call, or more
+    /// arguments of one).
+    pub fn merge_into(self, calls: &mut Vec<ToolCall>) {
+        match calls.get_mut(self.index) {
+            Some(call) => call.arguments.push_str(&self.arguments),
+            None => calls.push(ToolCall {
+                id: self.id.unwrap_or_default(),
+                name: self.name.unwrap_or_default(),
+                arguments: self.arguments,
+            }),
+        }
+    }
 }
 
 /// The streaming parser of one choice's output.

@@ -46,10 +46,10 @@ export class Engine {
     this.peak = 0;
   }
 
-  chat_prompt(messages) {
+  generate_chat(messages, options, onToken) {
     if (!Array.isArray(messages)) throw new Error('mock: messages must be an array');
     this.lastMessages = messages;
-    return this.text_prompt(messages.map((m) => `${m.role}: ${m.content}`).join('\n'));
+    return this.generate(this.text_prompt(messages.map((m) => `${m.role}: ${m.content}`).join('\n')), options, onToken);
   }
 
   text_prompt(text) {
@@ -84,6 +84,7 @@ export class Engine {
         prompt_tokens: promptIds.length,
         completion_tokens: ids.length,
         finish_reason: finish,
+        tool_calls: [],
         prefill_tok_s: 100,
         decode_tok_s: 50,
         ttft_ms: 3,

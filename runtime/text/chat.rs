@@ -11,6 +11,7 @@ use std::sync::Arc;
 use minijinja::{context, Environment, ErrorKind};
 use serde::{Deserialize, Serialize};
 
+use super::chat_limits::{fuel_spent, render_bounded, RenderLimits, RECURSION_LIMIT};
 use super::tokenizer::Tokenizer;
 use crate::structured::tools::{template_message, template_tools, Tool, ToolCall, ToolFormat};
 use crate::{HearthError, Result};
@@ -90,7 +91,7 @@ impl std::fmt::Debug for ChatTemplate {
     }
 }
 
-fn template_err(e: minijinja::Error) -> HearthError {
+pub(crate) fn template_err(e: minijinja::Error) -> HearthError {
     // `{:#}` includes the template line and the source of nested errors.
     HearthError::Template(format!("{e:#}"))
 }
@@ -102,6 +103,7 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        env.set_recursion_limit(RECURSION_LIMIT);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -156,15 +158,7 @@ impl ChatTemplate {
     }
 
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
-        let messages: Vec<serde_json::Value> = messages.iter().map(template_message).collect();
-        tmpl.render(context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos,
-            eos_token => self.eos,
-        })
-        .map_err(template_err)
+        self.render_limited(messages, &[], add_generation_prompt)
     }
 
     /// [`ChatTemplate::render`] with `tools` passed as transformers passes
@@ -177,19 +171,80 @@ impl ChatTemplate {
         tools: &[Tool],
         add_generation_prompt: bool,
     ) -> Result<String> {
-        if tools.is_empty() {
-            return self.render(messages, add_generation_prompt);
-        }
-        let tmpl = self.env.get_template(TEMPLATE_NAME).map_err(template_err)?;
+        self.render_limited(messages, tools, add_generation_prompt)
+    }
+
+    /// The limits a render of `messages` and `tools` runs under.
+    pub fn limits_for(messages: &[ChatMessage], tools: &[Tool]) -> RenderLimits {
+        let message_bytes: usize = messages
+            .iter()
+            .map(|m| {
+                m.content.len()
+                    + m.tool_calls
+                        .iter()
+                        .map(|c| c.name.len() + c.arguments.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        let tool_bytes: usize = tools
+            .iter()
+            .map(|t| {
+                t.name.len()
+                    + t.description.as_ref().map_or(0, String::len)
+                    + t.parameters.to_string().len()
+            })
+            .sum();
+        RenderLimits::for_input(messages.len() + tools.len(), message_bytes + tool_bytes)
+    }
+
+    /// The template's context: `tools` undefined when there are none.
+    fn context(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_generation_prompt: bool,
+    ) -> minijinja::Value {
         let messages: Vec<serde_json::Value> = messages.iter().map(template_message).collect();
-        tmpl.render(context! {
+        let base = context! {
             messages => messages,
-            tools => template_tools(tools),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos,
             eos_token => self.eos,
-        })
-        .map_err(template_err)
+        };
+        if tools.is_empty() {
+            base
+        } else {
+            context! { tools => template_tools(tools), ..base }
+        }
+    }
+
+    fn render_limited(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[Tool],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let limits = ChatTemplate::limits_for(messages, tools);
+        // The fuel lives in the environment: a clone (a few maps of
+        // reference-counted entries) carries this render's budget.
+        let mut env = self.env.clone();
+        env.set_fuel(Some(limits.fuel));
+        let tmpl = env.get_template(TEMPLATE_NAME).map_err(template_err)?;
+        render_bounded(
+            &tmpl,
+            self.context(messages, tools, add_generation_prompt),
+            limits,
+        )
+    }
+
+    /// The instructions a render spends, without limits: for measuring
+    /// templates against the budget ([`RenderLimits`]).
+    #[doc(hidden)]
+    pub fn fuel_spent(&self, messages: &[ChatMessage], tools: &[Tool]) -> Result<u64> {
+        let mut env = self.env.clone();
+        env.set_fuel(Some(i64::MAX as u64 / 2));
+        let tmpl = env.get_template(TEMPLATE_NAME).map_err(template_err)?;
+        fuel_spent(&tmpl, self.context(messages, tools, true))
     }
 }
 

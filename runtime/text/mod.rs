@@ -2,6 +2,7 @@
 //! `tokenizer.json`) and chat templates (minijinja).
 
 pub mod chat;
+pub mod chat_limits;
 pub mod gguf_bpe;
 pub mod gguf_special;
 pub mod gguf_spm;

@@ -27,11 +27,13 @@ pub const HANG_GUARD: Duration = Duration::from_secs(300);
 /// encodes) and a chat template that joins the messages' contents. EOS is
 /// "b" (id 2).
 pub fn tiny_model_bytes() -> Vec<u8> {
+    tiny_model_with_template("{% for m in messages %}{{ m.content }} {% endfor %}")
+}
+
+/// The tiny model with `template` as its chat template.
+pub fn tiny_model_with_template(template: &str) -> Vec<u8> {
     let mut w = gguf_writer::tiny_char_model("llama", false);
-    w.kv(
-        "tokenizer.chat_template",
-        Val::str("{% for m in messages %}{{ m.content }} {% endfor %}"),
-    );
+    w.kv("tokenizer.chat_template", Val::str(template));
     w.build()
 }
 

@@ -294,22 +294,53 @@ pub fn prepare_request(
     template: Option<&ChatTemplate>,
     compiler: Option<&ConstraintCompiler>,
 ) -> Result<Vec<u32>> {
+    prepare_request_bounded(req, tokenizer, template, compiler, usize::MAX)
+}
+
+/// [`prepare_request`], refusing a prompt whose text (after the chat
+/// template) is longer than `max_text_bytes` before tokenizing it: an
+/// `InvalidField` naming `prompt`.
+pub fn prepare_request_bounded(
+    req: &mut Request,
+    tokenizer: &Tokenizer,
+    template: Option<&ChatTemplate>,
+    compiler: Option<&ConstraintCompiler>,
+    max_text_bytes: usize,
+) -> Result<Vec<u32>> {
     validate_request(&req.tools, &req.tool_choice, req.constraint.as_ref())?;
     let uses_tools = !req.tools.is_empty() && req.tool_choice != ToolChoice::None;
-    let ids = match &req.prompt {
-        Prompt::Chat(messages) if uses_tools || messages.iter().any(|m| m.has_tool_fields()) => {
-            let tpl = template.ok_or_else(|| {
-                HearthError::Template("the model has no usable chat template".into())
-            })?;
-            let text = render_chat(tpl, messages, &req.tools, &req.tool_choice)?;
-            let ids = tokenizer.encode(&text, false)?;
-            if ids.is_empty() {
-                return Err(field("prompt", "the prompt is empty (no tokens)"));
-            }
-            ids
-        }
-        p => crate::api::encode_prompt(tokenizer, template, p)?,
+    let template_or_err = || {
+        template
+            .ok_or_else(|| HearthError::Template("the model has no usable chat template".into()))
     };
+    // The text to tokenize and whether the tokenizer adds BOS (a template
+    // writes it itself where the model wants one).
+    let (text, add_special) = match &req.prompt {
+        Prompt::Chat(messages) if uses_tools || messages.iter().any(|m| m.has_tool_fields()) => (
+            render_chat(template_or_err()?, messages, &req.tools, &req.tool_choice)?,
+            false,
+        ),
+        Prompt::Chat(messages) => (template_or_err()?.render(messages, true)?, false),
+        Prompt::Text(t) => (t.clone(), true),
+        Prompt::Ids(_) => (String::new(), false),
+    };
+    if text.len() > max_text_bytes {
+        return Err(field(
+            "prompt",
+            format!(
+                "the prompt is {} bytes of text, more than the {max_text_bytes} that can fit in \
+                 the model's context",
+                text.len()
+            ),
+        ));
+    }
+    let ids = match &req.prompt {
+        Prompt::Ids(ids) => ids.clone(),
+        _ => tokenizer.encode(&text, add_special)?,
+    };
+    if ids.is_empty() {
+        return Err(field("prompt", "the prompt is empty (no tokens)"));
+    }
     if req.tool_choice.forces() {
         let format = template.map_or(ToolFormat::Generic, ChatTemplate::tool_format);
         let c = tool_grammar(

@@ -4,16 +4,24 @@
 //! [`Request`]s and their events onto the handlers' [`Event`]s, with
 //! OpenAI's token pieces for logprobs, and keeps the latency metrics.
 //!
+//! Each prompt is prepared in the handler, on a blocking worker (see
+//! [`hearth::engine::Preparer`]): bounded in bytes, templated, tokenized,
+//! checked against the context and its constraint compiled, so a request
+//! refused for any of those never reaches the engine, and a huge prompt or
+//! a slow template never stalls its steps. Requests being prepared count
+//! against `--max-queue` like queued ones.
+//!
 //! A handler that drops its [`JobEvents`] (the client went away) drops the
 //! request streams, and the engine aborts those requests before its next
 //! step, so their KV blocks come back at once.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::stream::{BoxStream, SelectAll, StreamExt};
 use hearth::engine::scheduler::SchedulerOptions;
-use hearth::engine::{EngineHandle as LibHandle, EngineStats, EngineThread, SpecOptions};
+use hearth::engine::{EngineHandle as LibHandle, EngineStats, EngineThread, Preparer, SpecOptions};
 use hearth::structured::tools::ToolFormat;
 use hearth::text::Tokenizer;
 use hearth::{FinishReason, Hearth, HearthError, Prompt, Request};
@@ -77,6 +85,9 @@ struct Shared {
     pieces: PieceDecoder,
     metrics: Arc<Metrics>,
     cfg: EngineConfig,
+    preparer: Preparer,
+    /// Sequences (choices) of requests being prepared, not yet in the engine.
+    preparing: AtomicUsize,
 }
 
 /// The handlers' side of the engine: cheap to clone.
@@ -108,6 +119,8 @@ impl EngineHandle {
             tokenizer: h.tokenizer.clone(),
             metrics,
             cfg,
+            preparer: Preparer::new(&mut h),
+            preparing: AtomicUsize::new(0),
         });
         let context_length = h.model.config.max_position_embeddings;
         let tool_format = h.tool_format();
@@ -213,6 +226,30 @@ impl EngineClient {
         }
     }
 
+    /// Counts `seqs` sequences as held until the guard drops (the request
+    /// is in the engine, or refused); a 429 when the engine's running and
+    /// queued sequences plus those being prepared would pass
+    /// `--max-num-seqs` + `--max-queue`.
+    fn reserve(&self, seqs: usize) -> Result<Reservation, HearthError> {
+        let cap = self.shared.cfg.max_num_seqs + self.shared.cfg.max_queue;
+        let stats = self.snapshot();
+        let in_engine = stats.running + stats.waiting;
+        let preparing = &self.shared.preparing;
+        let before = preparing.fetch_add(seqs, Ordering::SeqCst);
+        let reservation = Reservation {
+            shared: self.shared.clone(),
+            seqs,
+        };
+        // Larger than the cap alone: the engine names `n` in its error.
+        if seqs <= cap && in_engine + before + seqs > cap {
+            return Err(HearthError::Busy(format!(
+                "{in_engine} sequences are running or queued and {before} are being prepared; \
+                 the server holds at most {cap}; retry later"
+            )));
+        }
+        Ok(reservation)
+    }
+
     /// Queues every prompt of `job` (all or none) and returns the merged
     /// events of its choices, choice `p * n + i` for sample `i` of prompt `p`.
     pub async fn submit(
@@ -222,13 +259,16 @@ impl EngineClient {
         arrived: Instant,
     ) -> Result<(Admitted, JobEvents), ApiError> {
         let chat = job.endpoint == Endpoint::Chat;
+        let mut reserved = self
+            .reserve(job.prompts.len() * job.n)
+            .map_err(|e| self.request_error(e, chat, job.constraint_param))?;
         let mut streams: SelectAll<BoxStream<'static, (usize, hearth::Event)>> = SelectAll::new();
         let mut prompt_tokens = 0;
         for (p, input) in job.prompts.iter().enumerate() {
             let mut sampling = job.opts.sampling.clone();
             // Choice p * n + i draws seed + p * n + i (the engine adds i).
             sampling.seed = sampling.seed.map(|s| s.wrapping_add((p * job.n) as u64));
-            let req = Request {
+            let mut req = Request {
                 prompt: match input {
                     PromptInput::Text(t) => Prompt::Text(t.clone()),
                     PromptInput::Chat(m) => Prompt::Chat(m.clone()),
@@ -246,12 +286,25 @@ impl EngineClient {
                 tool_choice: job.tools.choice.clone(),
                 parallel_tool_calls: job.tools.parallel,
             };
+            let preparer = self.shared.preparer.clone();
+            let prepared = tokio::task::spawn_blocking(move || {
+                let r = preparer.prepare(&mut req);
+                (req, r)
+            })
+            .await;
+            let req = match prepared {
+                Ok((req, Ok(_))) => req,
+                Ok((_, Err(e))) => return Err(self.request_error(e, chat, job.constraint_param)),
+                Err(e) => return Err(ApiError::internal(format!("preparing the request: {e}"))),
+            };
             // An error drops the streams queued so far, which aborts them.
             let s = self
                 .handle
                 .submit(req)
                 .await
                 .map_err(|e| self.request_error(e, chat, job.constraint_param))?;
+            // The engine counts these now.
+            reserved.release(job.n);
             prompt_tokens += s.prompt_tokens;
             let offset = p * job.n;
             streams.push(s.map(move |ev| (offset, ev)).boxed());
@@ -276,6 +329,26 @@ impl EngineClient {
             completion_tokens: 0,
         };
         Ok((Admitted { prompt_tokens }, events))
+    }
+}
+
+/// Sequences counted in [`Shared::preparing`] until dropped.
+struct Reservation {
+    shared: Arc<Shared>,
+    seqs: usize,
+}
+
+impl Reservation {
+    fn release(&mut self, seqs: usize) {
+        let seqs = seqs.min(self.seqs);
+        self.seqs -= seqs;
+        self.shared.preparing.fetch_sub(seqs, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shared.preparing.fetch_sub(self.seqs, Ordering::SeqCst);
     }
 }
 

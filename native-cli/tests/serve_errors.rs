@@ -194,7 +194,7 @@ async fn bad_requests_get_openai_errors_and_hurt_nothing() {
     // Too large: refused from Content-Length before the body is sent...
     let addr = server.addr().to_string();
     let head = format!(
-        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         100 * 1024 * 1024
     );
@@ -209,9 +209,11 @@ async fn bad_requests_get_openai_errors_and_hurt_nothing() {
     let mut chunked = format!("{:x}\r\n", big.len()).into_bytes();
     chunked.extend_from_slice(big.as_bytes());
     chunked.extend_from_slice(b"\r\n0\r\n\r\n");
-    let head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-                Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-    let (status, body) = raw(&addr, head, &chunked).await;
+    let head = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let (status, body) = raw(&addr, &head, &chunked).await;
     assert_eq!(status, 413, "{body}");
     error_json(&body);
 

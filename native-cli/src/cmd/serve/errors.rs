@@ -87,6 +87,47 @@ impl ApiError {
         .with_code("request_too_large")
     }
 
+    /// 401 without the right `Authorization: Bearer` key.
+    pub fn invalid_api_key(given: Option<&str>) -> ApiError {
+        let message = match given {
+            None => "You didn't provide an API key. You need to provide your API key in an \
+                     Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                .to_string(),
+            Some(k) => format!(
+                "Incorrect API key provided: {}. Use the key this server was started with (--api-key or HEARTH_API_KEY).",
+                redact(k)
+            ),
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, "invalid_request_error", message)
+            .with_code("invalid_api_key")
+    }
+
+    /// 403: a request refused for where it comes from (Origin, Host).
+    pub fn forbidden(message: impl Into<String>, code: &'static str) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "invalid_request_error", message).with_code(code)
+    }
+
+    pub fn unsupported_media_type(got: Option<&str>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            format!(
+                "The request body must be JSON with `Content-Type: application/json`; got {}.",
+                got.map_or("no Content-Type".to_string(), |c| format!("`{c}`"))
+            ),
+        )
+        .with_code("unsupported_media_type")
+    }
+
+    pub fn body_timeout(secs: f64) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!("The request body did not arrive within {secs} s (--body-timeout-secs)."),
+        )
+        .with_code("request_timeout")
+    }
+
     pub fn queue_full(message: impl Into<String>) -> ApiError {
         ApiError {
             retry_after: Some(1),
@@ -125,6 +166,17 @@ impl ApiError {
     }
 }
 
+/// A key as OpenAI shows a wrong one: its first and last characters only.
+fn redact(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.status.as_u16(), self.message)
@@ -137,6 +189,11 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may never come: don't wait for it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         // The metrics/log layer reads the message from here.
         resp.extensions_mut().insert(self);

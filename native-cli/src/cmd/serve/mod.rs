@@ -6,15 +6,19 @@
 //! - [`openai`]: request bodies and their validation; [`responses`]: response bodies and SSE chunks
 //! - [`body`]: size-limited JSON bodies; [`errors`]: OpenAI's error shape
 //! - [`metrics`]: Prometheus exposition; [`tokens`]: token bytes for logprobs
+//! - [`limits`]: the connection loop (connection cap, header/idle timeouts)
+//! - [`access`]: API key, CORS, Host and Content-Type checks
 //!
 //! Shutdown (SIGTERM or Ctrl-C): stop accepting connections, answer 503 to
 //! requests that still arrive, let the requests in flight finish for
 //! `--shutdown-grace` seconds, then cancel the rest (streams end with
 //! `finish_reason: "abort"` and `[DONE]`) and exit 0.
 
+mod access;
 mod body;
 mod engine;
 mod errors;
+mod limits;
 mod metrics;
 mod openai;
 mod responses;
@@ -72,9 +76,46 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may take to finish after SIGTERM/Ctrl-C.
     #[arg(long, default_value_t = 30.0)]
     shutdown_grace: f64,
+    /// Open connections at most; more get 503 and are closed.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// Seconds a request head may take to arrive (from its first byte).
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout_secs: f64,
+    /// Seconds a request body may take to arrive (longer: 408).
+    #[arg(long, default_value_t = 30.0)]
+    body_timeout_secs: f64,
+    /// Seconds a connection with no request in flight may stay open silent.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout_secs: f64,
+    /// `max_tokens` for chat requests that don't set it (the completions
+    /// endpoint keeps OpenAI's 16); less where the context leaves less.
+    #[arg(long, default_value_t = 2048)]
+    max_tokens_default: usize,
+    /// The largest `max_tokens` a request may ask for (more: 400); default: no cap but the context.
+    #[arg(long)]
+    max_tokens_cap: Option<usize>,
+    /// Require `Authorization: Bearer KEY` (except on /health and /metrics).
+    #[arg(long, env = "HEARTH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Origins whose browser pages may call the server (CORS), comma-separated; `*`: any.
+    #[arg(long, value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Host names accepted besides localhost, 127.0.0.1 and [::1] (checked when bound to loopback,
+    /// against DNS rebinding), comma-separated; `*`: any.
+    #[arg(long, value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// The default for requests without a `draft` field.
     #[command(flatten)]
     spec: spec_args::SpecArgs,
+}
+
+fn secs(v: f64, flag: &str) -> Result<Duration> {
+    anyhow::ensure!(
+        v.is_finite() && v > 0.0,
+        "{flag} must be a positive number of seconds"
+    );
+    Ok(Duration::from_secs_f64(v))
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -90,6 +131,35 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     let max_body_bytes = usize::try_from(parse_bytes(&args.max_body_bytes)?)
         .context("--max-body-bytes is too large")?;
     anyhow::ensure!(max_body_bytes > 0, "--max-body-bytes must be positive");
+    anyhow::ensure!(
+        args.max_connections >= 1,
+        "--max-connections must be at least 1"
+    );
+    let limits = limits::Limits {
+        max_connections: args.max_connections,
+        header_timeout: secs(args.header_timeout_secs, "--header-timeout-secs")?,
+        idle_timeout: secs(args.idle_timeout_secs, "--idle-timeout-secs")?,
+    };
+    let body_timeout = secs(args.body_timeout_secs, "--body-timeout-secs")?;
+    anyhow::ensure!(
+        args.max_tokens_default >= 1,
+        "--max-tokens-default must be at least 1"
+    );
+    if let Some(cap) = args.max_tokens_cap {
+        anyhow::ensure!(
+            cap >= args.max_tokens_default && cap >= openai::COMPLETIONS_DEFAULT_MAX_TOKENS,
+            "--max-tokens-cap must be at least --max-tokens-default ({}) and the completions \
+             endpoint's default of {}",
+            args.max_tokens_default,
+            openai::COMPLETIONS_DEFAULT_MAX_TOKENS
+        );
+    }
+    if let Some(k) = &args.api_key {
+        anyhow::ensure!(
+            !k.is_empty(),
+            "--api-key (HEARTH_API_KEY) must not be empty"
+        );
+    }
     let path = match &args.model.model {
         Some(p) => p.clone(),
         None => fetch::ensure_default_model()?,
@@ -145,8 +215,22 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         .thread_name("hearth-http")
         .build()
         .context("starting the async runtime")?;
-    let app = Arc::new(App::new(engine.client(), metrics, model_id, max_body_bytes));
-    let result = rt.block_on(run_http(&args, app));
+    let app = Arc::new(App::new(
+        engine.client(),
+        metrics,
+        model_id,
+        routes::Settings {
+            max_body_bytes,
+            body_timeout,
+            max_tokens_default: args.max_tokens_default,
+            max_tokens_cap: args.max_tokens_cap,
+            // Requests holding the engine, each counted by its choices: the
+            // engine's own limit, so that nothing waits on its command queue
+            // beyond what it can take.
+            max_sequences: args.max_num_seqs + args.max_queue,
+        },
+    ));
+    let result = rt.block_on(run_http(&args, app, limits));
     // Whatever happened to the listener, stop the engine cleanly.
     engine.shutdown();
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -155,7 +239,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn run_http(args: &ServeArgs, app: Arc<App>) -> Result<()> {
+async fn run_http(args: &ServeArgs, app: Arc<App>, limits: limits::Limits) -> Result<()> {
     // Signal handlers first, so that a signal sent as soon as the address is
     // logged already means "shut down gracefully".
     let signals = Signals::new()?;
@@ -183,9 +267,26 @@ async fn run_http(args: &ServeArgs, app: Arc<App>) -> Result<()> {
             tokio::spawn(cancel_after(grace, app.engine.clone()));
         }
     };
-    let server = axum::serve(listener, routes::router(app)).with_graceful_shutdown(on_signal);
+    let access = access::Access::new(
+        addr,
+        args.api_key.clone(),
+        &args.allowed_origins,
+        &args.allowed_hosts,
+    );
+    if access.host_check() {
+        info!("bound to loopback: requests must name it in their Host header (--allowed-hosts adds names)");
+    }
+    if args.api_key.is_some() {
+        info!("API key required (Authorization: Bearer ...), except on /health and /metrics");
+    }
+    let server = limits::serve(
+        listener,
+        routes::router(app, Arc::new(access)),
+        limits,
+        on_signal,
+    );
     tokio::select! {
-        r = server => r.context("serving HTTP")?,
+        _ = server => {},
         _ = async {
             started.notified().await;
             tokio::time::sleep(grace + DRAIN_TIMEOUT).await;

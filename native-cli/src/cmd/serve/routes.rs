@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -16,8 +16,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::{stream, StreamExt};
 use serde_json::json;
+use tokio::sync::Semaphore;
 use tracing::{debug, info};
 
+use super::access::{self, Access};
 use super::body::read_json;
 use super::engine::EngineClient;
 use super::errors::ApiError;
@@ -31,9 +33,27 @@ pub struct App {
     pub model_id: String,
     /// When the model was loaded (Unix seconds), for `/v1/models`.
     pub created: u64,
-    pub max_body_bytes: usize,
+    pub settings: Settings,
     pub shutting_down: AtomicBool,
+    /// One permit per sequence the engine may hold: a request takes its
+    /// choices' worth before it is sent to the engine, and keeps them until
+    /// its response ends, so the engine's command queue never holds more
+    /// than the engine would take (more: 429 here).
+    admission: Arc<Semaphore>,
     next_id: AtomicU64,
+}
+
+/// The handlers' limits.
+pub struct Settings {
+    pub max_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// `max_tokens` for a chat request without one (less where the context leaves less).
+    pub max_tokens_default: usize,
+    /// The largest `max_tokens` accepted.
+    pub max_tokens_cap: Option<usize>,
+    /// `--max-num-seqs + --max-queue`.
+    pub max_sequences: usize,
 }
 
 impl App {
@@ -41,14 +61,15 @@ impl App {
         engine: EngineClient,
         metrics: Arc<Metrics>,
         model_id: String,
-        max_body_bytes: usize,
+        settings: Settings,
     ) -> App {
         App {
             engine,
             metrics,
             model_id,
             created: unix_now(),
-            max_body_bytes,
+            admission: Arc::new(Semaphore::new(settings.max_sequences)),
+            settings,
             shutting_down: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
         }
@@ -71,7 +92,7 @@ const ENDPOINTS: [&str; 5] = [
     "/metrics",
 ];
 
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(app: Arc<App>, access: Arc<Access>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
@@ -81,6 +102,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(access, access::check))
         .layer(middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
 }
@@ -195,11 +217,43 @@ async fn complete(
     if app.shutting_down.load(Ordering::SeqCst) {
         return Err(ApiError::shutting_down());
     }
-    let req: RequestBody = read_json(&headers, body, app.max_body_bytes).await?;
+    let settings = &app.settings;
+    let req: RequestBody = tokio::time::timeout(
+        settings.body_timeout,
+        read_json(&headers, body, settings.max_body_bytes),
+    )
+    .await
+    .map_err(|_| ApiError::body_timeout(settings.body_timeout.as_secs_f64()))??;
     if req.model != app.model_id {
         return Err(ApiError::model_not_found(&req.model, &app.model_id));
     }
-    let job = validate(req, endpoint)?;
+    let mut job = validate(req, endpoint)?;
+    if let (Some(m), Some(cap)) = (job.max_tokens, settings.max_tokens_cap) {
+        if m > cap {
+            return Err(ApiError::invalid_param(
+                "max_tokens",
+                format!(
+                    "`max_tokens` is {m}, more than this server allows ({cap}, --max-tokens-cap)."
+                ),
+            ));
+        }
+    }
+    let defaulted = job.max_tokens.is_none();
+    if defaulted {
+        job.max_tokens = Some(settings.max_tokens_default);
+    }
+    // Held until the response ends (dropped with `events` or the stream).
+    let permit = app
+        .admission
+        .clone()
+        .try_acquire_many_owned(job.choices().min(settings.max_sequences) as u32)
+        .map_err(|_| {
+            ApiError::queue_full(format!(
+                "The server is busy: {} sequences are running or queued; retry later \
+                 (--max-num-seqs + --max-queue).",
+                settings.max_sequences
+            ))
+        })?;
     let prefix = match endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completions => "cmpl",
@@ -216,7 +270,15 @@ async fn complete(
         job.logprobs.is_some(),
     );
     let tools = job.tools.active().then_some(app.engine.tool_format);
-    let (admitted, events) = app.engine.submit(id.clone(), job, arrived).await?;
+    let (admitted, events) = match app.engine.submit(id.clone(), job.clone(), arrived).await {
+        // The default does not fit beside this prompt: as many as the context
+        // leaves, which is fewer.
+        Err(e) if defaulted && e.code == Some("context_length_exceeded") => {
+            job.max_tokens = None;
+            app.engine.submit(id.clone(), job, arrived).await?
+        }
+        r => r?,
+    };
     let meta = Meta {
         endpoint,
         id,
@@ -229,7 +291,9 @@ async fn complete(
         tools,
     };
     if !stream {
-        return Ok(Json(collect(&meta, events).await?).into_response());
+        let out = collect(&meta, events).await?;
+        drop(permit);
+        return Ok(Json(out).into_response());
     }
     let streamer = Streamer::new(meta);
     let opening = streamer.start();
@@ -247,6 +311,10 @@ async fn complete(
             }
             None => Some((s.on_close(), None)),
         }
+    });
+    let body = body.map(move |batch| {
+        let _ = &permit;
+        batch
     });
     let payloads = stream::iter([opening]).chain(body).flat_map(|batch| {
         stream::iter(

@@ -23,6 +23,7 @@ mod unsupported;
 use hearth::engine::{Drafting, GenerateOptions, SpecOptions};
 use hearth::text::ChatMessage;
 
+pub use self::output::COMPLETIONS_DEFAULT_MAX_TOKENS;
 pub use self::request::RequestBody;
 pub use self::tools::Tools;
 use super::errors::ApiError;

@@ -8,7 +8,7 @@ use super::{Endpoint, MAX_LOGPROBS, MAX_STOP};
 use crate::cmd::serve::errors::ApiError;
 
 /// OpenAI's default `max_tokens` for the legacy completions endpoint.
-const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
+pub const COMPLETIONS_DEFAULT_MAX_TOKENS: usize = 16;
 
 /// `None`: as many as the context leaves (chat's default). Chat's
 /// `max_completion_tokens` wins over its older `max_tokens`.

@@ -403,3 +403,263 @@ fn bad_directories_and_paths() {
     .unwrap();
     assert!(matches!(load::open(d), Err(HearthError::Io { .. })));
 }
+
+// ---- Issue 20, finding 2: config values checked at load, naming the key ----
+
+/// A tiny llama GGUF with one metadata value replaced.
+fn tiny_with(key: &str, v: Val) -> Vec<u8> {
+    let mut w = tiny_model("llama", false);
+    w.kv(key, v);
+    w.build()
+}
+
+/// Loads a GGUF as the engine would (config, then the shape check) and
+/// returns the error, which must be a Config error naming `key`.
+fn gguf_config_err(bytes: Vec<u8>, key: &str) -> HearthError {
+    let e = common::within(60, key, move || {
+        GgufModel::from_bytes(bytes).and_then(|m| check_shapes(&m))
+    })
+    .expect_err("a bad config value must not load");
+    assert!(
+        matches!(&e, HearthError::Config(m) if m.contains(key)),
+        "expected a Config error naming `{key}`, got: {e}"
+    );
+    e
+}
+
+#[test]
+fn huge_layer_counts_are_refused_before_anything_is_sized() {
+    for n in [1u64 << 31, (1u64 << 32) + 2, u64::MAX] {
+        gguf_config_err(
+            tiny_with("llama.block_count", Val::U64(n)),
+            "llama.block_count",
+        );
+    }
+    let (_, st) = hf_parts("LlamaForCausalLM");
+    let c = hf_writer::config("LlamaForCausalLM", json!({"num_hidden_layers": 1u64 << 40}));
+    let e = common::within(60, "num_hidden_layers", move || {
+        HfModel::from_parts(&c.to_string(), vec![("m".into(), st)]).and_then(|m| check_shapes(&m))
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&e, HearthError::Config(m) if m.contains("num_hidden_layers")),
+        "{e}"
+    );
+}
+
+#[test]
+fn layer_count_must_match_the_layers_in_the_file() {
+    // Fewer layers claimed than present: layer 1 would be dropped silently.
+    let e = gguf_config_err(
+        tiny_with("llama.block_count", Val::U32(1)),
+        "llama.block_count",
+    );
+    assert!(e.to_string().contains('2'), "{e}");
+    gguf_config_err(
+        tiny_with("llama.block_count", Val::U32(3)),
+        "llama.block_count",
+    );
+
+    let (_, st) = hf_parts("LlamaForCausalLM");
+    for n in [1, 3] {
+        let c = hf_writer::config("LlamaForCausalLM", json!({ "num_hidden_layers": n }));
+        let e = HfModel::from_parts(&c.to_string(), vec![("m".into(), st.clone())]).unwrap_err();
+        assert!(
+            matches!(&e, HearthError::Config(m) if m.contains("num_hidden_layers")),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn non_finite_or_non_positive_eps_and_rope_values() {
+    let eps = "llama.attention.layer_norm_rms_epsilon";
+    for v in [f32::INFINITY, 0.0, -1.0, f32::NAN] {
+        gguf_config_err(tiny_with(eps, Val::F32(v)), eps);
+    }
+    for v in [f32::INFINITY, f32::NAN, 0.0, -5.0] {
+        gguf_config_err(
+            tiny_with("llama.rope.freq_base", Val::F32(v)),
+            "llama.rope.freq_base",
+        );
+    }
+    for v in [-4.0, 0.0, f32::NAN, f32::INFINITY] {
+        let mut w = tiny_model("llama", false);
+        w.kv("llama.rope.scaling.type", Val::str("linear"));
+        w.kv("llama.rope.scaling.factor", Val::F32(v));
+        gguf_config_err(w.build(), "llama.rope.scaling.factor");
+        gguf_config_err(
+            tiny_with("llama.rope.scale_linear", Val::F32(v)),
+            "llama.rope.scale_linear",
+        );
+    }
+
+    let (_, st) = hf_parts("LlamaForCausalLM");
+    let open = |extra: serde_json::Value| {
+        let c = hf_writer::config("LlamaForCausalLM", extra);
+        HfModel::from_parts(&c.to_string(), vec![("m".into(), st.clone())]).unwrap_err()
+    };
+    for (extra, key) in [
+        (json!({"rms_norm_eps": -1.0}), "rms_norm_eps"),
+        (json!({"rms_norm_eps": 0.0}), "rms_norm_eps"),
+        (json!({"rms_norm_eps": 1e300}), "rms_norm_eps"),
+        (json!({"rope_theta": 1e300}), "rope_theta"),
+        (
+            json!({"rope_scaling": {"rope_type": "linear", "factor": -4.0}}),
+            "factor",
+        ),
+        (
+            json!({"rope_scaling": {"rope_type": "linear", "factor": 0.0}}),
+            "factor",
+        ),
+    ] {
+        let e = open(extra);
+        assert!(
+            matches!(&e, HearthError::Config(m) if m.contains(key)),
+            "{key}: {e}"
+        );
+    }
+}
+
+#[test]
+fn context_length_and_sizes_are_bounded() {
+    for n in [1u64 << 62, 0] {
+        gguf_config_err(
+            tiny_with("llama.context_length", Val::U64(n)),
+            "llama.context_length",
+        );
+    }
+    gguf_config_err(
+        tiny_with("llama.attention.head_count", Val::U64(1 << 40)),
+        "llama.attention.head_count",
+    );
+    // A vocabulary size that disagrees with the embedding matrix.
+    gguf_config_err(
+        tiny_with("llama.vocab_size", Val::U32(41)),
+        "llama.vocab_size",
+    );
+
+    let (_, st) = hf_parts("LlamaForCausalLM");
+    let c = hf_writer::config(
+        "LlamaForCausalLM",
+        json!({"max_position_embeddings": 1u64 << 62}),
+    );
+    let e = HfModel::from_parts(&c.to_string(), vec![("m".into(), st)]).unwrap_err();
+    assert!(
+        matches!(&e, HearthError::Config(m) if m.contains("max_position_embeddings")),
+        "{e}"
+    );
+}
+
+/// `hearth info` opens the file with `load::open`; 2^32 + 2 layers must be
+/// an error there, not "2 layers".
+#[test]
+fn open_refuses_a_layer_count_past_u32() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.gguf");
+    std::fs::write(&p, tiny_with("llama.block_count", Val::U64((1 << 32) + 2))).unwrap();
+    let e = load::open(&p).unwrap_err();
+    assert!(
+        matches!(&e, HearthError::Config(m) if m.contains("llama.block_count") && m.contains("4294967298")),
+        "{e}"
+    );
+}
+
+#[test]
+fn token_ids_past_u32_are_errors_not_truncated() {
+    use hearth::text::vocab::TokenizerSpec;
+    use hearth::text::Tokenizer;
+    let b = tiny_with("tokenizer.ggml.eos_token_id", Val::U64(99_999_999_999));
+    let e = GgufModel::from_bytes(b)
+        .and_then(|m| m.vocab())
+        .unwrap_err();
+    assert!(e.to_string().contains("99999999999"), "{e}");
+
+    let tokenizer_json = r#"{"version":"1.0","added_tokens":[],"normalizer":null,
+        "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+        "model":{"type":"WordLevel","vocab":{"a":0,"b":1},"unk_token":"a"}}"#;
+    for generation in [
+        r#"{"eos_token_id": 99999999999}"#,
+        r#"{"eos_token_id": [1, 99999999999]}"#,
+    ] {
+        let e = Tokenizer::from_spec(&TokenizerSpec::HfJson {
+            tokenizer_json: tokenizer_json.into(),
+            tokenizer_config_json: None,
+            generation_config_json: Some(generation.into()),
+        })
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("99999999999") && e.to_string().contains("eos_token_id"),
+            "{e}"
+        );
+    }
+}
+
+/// Memory-mapped files get the same metadata bound as ranged reads: a
+/// header whose arrays would decode to far more memory than the file is refused.
+#[test]
+fn mapped_metadata_is_bounded() {
+    // One u8 array of 17 M elements: 17 MB on disk, over half a GiB decoded.
+    let n: u64 = 17 << 20;
+    let mut b = b"GGUF".to_vec();
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&4u64.to_le_bytes());
+    b.extend_from_slice(b"junk");
+    b.extend_from_slice(&9u32.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(&n.to_le_bytes());
+    b.resize(b.len() + n as usize, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.gguf");
+    std::fs::write(&p, &b).unwrap();
+    let e = GgufFile::open(&p).unwrap_err();
+    assert!(
+        matches!(&e, HearthError::Unsupported(m) | HearthError::InvalidFile(m) if m.contains("metadata")),
+        "{e}"
+    );
+    // The same bytes read in memory are bounded the same way.
+    assert!(GgufFile::from_bytes(b).is_err());
+}
+
+// ---- Issue 20, finding 3: no quadratic work in the loaders ----
+
+#[test]
+fn a_very_long_sentencepiece_token_builds_quickly() {
+    use hearth::text::vocab::{GgufVocab, TokenizerSpec};
+    use hearth::text::Tokenizer;
+    let long = "a".repeat(1_500_000);
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>", "a", "aa", "b"]
+        .map(String::from)
+        .to_vec();
+    tokens.push(long);
+    let n = tokens.len();
+    let v = GgufVocab {
+        model: "llama".into(),
+        scores: Some((0..n).map(|i| -(i as f32)).collect()),
+        token_types: Some(vec![1; n]),
+        bos_token_id: Some(1),
+        eos_token_id: Some(2),
+        unknown_token_id: Some(0),
+        tokens,
+        ..Default::default()
+    };
+    let tok = common::within(30, "SentencePiece build", move || {
+        Tokenizer::from_spec(&TokenizerSpec::Gguf(v)).unwrap()
+    });
+    let ids = tok.encode("aab", false).unwrap();
+    assert!(!ids.is_empty());
+}
+
+#[test]
+fn a_large_safetensors_index_is_linear() {
+    let map: serde_json::Map<String, serde_json::Value> = (0..200_000)
+        .map(|i| (format!("t{i}"), json!(format!("shard-{i}.safetensors"))))
+        .collect();
+    let index = json!({ "weight_map": map }).to_string();
+    let names = common::within(30, "index dedup", move || {
+        hearth::model::hf::shard_names_from_index(&index).unwrap()
+    });
+    assert_eq!(names.len(), 200_000);
+}

@@ -102,35 +102,140 @@ impl ModelConfig {
             .collect()
     }
 
-    /// Checks the invariants the kernels rely on; a file that breaks them gets a clear error.
+    /// Checks the invariants the kernels rely on and the bounds every size
+    /// is held to; a file that breaks them gets a clear error. Errors name
+    /// the config's own fields; loaders call [`ModelConfig::validate_keyed`]
+    /// to name their file's keys instead.
     pub fn validate(&self) -> crate::Result<()> {
+        self.validate_keyed(&|field| field.to_string())
+    }
+
+    /// [`ModelConfig::validate`] with `key` mapping a field name
+    /// (`num_layers`, `rms_norm_eps`, ...) to the key the file stores it under.
+    pub fn validate_keyed(&self, key: &dyn Fn(&str) -> String) -> crate::Result<()> {
         let err = |m: String| Err(crate::HearthError::Config(m));
-        if self.num_layers == 0 || self.hidden_size == 0 || self.vocab_size == 0 {
-            return err("num_layers, hidden_size and vocab_size must be non-zero".into());
-        }
-        if self.num_heads == 0
-            || self.num_kv_heads == 0
-            || !self.num_heads.is_multiple_of(self.num_kv_heads)
-        {
+        let bounded = |field: &str, v: usize, max: usize| {
+            if v == 0 || v > max {
+                return err(format!(
+                    "`{}` = {v} is outside the supported range 1..={max}",
+                    key(field)
+                ));
+            }
+            Ok(())
+        };
+        bounded("num_layers", self.num_layers, limits::MAX_LAYERS)?;
+        bounded("hidden_size", self.hidden_size, limits::MAX_HIDDEN)?;
+        bounded("intermediate_size", self.intermediate_size, limits::MAX_FFN)?;
+        bounded("vocab_size", self.vocab_size, limits::MAX_VOCAB)?;
+        bounded("num_heads", self.num_heads, limits::MAX_HEADS)?;
+        bounded("num_kv_heads", self.num_kv_heads, limits::MAX_HEADS)?;
+        bounded(
+            "max_position_embeddings",
+            self.max_position_embeddings,
+            limits::MAX_CONTEXT,
+        )?;
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return err(format!(
-                "num_heads ({}) must be a non-zero multiple of num_kv_heads ({})",
-                self.num_heads, self.num_kv_heads
+                "`{}` ({}) must be a multiple of `{}` ({})",
+                key("num_heads"),
+                self.num_heads,
+                key("num_kv_heads"),
+                self.num_kv_heads
             ));
         }
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.head_dim > 256 {
             return err(format!(
-                "head_dim {} must be even and at most 256",
+                "`{}` = {} must be even and at most 256",
+                key("head_dim"),
                 self.head_dim
             ));
         }
-        if self.intermediate_size == 0 {
-            return err("intermediate_size must be non-zero".into());
-        }
-        if self.rope_theta.is_nan() || self.rope_theta <= 0.0 {
-            return err(format!("rope_theta {} must be positive", self.rope_theta));
+        let positive = |field: &str, v: f32| {
+            if !(v.is_finite() && v > 0.0) {
+                return err(format!(
+                    "`{}` = {v} must be finite and positive",
+                    key(field)
+                ));
+            }
+            Ok(())
+        };
+        positive("rms_norm_eps", self.rms_norm_eps)?;
+        positive("rope_theta", self.rope_theta)?;
+        match self.rope_scaling {
+            RopeScaling::None => {}
+            RopeScaling::Linear { factor } => positive("rope_scaling.factor", factor)?,
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                positive("rope_scaling.factor", factor)?;
+                positive("rope_scaling.low_freq_factor", low_freq_factor)?;
+                positive("rope_scaling.high_freq_factor", high_freq_factor)?;
+                positive(
+                    "rope_scaling.original_max_position_embeddings",
+                    original_max_position_embeddings,
+                )?;
+                if high_freq_factor <= low_freq_factor {
+                    return err(format!(
+                        "`{}` ({high_freq_factor}) must be larger than `{}` ({low_freq_factor})",
+                        key("rope_scaling.high_freq_factor"),
+                        key("rope_scaling.low_freq_factor")
+                    ));
+                }
+            }
         }
         Ok(())
     }
+
+    /// Checks the config against the tensors in the file, before anything
+    /// is sized from it: the layer count must equal the layers whose tensors
+    /// are present (`blk.N.*`, canonical names), and the vocabulary the
+    /// embedding matrix's rows (`embd_rows`, when the file has one).
+    pub fn check_against_tensors<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str>,
+        embd_rows: Option<usize>,
+        key: &dyn Fn(&str) -> String,
+    ) -> crate::Result<()> {
+        let err = |m: String| Err(crate::HearthError::Config(m));
+        let layers: std::collections::BTreeSet<usize> = names
+            .filter_map(|n| n.strip_prefix("blk.")?.split_once('.')?.0.parse().ok())
+            .collect();
+        let last = layers.last().copied();
+        if layers.len() != self.num_layers || last.map(|l| l + 1) != Some(self.num_layers) {
+            let found = match last {
+                None => "no layer tensors".to_string(),
+                Some(l) => format!("tensors for {} layers (numbered up to {l})", layers.len()),
+            };
+            return err(format!(
+                "`{}` = {} but the file has {found}",
+                key("num_layers"),
+                self.num_layers
+            ));
+        }
+        if let Some(rows) = embd_rows.filter(|&r| r != self.vocab_size) {
+            return err(format!(
+                "`{}` = {} but {} has {rows} rows",
+                key("vocab_size"),
+                self.vocab_size,
+                names::TOKEN_EMBD
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Bounds on model sizes, far above any real model's and low enough that
+/// nothing sized from them can exhaust memory before the tensors are checked.
+pub mod limits {
+    pub const MAX_LAYERS: usize = 1024;
+    pub const MAX_HIDDEN: usize = 1 << 16;
+    pub const MAX_FFN: usize = 1 << 18;
+    pub const MAX_HEADS: usize = 1024;
+    pub const MAX_VOCAB: usize = 1 << 22;
+    pub const MAX_CONTEXT: usize = 1 << 24;
 }
 
 /// Canonical (GGUF-style) tensor names; the safetensors loader maps Hugging Face names onto these.

@@ -209,8 +209,19 @@ pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
             || get_bool(&v, "attention_bias")?.unwrap_or(false),
         qk_norm: arch == Architecture::Qwen3,
     };
-    cfg.validate()?;
+    cfg.validate_keyed(&hf_key)?;
     Ok(cfg)
+}
+
+/// The `config.json` key of a [`ModelConfig`] field, for error messages.
+fn hf_key(field: &str) -> String {
+    match field {
+        "num_layers" => "num_hidden_layers",
+        "num_heads" => "num_attention_heads",
+        "num_kv_heads" => "num_key_value_heads",
+        other => other,
+    }
+    .to_string()
 }
 
 #[derive(Debug)]
@@ -331,6 +342,15 @@ impl HfModel {
             bytes.push(b);
         }
         let config = parse_config(config_json, tensors.contains_key(names::OUTPUT))?;
+        let embd_rows = tensors
+            .get(names::TOKEN_EMBD)
+            .and_then(|e: &Entry| e.shape.first().copied());
+        config
+            .check_against_tensors(tensors.keys().map(String::as_str), embd_rows, &hf_key)
+            .map_err(|e| match e {
+                HearthError::Config(m) => cfg_err(m),
+                e => e,
+            })?;
         Ok(HfModel {
             config,
             shards: bytes,
@@ -420,7 +440,8 @@ pub fn shard_names_from_index(index_json: &str) -> Result<Vec<String>> {
         .get("weight_map")
         .and_then(Value::as_object)
         .ok_or_else(|| bad("missing object `weight_map`".into()))?;
-    let mut names: Vec<String> = Vec::new();
+    // A set: an index maps every tensor, so shard names repeat many times.
+    let mut names = std::collections::BTreeSet::new();
     for (tensor, file) in map {
         let file = file
             .as_str()
@@ -429,15 +450,14 @@ pub fn shard_names_from_index(index_json: &str) -> Result<Vec<String>> {
         if file.contains('/') || file.contains('\\') || file == ".." || file.is_empty() {
             return Err(bad(format!("shard name `{file}` is not a plain file name")));
         }
-        if !names.iter().any(|n| n == file) {
-            names.push(file.to_string());
+        if !names.contains(file) {
+            names.insert(file.to_string());
         }
     }
-    names.sort();
     if names.is_empty() {
         return Err(bad("`weight_map` is empty".into()));
     }
-    Ok(names)
+    Ok(names.into_iter().collect())
 }
 
 impl WeightSource for HfModel {

@@ -76,7 +76,12 @@ impl Tokenizer {
                 )));
             }
         }
-        let n = v.tokens.len() as u32;
+        let n = u32::try_from(v.tokens.len()).map_err(|_| {
+            HearthError::Tokenizer(format!(
+                "GGUF vocabulary has {} tokens, more than 32-bit ids can address",
+                v.tokens.len()
+            ))
+        })?;
         let check = |what: &str, id: Option<u32>| -> Result<Option<u32>> {
             match id {
                 Some(id) if id >= n => Err(HearthError::Tokenizer(format!(
@@ -186,13 +191,18 @@ impl Tokenizer {
                 eos_ids.push(id);
             }
         };
-        match generation.get("eos_token_id") {
-            Some(Value::Number(n)) => n.as_u64().into_iter().for_each(|id| push(id as u32)),
-            Some(Value::Array(a)) => a
-                .iter()
-                .filter_map(Value::as_u64)
-                .for_each(|id| push(id as u32)),
-            _ => {}
+        let listed: Vec<u64> = match generation.get("eos_token_id") {
+            Some(Value::Number(n)) => n.as_u64().into_iter().collect(),
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).collect(),
+            _ => Vec::new(),
+        };
+        for id in listed {
+            let id = u32::try_from(id).map_err(|_| {
+                HearthError::Tokenizer(format!(
+                    "generation_config.json eos_token_id {id} is outside the vocabulary"
+                ))
+            })?;
+            push(id);
         }
         let source = template.as_deref().unwrap_or(CHATML_TEMPLATE);
         let added = inner.get_added_tokens_decoder();

@@ -104,3 +104,22 @@ pub fn random_blocks(dtype: hearth::model::DType, n: usize, seed: u64) -> Vec<u8
     }
     data
 }
+
+/// Runs `f` on its own thread and fails the test if it has not finished
+/// within `secs` seconds: a hang guard for inputs that once took minutes
+/// (or exhausted memory), never a performance assertion.
+pub fn within<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(p)) => std::panic::resume_unwind(p),
+        Err(_) => panic!("{what}: still running after {secs} s (hang guard)"),
+    }
+}

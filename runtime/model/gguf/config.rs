@@ -22,7 +22,11 @@ impl GgufFile {
         if let Some(MetaValue::Array(arr)) = self.get(key) {
             let vals: Vec<Option<u64>> = arr.iter().map(MetaValue::as_u64).collect();
             return match vals.first() {
-                Some(Some(v)) if vals.iter().all(|x| *x == Some(*v)) => Ok(Some(*v as usize)),
+                Some(Some(v)) if vals.iter().all(|x| *x == Some(*v)) => {
+                    usize::try_from(*v).map(Some).map_err(|_| {
+                        HearthError::Config(format!("GGUF metadata `{key}` = {v} is too large"))
+                    })
+                }
                 _ => Err(HearthError::Unsupported(format!(
                     "GGUF metadata `{key}` varies per layer"
                 ))),
@@ -60,7 +64,9 @@ impl GgufFile {
             None if num_heads > 0 && hidden_size % num_heads == 0 => hidden_size / num_heads,
             None => {
                 return Err(HearthError::Config(format!(
-                    "embedding_length {hidden_size} is not a multiple of head_count {num_heads}"
+                    "`{}` = {hidden_size} is not a multiple of `{}` = {num_heads}",
+                    k("embedding_length"),
+                    k("attention.head_count")
                 )))
             }
         };
@@ -107,8 +113,47 @@ impl GgufFile {
             attention_bias: self.has_tensor(&names::blk(0, "attn_q.bias")),
             qk_norm: self.has_tensor(&names::blk(0, "attn_q_norm.weight")),
         };
-        cfg.validate()?;
+        cfg.validate_keyed(&|f| self.config_key(arch_name, f))?;
         Ok(cfg)
+    }
+
+    /// The metadata key a [`ModelConfig`] field comes from, for error messages.
+    pub(crate) fn config_key(&self, arch: &str, field: &str) -> String {
+        let k = |s: &str| format!("{arch}.{s}");
+        match field {
+            "num_layers" => k("block_count"),
+            "hidden_size" => k("embedding_length"),
+            "intermediate_size" => k("feed_forward_length"),
+            "vocab_size" if self.get(&k("vocab_size")).is_none() => "tokenizer.ggml.tokens".into(),
+            "vocab_size" => k("vocab_size"),
+            "num_heads" => k("attention.head_count"),
+            "num_kv_heads" => k("attention.head_count_kv"),
+            "head_dim" => k("attention.key_length"),
+            "rms_norm_eps" => k("attention.layer_norm_rms_epsilon"),
+            "rope_theta" => k("rope.freq_base"),
+            "max_position_embeddings" => k("context_length"),
+            f if f.starts_with("rope_scaling.") => match self.get(&k("rope.scaling.factor")) {
+                Some(_) => k("rope.scaling.factor"),
+                None if self.get(&k("rope.scale_linear")).is_some() => k("rope.scale_linear"),
+                None => format!("rope_freqs.weight ({f})"),
+            },
+            other => other.to_string(),
+        }
+    }
+
+    /// Checks a config read from this file against its tensors (see
+    /// [`ModelConfig::check_against_tensors`]), naming this file's keys.
+    pub fn check_config_tensors(&self, cfg: &ModelConfig) -> Result<()> {
+        let arch = self.architecture()?;
+        let embd_rows = self
+            .tensor_info(names::TOKEN_EMBD)
+            .and_then(|t| t.dims.last())
+            .map(|&d| usize::try_from(d).unwrap_or(usize::MAX));
+        cfg.check_against_tensors(
+            self.tensor_infos().iter().map(|t| t.name.as_str()),
+            embd_rows,
+            &|f| self.config_key(arch, f),
+        )
     }
 
     fn rope_scaling(&self, arch: &str, head_dim: usize) -> Result<RopeScaling> {
@@ -242,7 +287,9 @@ impl GgufFile {
             let key = tok(s);
             match self.get_u64(&key)? {
                 None => Ok(None),
-                Some(v) if (v as usize) < tokens.len() => Ok(Some(v as u32)),
+                Some(v) if v < tokens.len() as u64 => u32::try_from(v).map(Some).map_err(|_| {
+                    HearthError::InvalidFile(format!("{key} = {v} does not fit a 32-bit token id"))
+                }),
                 Some(v) => Err(HearthError::InvalidFile(format!(
                     "{key} = {v} is outside the vocabulary of {} tokens",
                     tokens.len()

@@ -78,6 +78,13 @@ pub(crate) fn read_value(
             let min = min_size(elem).ok_or_else(|| bad_type(elem, key))?;
             let count = r.u64(key)?;
             let n = r.check_count(count, min, &format!("array `{key}` element"))?;
+            r.elements += n as u64;
+            if r.elements > super::reader::MAX_META_ELEMENTS {
+                return Err(HearthError::Unsupported(format!(
+                    "GGUF metadata arrays hold more than {} elements in all (at `{key}`)",
+                    super::reader::MAX_META_ELEMENTS
+                )));
+            }
             let mut v = Vec::with_capacity(n);
             for _ in 0..n {
                 v.push(read_value(r, elem, key, depth + 1)?);

@@ -123,10 +123,12 @@ impl GgufFile {
 
     fn parse_with(bytes: FileBytes, need_data: bool) -> Result<Self> {
         let file_len = bytes.len();
+        // Mapped and in-memory files are read from a prefix too: the header
+        // has the same size cap however the file is read.
         let mut prefix_len = if bytes.is_ranged() {
             file_len.min(INITIAL_PREFIX)
         } else {
-            file_len
+            file_len.min(MAX_HEADER_BYTES)
         };
         loop {
             let prefix = bytes.range(0, prefix_len as usize)?;

@@ -12,7 +12,15 @@ pub(crate) struct Reader<'a> {
     /// Set when a read failed only because `buf` is a prefix: the caller
     /// retries with more of the file.
     pub short: bool,
+    /// Array elements decoded so far, against [`MAX_META_ELEMENTS`].
+    pub elements: u64,
 }
+
+/// The most metadata array elements one file may hold in all. Each decodes
+/// to a value of 32 bytes whatever its size in the file (a u8 takes one), so
+/// this bounds the memory the metadata takes however it is read (mapped,
+/// in memory or in ranges); real vocabularies hold a few hundred thousand.
+pub const MAX_META_ELEMENTS: u64 = 1 << 24;
 
 fn truncated(what: &str, pos: usize, need: u64, len: u64) -> HearthError {
     HearthError::InvalidFile(format!(
@@ -28,6 +36,7 @@ impl<'a> Reader<'a> {
             pos: 0,
             file_len,
             short: false,
+            elements: 0,
         }
     }
 

@@ -12,9 +12,11 @@ pub struct GgufModel {
 }
 
 impl GgufModel {
-    /// Parses the config from the file's metadata (errors for unknown architectures).
+    /// Parses the config from the file's metadata (errors for unknown
+    /// architectures) and checks it against the tensors present.
     pub fn new(file: GgufFile) -> Result<Self> {
         let config = file.config()?;
+        file.check_config_tensors(&config)?;
         Ok(GgufModel { file, config })
     }
 

@@ -7,13 +7,18 @@ use anyhow::Result;
 use hearth::kv::{KvDtype, KvLayout, DEFAULT_BLOCK_SIZE};
 use hearth::model::ModelConfig;
 
-pub fn layout(c: &ModelConfig) -> KvLayout {
-    KvLayout {
-        n_layers: c.num_layers as u32,
-        n_kv_heads: c.num_kv_heads as u32,
-        head_dim: c.head_dim as u32,
+pub fn layout(c: &ModelConfig) -> Result<KvLayout> {
+    // The loaders bound these far below u32; a value that still does not
+    // fit is an error, never a silently truncated count.
+    let fit = |what: &str, v: usize| {
+        u32::try_from(v).map_err(|_| anyhow::anyhow!("{what} = {v} does not fit in 32 bits"))
+    };
+    Ok(KvLayout {
+        n_layers: fit("num_layers", c.num_layers)?,
+        n_kv_heads: fit("num_kv_heads", c.num_kv_heads)?,
+        head_dim: fit("head_dim", c.head_dim)?,
         block_size: DEFAULT_BLOCK_SIZE,
-    }
+    })
 }
 
 /// Bytes per token of `dtype` and their ratio to f16's; None where the
@@ -27,7 +32,7 @@ pub fn per_token(l: &KvLayout, dtype: KvDtype) -> Option<(u64, f64)> {
 /// `hearth info --model`: the model's KV shape and bytes per token of every dtype.
 pub fn model_info(path: &Path, json: bool) -> Result<serde_json::Value> {
     let m = hearth::model::load::open(path)?;
-    let l = layout(m.weights.config());
+    let l = layout(m.weights.config())?;
     let mut per = serde_json::Map::new();
     for d in KvDtype::ALL {
         per.insert(

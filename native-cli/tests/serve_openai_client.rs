@@ -9,25 +9,9 @@ use std::process::Command;
 
 use serve_common::*;
 
-fn python_with_openai() -> Option<String> {
-    let py = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    assert!(
-        std::env::var_os("HEARTH_PYTHON").is_none(),
-        "HEARTH_PYTHON={py} cannot import openai"
-    );
-    None
-}
-
 #[test]
 fn official_openai_client() {
-    let Some(py) = python_with_openai() else {
+    let Some(py) = python_with("openai") else {
         eprintln!(
             "skipped: no python3 with the `openai` package (scripts/test.sh sets HEARTH_PYTHON)"
         );

@@ -7,43 +7,13 @@
 
 mod serve_common;
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use serve_common::*;
 
-fn python_with_packages() -> Option<String> {
-    let py = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import openai, jsonschema"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    assert!(
-        std::env::var_os("HEARTH_PYTHON").is_none(),
-        "HEARTH_PYTHON={py} cannot import openai and jsonschema"
-    );
-    None
-}
-
-fn default_model() -> PathBuf {
-    let dir = std::env::var_os("HEARTH_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run `hearth fetch` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
 #[test]
 fn structured_output_with_the_official_client() {
-    let Some(py) = python_with_packages() else {
+    let Some(py) = python_with("openai, jsonschema") else {
         eprintln!(
             "skipped: no python3 with the `openai` and `jsonschema` packages \
              (scripts/test.sh sets HEARTH_PYTHON)"

@@ -214,6 +214,41 @@ pub fn run_alone(model: &Path, prompt: &str, max_tokens: usize, extra: &[&str]) 
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// The Python that can import `modules` (e.g. `"openai, jsonschema"`):
+/// `$HEARTH_PYTHON` (scripts/test.sh sets it to its venv) or `python3`;
+/// `None` when neither can and `$HEARTH_PYTHON` is unset (the caller skips).
+/// A set `$HEARTH_PYTHON` that cannot import them fails the test.
+pub fn python_with(modules: &str) -> Option<String> {
+    let py = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(
+        std::env::var_os("HEARTH_PYTHON").is_none(),
+        "HEARTH_PYTHON={py} cannot import {modules}"
+    );
+    None
+}
+
+/// The default model (SmolLM2-135M-Instruct Q4_1) in `$HEARTH_MODELS` or
+/// the repository's models/: fails (does not skip) when it is missing.
+pub fn default_model() -> PathBuf {
+    let dir = std::env::var_os("HEARTH_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
+    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        p.exists(),
+        "{} is missing: run `hearth fetch` (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().build().unwrap()
 }

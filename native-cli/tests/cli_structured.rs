@@ -2,29 +2,14 @@
 //! exits non-zero with a message naming the problem; good input constrains
 //! the output (checked against the schema, grammar or pattern itself).
 
-#[path = "../../tests/fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod serve_common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use serve_common::{default_model, gguf_writer, hearth_cmd};
 
 fn hearth(args: &[&str]) -> (bool, String, String) {
-    let xdg = std::env::temp_dir().join("hearth-cli-test-xdg");
-    std::fs::create_dir_all(&xdg).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", &xdg)
-        .env(
-            "WGPU_BACKEND",
-            std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "vulkan".into()),
-        )
-        .output()
-        .expect("run hearth");
+    let out = hearth_cmd().args(args).output().expect("run hearth");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -38,19 +23,6 @@ fn hearth(args: &[&str]) -> (bool, String, String) {
 fn tiny_model(dir: &Path) -> PathBuf {
     let p = dir.join("model.gguf");
     std::fs::write(&p, gguf_writer::tiny_char_model("llama", false).build()).unwrap();
-    p
-}
-
-fn default_model() -> PathBuf {
-    let dir = std::env::var_os("HEARTH_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run `hearth fetch` (scripts/test.sh does)",
-        p.display()
-    );
     p
 }
 

@@ -1,13 +1,13 @@
 //! `hearth run --chat` on a model whose chat template would run for hours
 //! (issue 20): it exits non-zero, naming the template's instruction budget.
 
-#[path = "../../tests/fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod serve_common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gguf_writer::Val;
+use serve_common::gguf_writer::{self, Val};
+use serve_common::hearth_cmd;
 
 /// Guards against a hang only; the run takes well under a second of templating.
 const HANG_GUARD: Duration = Duration::from_secs(120);
@@ -22,21 +22,9 @@ fn run_chat_with_an_endless_template_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("endless.gguf");
     std::fs::write(&model, w.build()).unwrap();
-    let xdg = std::env::temp_dir().join("hearth-cli-test-xdg");
-    std::fs::create_dir_all(&xdg).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
+    let mut child = hearth_cmd()
         .args(["run", "--model", model.to_str().unwrap()])
         .args(["--chat", "hi", "--max-tokens", "2"])
-        .env("XDG_RUNTIME_DIR", &xdg)
-        .env(
-            "WGPU_BACKEND",
-            std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "vulkan".into()),
-        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

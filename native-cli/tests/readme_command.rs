@@ -3,21 +3,11 @@
 //! 256 tokens): on the default model it must name the Pacific and end on
 //! its own (finish reason stop), not at the token limit.
 
-use std::path::PathBuf;
+mod serve_common;
+
 use std::process::Command;
 
-fn default_model() -> PathBuf {
-    let dir = std::env::var_os("HEARTH_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models"));
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "{} is missing: run `hearth fetch` (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
+use serve_common::default_model;
 
 #[test]
 fn first_command_names_the_pacific_with_the_default_options() {

@@ -1,10 +1,10 @@
-//! Shared by the `serve_*` tests: a tiny model written to a temp file, the
+//! Shared by the `serve_*` and CLI tests: a tiny model written to a temp file, the
 //! real `hearth serve` binary started on a free port (read back from its
 //! log), an SSE reader and `hearth run --json` as the single-request oracle.
 #![allow(dead_code)]
 
 #[path = "../../../tests/fixtures/gguf_writer.rs"]
-mod gguf_writer;
+pub mod gguf_writer;
 pub mod tools_model;
 
 use std::io::{BufRead, BufReader};

@@ -1,13 +1,12 @@
 //! Bad input through the `hearth` binary: every case exits non-zero with an
 //! error line that names the problem, and never panics.
 
-#[path = "../../tests/fixtures/gguf_writer.rs"]
-mod gguf_writer;
+mod serve_common;
 
 use std::path::Path;
-use std::process::Command;
 
-use gguf_writer::{GgufWriter, Val};
+use serve_common::gguf_writer::{self, GgufWriter, Val};
+use serve_common::hearth_cmd;
 
 /// The writer's tiny model with single-character tokens (any lowercase prompt encodes).
 fn tiny_model(arch: &str, tied: bool) -> GgufWriter {
@@ -19,20 +18,8 @@ fn hearth(args: &[&str]) -> (bool, String, String) {
 }
 
 fn hearth_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
-    let xdg = std::env::temp_dir().join("hearth-cli-test-xdg");
-    std::fs::create_dir_all(&xdg).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&xdg, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+    let out = hearth_cmd()
         .args(args)
-        .env("XDG_RUNTIME_DIR", &xdg)
-        .env(
-            "WGPU_BACKEND",
-            std::env::var("WGPU_BACKEND").unwrap_or_else(|_| "vulkan".into()),
-        )
         .envs(env.iter().copied())
         .output()
         .expect("run hearth");

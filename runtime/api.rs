@@ -22,8 +22,7 @@ use std::sync::Arc;
 use web_time::Instant;
 
 use crate::engine::{
-    Engine, EngineConfig, FinishReason, GenerateOptions, Generation, Output, Request, SpecStats,
-    TokenEvent,
+    Engine, EngineConfig, GenerateOptions, Generation, Output, Request, TokenEvent,
 };
 use crate::gpu::{GpuContext, GpuOptions};
 use crate::model::forward::{ForwardOptions, GpuModel, LoadProgress};
@@ -183,16 +182,7 @@ impl Engine {
         req.cap_to_context(prompt_ids.len(), self.model.config.max_position_embeddings);
         let t0 = Instant::now();
         let (id, _) = self.add_request(req)?;
-        let mut g = Generation {
-            prompt_ids,
-            ids: Vec::new(),
-            text: String::new(),
-            top_logprobs: Vec::new(),
-            finish_reason: FinishReason::Length,
-            prefill_secs: 0.0,
-            decode_secs: 0.0,
-            spec: SpecStats::default(),
-        };
+        let mut g = Generation::started(prompt_ids);
         let mut first: Option<Instant> = None;
         let mut stopped = false;
         loop {

@@ -87,6 +87,21 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// Nothing generated yet from `prompt_ids` (what a caller fills in as
+    /// the tokens come).
+    pub fn started(prompt_ids: Vec<u32>) -> Generation {
+        Generation {
+            prompt_ids,
+            ids: Vec::new(),
+            text: String::new(),
+            top_logprobs: Vec::new(),
+            finish_reason: FinishReason::Length,
+            prefill_secs: 0.0,
+            decode_secs: 0.0,
+            spec: SpecStats::default(),
+        }
+    }
+
     pub fn prefill_tok_s(&self) -> f64 {
         self.prompt_ids.len() as f64 / self.prefill_secs.max(1e-9)
     }

@@ -101,16 +101,7 @@ pub(crate) async fn run(
     req.cap_to_context(prompt_ids.len(), handle.info().context_length);
     let seed = req.sampling.seed.unwrap_or(0);
     let mut stream = handle.submit(req).await.map_err(to_js)?;
-    let mut g = Generation {
-        prompt_ids,
-        ids: Vec::new(),
-        text: String::new(),
-        top_logprobs: Vec::new(),
-        finish_reason: FinishReason::Length,
-        prefill_secs: 0.0,
-        decode_secs: 0.0,
-        spec: Default::default(),
-    };
+    let mut g = Generation::started(prompt_ids);
     let mut text = Text {
         parser: calls.map(|f| ToolParser::new(f, seed)),
         calls: Vec::new(),

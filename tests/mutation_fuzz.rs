@@ -50,6 +50,23 @@ const EXTREME_INTS: [u64; 10] = [
     u64::MAX,
 ];
 
+/// Changes 1..=`most` random bytes of `b[..header]`; returns how many.
+fn change_bytes(rng: &mut Rng, b: &mut [u8], header: usize, most: usize) -> usize {
+    let n = 1 + rng.below(most);
+    for _ in 0..n {
+        let p = rng.below(header);
+        b[p] = rng.next() as u8;
+    }
+    n
+}
+
+/// Cuts `b` at a random length; returns it.
+fn cut(rng: &mut Rng, b: &mut Vec<u8>) -> usize {
+    let at = rng.below(b.len());
+    b.truncate(at);
+    at
+}
+
 fn extreme_vals() -> Vec<Val> {
     let mut v: Vec<Val> = EXTREME_INTS.iter().map(|&x| Val::U64(x)).collect();
     v.extend([
@@ -152,19 +169,11 @@ fn mutated_gguf_files_fail_cleanly() {
             let what = match i % 5 {
                 // Random bytes in the header, metadata and tensor table.
                 0 | 1 => {
-                    let n = 1 + rng.below(4);
-                    for _ in 0..n {
-                        let p = rng.below(header);
-                        b[p] = rng.next() as u8;
-                    }
+                    let n = change_bytes(&mut rng, &mut b, header, 4);
                     format!("{arch} #{i}: {n} header bytes changed")
                 }
                 // A cut anywhere.
-                2 => {
-                    let cut = rng.below(b.len());
-                    b.truncate(cut);
-                    format!("{arch} #{i}: cut at {cut}")
-                }
+                2 => format!("{arch} #{i}: cut at {}", cut(&mut rng, &mut b)),
                 // An extreme integer written over any 4 or 8 header bytes.
                 3 => {
                     let p = rng.below(header - 8);
@@ -266,18 +275,10 @@ fn mutated_safetensors_and_configs_fail_cleanly() {
             let (mut c, mut s) = (config.clone(), shard.clone());
             let what = match i % 4 {
                 0 => {
-                    let n = 1 + rng.below(3);
-                    for _ in 0..n {
-                        let p = rng.below(header);
-                        s[p] = rng.next() as u8;
-                    }
+                    let n = change_bytes(&mut rng, &mut s, header, 3);
                     format!("{class} #{i}: {n} header bytes changed")
                 }
-                1 => {
-                    let cut = rng.below(s.len());
-                    s.truncate(cut);
-                    format!("{class} #{i}: cut at {cut}")
-                }
+                1 => format!("{class} #{i}: cut at {}", cut(&mut rng, &mut s)),
                 _ => {
                     let keys: Vec<String> = c.as_object().unwrap().keys().cloned().collect();
                     let k = rng

@@ -139,12 +139,29 @@ fn store(t: u32, r: u32, s: f32) {
     y[i] = v;
 }
 
+// A loop bound the CPU adapter cannot see through. lavapipe (Mesa 22.3)
+// inlines uniform loop bounds, and when that lets it unroll a short loop (a
+// small model's rows) it compiles the kernel again at every dispatch and never
+// frees the code: about 1 MiB of resident memory per decode step. The x buffer
+// always holds a whole row, so the clamp never changes the bound.
+fn opaque_bound(n: u32) -> u32 {
+#if LANE_ROWS
+#if X_VEC4
+    return min(n, arrayLength(&x) * 4u);
+#else
+    return min(n, arrayLength(&x));
+#endif
+#else
+    return n;
+#endif
+}
+
 // This invocation's share (every `stride`-th unit from `lane`) of row `r` · x[t0 + t].
 fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, MAX_T> {
     var acc = array<f32, MAX_T>();
     if (r >= params.rows) { return acc; }
 #if W_QUANT
-    let nb = params.cols / 32u;
+    let nb = opaque_bound(params.cols) / 32u;
     for (var b = lane; b < nb; b += stride) {
         let q = load_block(r, b);
         for (var t = 0u; t < MAX_T; t++) {
@@ -152,7 +169,7 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
         }
     }
 #else
-    for (var g = lane; g < groups_per_row(); g += stride) {
+    for (var g = lane; g < opaque_bound(groups_per_row()); g += stride) {
         let w = load8(r, g);
         let c = group_cols(g);
         for (var t = 0u; t < MAX_T; t++) {
@@ -261,7 +278,7 @@ fn main(
 #else
     let lane = 0u;
 #endif
-    let nb = params.cols / 32u;
+    let nb = opaque_bound(params.cols) / 32u;
     let xs = xs4();
     for (var b = 0u; b < nb; b++) {
         let q0 = load_block(r0, b);

@@ -93,12 +93,6 @@ async fn oversized(c: &reqwest::Client, server: &Server) {
     assert!(e["message"].as_str().unwrap().contains("context"), "{e}");
 }
 
-// Ignored until the leak it found is fixed (issue 20, finding 7): on the
-// tiny model every decode step adds ~1 MiB of resident memory that never
-// comes back (about eleven 4-16 KiB anonymous mappings per step, the size
-// of JIT code pages, plus malloc arena growth); a one-token request adds
-// nothing and SmolLM2 stays flat. Run it with `-- --ignored`.
-#[ignore = "finds the decode-step memory growth of issue 20 (finding 7), not fixed yet"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_leaves_the_server_healthy_idle_and_unchanged() {
     let server = Server::start(&["--max-num-seqs", "8"]);

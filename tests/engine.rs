@@ -357,3 +357,56 @@ fn a_full_engine_answers_busy_and_admits_again_once_free() {
     assert_eq!(done.len(), 2);
     e.add_request(req(3)).unwrap();
 }
+
+/// Polls `fut` once: its result if it is ready at once.
+fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// The handle's command queue is bounded: with the driver not yet running,
+/// submits past the engine's `max_sequences` answer `Busy` at once instead
+/// of queueing without end, and the places come back once the driver runs.
+#[test]
+fn submits_waiting_for_the_driver_are_bounded() {
+    let mut e = new_engine(true);
+    e.set_config(hearth::EngineConfig {
+        max_sequences: Some(2),
+        ..Default::default()
+    })
+    .unwrap();
+    let req = || Request {
+        max_tokens: Some(2),
+        ignore_eos: true,
+        ..Request::new(Prompt::Ids(vec![3, 4]))
+    };
+    let (handle, driver) = e.into_driver();
+    // Sent, then abandoned: each holds its place until the driver takes it.
+    assert!(poll_once(handle.submit(req())).is_none());
+    assert!(poll_once(handle.submit(req())).is_none());
+    match poll_once(handle.submit(req())) {
+        Some(Err(HearthError::Busy(m))) => assert!(m.contains("waiting"), "{m}"),
+        Some(Err(e)) => panic!("expected busy, got {e}"),
+        Some(Ok(_)) => panic!("expected busy, got a stream"),
+        None => panic!("a third submit was queued past the bound"),
+    }
+    let thread = std::thread::spawn(move || pollster::block_on(driver));
+    // The abandoned requests are aborted by the driver; then there is room.
+    let t0 = Instant::now();
+    let mut stream = loop {
+        match handle.submit_blocking(req()) {
+            Ok(s) => break s,
+            Err(HearthError::Busy(_)) if t0.elapsed() < Duration::from_secs(300) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(drain(&mut stream, 1)[0].0.len(), 2);
+    handle.shutdown();
+    thread.join().unwrap();
+}

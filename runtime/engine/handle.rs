@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -53,11 +53,16 @@ pub struct EngineInfo {
 
 type DraftReply = oneshot::Sender<Result<()>>;
 
+/// Submits that may wait for the driver when the engine sets no
+/// `max_sequences` (with one, that many).
+pub const DEFAULT_PENDING_SUBMITS: usize = 1024;
+
 enum Command {
     Submit {
         req: Box<Request>,
         reply: oneshot::Sender<Result<(RequestId, usize)>>,
         events: mpsc::UnboundedSender<Event>,
+        _slot: PendingSlot,
     },
     AttachDraft(Box<Engine>, DraftReply),
     Abort(RequestId),
@@ -68,6 +73,38 @@ enum Command {
 struct Shared {
     info: Mutex<EngineInfo>,
     alive: AtomicBool,
+    /// Submits sent and not yet taken by the driver, at most `max_pending`:
+    /// the command queue is bounded for requests (aborts and shutdown are
+    /// never refused, and each stream sends at most one abort).
+    pending: AtomicUsize,
+    max_pending: usize,
+}
+
+/// One place in the submit queue, given back when the driver takes the
+/// command (or drops it unread).
+struct PendingSlot(Arc<Shared>);
+
+impl PendingSlot {
+    fn take(shared: &Arc<Shared>) -> Result<PendingSlot> {
+        let taken = shared
+            .pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < shared.max_pending).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(PendingSlot(shared.clone())),
+            Err(n) => Err(HearthError::Busy(format!(
+                "{n} requests are already waiting for the engine to take them (the most it \
+                 queues); retry later"
+            ))),
+        }
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Submits requests to a driven engine; cheap to clone, usable from any
@@ -115,8 +152,10 @@ fn stopped() -> HearthError {
 
 impl EngineHandle {
     /// Queues `req`. Resolves once the engine took it (the error names a bad
-    /// field, a prompt over the context, a busy engine...).
+    /// field, a prompt over the context, a busy engine...). `Busy` at once
+    /// when the engine's whole share of submits is already waiting for it.
     pub async fn submit(&self, req: Request) -> Result<RequestStream> {
+        let slot = PendingSlot::take(&self.shared)?;
         let (reply, reply_rx) = oneshot::channel();
         let (events, rx) = mpsc::unbounded();
         self.tx
@@ -124,6 +163,7 @@ impl EngineHandle {
                 req: Box::new(req),
                 reply,
                 events,
+                _slot: slot,
             })
             .map_err(|_| stopped())?;
         let (id, prompt_tokens) = reply_rx.await.map_err(|_| stopped())??;
@@ -231,7 +271,13 @@ impl Engine {
     /// every handle is gone and no work is left.
     pub fn into_driver(self) -> (EngineHandle, impl Future<Output = ()>) {
         let (tx, rx) = mpsc::unbounded();
+        let max_pending = self
+            .config()
+            .max_sequences
+            .map_or(DEFAULT_PENDING_SUBMITS, |m| m.max(1));
         let shared = Arc::new(Shared {
+            pending: AtomicUsize::new(0),
+            max_pending,
             info: Mutex::new(EngineInfo {
                 context_length: self.model.config.max_position_embeddings,
                 vocab_size: self.model.config.vocab_size,
@@ -314,7 +360,9 @@ impl Driver {
                     "the engine is shutting down".into(),
                 )));
             }
-            Command::Submit { req, reply, events } => {
+            Command::Submit {
+                req, reply, events, ..
+            } => {
                 let choices = req.n;
                 match self.engine.add_request(*req) {
                     Ok((id, prompt_tokens)) => {

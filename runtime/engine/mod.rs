@@ -15,7 +15,7 @@ pub mod speculative;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use handle::EngineThread;
-pub use handle::{EngineHandle, EngineInfo, Event, RequestStream};
+pub use handle::{EngineHandle, EngineInfo, Event, RequestStream, DEFAULT_PENDING_SUBMITS};
 pub use llm_engine::{Engine, EngineConfig};
 pub use output::{EngineStats, Finish, Generation, Output, RequestId, Token, TokenEvent};
 pub use perplexity::{perplexity, top1_agreement, PerplexityResult};

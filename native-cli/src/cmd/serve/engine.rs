@@ -165,6 +165,11 @@ fn context_error(ctx: usize, prompt: usize, completion: usize, chat: bool) -> Ap
 }
 
 impl EngineClient {
+    /// The model's tokenizer and its piece decoder (`/tokenize`, `/detokenize`).
+    pub fn tokens(&self) -> (&Tokenizer, &PieceDecoder) {
+        (&self.shared.tokenizer, &self.shared.pieces)
+    }
+
     pub fn is_alive(&self) -> bool {
         self.handle.is_alive()
     }

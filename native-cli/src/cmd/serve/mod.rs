@@ -23,6 +23,7 @@ mod metrics;
 mod openai;
 mod responses;
 mod routes;
+mod tokenize;
 mod tokens;
 
 use std::sync::atomic::Ordering;

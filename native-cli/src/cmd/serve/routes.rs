@@ -84,10 +84,12 @@ fn unix_now() -> u64 {
 
 /// The paths metrics are labelled with; anything else counts as `other`,
 /// so that random paths cannot grow the label set.
-const ENDPOINTS: [&str; 5] = [
+const ENDPOINTS: [&str; 7] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/models",
+    "/tokenize",
+    "/detokenize",
     "/health",
     "/metrics",
 ];
@@ -97,6 +99,8 @@ pub fn router(app: Arc<App>, access: Arc<Access>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(list_models))
+        .route("/tokenize", post(super::tokenize::tokenize))
+        .route("/detokenize", post(super::tokenize::detokenize))
         .route("/v1/models/{*id}", get(get_model))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -156,6 +160,7 @@ fn model_card(app: &App) -> serde_json::Value {
         "created": app.created,
         "owned_by": "hearth",
         "max_model_len": app.engine.context_length,
+        "context_length": app.engine.context_length,
     })
 }
 

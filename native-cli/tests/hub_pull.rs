@@ -7,11 +7,12 @@
 mod hub_stub;
 mod serve_common;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use hub_stub::{sha256_hex, Hub, StubRepo, COMMIT};
-use serve_common::{hearth_cmd, run_alone, tiny_model_bytes};
+use serve_common::{hearth_cmd, run_alone, tiny_model_bytes, HANG_GUARD};
 
 /// Distinct bytes per file, long enough to be cut in half (and again).
 fn data(tag: &str) -> Vec<u8> {
@@ -372,4 +373,34 @@ fn run_generates_from_a_model_named_on_the_hub() {
     assert_eq!(got["ids"], want["ids"]);
     assert_eq!(got["text"], want["text"]);
     assert!(!got["ids"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn serve_takes_a_hub_name_and_serves_the_model_under_it() {
+    let env = Env::new(vec![StubRepo::new(
+        "test/run-GGUF",
+        &[("tiny-Q8_0.gguf", tiny_model_bytes())],
+    )]);
+    let mut child = env
+        .cmd()
+        .args(["serve", "--model", "test/run-GGUF:Q8_0"])
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("at http://") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx.recv_timeout(HANG_GUARD);
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("hearth serve logs its address");
+    assert!(line.contains("model `test/run-GGUF:Q8_0`"), "{line}");
 }

@@ -324,6 +324,7 @@ fn a_gated_repo_says_to_set_hf_token_and_works_with_it() {
     assert_bytes(&pulled(&out), &data("gated"));
 }
 
+#[cfg(unix)]
 #[test]
 fn a_file_another_tool_cached_is_used_without_a_download() {
     let env = Env::new(vec![gguf_repo()]);
@@ -373,6 +374,47 @@ fn run_generates_from_a_model_named_on_the_hub() {
     assert_eq!(got["ids"], want["ids"]);
     assert_eq!(got["text"], want["text"]);
     assert!(!got["ids"].as_array().unwrap().is_empty());
+    // A hub name as the draft model too: greedy drafts change no token.
+    let out = env
+        .cmd()
+        .args(["run", "--model", "test/run-GGUF", "--prompt", "abc"])
+        .args(["--draft-model", "test/run-GGUF:Q8_0"])
+        .args(["--max-tokens", "6", "--temperature", "0", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drafted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(drafted["ids"], want["ids"]);
+}
+
+#[test]
+fn without_the_hub_a_cached_model_is_still_found() {
+    let env = Env::new(vec![gguf_repo()]);
+    let first = pulled(&env.pull("test/tiny-GGUF:Q8_0"));
+    // Nothing listens on port 1; HF_HUB_OFFLINE asks for no request at all.
+    for (var, value) in [
+        ("HF_ENDPOINT", "http://127.0.0.1:1"),
+        ("HF_HUB_OFFLINE", "1"),
+    ] {
+        let out = env
+            .cmd()
+            .env(var, value)
+            .args(["pull", "test/tiny-GGUF:Q8_0"])
+            .output()
+            .unwrap();
+        assert_eq!(pulled(&out), first, "{var}");
+    }
+    let out = env
+        .cmd()
+        .env("HF_HUB_OFFLINE", "1")
+        .args(["pull", "test/tiny-GGUF:Q4_K_M"])
+        .output()
+        .unwrap();
+    assert!(failed(&out).contains("HF_HUB_OFFLINE"));
 }
 
 #[test]

@@ -25,18 +25,25 @@ pub fn resolve(value: &Path) -> Result<PathBuf> {
 }
 
 /// The files of the repo, from the hub, or from the cache's snapshot when
-/// offline or when the hub cannot be reached.
-fn list_files(api: &hf_hub::api::sync::Api, repo: &str) -> Result<Vec<String>> {
+/// offline or when the hub cannot be reached (then with why, for errors).
+fn list_files(
+    api: &hf_hub::api::sync::Api,
+    repo: &str,
+) -> Result<(Vec<String>, Option<&'static str>)> {
     if client::offline() {
-        return cached_listing(repo)?
-            .with_context(|| format!("HF_HUB_OFFLINE is set and the cache has no {repo}"));
+        let files = cached_listing(repo)?
+            .with_context(|| format!("HF_HUB_OFFLINE is set and the cache has no {repo}"))?;
+        return Ok((files, Some("HF_HUB_OFFLINE is set")));
     }
     match api.model(repo.to_string()).info() {
-        Ok(info) => Ok(info.siblings.into_iter().map(|s| s.rfilename).collect()),
+        Ok(info) => Ok((
+            info.siblings.into_iter().map(|s| s.rfilename).collect(),
+            None,
+        )),
         Err(e) if client::is_unreachable(&e) => match cached_listing(repo)? {
             Some(files) => {
                 eprintln!("hearth: the hub is unreachable ({e}); using the cached copy of {repo}");
-                Ok(files)
+                Ok((files, Some("the hub is unreachable")))
             }
             None => Err(client::explain(e, repo, None)),
         },
@@ -76,11 +83,14 @@ fn cached_listing(repo: &str) -> Result<Option<Vec<String>>> {
 pub fn pull(name: &HubName) -> Result<PathBuf> {
     let api = client::api()?;
     let repo = name.repo.as_str();
-    let files = match &name.pick {
-        Pick::File(_) => Vec::new(),
+    let (files, cached) = match &name.pick {
+        Pick::File(_) => (Vec::new(), None),
         _ => list_files(&api, repo)?,
     };
-    let selection = select::select(repo, &files, &name.pick)?;
+    let selection = select::select(repo, &files, &name.pick).map_err(|e| match cached {
+        Some(why) => e.context(format!("{why}, so only the cache's files of {repo} count")),
+        None => e,
+    })?;
     let (wanted, gguf) = match selection {
         Selection::Gguf {
             files,

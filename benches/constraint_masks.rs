@@ -2,7 +2,7 @@
 //! building the token trie (once per engine), compiling a schema (once per
 //! request) and computing one mask (once per constrained row per step),
 //! which the engine does while the GPU runs the step's layers.
-//! `cargo bench --bench constraint_masks` (needs `hearth fetch`'s model).
+//! `cargo bench --bench constraint_masks` (needs the default model: `bash scripts/hearth.sh fetch`).
 
 use std::path::Path;
 use std::time::Instant;
@@ -21,7 +21,7 @@ fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let vocab = GgufFile::open(&root.join(MODEL))
         .and_then(|f| f.vocab())
-        .expect("the default model (run `hearth fetch`)");
+        .expect("the default model (run `bash scripts/hearth.sh fetch`)");
     let tok = Tokenizer::from_spec(&TokenizerSpec::Gguf(vocab)).expect("tokenizer");
     let t = Instant::now();
     let compiler = ConstraintCompiler::new(&tok, tok.vocab_size()).expect("compiler");

@@ -37,7 +37,7 @@ for line in sys.stdin:
         print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do strip -o ".device/bin/$name" "$exe"; done
     local smol=models/SmolLM2-135M-Instruct.Q4_1.gguf
-    [ -f "$smol" ] || ./target/release/hearth fetch
+    [ -f "$smol" ] || HEARTH_MODELS=models ./target/release/hearth fetch
     head -c "$SKELETON_BYTES" "$smol" >.device/models/smollm2-135m-q4_1.gguf
     local big=.cache/models/random-llama-0.5b.Q4_K_M.gguf
     if [ -f "$big" ]; then

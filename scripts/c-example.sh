@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 model="${HEARTH_MODELS:-models}/SmolLM2-135M-Instruct.Q4_1.gguf"
-[ -f "$model" ] || { echo "$model is missing: run \`cargo run --release -p hearth-cli -- fetch\`" >&2; exit 1; }
+[ -f "$model" ] || { echo "$model is missing: run \`bash scripts/hearth.sh fetch\`" >&2; exit 1; }
 
 echo "== C ABI example (examples/c/two_requests.c)"
 cargo build --release -q -p hearth-capi

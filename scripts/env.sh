@@ -1,5 +1,8 @@
 # Shared set-up for the project scripts (sourced).
 export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"
+# The project's scripts and tests keep models in the checkout's git-ignored
+# models/ (an installed hearth uses the user's data folder instead).
+export HEARTH_MODELS="${HEARTH_MODELS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/models}"
 if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "${XDG_RUNTIME_DIR}" ]; then
   export XDG_RUNTIME_DIR="/tmp/hearth-xdg-$(id -u)"
   mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"

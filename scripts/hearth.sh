@@ -11,4 +11,4 @@ cargo build --release -q -p hearth-cli
 if [ $# -eq 0 ]; then
   set -- run --chat "Which ocean is the largest?" --max-tokens 64
 fi
-exec target/release/hearth "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/hearth" "$@"

@@ -5,11 +5,12 @@
 # Arguments go to web/serve.mjs (--port N, --host H, --models DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/env.sh
 if [ ! -f web/www/pkg/hearth_web_bg.wasm ]; then
   echo "web/www/pkg is missing: run bash scripts/build-web.sh first" >&2
   exit 1
 fi
-if [ ! -f "${HEARTH_MODELS:-models}/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
+if [ ! -f "$HEARTH_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf" ]; then
   cargo run --release -q -p hearth-cli -- fetch
 fi
 exec node web/serve.mjs "$@"

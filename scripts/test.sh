@@ -13,6 +13,15 @@ rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || true
 command -v chromium >/dev/null || { echo "installing chromium (browser tests)..." >&2; apt_install chromium; }
 command -v npm >/dev/null || { echo "installing nodejs and npm (browser tests)..." >&2; apt_install nodejs npm; }
 
+echo "== the README's first command with an empty models folder: stdout is the answer alone"
+first_models="$(mktemp -d)"
+answer="$(HEARTH_MODELS="$first_models" bash scripts/hearth.sh)"
+rm -rf "$first_models"
+if ! grep -q Pacific <<<"$answer" || grep -qiE 'collecting|successfully|downloading|saved |hearth:|MB/s|━' <<<"$answer"; then
+  printf 'scripts/hearth.sh printed more than the answer on stdout:\n%s\n' "$answer" >&2
+  exit 1
+fi
+
 echo "== fetching test data (default model, tokenizer vectors)"
 cargo run --release -q -p hearth-cli -- fetch
 bash scripts/fetch-vocab-fixtures.sh

@@ -1,7 +1,7 @@
 //! The model flags every command shares ([`ModelArgs`]) and loading the
 //! model, and the draft model of speculative decoding, that they name.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -12,11 +12,13 @@ use hearth::model::DType;
 use hearth::{EngineOptions, Hearth};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{fetch, spec_args};
+use crate::{fetch, hub, spec_args};
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct, fetched if missing).
+    /// GGUF file, Hugging Face model directory, or hub name (ORG/REPO,
+    /// ORG/REPO:QUANT, ORG/REPO/FILE.gguf; downloaded into the Hugging Face
+    /// cache if missing). Default: SmolLM2-135M-Instruct, fetched if missing.
     #[arg(long, short)]
     pub model: Option<PathBuf>,
     /// Weight form on the GPU: f32, f16, q8_0, q4_0, q4_1, q4_k, q6_k. Float
@@ -95,6 +97,15 @@ fn load_bar(quiet: bool, message: String) -> ProgressBar {
     bar
 }
 
+/// The local path of a `--model` value: a path as it is, a hub name after
+/// its download, and without one the default model (fetched if missing).
+pub fn model_path(value: Option<&Path>) -> Result<PathBuf> {
+    match value {
+        Some(v) => hub::resolve(v),
+        None => fetch::ensure_default_model(),
+    }
+}
+
 /// Loads the model for steps of up to `max_step_tokens` rows, `max_seqs`
 /// sequence parts and `logit_rows` rows with logits (at least `max_seqs`).
 pub fn load(
@@ -104,10 +115,7 @@ pub fn load(
     logit_rows: u32,
     quiet: bool,
 ) -> Result<Hearth> {
-    let path = match &args.model {
-        Some(p) => p.clone(),
-        None => fetch::ensure_default_model()?,
-    };
+    let path = model_path(args.model.as_deref())?;
     let (kv_memory, kv_dtype) = kv_options(args)?;
     let opts = EngineOptions {
         gpu: GpuOptions {
@@ -153,9 +161,10 @@ pub fn load_draft(
     spec: &spec_args::SpecArgs,
     quiet: bool,
 ) -> Result<()> {
-    let Some(path) = &spec.draft_model else {
+    let Some(value) = &spec.draft_model else {
         return Ok(());
     };
+    let path = &hub::resolve(value).context("--draft-model")?;
     let (kv_memory, _) = kv_options(args)?;
     let opts = h.draft_forward_options(kv_memory);
     let what = || format!("loading the draft model {}", path.display());

@@ -2,6 +2,7 @@
 
 mod cmd;
 mod fetch;
+mod hub;
 mod load;
 mod spec_args;
 
@@ -30,7 +31,8 @@ enum Cmd {
     Info {
         #[arg(long)]
         json: bool,
-        /// Also show this model's KV cache bytes per token for each --kv-dtype.
+        /// Also show this model's KV cache bytes per token for each --kv-dtype
+        /// (a path or a hub name, as for `run --model`).
         #[arg(long, short)]
         model: Option<PathBuf>,
     },
@@ -40,10 +42,30 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Download the default model (SmolLM2-135M-Instruct Q4_1) if it is missing.
     Fetch,
+    /// Download a model from the Hugging Face hub into its cache (unless it
+    /// is there) and print its local path.
+    Pull {
+        /// ORG/REPO (its GGUF at Q4_K_M or the next best quantization, else
+        /// its safetensors), ORG/REPO:QUANT, or ORG/REPO/FILE.gguf (every
+        /// shard of a split GGUF). Without one, the default model.
+        name: Option<String>,
+    },
     /// Serve the model over an OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
     /// Perplexity of a text file under the model (sliding window).
     Perplexity(perplexity::PerplexityArgs),
+}
+
+fn pull(name: Option<&str>) -> anyhow::Result<PathBuf> {
+    let Some(name) = name else {
+        return fetch::ensure_default_model();
+    };
+    let parsed = hub::name::parse_hub_name(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "`{name}` is not a hub model name (ORG/REPO, ORG/REPO:QUANT or ORG/REPO/FILE.gguf)"
+        )
+    })?;
+    hub::pull(&parsed)
 }
 
 fn main() -> ExitCode {
@@ -67,6 +89,7 @@ fn main() -> ExitCode {
         Cmd::Run(a) => run::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Fetch => fetch::ensure_default_model().map(|p| println!("{}", p.display())),
+        Cmd::Pull { name } => pull(name.as_deref()).map(|p| println!("{}", p.display())),
         Cmd::Serve(a) => serve::serve(a),
         Cmd::Perplexity(a) => perplexity::run(a),
     };

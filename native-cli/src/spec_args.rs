@@ -15,7 +15,8 @@ pub struct SpecArgs {
     #[arg(long)]
     pub draft: Option<String>,
     /// A smaller model with the same tokenizer that drafts tokens for this
-    /// one (GGUF file or Hugging Face directory; loaded on the same adapter
+    /// one (GGUF file, Hugging Face directory or hub name such as
+    /// ORG/REPO:QUANT, as for --model; loaded on the same adapter
     /// with its own KV cache of the same --kv-memory and --kv-dtype).
     #[arg(long)]
     pub draft_model: Option<PathBuf>,

@@ -71,7 +71,7 @@ fn required(p: PathBuf, fetch: &str) -> PathBuf {
 pub fn smollm2_path() -> PathBuf {
     required(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        "`cargo run -p hearth-cli -- fetch` (scripts/test.sh does)",
+        "`bash scripts/hearth.sh fetch` (it fetches into models/; scripts/test.sh does)",
     )
 }
 

@@ -243,7 +243,7 @@ pub fn default_model() -> PathBuf {
     let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         p.exists(),
-        "{} is missing: run `hearth fetch` (scripts/test.sh does)",
+        "{} is missing: run `bash scripts/hearth.sh fetch` (scripts/test.sh does)",
         p.display()
     );
     p

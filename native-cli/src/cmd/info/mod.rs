@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 pub fn run(json: bool, model: Option<PathBuf>) -> Result<()> {
+    let model = model.map(|m| crate::hub::resolve(&m)).transpose()?;
     let adapters = pollster::block_on(hearth::gpu::context::list_adapters());
     if json {
         // With a model, one object; without, the adapter list as before.

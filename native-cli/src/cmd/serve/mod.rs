@@ -39,8 +39,9 @@ use tracing::{info, warn};
 use self::engine::{EngineClient, EngineConfig, EngineHandle};
 use self::metrics::Metrics;
 use self::routes::App;
-use crate::load::{load, load_draft, parse_bytes, ModelArgs};
-use crate::{fetch, spec_args};
+use crate::hub::name::{classify, ModelSpec};
+use crate::load::{load, load_draft, model_path, parse_bytes, ModelArgs};
+use crate::spec_args;
 
 /// How long after the grace period the server waits for connections to
 /// drain before exiting anyway (a client that stops reading its stream).
@@ -161,11 +162,13 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             "--api-key (HEARTH_API_KEY) must not be empty"
         );
     }
-    let path = match &args.model.model {
-        Some(p) => p.clone(),
-        None => fetch::ensure_default_model()?,
-    };
-    let model_id = match &args.served_model_name {
+    let path = model_path(args.model.model.as_deref())?;
+    // A hub name is what clients will call the model; a file, its stem.
+    let hub_name = args.model.model.as_deref().and_then(|m| match classify(m) {
+        ModelSpec::Hub(n) => Some(n.to_string()),
+        ModelSpec::Local(_) => None,
+    });
+    let model_id = match args.served_model_name.as_ref().or(hub_name.as_ref()) {
         Some(n) => n.clone(),
         None => path
             .file_stem()

@@ -6,11 +6,12 @@ use thiserror::Error;
 
 #[derive(Debug, Clone, Error)]
 pub enum HearthError {
-    #[error("I/O error on {path}: {source}")]
+    /// The message carries the OS error; it is not also the `source`, so an
+    /// error chain (`{:#}`) says it once.
+    #[error("I/O error on {path}: {error}")]
     Io {
         path: String,
-        #[source]
-        source: std::sync::Arc<std::io::Error>,
+        error: std::sync::Arc<std::io::Error>,
     },
     /// A model file that is malformed: truncated, bad magic, offsets out of bounds.
     #[error("invalid model file: {0}")]
@@ -66,7 +67,7 @@ impl HearthError {
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
         HearthError::Io {
             path: path.into(),
-            source: std::sync::Arc::new(source),
+            error: std::sync::Arc::new(source),
         }
     }
 }

@@ -115,8 +115,17 @@ pub fn load(
     logit_rows: u32,
     quiet: bool,
 ) -> Result<Hearth> {
-    let path = model_path(args.model.as_deref())?;
+    // Options first: a typo should not wait for a download or a load.
     let (kv_memory, kv_dtype) = kv_options(args)?;
+    let dtype = args.dtype.as_deref().map(DType::parse).transpose()?;
+    let path = model_path(args.model.as_deref())?;
+    if !path.exists() {
+        anyhow::bail!(
+            "{}: No such file or directory (--model takes a GGUF file, a Hugging Face model \
+             folder or a hub name ORG/REPO)",
+            path.display()
+        );
+    }
     let opts = EngineOptions {
         gpu: GpuOptions {
             adapter: args.adapter.clone(),
@@ -125,7 +134,7 @@ pub fn load(
             ..GpuOptions::from_env()
         },
         forward: ForwardOptions {
-            dtype: args.dtype.as_deref().map(DType::parse).transpose()?,
+            dtype,
             kv_memory,
             kv_dtype,
             max_step_tokens,

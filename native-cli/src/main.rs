@@ -18,7 +18,11 @@ use cmd::{bench, info, perplexity, run, serve};
 #[command(
     name = "hearth",
     version,
-    about = "Cross-vendor LLM inference on any GPU wgpu reaches"
+    about = "Cross-vendor LLM inference on any GPU wgpu reaches",
+    help_template = "{about}\n\n{before-help}\n{usage-heading} {usage}\n\n{all-args}{after-help}",
+    before_help = "Start here (the default model, SmolLM2-135M-Instruct, downloads on first use):\n  \
+                   hearth run --chat \"Which ocean is the largest?\"   answer one message\n  \
+                   hearth serve                                     an OpenAI-compatible server on 127.0.0.1:8080"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -434,3 +434,56 @@ fn dummy_weights_bench_a_skeleton_file() {
     assert_eq!(v["gen_tokens"], 3);
     assert!(v["decode_tok_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
 }
+
+/// Options are checked before the model loads: with a model path that does
+/// not exist, a bad option is what gets reported.
+#[test]
+fn options_are_checked_before_the_model_loads() {
+    for (extra, needle) in [
+        (&["--dtype", "q3"][..], "unknown dtype"),
+        (&["--temperature=-1"][..], "temperature"),
+        (&["--kv-memory", "lots"][..], "invalid size"),
+        (
+            &["--kv-dtype", "q5"][..],
+            "expected one of f16, f32, q8, q4",
+        ),
+        (&["--top-p", "2"][..], "top_p"),
+    ] {
+        let mut args = vec![
+            "run",
+            "--model",
+            "/nonexistent/model.gguf",
+            "--prompt",
+            "hi",
+        ];
+        args.extend(extra);
+        let (ok, _out, err) = hearth(&args);
+        assert!(!ok);
+        assert!(err.to_lowercase().contains(needle), "{extra:?}: {err}");
+        assert!(
+            !err.contains("nonexistent"),
+            "{extra:?} was checked after loading: {err}"
+        );
+    }
+}
+
+/// Each fact once: a missing model file's OS error is not repeated, and the
+/// top-level help leads with the commands to start with.
+#[test]
+fn missing_file_said_once_and_help_starts_a_new_user() {
+    let (ok, _out, err) = hearth(&[
+        "run",
+        "--model",
+        "/nonexistent/model.gguf",
+        "--prompt",
+        "hi",
+    ]);
+    assert!(!ok);
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+    assert_eq!(err.matches("/nonexistent/model.gguf").count(), 1, "{err}");
+    let (ok, out, _) = hearth(&["--help"]);
+    assert!(ok);
+    let head: String = out.lines().take(6).collect::<Vec<_>>().join("\n");
+    assert!(head.contains("hearth run --chat"), "{out}");
+    assert!(head.contains("hearth serve"), "{out}");
+}

@@ -32,7 +32,8 @@ pub fn default_model_path() -> Result<PathBuf> {
     Ok(models_dir()?.join(DEFAULT_MODEL_FILE))
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// The sha256 of a file's bytes, in lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

@@ -2,7 +2,6 @@
 //! else downloaded with a progress bar on stderr (resuming a partial
 //! download), and checked against the hub's sha256 before it is used.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,7 +9,6 @@ use anyhow::{bail, Context, Result};
 use hf_hub::api::sync::Api;
 use hf_hub::{Cache, Repo};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
 
 use super::client;
 
@@ -87,20 +85,6 @@ pub fn fetch(api: &Api, repo: &str, file: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn sha256_of(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
-}
-
 /// The cache names a blob after the hub's etag, which for large (LFS)
 /// files is their sha256: a download whose bytes hash otherwise is deleted,
 /// so that neither this nor another tool ever uses it.
@@ -116,7 +100,7 @@ fn verify(snapshot: &Path, repo: &str, file: &str) -> Result<()> {
     if !is_sha256 {
         return Ok(());
     }
-    let got = sha256_of(&blob)?;
+    let got = crate::fetch::sha256_file(&blob)?;
     if got != etag {
         let _ = std::fs::remove_file(snapshot);
         let _ = std::fs::remove_file(&blob);

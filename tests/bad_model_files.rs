@@ -663,3 +663,39 @@ fn a_large_safetensors_index_is_linear() {
     });
     assert_eq!(names.len(), 200_000);
 }
+
+// ---- Found by the cargo-fuzz targets (docs/FUZZING.md) ----
+
+/// `fuzz/chat_template`: a `for` loop with no target (`{%for in messages%}`)
+/// compiles to an unpack into an empty tuple whose span ends before it
+/// starts. Rendering it is an error; in a build with debug assertions
+/// minijinja attached its debug info to that error, and formatting it
+/// (`{:#}`) subtracted the span's columns and panicked. The model's template
+/// now renders to a clean error, the same in every build, that carries no
+/// dump of the conversation.
+#[test]
+fn a_chat_template_for_loop_without_a_target_is_an_error() {
+    use hearth::text::vocab::TokenizerSpec;
+    use hearth::text::{ChatMessage, ChatTemplate, Tokenizer};
+    let mut w = tiny_model("llama", false);
+    let src = "{%for in messages%}{%endfor%}";
+    w.kv("tokenizer.chat_template", Val::str(src));
+    let vocab = GgufModel::from_bytes(w.build()).unwrap().vocab().unwrap();
+    let tok = Tokenizer::from_spec(&TokenizerSpec::Gguf(vocab)).unwrap();
+    assert_eq!(tok.chat_template(), Some(src));
+    let t = ChatTemplate::for_tokenizer(&tok).unwrap();
+    let secret = "the user's private words";
+    let e = t
+        .render(&[ChatMessage::new("user", secret)], true)
+        .unwrap_err();
+    match &e {
+        HearthError::Template(m) => {
+            assert!(m.contains("cannot unpack") && m.contains("chat:1"), "{m}");
+            assert!(
+                !m.contains(secret),
+                "the message dumps the conversation: {m}"
+            );
+        }
+        other => panic!("expected a template error, got {other}"),
+    }
+}

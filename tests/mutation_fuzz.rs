@@ -303,3 +303,121 @@ fn mutated_safetensors_and_configs_fail_cleanly() {
     );
     eprintln!("{cases} safetensors cases, {loaded} loaded, the rest clean errors");
 }
+
+/// Seed corpora for the cargo-fuzz targets (docs/FUZZING.md), written under
+/// `fuzz/corpus/<target>/`: tiny GGUF models (gpt2 and SentencePiece
+/// vocabularies), tiny safetensors shards of the fuzz target's config, the
+/// `tests/fixtures/hf` configs, index and chat templates, and llama.cpp's
+/// small vocabulary files when `.cache/vocab/` has them. Not a check: run by
+/// hand with `--ignored`.
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand (docs/FUZZING.md)"]
+fn write_fuzz_seed_corpora() {
+    use common::gguf_writer::tiny_char_model;
+    use std::path::Path;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let corpus = root.join("fuzz/corpus");
+    let put = |target: &str, name: &str, bytes: &[u8]| {
+        let dir = corpus.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+
+    // GGUF: every architecture, tied or not, gpt2 BPE or SentencePiece vocabulary.
+    for arch in ["llama", "qwen2", "qwen3"] {
+        for tied in [false, true] {
+            let name = format!("tiny-{arch}{}.gguf", if tied { "-tied" } else { "" });
+            let b = tiny_model(arch, tied).build();
+            load_gguf(b.clone()).unwrap();
+            put("gguf_header", &name, &b);
+        }
+        let b = tiny_char_model(arch, false).build();
+        put("gguf_header", &format!("tiny-{arch}-chars.gguf"), &b);
+        put("gguf_tokenizer", &format!("tiny-{arch}-chars.gguf"), &b);
+    }
+    put(
+        "gguf_tokenizer",
+        "tiny-gpt2.gguf",
+        &tiny_model("llama", false).build(),
+    );
+    let mut spm = tiny_model("llama", false);
+    let mut tokens: Vec<String> = ["<unk>", "<s>", "</s>", "▁", "▁H", "ll", "▁w", "or"]
+        .into_iter()
+        .chain(["H", "e", "l", "o", "w", "r", "d"])
+        .map(String::from)
+        .collect();
+    tokens.extend((0..25u8).map(|b| format!("<0x{b:02X}>")));
+    let types: Vec<i32> = (0..tokens.len())
+        .map(|i| match i {
+            0 => 2,
+            1 | 2 => 3,
+            i if i >= 15 => 6,
+            _ => 1,
+        })
+        .collect();
+    let scores: Vec<f32> = (0..tokens.len()).map(|i| -(i as f32)).collect();
+    spm.kv("tokenizer.ggml.model", Val::str("llama"));
+    spm.kv("tokenizer.ggml.tokens", Val::strs(&tokens));
+    spm.kv("tokenizer.ggml.token_type", Val::i32s(&types));
+    spm.kv("tokenizer.ggml.scores", Val::f32s(&scores));
+    spm.kv("tokenizer.ggml.add_bos_token", Val::Bool(true));
+    let spm = spm.build();
+    let vocab = GgufModel::from_bytes(spm.clone()).unwrap().vocab().unwrap();
+    let tok = Tokenizer::from_spec(&TokenizerSpec::Gguf(vocab)).unwrap();
+    assert_eq!(
+        tok.encode("Hello world", true).unwrap(),
+        [1, 4, 9, 5, 11, 6, 7, 10, 14]
+    );
+    put("gguf_tokenizer", "tiny-spm.gguf", &spm);
+    // The real vocabularies under a MiB (libFuzzer's default input limit).
+    if let Ok(dir) = std::fs::read_dir(common::models::vocab_dir()) {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let small = e.metadata().is_ok_and(|m| m.len() < 1 << 20);
+            if name.ends_with(".gguf") && small {
+                put("gguf_tokenizer", &name, &std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+
+    // Safetensors shards of the fuzz target's fixed LlamaForCausalLM config.
+    for (name, dtype) in [
+        ("f32", safetensors::Dtype::F32),
+        ("f16", safetensors::Dtype::F16),
+        ("bf16", safetensors::Dtype::BF16),
+    ] {
+        for lm_head in [false, true] {
+            let ts = hf_writer::tensors("LlamaForCausalLM", 16, lm_head, |_| dtype);
+            let file = format!(
+                "tiny-llama-{name}{}.safetensors",
+                ["", "-lm-head"][lm_head as usize]
+            );
+            put("safetensors_header", &file, &hf_writer::serialize(&ts));
+        }
+    }
+
+    // Configs, the sharded index and chat templates of the HF fixtures.
+    let hf = root.join("tests/fixtures/hf");
+    for e in std::fs::read_dir(&hf).unwrap().flatten() {
+        let model = e.file_name().to_string_lossy().into_owned();
+        let read = |f: &str| std::fs::read_to_string(e.path().join(f)).ok();
+        if let Some(c) = read("config.json") {
+            put("hf_index", &format!("{model}-config.json"), c.as_bytes());
+        }
+        if let Some(i) = read("model.safetensors.index.json") {
+            put("hf_index", &format!("{model}-index.json"), i.as_bytes());
+        }
+        let template = read("tokenizer_config.json")
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|t| t["chat_template"].as_str().map(String::from));
+        if let Some(t) = template {
+            put("chat_template", &format!("{model}.jinja"), t.as_bytes());
+        }
+    }
+    put(
+        "chat_template",
+        "chatml.jinja",
+        hearth::text::chat::CHATML_TEMPLATE.as_bytes(),
+    );
+    put("chat_template", "gguf-fixture.jinja", b"{{ messages }}");
+}

@@ -92,8 +92,17 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 pub(crate) fn template_err(e: minijinja::Error) -> HearthError {
-    // `{:#}` includes the template line and the source of nested errors.
-    HearthError::Template(format!("{e:#}"))
+    // `{:#}` adds minijinja's excerpt of the template around the error (a
+    // syntax error carries one), with a caret line under the error's span.
+    // That renderer subtracts the span's columns unchecked, so an inverted
+    // span (the empty target of `{% for in messages %}` has one) panics in
+    // it: such an error gets the plain form (kind, detail, line).
+    let inverted = e.range().is_some_and(|r| r.start > r.end);
+    HearthError::Template(if inverted {
+        e.to_string()
+    } else {
+        format!("{e:#}")
+    })
 }
 
 impl ChatTemplate {
@@ -101,6 +110,10 @@ impl ChatTemplate {
     pub fn new(source: &str, bos: &str, eos: &str) -> Result<ChatTemplate> {
         let now = Arc::new(AtomicI64::new(SYSTEM_CLOCK));
         let mut env = Environment::new();
+        // minijinja's default follows the build (on with debug assertions):
+        // off, a render error is the same in every build, and never carries
+        // a dump of the variables the template touched (the conversation).
+        env.set_debug(false);
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_recursion_limit(RECURSION_LIMIT);

@@ -42,7 +42,15 @@ fn turns(stderr: &str) -> Vec<Turn> {
                 prompt: nums[0],
                 cached: nums[1],
                 prefilled: nums[2],
-                tokens: l.split("; ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap(),
+                tokens: l
+                    .split("; ")
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
                 how: how.to_string(),
             }
         })
@@ -60,7 +68,12 @@ fn chat(script: &str, extra: &[&str]) -> (String, String, Vec<Turn>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start hearth chat");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "hearth chat failed: {stderr}");
@@ -119,7 +132,10 @@ fn turn_two_reuses_turn_one_and_answers_as_run_does() {
     assert_eq!(t[1].prompt, p2);
     assert_eq!(t[1].cached, p1 - p1 % bs, "{stderr}");
     assert_eq!(t[1].prefilled, p2 - t[1].cached);
-    assert!(t[1].prefilled * 2 < p2, "most of turn 2 came from the cache: {t:?}");
+    assert!(
+        t[1].prefilled * 2 < p2,
+        "most of turn 2 came from the cache: {t:?}"
+    );
     // /reset forgets the conversation: the same question is turn 1 again,
     // all of it cached but the last block (its last row gives the logits).
     assert_eq!(t[2].prompt, p1);
@@ -169,8 +185,14 @@ fn ctrl_c_stops_the_answer_and_the_next_line_is_answered() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start hearth chat");
-    let script = "Tell me a long story about a dragon and a knight.\n/set max_tokens 6\nWhat is 2+2?\n";
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let script =
+        "Tell me a long story about a dragon and a knight.\n/set max_tokens 6\nWhat is 2+2?\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -191,7 +213,8 @@ fn ctrl_c_stops_the_answer_and_the_next_line_is_answered() {
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    rx.recv_timeout(HANG_GUARD).expect("the story never started");
+    rx.recv_timeout(HANG_GUARD)
+        .expect("the story never started");
     let ok = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -209,4 +232,66 @@ fn ctrl_c_stops_the_answer_and_the_next_line_is_answered() {
     assert_eq!((t[1].how.as_str(), t[1].tokens), ("length", 6), "{stderr}");
     // The stopped answer stays in the conversation.
     assert!(t[1].prompt > t[0].prompt + t[0].tokens / 2, "{t:?}");
+}
+
+/// Checked before the model loads: each fails with a line naming the problem.
+#[test]
+fn bad_flags_and_message_files_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = default_model();
+    let model = model.to_str().unwrap();
+    let fails = |args: &[&str], needle: &str| {
+        let out = hearth_cmd().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: no `{needle}` in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    };
+    fails(
+        &["chat", "--model", model, "--temperature", "-1"],
+        "--temperature: must be >= 0",
+    );
+    fails(
+        &["chat", "--model", model, "--top-p", "2"],
+        "--top-p: must be in (0, 1]",
+    );
+    let file = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let missing = dir.path().join("missing.json");
+    fails(
+        &[
+            "run",
+            "--model",
+            model,
+            "--messages",
+            missing.to_str().unwrap(),
+        ],
+        "--messages: cannot read",
+    );
+    fails(
+        &[
+            "run",
+            "--model",
+            model,
+            "--messages",
+            &file("obj.json", "{\"role\": \"user\"}"),
+        ],
+        "is not a JSON array of {\"role\", \"content\"} messages",
+    );
+    fails(
+        &[
+            "run",
+            "--model",
+            model,
+            "--messages",
+            &file("empty.json", "[]"),
+        ],
+        "holds no messages",
+    );
 }

@@ -77,9 +77,7 @@ impl RunArgs {
                 m.push(ChatMessage::new("user", c));
                 Prompt::Chat(m)
             }
-            _ => anyhow::bail!(
-                "give a prompt with --prompt TEXT, --chat TEXT or --messages FILE"
-            ),
+            _ => anyhow::bail!("give a prompt with --prompt TEXT, --chat TEXT or --messages FILE"),
         })
     }
 

@@ -10,7 +10,10 @@ pub enum Line {
     Reset,
     /// `/system TEXT`; `None` goes back to the template's own.
     System(Option<String>),
-    Set { key: String, value: String },
+    Set {
+        key: String,
+        value: String,
+    },
     Show,
     /// Nothing to do (a blank line).
     Empty,
@@ -65,10 +68,14 @@ pub fn parse(line: &str) -> Result<Line, String> {
                     key: key.to_string(),
                     value: value.to_string(),
                 }),
-                _ => Err("usage: /set KEY VALUE (e.g. /set temperature 0.7; /show lists them)".into()),
+                _ => Err(
+                    "usage: /set KEY VALUE (e.g. /set temperature 0.7; /show lists them)".into(),
+                ),
             }
         }
-        _ => Err(format!("unknown command /{name} (/help lists the commands)")),
+        _ => Err(format!(
+            "unknown command /{name} (/help lists the commands)"
+        )),
     }
 }
 
@@ -79,7 +86,10 @@ mod tests {
     #[test]
     fn messages_and_commands() {
         assert_eq!(parse("  hi there "), Ok(Line::Message("hi there".into())));
-        assert_eq!(parse("//etc/hosts?"), Ok(Line::Message("/etc/hosts?".into())));
+        assert_eq!(
+            parse("//etc/hosts?"),
+            Ok(Line::Message("/etc/hosts?".into()))
+        );
         assert_eq!(parse(""), Ok(Line::Empty));
         assert_eq!(parse("/bye"), Ok(Line::Exit));
         assert_eq!(parse("/clear"), Ok(Line::Reset));

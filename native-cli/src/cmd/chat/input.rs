@@ -19,7 +19,7 @@ pub enum Read {
 
 pub enum Input {
     Editor {
-        editor: Editor<(), DefaultHistory>,
+        editor: Box<Editor<(), DefaultHistory>>,
         /// `None` when there is no data directory to keep it in.
         history: Option<PathBuf>,
     },
@@ -40,7 +40,7 @@ impl Input {
             .max_history_size(1000)?
             .auto_add_history(false)
             .build();
-        let mut editor = Editor::with_config(config)?;
+        let mut editor = Box::new(Editor::with_config(config)?);
         let history = history_path();
         if let Some(p) = &history {
             // A first session has no file yet.

@@ -14,7 +14,9 @@ enum State {
     /// Waiting for the next line.
     Idle,
     /// Submitted, id not known yet: an interrupt now aborts it once it is.
-    Submitting { interrupted: bool },
+    Submitting {
+        interrupted: bool,
+    },
     Answering(RequestId),
 }
 

@@ -151,7 +151,9 @@ fn read_entry(input: &mut Input) -> Result<Option<String>> {
             },
         }
     }
-    input.remember(&entry);
+    if !entry.trim().is_empty() {
+        input.remember(&entry);
+    }
     Ok(Some(entry))
 }
 

@@ -134,7 +134,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let spec = args.spec.options()?;
     let constraint = args.constraint()?;
     let prompt = args.prompt()?;
-    args.sampling().validate()?;
+    args.sampling.params().validate()?;
     let mut h = load(&args.model, 128, 1, args.spec.rows_per_seq(), args.json)?;
     load_draft(&mut h, &args.model, &args.spec, args.json)?;
     let req = Request {

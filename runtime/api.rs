@@ -214,6 +214,7 @@ impl Engine {
                         let first = first.unwrap_or(end);
                         g.finish_reason = finish.reason;
                         g.spec = finish.spec;
+                        g.cached_tokens = finish.cached_tokens;
                         g.prefill_secs = (first - t0).as_secs_f64();
                         g.decode_secs = (end - first).as_secs_f64();
                         return Ok(g);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::{engine, gpu, rand_vec, tiny_file, tiny_gpu_model, tokenizer_of, uncached_engine};
-use hearth::engine::{Drafting, Output};
+use hearth::engine::{Drafting, Finish, Output};
 use hearth::model::forward::ForwardOptions;
 use hearth::{Engine, Event, FinishReason, HearthError, Prompt, Request, SamplingParams};
 
@@ -409,4 +409,56 @@ fn submits_waiting_for_the_driver_are_bounded() {
     assert_eq!(drain(&mut stream, 1)[0].0.len(), 2);
     handle.shutdown();
     thread.join().unwrap();
+}
+
+/// Runs `prompt` alone to its end; its tokens and how it finished.
+fn finish_of(e: &mut Engine, prompt: Vec<u32>, max_tokens: usize) -> (Vec<u32>, Finish) {
+    let req = Request {
+        max_tokens: Some(max_tokens),
+        ignore_eos: true,
+        ..Request::new(Prompt::Ids(prompt))
+    };
+    let (id, _) = e.add_request(req).unwrap();
+    let mut ids = Vec::new();
+    loop {
+        for o in e.step_blocking() {
+            assert_eq!(o.request(), id);
+            match o {
+                Output::Token { token, .. } => ids.push(token.id),
+                Output::Finished { finish, .. } => return (ids, finish),
+                Output::Failed { error, .. } => panic!("request failed: {error}"),
+            }
+        }
+    }
+}
+
+/// A chat's next turn: the prompt is the last turn's prompt, its answer and
+/// a new message. Only whole blocks of the earlier *prompt* are reused (a
+/// block holding generated rows has other K/V bits, see prefix_cache.rs),
+/// so `cached_tokens` is that prompt rounded down to a block, and the
+/// prefill computes the rest. Oracle: that count from the block size; the
+/// tokens must equal an engine's without prefix caching.
+#[test]
+fn finish_reports_the_prompt_tokens_the_prefix_cache_served() {
+    let mut e = new_engine(true);
+    let mut plain = new_engine(false);
+    let bs = e.model.kv_block_size() as usize;
+    let turn1: Vec<u32> = (0..2 * bs + 7).map(|i| 1 + (i * 7 % 37) as u32).collect();
+    let (answer, f1) = finish_of(&mut e, turn1.clone(), 5);
+    assert_eq!((f1.prompt_tokens, f1.cached_tokens), (turn1.len(), 0));
+
+    let tail: Vec<u32> = (0..bs).map(|i| 2 + (i * 5 % 31) as u32).collect();
+    let turn2 = [&turn1[..], &answer, &tail].concat();
+    let (ids2, f2) = finish_of(&mut e, turn2.clone(), 4);
+    assert_eq!(f2.prompt_tokens, turn2.len());
+    assert_eq!(f2.cached_tokens, 2 * bs, "turn 1's whole prompt blocks");
+    let (plain_ids2, pf2) = finish_of(&mut plain, turn2.clone(), 4);
+    assert_eq!(ids2, plain_ids2, "cached blocks change no token");
+    assert_eq!(pf2.cached_tokens, 0, "no prefix cache, nothing served");
+
+    // A prompt that is exactly cached blocks still computes its last block:
+    // the next token's logits come from its last row.
+    let whole = turn2[..3 * bs].to_vec();
+    let (_, f3) = finish_of(&mut e, whole, 1);
+    assert_eq!(f3.cached_tokens, 2 * bs);
 }

@@ -4,6 +4,7 @@ mod cmd;
 mod fetch;
 mod hub;
 mod load;
+mod sampling_args;
 mod spec_args;
 
 use std::io::IsTerminal;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{bench, info, perplexity, run, serve};
+use cmd::{bench, chat, info, perplexity, run, serve};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +43,9 @@ enum Cmd {
     },
     /// Generate text from a prompt (streams to stdout; speed to stderr).
     Run(run::RunArgs),
+    /// Chat with the model in the terminal: multi-turn, streamed, the
+    /// earlier turns' KV reused; /help inside lists the commands.
+    Chat(chat::ChatArgs),
     /// Measure prefill and decode speed.
     Bench(bench::BenchArgs),
     /// Download the default model (SmolLM2-135M-Instruct Q4_1) if it is missing.
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Info { json, model } => info::run(json, model),
         Cmd::Run(a) => run::run(a),
+        Cmd::Chat(a) => chat::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Fetch => fetch::ensure_default_model().map(|p| println!("{}", p.display())),
         Cmd::Pull { name } => pull(name.as_deref()).map(|p| println!("{}", p.display())),

@@ -383,6 +383,7 @@ impl Engine {
                 id: sid,
                 reason,
                 prompt_tokens,
+                cached_tokens,
                 completion_tokens,
                 spec,
             } => {
@@ -396,6 +397,7 @@ impl Engine {
                     finish: Finish {
                         reason,
                         prompt_tokens,
+                        cached_tokens,
                         completion_tokens,
                         spec,
                     },

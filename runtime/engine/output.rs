@@ -25,6 +25,12 @@ pub struct Token {
 pub struct Finish {
     pub reason: FinishReason,
     pub prompt_tokens: usize,
+    /// Of `prompt_tokens`, those whose K/V the prefix cache served when the
+    /// request was admitted (whole KV blocks of an earlier prompt that this
+    /// one starts with), so its prefill computed `prompt_tokens -
+    /// cached_tokens`. A sequence preempted later is recomputed in full; this
+    /// still counts its first admission.
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
     /// Drafted and accepted tokens (speculative decoding).
     pub spec: SpecStats,
@@ -74,6 +80,8 @@ pub struct TokenEvent<'a> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Generation {
     pub prompt_ids: Vec<u32>,
+    /// Prompt tokens the prefix cache served (see [`Finish::cached_tokens`]).
+    pub cached_tokens: usize,
     pub ids: Vec<u32>,
     pub text: String,
     pub top_logprobs: Vec<Vec<(u32, f32)>>,
@@ -92,6 +100,7 @@ impl Generation {
     pub fn started(prompt_ids: Vec<u32>) -> Generation {
         Generation {
             prompt_ids,
+            cached_tokens: 0,
             ids: Vec::new(),
             text: String::new(),
             top_logprobs: Vec::new(),

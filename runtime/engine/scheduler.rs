@@ -58,6 +58,8 @@ pub enum SeqEvent {
         id: SeqId,
         reason: FinishReason,
         prompt_tokens: usize,
+        /// Prompt tokens the prefix cache served at admission.
+        cached_tokens: usize,
         completion_tokens: usize,
         /// Drafted and accepted tokens (speculative decoding).
         spec: SpecStats,
@@ -81,6 +83,9 @@ struct Seq {
     hashes: Vec<u64>,
     /// Counted in the prefix-cache hit rate already (first admission only).
     queried: bool,
+    /// Prompt tokens whose K/V the prefix cache served at first admission
+    /// (a preempted sequence's recomputation does not change it).
+    cached_tokens: usize,
     cancelled: bool,
     /// Why the sequence failed alone; it is retired at the next chance.
     failed: Option<HearthError>,
@@ -310,6 +315,7 @@ impl Scheduler {
             computed: 0,
             hashes: Vec::new(),
             queried: false,
+            cached_tokens: 0,
             cancelled: false,
             failed: None,
         });
@@ -356,6 +362,7 @@ impl Scheduler {
                         id: s.id,
                         reason,
                         prompt_tokens: s.prompt.len(),
+                        cached_tokens: s.cached_tokens,
                         completion_tokens: s.out.ids.len(),
                         spec: s.spec_stats(),
                     });
@@ -377,6 +384,7 @@ impl Scheduler {
                     id: s.id,
                     reason: s.out.finish.unwrap_or(FinishReason::Cancelled),
                     prompt_tokens: s.prompt.len(),
+                    cached_tokens: s.cached_tokens,
                     completion_tokens: s.out.ids.len(),
                     spec: s.spec_stats(),
                 });
@@ -597,8 +605,11 @@ impl Scheduler {
             }
             let mut s = self.waiting.pop_front().expect("front exists");
             s.take_cached_prefix(&mut self.pool, &prefix)?;
-            if !s.queried && self.opts.prefix_caching {
-                self.pool.record_prefix_query(s.known(), cached * bs);
+            if !s.queried {
+                if self.opts.prefix_caching {
+                    self.pool.record_prefix_query(s.known(), cached * bs);
+                }
+                s.cached_tokens = (cached * bs).min(s.prompt.len());
                 s.queried = true;
             }
             self.running.push(s);

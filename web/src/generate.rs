@@ -125,6 +125,7 @@ pub(crate) async fn run(
             Event::Finished { finish, .. } => {
                 g.finish_reason = finish.reason;
                 g.spec = finish.spec;
+                g.cached_tokens = finish.cached_tokens;
                 finished = true;
             }
             Event::Failed(e) => return Err(to_js(e)),

@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use hearth::engine::{Generation, SamplingParams};
+use hearth::engine::Generation;
 use hearth::structured::{gbnf_to_lark, Constraint};
 use hearth::text::ChatMessage;
 use hearth::{EngineConfig, Prompt, Request};
 
 use crate::load::{load, load_draft, ModelArgs};
+use crate::sampling_args::SamplingArgs;
 use crate::spec_args;
 
 #[derive(Args)]
@@ -27,27 +28,14 @@ pub struct RunArgs {
     /// System message for --chat (default: the template's own).
     #[arg(long, requires = "chat")]
     system: Option<String>,
+    /// A whole conversation, sent through the model's chat template: a JSON
+    /// array of `{"role": ..., "content": ...}` messages (OpenAI's shape).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "chat"])]
+    messages: Option<PathBuf>,
     #[arg(long, default_value_t = hearth::engine::DEFAULT_MAX_TOKENS)]
     max_tokens: usize,
-    /// 0 = greedy (the default of every front end but the OpenAI server;
-    /// see docs/API.md).
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// 0 = off.
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    #[arg(long, default_value_t = 0.0)]
-    min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
-    #[arg(long, default_value_t = 0.0)]
-    presence_penalty: f32,
-    #[arg(long, default_value_t = 0.0)]
-    frequency_penalty: f32,
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Stop when the output contains this text (repeatable).
     #[arg(long)]
     stop: Vec<String>,
@@ -76,6 +64,9 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn prompt(&self) -> Result<Prompt> {
+        if let Some(path) = &self.messages {
+            return read_messages(path).map(Prompt::Chat);
+        }
         Ok(match (&self.prompt, &self.chat) {
             (Some(p), None) => Prompt::Text(p.clone()),
             (None, Some(c)) => {
@@ -86,7 +77,7 @@ impl RunArgs {
                 m.push(ChatMessage::new("user", c));
                 Prompt::Chat(m)
             }
-            _ => anyhow::bail!("give a prompt with --prompt TEXT or --chat TEXT"),
+            _ => anyhow::bail!("give a prompt with --prompt TEXT, --chat TEXT or --messages FILE"),
         })
     }
 
@@ -121,32 +112,35 @@ impl RunArgs {
         }
         Ok(self.regex.clone().map(Constraint::Regex))
     }
+}
 
-    fn sampling(&self) -> SamplingParams {
-        SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            seed: self.seed,
-        }
+/// `--messages FILE`: a non-empty JSON array of chat messages.
+fn read_messages(path: &Path) -> Result<Vec<ChatMessage>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--messages: cannot read {}", path.display()))?;
+    let messages: Vec<ChatMessage> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "--messages: {} is not a JSON array of {{\"role\", \"content\"}} messages",
+            path.display()
+        )
+    })?;
+    if messages.is_empty() {
+        anyhow::bail!("--messages: {} holds no messages", path.display());
     }
+    Ok(messages)
 }
 
 pub fn run(args: RunArgs) -> Result<()> {
     let spec = args.spec.options()?;
     let constraint = args.constraint()?;
     let prompt = args.prompt()?;
-    args.sampling().validate()?;
+    args.sampling.params().validate()?;
     let mut h = load(&args.model, 128, 1, args.spec.rows_per_seq(), args.json)?;
     load_draft(&mut h, &args.model, &args.spec, args.json)?;
     let req = Request {
         prompt,
         max_tokens: Some(args.max_tokens),
-        sampling: args.sampling(),
+        sampling: args.sampling.params(),
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
         logprobs: args.logprobs,

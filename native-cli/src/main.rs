@@ -22,8 +22,9 @@ use cmd::{bench, chat, info, perplexity, run, serve};
     about = "Cross-vendor LLM inference on any GPU wgpu reaches",
     help_template = "{about}\n\n{before-help}\n{usage-heading} {usage}\n\n{all-args}{after-help}",
     before_help = "Start here (the default model, SmolLM2-135M-Instruct, downloads on first use):\n  \
-                   hearth run --chat \"Which ocean is the largest?\"   answer one message\n  \
-                   hearth serve                                     an OpenAI-compatible server on 127.0.0.1:8080"
+                   hearth chat                                       talk with the model in this terminal\n  \
+                   hearth run --chat \"Which ocean is the largest?\"   answer one message (stdout: the answer alone)\n\
+                   Other models: --model ORG/REPO (a Hugging Face name, see `hearth pull`) or a local file."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -485,5 +485,5 @@ fn missing_file_said_once_and_help_starts_a_new_user() {
     assert!(ok);
     let head: String = out.lines().take(6).collect::<Vec<_>>().join("\n");
     assert!(head.contains("hearth run --chat"), "{out}");
-    assert!(head.contains("hearth serve"), "{out}");
+    assert!(head.contains("hearth chat"), "{out}");
 }

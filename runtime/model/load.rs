@@ -177,8 +177,12 @@ impl LoadedModel {
     pub fn from_gguf(model: super::gguf::GgufModel, shown: &str) -> Result<LoadedModel> {
         let tokenizer = TokenizerSpec::Gguf(model.vocab()?);
         let file = model.file();
+        let files = match file.file_count() {
+            1 => String::new(),
+            n => format!(" in {n} files"),
+        };
         let source_desc = format!(
-            "GGUF v{} {} from {shown} ({} tensors)",
+            "GGUF v{} {} from {shown} ({} tensors{files})",
             file.version(),
             file.architecture()?,
             file.tensor_infos().len()

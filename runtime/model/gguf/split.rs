@@ -176,9 +176,11 @@ fn merge(shards: Vec<(String, GgufFile)>) -> Result<GgufFile> {
             .get_u64(SPLIT_TENSORS_COUNT)
             .map_err(|e| in_shard(name, e))?
         {
-            Some(n) if n != want => return Err(invalid(format!(
+            Some(n) if n != want => {
+                return Err(invalid(format!(
                 "split GGUF: {name} says {SPLIT_TENSORS_COUNT} = {n}, but {first_name} says {want}"
-            ))),
+            )))
+            }
             _ => {}
         }
     }

@@ -92,6 +92,56 @@ fn shards_join_in_memory_in_any_order() {
     assert_same_model(&whole, &GgufFile::join(shards).unwrap(), 3);
 }
 
+/// `$HEARTH_PYTHON` (scripts/test.sh sets it to its venv) or `python3`
+/// when it can import gguf-py; `None` (the caller skips) when `python3`
+/// cannot and `$HEARTH_PYTHON` is unset. A set `$HEARTH_PYTHON` without
+/// it fails the test.
+fn python_with_gguf() -> Option<String> {
+    let py = std::env::var("HEARTH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&py)
+        .args(["-c", "import gguf"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(
+        std::env::var_os("HEARTH_PYTHON").is_none(),
+        "HEARTH_PYTHON={py} cannot import gguf (pip install gguf==0.19.0; scripts/test.sh does)"
+    );
+    eprintln!("skipped: {py} cannot import gguf");
+    None
+}
+
+/// Shards that gguf-py wrote (llama.cpp's Python GGUF writer, a second
+/// implementation of the format) read as the file they came from.
+#[test]
+fn shards_written_by_gguf_py_read_as_the_whole_file() {
+    let Some(py) = python_with_gguf() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let whole = dir.path().join("whole.gguf");
+    std::fs::write(&whole, tiny_model("llama", false).build()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_py_split.py");
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .arg(&whole)
+        .arg(dir.path().join("py.gguf"))
+        .arg("8")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 21 tensors, 8 to a shard.
+    let first = dir.path().join(split_name("py", 0, 3));
+    let whole = GgufFile::open(&whole).unwrap();
+    assert_same_model(&whole, &GgufFile::open(&first).unwrap(), 3);
+}
+
 /// A model's greedy tokens: on the GPU, and from the CPU reference.
 fn greedy(loaded: LoadedModel, prompt: &[u32]) -> (Vec<u32>, Vec<u32>) {
     let reference = RefModel::load(&*loaded.weights)

@@ -16,7 +16,7 @@ use crate::{fetch, spec_args};
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// GGUF file or Hugging Face model directory (default: SmolLM2-135M-Instruct, fetched if missing).
+    /// GGUF file (of a split GGUF, any shard) or Hugging Face model directory (default: SmolLM2-135M-Instruct, fetched if missing).
     #[arg(long, short)]
     pub model: Option<PathBuf>,
     /// Weight form on the GPU: f32, f16, q8_0, q4_0, q4_1, q4_k, q6_k. Float

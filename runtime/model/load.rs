@@ -112,7 +112,8 @@ impl std::fmt::Debug for LoadedModel {
     }
 }
 
-/// Opens a `.gguf` file or a Hugging Face model directory (with `config.json`).
+/// Opens a `.gguf` file (a split GGUF by any of its shards) or a Hugging
+/// Face model directory (with `config.json`).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open(path: &std::path::Path) -> Result<LoadedModel> {
     open_with(path, false)

@@ -85,14 +85,13 @@ impl GgufFile {
     pub(crate) fn check_not_lone_shard(&self) -> Result<()> {
         match self.split()? {
             Some(s) if self.file_count() != s.count => Err(invalid(format!(
-                "this file is shard {} of {} of a split GGUF (`{SPLIT_COUNT}` = {}): \
-                 open it by path with its sibling files (`*{}` ...) next to it, or join all \
-                 {} shards (GgufFile::join)",
+                "this file is shard {} of {} of a split GGUF: load all {} shards together \
+                 (by the path of any one, with the others next to it under their \
+                 `*{}` ... names; or all of them picked at once in a browser)",
                 s.no + 1,
                 s.count,
                 s.count,
                 shard_suffix(0, s.count),
-                s.count
             ))),
             _ => Ok(()),
         }

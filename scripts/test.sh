@@ -32,7 +32,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
 echo "== cargo clippy (wasm32: the runtime and hearth-web)"
 cargo clippy -q -p hearth -p hearth-web --target wasm32-unknown-unknown -- -D warnings
-echo "== python venv with the official openai client and jsonschema (the hearth serve client tests)"
+echo "== python venv with the official openai client and jsonschema (the hearth serve client tests) and gguf-py"
 venv=.cache/openai-venv
 if ! "$venv/bin/python" -c 'import openai' 2>/dev/null; then
   # Debian's python3 makes venvs only with python3-venv installed.
@@ -43,6 +43,10 @@ fi
 # jsonschema: the structured-output test validates the server's answers with it.
 if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -c 'import jsonschema' 2>/dev/null; then
   "$venv/bin/pip" install -q 'jsonschema==4.23.0' || echo "warning: no jsonschema; the structured-output test will fail" >&2
+fi
+# gguf: llama.cpp's Python GGUF writer splits a model for tests/gguf_split.rs.
+if [ -x "$venv/bin/python" ] && ! "$venv/bin/python" -c 'import gguf' 2>/dev/null; then
+  "$venv/bin/pip" install -q 'gguf==0.19.0' || echo "warning: no gguf-py; the split-GGUF test will fail" >&2
 fi
 if "$venv/bin/python" -c 'import openai' 2>/dev/null; then export HEARTH_PYTHON="$PWD/$venv/bin/python"; fi
 echo "== cargo test (release: the CPU reference runs a 135M-parameter model)"

@@ -16,7 +16,7 @@ use crate::{fetch, hub, spec_args};
 
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// GGUF file, Hugging Face model directory, or hub name (ORG/REPO,
+    /// GGUF file (of a split GGUF, any shard), Hugging Face model directory, or hub name (ORG/REPO,
     /// ORG/REPO:QUANT, ORG/REPO/FILE.gguf; downloaded into the Hugging Face
     /// cache if missing). Default: SmolLM2-135M-Instruct, fetched if missing.
     #[arg(long, short)]

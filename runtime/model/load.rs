@@ -112,7 +112,8 @@ impl std::fmt::Debug for LoadedModel {
     }
 }
 
-/// Opens a `.gguf` file or a Hugging Face model directory (with `config.json`).
+/// Opens a `.gguf` file (a split GGUF by any of its shards) or a Hugging
+/// Face model directory (with `config.json`).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open(path: &std::path::Path) -> Result<LoadedModel> {
     open_with(path, false)
@@ -177,8 +178,12 @@ impl LoadedModel {
     pub fn from_gguf(model: super::gguf::GgufModel, shown: &str) -> Result<LoadedModel> {
         let tokenizer = TokenizerSpec::Gguf(model.vocab()?);
         let file = model.file();
+        let files = match file.file_count() {
+            1 => String::new(),
+            n => format!(" in {n} files"),
+        };
         let source_desc = format!(
-            "GGUF v{} {} from {shown} ({} tensors)",
+            "GGUF v{} {} from {shown} ({} tensors{files})",
             file.version(),
             file.architecture()?,
             file.tensor_infos().len()

@@ -1,5 +1,5 @@
-//! Which model a set of picked files is: one GGUF, or a Hugging Face set
-//! (config.json, tokenizer.json, safetensors shards).
+//! Which model a set of picked files is: one GGUF, the shards of a split
+//! GGUF, or a Hugging Face set (config.json, tokenizer.json, safetensors shards).
 
 use hearth::model::gguf::{GgufFile, GgufModel};
 use hearth::model::hf::{shard_names_from_index, HfModel};
@@ -14,14 +14,19 @@ pub fn open(files: Vec<(String, Blob)>) -> Result<LoadedModel> {
         return Err(HearthError::InvalidRequest("no model file given".into()));
     }
     let is_gguf = |n: &str| n.to_ascii_lowercase().ends_with(".gguf");
-    if let Some((name, blob)) = files.iter().find(|(n, _)| is_gguf(n)) {
-        if files.len() > 1 {
+    let ggufs = files.iter().filter(|(n, _)| is_gguf(n)).count();
+    if ggufs > 0 {
+        if ggufs < files.len() {
             return Err(HearthError::InvalidRequest(format!(
-                "give one .gguf file on its own ({} files were given)",
+                "give .gguf files on their own: one model, or every shard of a split one \
+                 ({ggufs} .gguf among {} files were given)",
                 files.len()
             )));
         }
-        return open_gguf(name, blob);
+        if let [(name, blob)] = files.as_slice() {
+            return open_gguf(name, blob);
+        }
+        return open_split_gguf(&files);
     }
     if files.len() == 1 && !files[0].0.ends_with(".json") && !files[0].0.ends_with(".safetensors") {
         // A renamed or extension-less download: trust the magic.
@@ -41,6 +46,17 @@ fn ranged(name: &str, blob: &Blob) -> Result<FileBytes> {
 
 fn open_gguf(name: &str, blob: &Blob) -> Result<LoadedModel> {
     LoadedModel::from_gguf(GgufModel::new(GgufFile::parse(ranged(name, blob)?)?)?, name)
+}
+
+/// The shards of a split GGUF (llama.cpp's `gguf-split`), in any order.
+fn open_split_gguf(files: &[(String, Blob)]) -> Result<LoadedModel> {
+    let mut shards = Vec::with_capacity(files.len());
+    for (name, blob) in files {
+        shards.push((name.clone(), GgufFile::parse(ranged(name, blob)?)?));
+    }
+    let joined = GgufFile::join(shards)?;
+    let shown = format!("{} (and {} more shards)", files[0].0, files.len() - 1);
+    LoadedModel::from_gguf(GgufModel::new(joined)?, &shown)
 }
 
 fn open_hf(files: Vec<(String, Blob)>) -> Result<LoadedModel> {

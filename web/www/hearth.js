@@ -250,7 +250,8 @@ export const Hearth = {
 
   /**
    * Starts a worker and loads a model into it. `source`: a URL (string or URL) of a .gguf,
-   * a File/Blob of one, or an array/FileList of Files (one .gguf, or a Hugging Face set).
+   * a File/Blob of one, or an array/FileList of Files (one .gguf, the shards of a split .gguf,
+   * or a Hugging Face set).
    */
   async load(source, options = {}) {
     const { onProgress, onNotice, workerUrl, ...engineOptions } = options;

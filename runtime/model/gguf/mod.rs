@@ -1,10 +1,12 @@
 //! GGUF reader (versions 2 and 3): header, metadata, tensor infos and the
 //! data section, all bounds-checked against the file before use. Tensor data
-//! is borrowed straight from the file bytes (a memory map natively).
+//! is borrowed straight from the file bytes (a memory map natively). A model
+//! split by llama.cpp's `gguf-split` reads as one file ([`split`]).
 
 mod config;
 mod metadata;
 mod reader;
+pub mod split;
 pub mod types;
 mod weights;
 
@@ -37,6 +39,9 @@ pub struct GgufTensorInfo {
     pub type_id: u32,
     /// Offset from the start of the data section.
     pub offset: u64,
+    /// Which file of a split model holds the data (its `split.no`; 0 for
+    /// a model in one file).
+    pub shard: usize,
 }
 
 impl GgufTensorInfo {
@@ -66,12 +71,19 @@ impl GgufTensorInfo {
     }
 }
 
-/// A parsed GGUF file that owns its bytes.
-pub struct GgufFile {
+/// The bytes of one file and where its data section starts.
+struct Part {
     bytes: FileBytes,
+    data_offset: usize,
+}
+
+/// A parsed GGUF model that owns its bytes: one file, or the shards of a
+/// split model joined (metadata of the first, tensors of all).
+pub struct GgufFile {
+    /// One per file, in `split.no` order; tensors name theirs by `shard`.
+    parts: Vec<Part>,
     version: u32,
     alignment: u64,
-    data_offset: usize,
     metadata: Vec<(String, MetaValue)>,
     meta_index: HashMap<String, usize>,
     tensors: Vec<GgufTensorInfo>,
@@ -82,7 +94,11 @@ impl std::fmt::Debug for GgufFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GgufFile")
             .field("version", &self.version)
-            .field("bytes", &self.bytes.len())
+            .field("files", &self.parts.len())
+            .field(
+                "bytes",
+                &self.parts.iter().map(|p| p.bytes.len()).sum::<u64>(),
+            )
             .field("metadata", &self.metadata.len())
             .field("tensors", &self.tensors.len())
             .finish()
@@ -90,10 +106,11 @@ impl std::fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Memory-maps and parses a GGUF file.
+    /// Memory-maps and parses a GGUF file; a shard of a split model brings
+    /// its siblings from the same folder ([`GgufFile::open_split`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        Self::parse(FileBytes::map(path)?)
+        Self::open_split(path, Self::parse(FileBytes::map(path)?)?, true)
     }
 
     /// Parses a GGUF file held in memory (the browser path).
@@ -115,13 +132,14 @@ impl GgufFile {
         Self::parse_with(bytes, false)
     }
 
-    /// [`GgufFile::parse_header_only`] of a file on disk.
+    /// [`GgufFile::parse_header_only`] of a file on disk (and of its
+    /// siblings when it is a shard of a split model).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open_header_only(path: &std::path::Path) -> Result<Self> {
-        Self::parse_header_only(FileBytes::map(path)?)
+        Self::open_split(path, Self::parse_header_only(FileBytes::map(path)?)?, false)
     }
 
-    fn parse_with(bytes: FileBytes, need_data: bool) -> Result<Self> {
+    pub(crate) fn parse_with(bytes: FileBytes, need_data: bool) -> Result<Self> {
         let file_len = bytes.len();
         // Mapped and in-memory files are read from a prefix too: the header
         // has the same size cap however the file is read.
@@ -135,7 +153,7 @@ impl GgufFile {
             let mut r = Reader::prefix(&prefix, file_len);
             match Self::parse_header(&mut r, file_len) {
                 Ok(mut file) => {
-                    file.bytes = bytes;
+                    file.parts[0].bytes = bytes;
                     for t in &file.tensors {
                         file.check_tensor(t, need_data)?;
                     }
@@ -153,7 +171,7 @@ impl GgufFile {
         }
     }
 
-    /// Everything up to the data section; `bytes` is left empty for `parse` to fill.
+    /// Everything up to the data section; the bytes are left empty for `parse` to fill.
     fn parse_header(r: &mut Reader<'_>, file_len: u64) -> Result<Self> {
         let magic = r.bytes(4, "magic")?;
         if magic != MAGIC {
@@ -220,17 +238,17 @@ impl GgufFile {
                 dims,
                 type_id,
                 offset,
+                shard: 0,
             });
         }
         let mut file = GgufFile {
             version,
             alignment: DEFAULT_ALIGNMENT,
-            data_offset: 0,
             metadata,
             meta_index,
             tensors,
             tensor_index,
-            bytes: FileBytes::Owned(Vec::new()),
+            parts: Vec::new(),
         };
         if let Some(a) = file.get_u64("general.alignment")? {
             if a == 0 || !a.is_power_of_two() || a > 1 << 20 {
@@ -247,13 +265,17 @@ impl GgufFile {
                 "GGUF truncated: data section starts at byte {data_offset}, file has {file_len} bytes"
             )));
         }
-        file.data_offset = data_offset as usize;
+        file.parts.push(Part {
+            bytes: FileBytes::Owned(Vec::new()),
+            data_offset: data_offset as usize,
+        });
         Ok(file)
     }
 
     /// Bounds/consistency checks for one tensor whose type is supported;
     /// unknown types are reported when the tensor is requested.
     fn check_tensor(&self, t: &GgufTensorInfo, need_data: bool) -> Result<()> {
+        let part = &self.parts[t.shard];
         let bad = |m: String| {
             Err(HearthError::InvalidFile(format!(
                 "tensor `{}`: {m}",
@@ -287,15 +309,15 @@ impl GgufFile {
         let size = (numel / dtype.block_elems() as u64).checked_mul(dtype.block_bytes() as u64);
         let end = size
             .and_then(|s| s.checked_add(t.offset))
-            .and_then(|e| e.checked_add(self.data_offset as u64));
+            .and_then(|e| e.checked_add(part.data_offset as u64));
         match end {
-            Some(e) if e <= self.bytes.len() || !need_data => Ok(()),
+            Some(e) if e <= part.bytes.len() || !need_data => Ok(()),
             _ => bad(format!(
                 "data ({} {} elements at offset {}) runs past the end of the file ({} bytes)",
                 numel,
                 dtype.name(),
                 t.offset,
-                self.bytes.len()
+                part.bytes.len()
             )),
         }
     }
@@ -308,9 +330,15 @@ impl GgufFile {
         self.alignment
     }
 
-    /// Byte offset of the data section in the file.
+    /// Byte offset of the data section in the file (the first file of a
+    /// split model).
     pub fn data_offset(&self) -> usize {
-        self.data_offset
+        self.parts[0].data_offset
+    }
+
+    /// How many files the model was read from: 1, or the shards of a split model.
+    pub fn file_count(&self) -> usize {
+        self.parts.len()
     }
 
     pub fn metadata(&self) -> &[(String, MetaValue)] {
@@ -408,15 +436,21 @@ impl GgufFile {
     /// Whether `name` exists and its data is in the file (always, unless the
     /// file was parsed with [`GgufFile::parse_header_only`]).
     pub fn has_tensor_data(&self, name: &str) -> bool {
-        let span = self.tensor_info(name).map(|info| self.data_span(info));
-        matches!(span, Some(Ok((start, size))) if start + size as u64 <= self.bytes.len())
+        let Some(info) = self.tensor_info(name) else {
+            return false;
+        };
+        let len = self.parts[info.shard].bytes.len();
+        matches!(self.data_span(info), Ok((start, size)) if start + size as u64 <= len)
     }
 
-    /// Where a tensor's data starts in the file and its size in bytes
+    /// Where a tensor's data starts in its file and its size in bytes
     /// (`parse` checked that start + size does not overflow).
     fn data_span(&self, info: &GgufTensorInfo) -> Result<(u64, usize)> {
         let size = info.dtype()?.bytes_for(info.numel() as usize)?;
-        Ok((self.data_offset as u64 + info.offset, size))
+        Ok((
+            self.parts[info.shard].data_offset as u64 + info.offset,
+            size,
+        ))
     }
 
     /// A tensor with its shape in PyTorch order and its data borrowed from the file.
@@ -430,7 +464,7 @@ impl GgufFile {
             dtype: info.dtype()?,
             shape: info.shape(),
             // A header-only file's missing data is an InvalidFile error here.
-            data: self.bytes.range(start, size)?,
+            data: self.parts[info.shard].bytes.range(start, size)?,
         })
     }
 }

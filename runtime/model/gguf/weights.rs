@@ -13,8 +13,10 @@ pub struct GgufModel {
 
 impl GgufModel {
     /// Parses the config from the file's metadata (errors for unknown
-    /// architectures) and checks it against the tensors present.
+    /// architectures) and checks it against the tensors present. One shard
+    /// of a split model on its own is an error, not a model missing tensors.
     pub fn new(file: GgufFile) -> Result<Self> {
+        file.check_not_lone_shard()?;
         let config = file.config()?;
         file.check_config_tensors(&config)?;
         Ok(GgufModel { file, config })

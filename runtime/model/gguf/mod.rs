@@ -4,6 +4,7 @@
 
 mod config;
 mod metadata;
+mod moe_config;
 mod reader;
 pub mod types;
 mod weights;

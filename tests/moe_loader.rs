@@ -124,6 +124,28 @@ fn unsupported_routers_are_refused_by_name() {
 }
 
 #[test]
+fn old_per_expert_gguf_layout_is_refused_by_name() {
+    let mut w = tiny_moe_gguf();
+    w.tensors.retain(|t| !t.name.contains("_exps."));
+    for l in 0..LAYERS {
+        for e in 0..EXPERTS {
+            let n = EXPERT_FFN * HIDDEN;
+            w.tensor(
+                &format!("blk.{l}.ffn_gate.{e}.weight"),
+                &[EXPERT_FFN, HIDDEN],
+                DType::F32,
+                &values(n, 1),
+            );
+        }
+    }
+    let e = gguf_err(&w);
+    assert!(
+        matches!(&e, HearthError::Unsupported(m) if m.contains("blk.N.ffn_gate.E.weight")),
+        "{e}"
+    );
+}
+
+#[test]
 fn the_gpu_refuses_moe_models_until_it_has_expert_kernels() {
     let m = GgufModel::from_bytes(tiny_moe_gguf().build()).unwrap();
     let e =

@@ -30,6 +30,11 @@ impl GgufFile {
                 "mixture-of-experts `{arch}` model ({num_experts} experts; supported: llama (Mixtral), qwen2moe, qwen3moe)"
             )));
         }
+        if self.has_tensor(&names::blk(0, "ffn_gate.0.weight")) {
+            return Err(HearthError::Unsupported(
+                "per-expert GGUF tensors (`blk.N.ffn_gate.E.weight`, the layout of early Mixtral conversions); re-convert the model with a current llama.cpp".into(),
+            ));
+        }
         let missing =
             |key: String| HearthError::Config(format!("GGUF metadata key `{key}` is missing"));
         let experts_per_token = self

@@ -12,22 +12,33 @@ use crate::model::moe::MoeConfig;
 use crate::model::WeightSource;
 use crate::Result;
 
-/// The experts a row is routed to, best first, with their weights.
+/// The experts a row is routed to, best first, with their weights: the
+/// softmax over all experts' logits, the top `k`, renormalised to sum to
+/// one when `norm_topk_prob`.
 ///
-/// Ties in probability go to the lower expert index. transformers leaves
-/// this order to `torch.topk`, whose CPU kernel does not define it (all
-/// eight equal probabilities come back as experts 6 and 5); a fixed rule
-/// keeps routing deterministic and independent of the batch.
+/// Experts are ranked by logit (the softmax keeps the order) and exact ties
+/// go to the lower expert index. transformers leaves tie order to
+/// `torch.topk`, whose CPU kernel does not define it (eight equal
+/// probabilities come back as experts 6 and 5); a fixed rule keeps routing
+/// deterministic and independent of the batch, and the GPU router
+/// (`shaders/moe_router.wgsl`) follows the same one.
 pub fn route_ref(router_logits: &[f32], k: usize, norm_topk_prob: bool) -> Vec<(usize, f32)> {
     let max = router_logits
         .iter()
         .copied()
         .fold(f32::NEG_INFINITY, f32::max);
-    let exps: Vec<f32> = router_logits.iter().map(|&l| (l - max).exp()).collect();
-    let sum: f32 = exps.iter().sum();
-    let mut ranked: Vec<(usize, f32)> = exps.iter().map(|&e| e / sum).enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    ranked.truncate(k);
+    let z: f32 = router_logits.iter().map(|&l| (l - max).exp()).sum();
+    let mut order: Vec<usize> = (0..router_logits.len()).collect();
+    order.sort_by(|&a, &b| {
+        router_logits[b]
+            .total_cmp(&router_logits[a])
+            .then(a.cmp(&b))
+    });
+    let mut ranked: Vec<(usize, f32)> = order
+        .into_iter()
+        .take(k)
+        .map(|e| (e, (router_logits[e] - max).exp() / z))
+        .collect();
     if norm_topk_prob {
         let s: f32 = ranked.iter().map(|r| r.1).sum();
         ranked.iter_mut().for_each(|r| r.1 /= s);

@@ -1,11 +1,12 @@
 //! Micro-benchmarks of the small kernels of a forward pass (GB/s of memory
 //! traffic): RMSNorm, RoPE, residual add / SiLU·mul, top-K, the constrained-
-//! decoding logit mask, and the roofline's
+//! decoding logit mask, the MoE router, and the roofline's
 //! buffer copy. `cargo bench --bench misc_kernels`.
 
 use hearth::gpu::kernels::copy::CopyKernel;
 use hearth::gpu::kernels::elementwise::{Elementwise, Op};
 use hearth::gpu::kernels::logit_mask::{mask_words, LogitMask};
+use hearth::gpu::kernels::moe_router::MoeRouter;
 use hearth::gpu::kernels::rmsnorm::RmsNorm;
 use hearth::gpu::kernels::rope::{Rope, RopeLayout};
 use hearth::gpu::kernels::topk::TopK;
@@ -111,6 +112,32 @@ fn main() {
         for &k in &[1u32, 40, 256] {
             let s = time(&ctx, &|p| topk.record(p, 1, k));
             report(&format!("topk 1 x {vocab} k={k}"), s, vocab as f64 * 4.0);
+        }
+    }
+    // MoE router (Mixtral's and Qwen3-30B-A3B's shapes): GB/s of router
+    // weights and activations read.
+    for &(hidden, experts, k) in &[(4096u32, 8u32, 2u32), (2048, 128, 8)] {
+        for &n in &[1u32, 512] {
+            let step = ctx.uniform(
+                "step",
+                &StepInfo {
+                    n_tokens: n,
+                    n_seqs: 1,
+                    ..Default::default()
+                },
+            );
+            let x = ctx.buffer_zeroed("x", (n * hidden) as u64 * 4);
+            let w = ctx.buffer_zeroed("w", (experts * hidden) as u64 * 4);
+            let ids = ctx.buffer_zeroed("ids", (n * k) as u64 * 4);
+            let wts = ctx.buffer_zeroed("weights", (n * k) as u64 * 4);
+            let router = MoeRouter::new(&ctx, &step, &x, &w, &ids, &wts, hidden, experts, k, true)
+                .expect("router");
+            let s = time(&ctx, &|p| router.record(p, n));
+            report(
+                &format!("moe_router {n} x {hidden}, {experts} experts top-{k}"),
+                s,
+                ((n + experts) * hidden) as f64 * 4.0,
+            );
         }
     }
     // GB/s of logits read + written (every logit read, every one written at

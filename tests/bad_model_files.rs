@@ -145,11 +145,12 @@ fn unsupported_model_features() {
         "{e}"
     );
 
-    let mut w = tiny_model("llama", false);
-    w.kv("llama.expert_count", Val::U32(8));
+    // Experts are read for llama (Mixtral), qwen2moe and qwen3moe only.
+    let mut w = tiny_model("qwen2", false);
+    w.kv("qwen2.expert_count", Val::U32(8));
     let e = GgufModel::from_bytes(w.build()).unwrap_err();
     assert!(
-        matches!(&e, HearthError::Unsupported(m) if m.contains("mixture-of-experts")),
+        matches!(&e, HearthError::Unsupported(m) if m.contains("mixture-of-experts `qwen2`")),
         "{e}"
     );
 }

@@ -50,6 +50,10 @@ pub struct ModelConfig {
     pub attention_bias: bool,
     /// Per-head RMSNorm on Q and K before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// Mixture-of-experts feed-forward blocks (Mixtral, Qwen2/3-MoE);
+    /// `None` for a dense model.
+    #[serde(default)]
+    pub moe: Option<super::moe::MoeConfig>,
 }
 
 impl ModelConfig {
@@ -185,6 +189,9 @@ impl ModelConfig {
                     ));
                 }
             }
+        }
+        if let Some(moe) = &self.moe {
+            moe.validate_keyed(self.num_layers, key)?;
         }
         Ok(())
     }

@@ -13,7 +13,8 @@ pub struct ConvertedSource<'a> {
 }
 
 impl<'a> ConvertedSource<'a> {
-    /// Matrices (2-D tensors) of `inner` as `dtype` where [`DType::converts`]
+    /// Matrices (2-D tensors, and stacks of them such as experts) of `inner`
+    /// as `dtype` where [`DType::converts`]
     /// says so; vectors (norms, biases) and quantized matrices asked to
     /// become another quantized form stay as they are, matching what the GPU
     /// loader does with `ForwardOptions::dtype`.
@@ -33,18 +34,18 @@ impl WeightSource for ConvertedSource<'_> {
 
     fn tensor_meta(&self, name: &str) -> Result<(DType, Vec<usize>)> {
         let (dtype, shape) = self.inner.tensor_meta(name)?;
-        if shape.len() != 2 || !self.dtype.converts(dtype) {
+        if shape.len() < 2 || !self.dtype.converts(dtype) {
             return Ok((dtype, shape));
         }
-        Ok((self.dtype.target_for(shape[1]), shape))
+        Ok((self.dtype.target_for(shape[shape.len() - 1]), shape))
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
         let t = self.inner.tensor(name)?;
-        if t.shape.len() != 2 || !self.dtype.converts(t.dtype) {
+        if t.shape.len() < 2 || !self.dtype.converts(t.dtype) {
             return Ok(t);
         }
-        let dtype = self.dtype.target_for(t.shape[1]);
+        let dtype = self.dtype.target_for(t.shape[t.shape.len() - 1]);
         if t.dtype == dtype {
             return Ok(t);
         }

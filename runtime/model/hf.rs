@@ -6,8 +6,10 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::config::names;
+use super::config::{limits, names};
+use super::hf_experts::{Parts, Stacked};
 use super::load::FileBytes;
+use super::moe::HfMoeKind;
 use super::{Architecture, DType, HostTensor, ModelConfig, RopeLayout, RopeScaling, WeightSource};
 use crate::text::vocab::TokenizerSpec;
 use crate::{HearthError, Result};
@@ -39,7 +41,7 @@ pub fn canonical_name(hf: &str) -> Option<String> {
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
-        _ => return None,
+        other => super::moe::hf_layer_name(other)?,
     };
     Some(names::blk(layer, mapped))
 }
@@ -139,14 +141,18 @@ pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
             None => return Err(cfg_err("missing field `architectures`")),
         },
     };
-    let arch = match arch_name.as_str() {
-        "LlamaForCausalLM" | "llama" => Architecture::Llama,
-        "MistralForCausalLM" | "mistral" => Architecture::Mistral,
-        "Qwen2ForCausalLM" | "qwen2" => Architecture::Qwen2,
-        "Qwen3ForCausalLM" | "qwen3" => Architecture::Qwen3,
-        other => {
+    let moe_kind = HfMoeKind::from_class(&arch_name);
+    // The MoE families share their dense namesakes' attention.
+    let arch = match (arch_name.as_str(), moe_kind) {
+        ("LlamaForCausalLM" | "llama", _) => Architecture::Llama,
+        ("MistralForCausalLM" | "mistral", _) | (_, Some(HfMoeKind::Mixtral)) => {
+            Architecture::Mistral
+        }
+        ("Qwen2ForCausalLM" | "qwen2", _) | (_, Some(HfMoeKind::Qwen2Moe)) => Architecture::Qwen2,
+        ("Qwen3ForCausalLM" | "qwen3", _) | (_, Some(HfMoeKind::Qwen3Moe)) => Architecture::Qwen3,
+        (other, None) => {
             return Err(HearthError::Unsupported(format!(
-                "architecture `{other}` (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"
+                "architecture `{other}` (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)"
             )))
         }
     };
@@ -190,12 +196,23 @@ pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
         ),
     };
     let tied = get_bool(&v, "tie_word_embeddings")?.unwrap_or(false);
+    let num_layers = req_usize(&v, "num_hidden_layers")?;
+    let moe = match moe_kind {
+        Some(kind) => super::moe::from_hf_config(&v, kind, num_layers.min(limits::MAX_LAYERS))?,
+        None => None,
+    };
+    let attention_bias = match (arch, moe_kind) {
+        // Qwen2-MoE names its QKV bias switch `qkv_bias` (default on).
+        (_, Some(HfMoeKind::Qwen2Moe)) => get_bool(&v, "qkv_bias")?.unwrap_or(true),
+        (Architecture::Qwen2, _) => true,
+        _ => get_bool(&v, "attention_bias")?.unwrap_or(false),
+    };
     let cfg = ModelConfig {
         arch,
         vocab_size: req_usize(&v, "vocab_size")?,
         hidden_size,
         intermediate_size: req_usize(&v, "intermediate_size")?,
-        num_layers: req_usize(&v, "num_hidden_layers")?,
+        num_layers,
         num_heads,
         num_kv_heads,
         head_dim,
@@ -205,12 +222,20 @@ pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
         rope_scaling: scaling,
         max_position_embeddings: get_usize(&v, "max_position_embeddings")?.unwrap_or(2048),
         tie_word_embeddings: tied || !has_lm_head,
-        attention_bias: arch == Architecture::Qwen2
-            || get_bool(&v, "attention_bias")?.unwrap_or(false),
+        attention_bias,
         qk_norm: arch == Architecture::Qwen3,
+        moe,
     };
-    cfg.validate_keyed(&hf_key)?;
+    cfg.validate_keyed(&|f| hf_key_of(moe_kind, f))?;
     Ok(cfg)
+}
+
+/// [`hf_key`], with the MoE fields named as `kind`'s config names them.
+fn hf_key_of(kind: Option<HfMoeKind>, field: &str) -> String {
+    match kind.and_then(|k| k.key(field)) {
+        Some(k) => k.to_string(),
+        None => hf_key(field),
+    }
 }
 
 /// The `config.json` key of a [`ModelConfig`] field, for error messages.
@@ -225,12 +250,12 @@ fn hf_key(field: &str) -> String {
 }
 
 #[derive(Debug)]
-struct Entry {
-    shard: usize,
-    hf_name: String,
-    dtype: Result<DType, String>,
-    shape: Vec<usize>,
-    range: std::ops::Range<usize>,
+pub(super) struct Entry {
+    pub shard: usize,
+    pub hf_name: String,
+    pub dtype: Result<DType, String>,
+    pub shape: Vec<usize>,
+    pub range: std::ops::Range<usize>,
 }
 
 /// A Hugging Face checkpoint: config plus memory-mapped (or in-memory) shards.
@@ -239,6 +264,8 @@ pub struct HfModel {
     config: ModelConfig,
     shards: Vec<FileBytes>,
     tensors: HashMap<String, Entry>,
+    /// Experts' matrices stacked per projection (see [`super::hf_experts`]).
+    stacked: HashMap<String, Stacked>,
     tokenizer_json: Option<String>,
     tokenizer_config_json: Option<String>,
     generation_config_json: Option<String>,
@@ -256,6 +283,7 @@ fn index_shard(
     shard: usize,
     bytes: &FileBytes,
     out: &mut HashMap<String, Entry>,
+    parts: &mut Parts,
 ) -> Result<()> {
     let bad = |m: String| HearthError::InvalidFile(format!("safetensors file {name}: {m}"));
     if bytes.len() < 8 {
@@ -290,7 +318,8 @@ fn index_shard(
         )));
     }
     for (hf_name, info) in tensors {
-        let Some(canon) = canonical_name(&hf_name) else {
+        let expert = super::moe::hf_expert_part(&hf_name);
+        let Some(canon) = canonical_name(&hf_name).or_else(|| Some(expert.clone()?.0)) else {
             continue;
         };
         let dtype = match info.dtype {
@@ -304,10 +333,14 @@ fn index_shard(
             shard,
             hf_name: hf_name.clone(),
             dtype,
-            shape: info.shape.clone(),
+            shape: super::moe::hf_canonical_shape(&canon, &info.shape),
             range: base + s..base + e,
         };
-        if out.insert(canon, entry).is_some() {
+        let dup = match expert {
+            Some((_, i)) => parts.entry(canon).or_default().insert(i, entry).is_some(),
+            None => out.insert(canon, entry).is_some(),
+        };
+        if dup {
             return Err(HearthError::InvalidFile(format!(
                 "tensor `{hf_name}` appears in more than one shard"
             )));
@@ -336,17 +369,42 @@ impl HfModel {
             return Err(HearthError::InvalidFile("no safetensors files".into()));
         }
         let mut tensors = HashMap::new();
+        let mut parts = Parts::new();
         let mut bytes = Vec::with_capacity(shards.len());
         for (i, (name, b)) in shards.into_iter().enumerate() {
-            index_shard(&name, i, &b, &mut tensors)?;
+            index_shard(&name, i, &b, &mut tensors, &mut parts)?;
             bytes.push(b);
         }
         let config = parse_config(config_json, tensors.contains_key(names::OUTPUT))?;
+        let moe_kind = serde_json::from_str::<Value>(config_json)
+            .ok()
+            .and_then(|v| {
+                let class = v.get("architectures")?.get(0)?.as_str()?.to_string();
+                HfMoeKind::from_class(&class)
+            });
+        let key = |f: &str| hf_key_of(moe_kind, f);
+        let stacked = super::hf_experts::stack(
+            parts,
+            &config,
+            moe_kind == Some(HfMoeKind::Mixtral),
+            &key("moe.num_experts"),
+        )?;
         let embd_rows = tensors
             .get(names::TOKEN_EMBD)
             .and_then(|e: &Entry| e.shape.first().copied());
+        let all_names = tensors.keys().chain(stacked.keys()).map(String::as_str);
         config
-            .check_against_tensors(tensors.keys().map(String::as_str), embd_rows, &hf_key)
+            .check_against_tensors(all_names, embd_rows, &key)
+            .and_then(|()| match &config.moe {
+                Some(moe) => {
+                    let shape = |n: &str| {
+                        let t = tensors.get(n).map(|e| e.shape.clone());
+                        t.or_else(|| stacked.get(n).map(|s| s.shape.clone()))
+                    };
+                    moe.check_expert_tensors(&shape, &key)
+                }
+                None => Ok(()),
+            })
             .map_err(|e| match e {
                 HearthError::Config(m) => cfg_err(m),
                 e => e,
@@ -355,6 +413,7 @@ impl HfModel {
             config,
             shards: bytes,
             tensors,
+            stacked,
             tokenizer_json: None,
             tokenizer_config_json: None,
             generation_config_json: None,
@@ -425,7 +484,12 @@ impl HfModel {
 
     /// Canonical names of the tensors found, sorted.
     pub fn tensor_names(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        let mut v: Vec<&str> = self
+            .tensors
+            .keys()
+            .chain(self.stacked.keys())
+            .map(String::as_str)
+            .collect();
         v.sort_unstable();
         v
     }
@@ -466,10 +530,20 @@ impl WeightSource for HfModel {
     }
 
     fn has_tensor(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
+        self.tensors.contains_key(name) || self.stacked.contains_key(name)
     }
 
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
+        if let Some(st) = self.stacked.get(name) {
+            let dtype = entry_dtype(&st.parts[0])?;
+            return Ok(HostTensor {
+                name: name.to_string(),
+                dtype,
+                shape: st.shape.clone(),
+                data: st
+                    .concat(|p| self.shards[p.shard].range(p.range.start as u64, p.range.len()))?,
+            });
+        }
         let (e, dtype) = self.entry(name)?;
         // index_shard checked that every range lies within its shard.
         Ok(HostTensor {
@@ -481,6 +555,9 @@ impl WeightSource for HfModel {
     }
 
     fn tensor_meta(&self, name: &str) -> Result<(DType, Vec<usize>)> {
+        if let Some(st) = self.stacked.get(name) {
+            return Ok((entry_dtype(&st.parts[0])?, st.shape.clone()));
+        }
         let (e, dtype) = self.entry(name)?;
         Ok((dtype, e.shape.clone()))
     }
@@ -492,12 +569,15 @@ impl HfModel {
             .tensors
             .get(name)
             .ok_or_else(|| HearthError::MissingTensor(name.to_string()))?;
-        let dtype = e.dtype.clone().map_err(|d| {
-            HearthError::Unsupported(format!(
-                "tensor `{}` has safetensors dtype {d}; supported are F32, F16 and BF16",
-                e.hf_name
-            ))
-        })?;
-        Ok((e, dtype))
+        Ok((e, entry_dtype(e)?))
     }
+}
+
+fn entry_dtype(e: &Entry) -> Result<DType> {
+    e.dtype.clone().map_err(|d| {
+        HearthError::Unsupported(format!(
+            "tensor `{}` has safetensors dtype {d}; supported are F32, F16 and BF16",
+            e.hf_name
+        ))
+    })
 }

@@ -240,9 +240,14 @@ pub fn expected_tensors(src: &dyn WeightSource) -> Vec<(String, Vec<usize>)> {
             add("attn_k_norm.weight", vec![c.head_dim]);
         }
         add("ffn_norm.weight", vec![h]);
-        add("ffn_gate.weight", vec![f, h]);
-        add("ffn_up.weight", vec![f, h]);
-        add("ffn_down.weight", vec![h, f]);
+        match &c.moe {
+            Some(moe) if moe.is_sparse(l) => v.extend(moe.layer_tensors(l, h)),
+            _ => {
+                add("ffn_gate.weight", vec![f, h]);
+                add("ffn_up.weight", vec![f, h]);
+                add("ffn_down.weight", vec![h, f]);
+            }
+        }
     }
     v
 }

@@ -6,7 +6,9 @@ pub mod dummy;
 pub mod forward;
 pub mod gguf;
 pub mod hf;
+mod hf_experts;
 pub mod load;
+pub mod moe;
 pub mod projection;
 pub mod source;
 

@@ -2,7 +2,10 @@
 //! against. Deliberately simple (contiguous KV, no fusion) so that it is easy
 //! to check by reading; speed only matters enough to keep tests short.
 
+mod moe;
 mod ops;
+
+pub use moe::route_ref;
 
 pub use ops::matmul_ref_rows;
 
@@ -28,9 +31,16 @@ struct Layer {
     k_norm: Option<Vec<f32>>,
     wo: Vec<f32>,
     ffn_norm: Vec<f32>,
-    w_gate: Vec<f32>,
-    w_up: Vec<f32>,
-    w_down: Vec<f32>,
+    ffn: Ffn,
+}
+
+enum Ffn {
+    Dense {
+        gate: Vec<f32>,
+        up: Vec<f32>,
+        down: Vec<f32>,
+    },
+    Moe(Box<moe::MoeFfn>),
 }
 
 /// All weights dequantized to f32.
@@ -124,9 +134,16 @@ impl RefModel {
                 k_norm: norm("attn_k_norm.weight")?,
                 wo: load(src, &n("attn_output.weight"), &[h, q])?,
                 ffn_norm: load(src, &n("ffn_norm.weight"), &[h])?,
-                w_gate: load(src, &n("ffn_gate.weight"), &[f, h])?,
-                w_up: load(src, &n("ffn_up.weight"), &[f, h])?,
-                w_down: load(src, &n("ffn_down.weight"), &[h, f])?,
+                ffn: match &c.moe {
+                    Some(moe) if moe.is_sparse(i) => {
+                        Ffn::Moe(Box::new(moe::MoeFfn::load(src, i, moe, h)?))
+                    }
+                    _ => Ffn::Dense {
+                        gate: load(src, &n("ffn_gate.weight"), &[f, h])?,
+                        up: load(src, &n("ffn_up.weight"), &[f, h])?,
+                        down: load(src, &n("ffn_down.weight"), &[h, f])?,
+                    },
+                },
             });
         }
         let lm_head = if src.has_tensor(names::OUTPUT) {
@@ -225,14 +242,14 @@ impl RefModel {
             let o = matmul_ref_rows(&l.wo, h, qd, &attn);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             let xn = norm_rows(&x, &l.ffn_norm, c.rms_norm_eps);
-            let g = matmul_ref_rows(&l.w_gate, f, h, &xn);
-            let u = matmul_ref_rows(&l.w_up, f, h, &xn);
-            let act: Vec<f32> = g
-                .iter()
-                .zip(&u)
-                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
-                .collect();
-            let d = matmul_ref_rows(&l.w_down, h, f, &act);
+            let d = match &l.ffn {
+                Ffn::Dense { gate, up, down } => {
+                    let g = matmul_ref_rows(gate, f, h, &xn);
+                    let u = matmul_ref_rows(up, f, h, &xn);
+                    matmul_ref_rows(down, h, f, &silu_mul(&g, &u))
+                }
+                Ffn::Moe(m) => m.forward(&xn),
+            };
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
         let xn = norm_rows(&x, &self.norm, c.rms_norm_eps);
@@ -262,6 +279,14 @@ impl RefModel {
         }
         Ok(out)
     }
+}
+
+/// SwiGLU's `silu(g) * u`, elementwise.
+fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
+    g.iter()
+        .zip(u)
+        .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+        .collect()
 }
 
 /// RMSNorm of each `w.len()`-wide row of `x`.

@@ -6,6 +6,7 @@
 //! include the GGUF writer too).
 #![allow(dead_code)]
 
+pub mod golden;
 pub mod models;
 
 #[path = "../fixtures/gguf_writer.rs"]

@@ -14,6 +14,7 @@ pub mod embed;
 pub mod kv_write;
 pub mod logit_mask;
 pub mod matmul;
+pub mod moe_router;
 pub mod rmsnorm;
 pub mod rope;
 pub mod topk;

@@ -58,6 +58,7 @@ impl GpuModel {
         let c = src.config().clone();
         c.validate()?;
         crate::model::load::check_shapes(src)?;
+        crate::model::moe::refuse_on_gpu(&c)?;
         let h = c.hidden_size;
         let t_max = opts.max_step_tokens.max(1);
         let seqs_max = opts.max_seqs.max(1);

@@ -1,7 +1,7 @@
 //! ModelConfig and tokenizer vocabulary from GGUF metadata.
 
 use super::{GgufFile, MetaValue};
-use crate::model::config::names;
+use crate::model::config::{limits, names};
 use crate::model::{Architecture, ModelConfig, RopeLayout, RopeScaling};
 use crate::text::vocab::GgufVocab;
 use crate::{HearthError, Result};
@@ -45,11 +45,12 @@ impl GgufFile {
         let (arch, rope_layout) = match arch_name {
             // llama.cpp's converter permutes llama Q/K rows for interleaved pairs.
             "llama" => (Architecture::Llama, RopeLayout::Interleaved),
-            "qwen2" => (Architecture::Qwen2, RopeLayout::HalfSplit),
-            "qwen3" => (Architecture::Qwen3, RopeLayout::HalfSplit),
+            // The MoE variants share their dense namesakes' attention.
+            "qwen2" | "qwen2moe" => (Architecture::Qwen2, RopeLayout::HalfSplit),
+            "qwen3" | "qwen3moe" => (Architecture::Qwen3, RopeLayout::HalfSplit),
             other => {
                 return Err(HearthError::Unsupported(format!(
-                    "architecture `{other}` (supported GGUF architectures: llama, qwen2, qwen3)"
+                    "architecture `{other}` (supported GGUF architectures: llama, qwen2, qwen3, qwen2moe, qwen3moe)"
                 )))
             }
         };
@@ -79,12 +80,6 @@ impl GgufFile {
                 )));
             }
         }
-        if self.get_usize(&k("expert_count"))?.unwrap_or(0) > 0 {
-            return Err(HearthError::Unsupported(format!(
-                "mixture-of-experts `{arch_name}` model ({} experts)",
-                self.get_usize(&k("expert_count"))?.unwrap_or(0)
-            )));
-        }
         let vocab_size = match self.get_usize(&k("vocab_size"))? {
             Some(v) => v,
             None => self
@@ -95,12 +90,19 @@ impl GgufFile {
         let rms_norm_eps = self
             .get_f32(&k("attention.layer_norm_rms_epsilon"))?
             .ok_or_else(|| missing(&k("attention.layer_norm_rms_epsilon")))?;
+        let intermediate_size = self.required(&k("feed_forward_length"))?;
+        let num_layers = self.required(&k("block_count"))?;
+        let moe = self.moe_config(
+            arch_name,
+            num_layers.min(limits::MAX_LAYERS),
+            intermediate_size,
+        )?;
         let cfg = ModelConfig {
             arch,
             vocab_size,
             hidden_size,
-            intermediate_size: self.required(&k("feed_forward_length"))?,
-            num_layers: self.required(&k("block_count"))?,
+            intermediate_size,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
@@ -112,6 +114,7 @@ impl GgufFile {
             tie_word_embeddings: !self.has_tensor(names::OUTPUT),
             attention_bias: self.has_tensor(&names::blk(0, "attn_q.bias")),
             qk_norm: self.has_tensor(&names::blk(0, "attn_q_norm.weight")),
+            moe,
         };
         cfg.validate_keyed(&|f| self.config_key(arch_name, f))?;
         Ok(cfg)
@@ -137,6 +140,7 @@ impl GgufFile {
                 None if self.get(&k("rope.scale_linear")).is_some() => k("rope.scale_linear"),
                 None => format!("rope_freqs.weight ({f})"),
             },
+            f if f.starts_with("moe.") => Self::moe_key(arch, f).unwrap_or_else(|| f.to_string()),
             other => other.to_string(),
         }
     }
@@ -149,11 +153,16 @@ impl GgufFile {
             .tensor_info(names::TOKEN_EMBD)
             .and_then(|t| t.dims.last())
             .map(|&d| usize::try_from(d).unwrap_or(usize::MAX));
+        let key = |f: &str| self.config_key(arch, f);
         cfg.check_against_tensors(
             self.tensor_infos().iter().map(|t| t.name.as_str()),
             embd_rows,
-            &|f| self.config_key(arch, f),
-        )
+            &key,
+        )?;
+        if let Some(moe) = &cfg.moe {
+            moe.check_expert_tensors(&|n| self.tensor_info(n).map(|t| t.shape()), &key)?;
+        }
+        Ok(())
     }
 
     fn rope_scaling(&self, arch: &str, head_dim: usize) -> Result<RopeScaling> {
@@ -231,6 +240,7 @@ impl GgufFile {
             tie_word_embeddings: true,
             attention_bias: false,
             qk_norm: false,
+            moe: None,
         };
         let base = probe.rope_inv_freqs();
         let scaled = ModelConfig {

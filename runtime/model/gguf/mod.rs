@@ -5,6 +5,7 @@
 
 mod config;
 mod metadata;
+mod moe_config;
 mod reader;
 pub mod split;
 pub mod types;

@@ -219,6 +219,7 @@ impl Engine {
                         return Ok(g);
                     }
                     Output::Failed { error, .. } => return Err(error),
+                    Output::Embedding { .. } => {}
                 }
             }
         }

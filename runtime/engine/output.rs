@@ -45,6 +45,12 @@ pub enum Output {
         choice: usize,
         finish: Finish,
     },
+    /// An embedding request's vector (`hidden_size` floats, pooled and
+    /// normalized as the model declares); its `Finished` follows.
+    Embedding {
+        request: RequestId,
+        embedding: Vec<f32>,
+    },
     /// The request failed (a failed GPU step, or a queue head the KV cache
     /// can never admit); it is gone from the engine, no more outputs follow.
     Failed {
@@ -57,6 +63,7 @@ impl Output {
     pub fn request(&self) -> RequestId {
         match self {
             Output::Token { request, .. }
+            | Output::Embedding { request, .. }
             | Output::Finished { request, .. }
             | Output::Failed { request, .. } => *request,
         }

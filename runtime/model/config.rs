@@ -50,6 +50,10 @@ pub struct ModelConfig {
     pub attention_bias: bool,
     /// Per-head RMSNorm on Q and K before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// How embeddings pool the prompt, when the model declares it (GGUF
+    /// `pooling_type`, sentence-transformers modules); `None`: it does not.
+    #[serde(default)]
+    pub pooling: Option<super::Pooling>,
 }
 
 impl ModelConfig {

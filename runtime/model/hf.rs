@@ -14,14 +14,19 @@ use crate::{HearthError, Result};
 
 /// Maps a Hugging Face tensor name to the canonical name; `None` for tensors
 /// the forward pass does not use (e.g. `rotary_emb.inv_freq`).
+/// A base model saved without its head (`AutoModel`, as sentence-transformers
+/// embedders are) names its tensors without the `model.` prefix.
 pub fn canonical_name(hf: &str) -> Option<String> {
+    if hf == "lm_head.weight" {
+        return Some(names::OUTPUT.into());
+    }
+    let hf = hf.strip_prefix("model.").unwrap_or(hf);
     match hf {
-        "model.embed_tokens.weight" => return Some(names::TOKEN_EMBD.into()),
-        "model.norm.weight" => return Some(names::OUTPUT_NORM.into()),
-        "lm_head.weight" => return Some(names::OUTPUT.into()),
+        "embed_tokens.weight" => return Some(names::TOKEN_EMBD.into()),
+        "norm.weight" => return Some(names::OUTPUT_NORM.into()),
         _ => {}
     }
-    let rest = hf.strip_prefix("model.layers.")?;
+    let rest = hf.strip_prefix("layers.")?;
     let (layer, what) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let mapped = match what {
@@ -139,14 +144,15 @@ pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
             None => return Err(cfg_err("missing field `architectures`")),
         },
     };
+    // `*Model`: the base model without its head, as embedders are saved.
     let arch = match arch_name.as_str() {
-        "LlamaForCausalLM" | "llama" => Architecture::Llama,
-        "MistralForCausalLM" | "mistral" => Architecture::Mistral,
-        "Qwen2ForCausalLM" | "qwen2" => Architecture::Qwen2,
-        "Qwen3ForCausalLM" | "qwen3" => Architecture::Qwen3,
+        "LlamaForCausalLM" | "LlamaModel" | "llama" => Architecture::Llama,
+        "MistralForCausalLM" | "MistralModel" | "mistral" => Architecture::Mistral,
+        "Qwen2ForCausalLM" | "Qwen2Model" | "qwen2" => Architecture::Qwen2,
+        "Qwen3ForCausalLM" | "Qwen3Model" | "qwen3" => Architecture::Qwen3,
         other => {
             return Err(HearthError::Unsupported(format!(
-                "architecture `{other}` (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)"
+                "architecture `{other}` (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, and their base models such as Qwen3Model)"
             )))
         }
     };
@@ -208,6 +214,7 @@ pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
         attention_bias: arch == Architecture::Qwen2
             || get_bool(&v, "attention_bias")?.unwrap_or(false),
         qk_norm: arch == Architecture::Qwen3,
+        pooling: None,
     };
     cfg.validate_keyed(&hf_key)?;
     Ok(cfg)
@@ -405,6 +412,10 @@ impl HfModel {
             shards.push((name, bytes));
         }
         let mut model = Self::from_files(&config_json, shards)?;
+        if let Some(modules) = read("modules.json")? {
+            model.config.pooling =
+                super::pooling::from_sentence_transformers(&modules, &mut |p| read(p))?;
+        }
         model.tokenizer_json = read("tokenizer.json")?;
         model.tokenizer_config_json = read("tokenizer_config.json")?;
         model.generation_config_json = read("generation_config.json")?;

@@ -7,9 +7,11 @@ pub mod forward;
 pub mod gguf;
 pub mod hf;
 pub mod load;
+pub mod pooling;
 pub mod projection;
 pub mod source;
 
 pub use crate::types::{DType, HostTensor};
 pub use config::{Architecture, ModelConfig, RopeLayout, RopeScaling};
+pub use pooling::{Pooling, PoolingType};
 pub use source::WeightSource;

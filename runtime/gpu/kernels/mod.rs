@@ -14,6 +14,7 @@ pub mod embed;
 pub mod kv_write;
 pub mod logit_mask;
 pub mod matmul;
+pub mod pool;
 pub mod rmsnorm;
 pub mod rope;
 pub mod topk;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{bench, info, perplexity, run, serve};
+use cmd::{bench, embed, info, perplexity, run, serve};
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +44,8 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Perplexity of a text file under the model (sliding window).
     Perplexity(perplexity::PerplexityArgs),
+    /// Embed texts (arguments, or stdin's lines): one JSON vector per line.
+    Embed(embed::EmbedArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Cmd::Fetch => fetch::ensure_default_model().map(|p| println!("{}", p.display())),
         Cmd::Serve(a) => serve::serve(a),
         Cmd::Perplexity(a) => perplexity::run(a),
+        Cmd::Embed(a) => embed::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! dispatches to each one's `run` (`serve::serve` for the server).
 
 pub mod bench;
+pub mod embed;
 pub mod info;
 pub mod perplexity;
 pub mod run;

@@ -4,7 +4,7 @@
 //! - [`engine`]: jobs onto the library engine's requests (it runs on a thread of its own)
 //! - [`routes`]: axum routes, handlers, the request-counting layer
 //! - [`openai`]: request bodies and their validation; [`responses`]: response bodies and SSE chunks
-//! - [`embeddings`]: `/v1/embeddings`
+//! - [`embeddings`]: the `/v1/embeddings` handler
 //! - [`body`]: size-limited JSON bodies; [`errors`]: OpenAI's error shape
 //! - [`metrics`]: Prometheus exposition; [`tokens`]: token bytes for logprobs
 //! - [`limits`]: the connection loop (connection cap, header/idle timeouts)

@@ -214,6 +214,25 @@ async fn bad_requests_are_400s_naming_the_field() {
     embed(&c, &server, json!({"model": NAME, "input": "hello"})).await;
 }
 
+/// More inputs than the server holds sequences: they run a few at a time,
+/// and every vector is still the golden one, in input order.
+#[tokio::test]
+async fn more_inputs_than_the_server_holds_run_in_waves() {
+    let g = golden();
+    let server = start(&["--max-num-seqs", "1", "--max-queue", "1"]);
+    let c = client();
+    let inputs: Vec<Value> = (0..5).map(|i| g["inputs"][i % 4].clone()).collect();
+    let r = embed(&c, &server, json!({"model": NAME, "input": inputs})).await;
+    let data = r["data"].as_array().unwrap();
+    assert_eq!(data.len(), 5);
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d["index"], i);
+        let want = floats(&g["embeddings"][i % 4]);
+        assert_close(&floats(&d["embedding"]), &want, &format!("input {i}"));
+    }
+    wait_idle(&c, &server).await;
+}
+
 /// A generator that declares no pooling: refused, naming `--pooling`;
 /// with `--pooling mean` it embeds (normalized, as llama.cpp does).
 #[tokio::test]

@@ -1,12 +1,13 @@
 //! Micro-benchmarks of the small kernels of a forward pass (GB/s of memory
 //! traffic): RMSNorm, RoPE, residual add / SiLU·mul, top-K, the constrained-
-//! decoding logit mask, the MoE router, and the roofline's
+//! decoding logit mask, the MoE router, embedding pooling, and the roofline's
 //! buffer copy. `cargo bench --bench misc_kernels`.
 
 use hearth::gpu::kernels::copy::CopyKernel;
 use hearth::gpu::kernels::elementwise::{Elementwise, Op};
 use hearth::gpu::kernels::logit_mask::{mask_words, LogitMask};
 use hearth::gpu::kernels::moe_router::MoeRouter;
+use hearth::gpu::kernels::pool::PoolRows;
 use hearth::gpu::kernels::rmsnorm::RmsNorm;
 use hearth::gpu::kernels::rope::{Rope, RopeLayout};
 use hearth::gpu::kernels::topk::TopK;
@@ -60,6 +61,21 @@ fn main() {
             &format!("rmsnorm {n} x {hidden}"),
             s,
             2.0 * (n * hidden) as f64 * 4.0,
+        );
+
+        // Mean pooling of the step's rows as 8 equal embedding inputs.
+        let pool = PoolRows::new(&ctx, &x, &y, hidden, 8);
+        let per = n.div_ceil(8);
+        let segs: Vec<[u32; 2]> = (0..n)
+            .step_by(per as usize)
+            .map(|a| [a, per.min(n - a)])
+            .collect();
+        pool.write(&ctx.queue, &segs).expect("segments fit");
+        let s = time(&ctx, &|p| pool.record(p, segs.len() as u32));
+        report(
+            &format!("pool_rows {n} x {hidden} into {}", segs.len()),
+            s,
+            (n + segs.len() as u32) as f64 * hidden as f64 * 4.0,
         );
 
         let add = Elementwise::new(&ctx, Op::Add, &step, &x, &y, hidden);

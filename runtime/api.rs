@@ -220,6 +220,7 @@ impl Engine {
                         return Ok(g);
                     }
                     Output::Failed { error, .. } => return Err(error),
+                    Output::Embedding { .. } => {}
                 }
             }
         }

@@ -21,7 +21,8 @@ pub mod types;
 
 pub use api::{EngineOptions, Hearth, Prompt};
 pub use engine::{
-    Engine, EngineConfig, EngineHandle, Event, FinishReason, GenerateOptions, Generation, Output,
-    Request, RequestId, RequestStream, SamplingParams,
+    Embedded, Engine, EngineConfig, EngineHandle, Event, FinishReason, GenerateOptions, Generation,
+    Output, Request, RequestId, RequestStream, SamplingParams,
 };
 pub use error::{HearthError, Result};
+pub use model::{Pooling, PoolingType};

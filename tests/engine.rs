@@ -99,6 +99,7 @@ fn alone(e: &mut Engine, req: Request) -> Choices {
                 Output::Token { choice, token, .. } => out[choice].0.push(token.id),
                 Output::Finished { choice, finish, .. } => out[choice].1 = Some(finish.reason),
                 Output::Failed { error, .. } => panic!("request failed: {error}"),
+                Output::Embedding { .. } => panic!("a generation returned an embedding"),
             }
         }
     }
@@ -113,6 +114,7 @@ fn drain(stream: &mut hearth::RequestStream, n: usize) -> Choices {
             Event::Token { choice, token } => out[choice].0.push(token.id),
             Event::Finished { choice, finish } => out[choice].1 = Some(finish.reason),
             Event::Failed(e) => panic!("request failed: {e}"),
+            Event::Embedding(_) => panic!("a generation returned an embedding"),
         }
     }
     out
@@ -427,6 +429,7 @@ fn finish_of(e: &mut Engine, prompt: Vec<u32>, max_tokens: usize) -> (Vec<u32>, 
                 Output::Token { token, .. } => ids.push(token.id),
                 Output::Finished { finish, .. } => return (ids, finish),
                 Output::Failed { error, .. } => panic!("request failed: {error}"),
+                Output::Embedding { .. } => panic!("a generation returned an embedding"),
             }
         }
     }

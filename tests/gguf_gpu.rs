@@ -278,6 +278,7 @@ fn penalties_match_reference() {
             presence_penalty: 0.4,
             frequency_penalty: 0.25,
             logit_masks: None,
+            pool_rows: None,
         }],
         vocab,
     ))

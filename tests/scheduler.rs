@@ -109,6 +109,7 @@ fn batched(
                     finished.insert(id, reason);
                 }
                 SeqEvent::Failed { id, error } => panic!("sequence {id} failed: {error}"),
+                SeqEvent::Embedding(id, _) => panic!("sequence {id} returned an embedding"),
             }
         }
         steps += 1;

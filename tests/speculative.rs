@@ -176,6 +176,7 @@ fn batched(
                     total.add(&spec);
                 }
                 SeqEvent::Failed { id, error } => panic!("sequence {id} failed: {error}"),
+                SeqEvent::Embedding(id, _) => panic!("sequence {id} returned an embedding"),
             }
         }
         steps += 1;

@@ -288,6 +288,7 @@ fn batch(
                     out[i] = Err(error.to_string());
                     open -= 1;
                 }
+                Output::Embedding { .. } => panic!("a generation returned an embedding"),
             }
         }
     }

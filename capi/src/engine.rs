@@ -104,6 +104,8 @@ fn pump(mut stream: RequestStream, cb: Callback) {
                 return;
             }
             Event::Failed(e) => return failed(&cb, id, status_of(&e), &e.to_string()),
+            // The C ABI submits generations only.
+            Event::Embedding(_) => {}
         }
     }
     failed(

@@ -75,6 +75,12 @@ pub fn parse_bytes(s: &str) -> Result<u64> {
     Ok((v * mult as f64) as u64)
 }
 
+/// `--pooling`: mean, cls or last.
+pub fn parse_pooling(s: &str) -> std::result::Result<hearth::PoolingType, String> {
+    hearth::PoolingType::parse(s)
+        .map_err(|_| format!("`{s}` is not a pooling type (mean, cls or last)"))
+}
+
 /// `--kv-memory` in bytes and `--kv-dtype`.
 fn kv_options(args: &ModelArgs) -> Result<(u64, KvDtype)> {
     let dtype = KvDtype::parse(&args.kv_dtype).map_err(|e| anyhow::anyhow!("--kv-dtype: {e}"))?;

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use cmd::{bench, chat, info, perplexity, run, serve};
+use cmd::{bench, chat, embed, info, perplexity, run, serve};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +63,8 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Perplexity of a text file under the model (sliding window).
     Perplexity(perplexity::PerplexityArgs),
+    /// Embed texts (arguments, or stdin's lines): one JSON vector per line.
+    Embed(embed::EmbedArgs),
 }
 
 fn pull(name: Option<&str>) -> anyhow::Result<PathBuf> {
@@ -102,6 +104,7 @@ fn main() -> ExitCode {
         Cmd::Pull { name } => pull(name.as_deref()).map(|p| println!("{}", p.display())),
         Cmd::Serve(a) => serve::serve(a),
         Cmd::Perplexity(a) => perplexity::run(a),
+        Cmd::Embed(a) => embed::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

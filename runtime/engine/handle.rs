@@ -34,6 +34,8 @@ pub enum Event {
         choice: usize,
         token: Token,
     },
+    /// An embedding request's vector; its `Finished` follows.
+    Embedding(Vec<f32>),
     /// Choice `choice` ended; the stream ends after the last choice's.
     Finished {
         choice: usize,
@@ -396,6 +398,7 @@ impl Driver {
         };
         let event = match out {
             Output::Token { choice, token, .. } => Event::Token { choice, token },
+            Output::Embedding { embedding, .. } => Event::Embedding(embedding),
             Output::Finished { choice, finish, .. } => {
                 *open -= 1;
                 Event::Finished { choice, finish }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use super::embedding::resolve_pooling;
 use super::output::{EngineStats, Finish, Output, RequestId, Token};
 use super::request::{FinishReason, Request};
 use super::scheduler::{Scheduler, SchedulerOptions, SeqEvent, SeqId};
@@ -16,6 +17,7 @@ use super::speculative::SpecOptions;
 use crate::api::Prompt;
 use crate::kv::KvPool;
 use crate::model::forward::GpuModel;
+use crate::model::{Pooling, PoolingType};
 use crate::structured::{ConstraintCompiler, ConstraintState};
 use crate::text::chat::ChatTemplate;
 use crate::text::Tokenizer;
@@ -30,6 +32,9 @@ pub struct EngineConfig {
     pub scheduler: SchedulerOptions,
     /// Speculative decoding for requests that don't choose (`Request::draft`).
     pub speculative: SpecOptions,
+    /// Embeddings pool this way instead of as the model declares
+    /// (`--pooling`); normalized as the model says, else normalized.
+    pub pooling: Option<PoolingType>,
 }
 
 /// A request in flight.
@@ -189,6 +194,9 @@ impl Engine {
     /// token count.
     pub fn add_request(&mut self, mut req: Request) -> Result<(RequestId, usize)> {
         req.validate()?;
+        if req.embed {
+            return self.add_embedding(&req);
+        }
         if let Some(cap) = self.cfg.max_sequences {
             if req.n > cap {
                 return Err(HearthError::InvalidField {
@@ -259,6 +267,50 @@ impl Engine {
             },
         );
         Ok((id, ids.len()))
+    }
+
+    /// Whether any of `ids` is still in flight.
+    pub(crate) fn is_active(&self, ids: &[RequestId]) -> bool {
+        ids.iter().any(|id| self.reqs.contains_key(id))
+    }
+
+    /// The pooling embeddings get: the engine's override or the model's own.
+    pub fn pooling(&self) -> Result<Pooling> {
+        resolve_pooling(self.model.config.pooling, self.cfg.pooling)
+    }
+
+    fn add_embedding(&mut self, req: &Request) -> Result<(RequestId, usize)> {
+        let pooling = self.pooling()?;
+        if let Some(cap) = self.cfg.max_sequences {
+            let held = self.sequences();
+            if held >= cap {
+                return Err(HearthError::Busy(format!(
+                    "{held} sequences are running or queued and the engine holds at most {cap}; \
+                     retry later"
+                )));
+            }
+        }
+        if let Prompt::Chat(_) = req.prompt {
+            return Err(HearthError::InvalidField {
+                field: "input".into(),
+                message: "an embedding takes text or token ids, not chat messages".into(),
+            });
+        }
+        let ids = self.prompt_ids(&req.prompt)?;
+        let n = ids.len();
+        let s = self.sched.add_embedding(&self.model, ids, pooling)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.seqs.insert(s, (id, 0));
+        self.reqs.insert(
+            id,
+            Active {
+                seqs: vec![s],
+                open: 1,
+                aborted: false,
+            },
+        );
+        Ok((id, n))
     }
 
     /// Ends a request at the next step: its choices finish as
@@ -378,6 +430,11 @@ impl Engine {
                         top_logprobs: acc.top_logprobs,
                     },
                 });
+            }
+            SeqEvent::Embedding(sid, embedding) => {
+                if let Some(&(request, _)) = self.seqs.get(&sid) {
+                    out.push(Output::Embedding { request, embedding });
+                }
             }
             SeqEvent::Finished {
                 id: sid,

@@ -2,6 +2,7 @@
 //! speculative decoding) and its async handle ([`handle`]).
 
 pub mod draft_model;
+pub mod embedding;
 pub mod handle;
 pub mod llm_engine;
 pub mod output;
@@ -13,6 +14,7 @@ pub mod scheduler;
 pub mod sequence;
 pub mod speculative;
 
+pub use embedding::Embedded;
 #[cfg(not(target_arch = "wasm32"))]
 pub use handle::EngineThread;
 pub use handle::{EngineHandle, EngineInfo, Event, RequestStream, DEFAULT_PENDING_SUBMITS};

@@ -51,6 +51,12 @@ pub enum Output {
         choice: usize,
         finish: Finish,
     },
+    /// An embedding request's vector (`hidden_size` floats, pooled and
+    /// normalized as the model declares); its `Finished` follows.
+    Embedding {
+        request: RequestId,
+        embedding: Vec<f32>,
+    },
     /// The request failed (a failed GPU step, or a queue head the KV cache
     /// can never admit); it is gone from the engine, no more outputs follow.
     Failed {
@@ -63,6 +69,7 @@ impl Output {
     pub fn request(&self) -> RequestId {
         match self {
             Output::Token { request, .. }
+            | Output::Embedding { request, .. }
             | Output::Finished { request, .. }
             | Output::Failed { request, .. } => *request,
         }

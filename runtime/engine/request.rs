@@ -56,6 +56,11 @@ pub struct Request {
     pub tool_choice: ToolChoice,
     /// `Required` allows several calls in one answer (default true).
     pub parallel_tool_calls: bool,
+    /// Embed the prompt instead of generating: prefill only, then one
+    /// [`crate::Output::Embedding`] pooled as the model declares
+    /// ([`Request::embedding`]). Sampling, stopping and `max_tokens` are
+    /// ignored; `n` must be 1, without tools or a constraint.
+    pub embed: bool,
 }
 
 /// The default `max_tokens` of [`Request`] and [`GenerateOptions`].
@@ -76,6 +81,7 @@ impl Default for Request {
             tools: Vec::new(),
             tool_choice: ToolChoice::Auto,
             parallel_tool_calls: true,
+            embed: false,
         }
     }
 }
@@ -93,6 +99,15 @@ impl Request {
         Request {
             prompt,
             ..Default::default()
+        }
+    }
+
+    /// An embedding of `input` (text is tokenized as it is, special tokens
+    /// added as the tokenizer does; no chat template).
+    pub fn embedding(input: Prompt) -> Request {
+        Request {
+            embed: true,
+            ..Request::new(input)
         }
     }
 
@@ -145,6 +160,17 @@ impl Request {
         if let Prompt::Ids(ids) = &self.prompt {
             if ids.is_empty() {
                 return Err(field("prompt", "the prompt is empty (no tokens)"));
+            }
+        }
+        if self.embed {
+            if self.n != 1 {
+                return Err(field("n", "an embedding request has one choice"));
+            }
+            if !self.tools.is_empty() || self.constraint.is_some() {
+                return Err(field(
+                    "embed",
+                    "an embedding request generates nothing: no tools or constraint",
+                ));
             }
         }
         crate::structured::tools::validate_request(
@@ -257,6 +283,17 @@ mod tests {
         assert_eq!(with(&|r| r.logprobs = MAX_CANDIDATES + 1), "logprobs");
         assert_eq!(with(&|r| r.stop = vec![String::new()]), "stop");
         assert_eq!(with(&|r| r.prompt = Prompt::Ids(vec![])), "prompt");
+        let embed = |f: &dyn Fn(&mut Request)| {
+            let mut r = Request::embedding(Prompt::Text("hi".into()));
+            r.validate().unwrap();
+            f(&mut r);
+            bad_field(&r)
+        };
+        assert_eq!(embed(&|r| r.n = 2), "n");
+        assert_eq!(
+            embed(&|r| r.constraint = Some(Constraint::JsonObject)),
+            "embed"
+        );
         assert_eq!(with(&|r| r.sampling.temperature = -1.0), "temperature");
         assert_eq!(with(&|r| r.sampling.temperature = f32::NAN), "temperature");
         assert_eq!(with(&|r| r.sampling.top_p = 0.0), "top_p");

@@ -18,12 +18,14 @@
 use std::collections::VecDeque;
 
 use super::draft_model::{self, DraftJob};
+use super::embedding::PoolState;
 use super::request::{FinishReason, GenerateOptions};
-use super::sequence::{check_request, with_penalties, Accepted, SeqOutput};
+use super::sequence::{check_embedding, check_request, with_penalties, Accepted, SeqOutput};
 use super::speculative::{Draft, SpecStats, Speculator};
 use crate::kv::prefix_cache::{block_hash, ROOT_HASH};
 use crate::kv::{BlockTable, KvPool};
 use crate::model::forward::{GpuModel, SeqStep};
+use crate::model::Pooling;
 use crate::structured::ConstraintState;
 use crate::text::Tokenizer;
 use crate::{HearthError, Result};
@@ -53,6 +55,8 @@ impl Default for SchedulerOptions {
 #[derive(Debug, Clone)]
 pub enum SeqEvent {
     Token(SeqId, Accepted),
+    /// An embedding sequence's pooled vector; its `Finished` follows.
+    Embedding(SeqId, Vec<f32>),
     /// The request is over; its blocks are back in the pool.
     Finished {
         id: SeqId,
@@ -90,6 +94,8 @@ struct Seq {
     /// Why the sequence failed alone; it is retired at the next chance.
     failed: Option<HearthError>,
     spec: Option<Speculator>,
+    /// An embedding: the prompt is pooled instead of generated from.
+    embed: Option<PoolState>,
 }
 
 impl Seq {
@@ -119,6 +125,10 @@ impl Seq {
     /// least one token is left to compute, since the next token's logits
     /// come from it.
     fn cached_prefix(&self, pool: &KvPool) -> Vec<(u32, u64)> {
+        if self.embed.is_some() {
+            // Pooling reads the hidden states of the rows it computes.
+            return Vec::new();
+        }
         let bs = pool.block_size() as usize;
         let mut found = Vec::new();
         let mut parent = ROOT_HASH;
@@ -170,6 +180,9 @@ impl Seq {
         }
         self.computed = 0;
         self.hashes.clear();
+        if let Some(e) = self.embed.as_mut() {
+            e.reset();
+        }
         Ok(())
     }
 
@@ -206,6 +219,8 @@ struct Planned {
     counts: Vec<(u32, u32)>,
     /// The logit rows need constraint masks (worked out during the step).
     constrained: bool,
+    /// Rows of `tokens` an embedding pools.
+    pool_rows: Option<(u32, u32)>,
 }
 
 /// The block manager side of the engine: it owns the KV pools (the
@@ -318,6 +333,37 @@ impl Scheduler {
             cached_tokens: 0,
             cancelled: false,
             failed: None,
+            embed: None,
+        });
+        Ok(id)
+    }
+
+    /// Queues an embedding of `prompt` (prefill only; the pooled vector
+    /// comes as [`SeqEvent::Embedding`]); errors now if it could never run.
+    pub fn add_embedding(
+        &mut self,
+        model: &GpuModel,
+        prompt: Vec<u32>,
+        pooling: Pooling,
+    ) -> Result<SeqId> {
+        check_embedding(model, &prompt)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        // Never sampled from: its finish is set when the pooling is done.
+        let out = SeqOutput::new(&prompt, &GenerateOptions::default(), 1)?;
+        self.waiting.push_back(Seq {
+            id,
+            prompt,
+            spec: None,
+            out,
+            table: BlockTable::new(),
+            computed: 0,
+            hashes: Vec::new(),
+            queried: false,
+            cached_tokens: 0,
+            cancelled: false,
+            failed: None,
+            embed: Some(PoolState::new(pooling)),
         });
         Ok(id)
     }
@@ -357,6 +403,9 @@ impl Scheduler {
             }
             match s.out.finish {
                 Some(reason) => {
+                    if let (Some(e), FinishReason::Stop) = (&s.embed, reason) {
+                        events.push(SeqEvent::Embedding(s.id, e.finish()));
+                    }
                     s.release(&mut self.pool, self.draft_pool.as_mut())?;
                     events.push(SeqEvent::Finished {
                         id: s.id,
@@ -515,6 +564,15 @@ impl Scheduler {
                 } else {
                     Draft::default()
                 };
+                let pool_rows = s
+                    .embed
+                    .as_ref()
+                    .and_then(|e| e.rows_of_chunk(a, b, s.prompt.len()));
+                // An embedding wants no logits, only its pooled rows.
+                let logit_rows = match (&s.embed, last) {
+                    (Some(_), _) | (None, false) => 0,
+                    (None, true) => 1 + drafts.len() as u32,
+                };
                 parts.push(Planned {
                     seq: i,
                     start: a,
@@ -523,11 +581,12 @@ impl Scheduler {
                         .chain(drafts.tokens.iter().copied())
                         .collect(),
                     generated,
-                    logit_rows: if last { 1 + drafts.len() as u32 } else { 0 },
+                    logit_rows,
                     drafts,
                     blocks: s.table.blocks().to_vec(),
                     counts: if last { counts.clone() } else { Vec::new() },
                     constrained: last && constrained,
+                    pool_rows,
                 });
             }
         }
@@ -646,6 +705,7 @@ impl Scheduler {
                 SeqStep {
                     logit_rows: p.logit_rows,
                     generated: p.generated,
+                    pool_rows: p.pool_rows,
                     ..with_penalties(
                         SeqStep::new(&p.tokens, p.start as u32, &p.blocks),
                         &p.counts,
@@ -672,13 +732,22 @@ impl Scheduler {
                     })
                     .collect()
             };
-            model.step_with(&steps, k, Some(&mut late)).await?
+            model.step_pooled(&steps, k, Some(&mut late)).await?
         } else {
-            model.step(&steps, k).await?
+            model.step_pooled(&steps, k, None).await?
         };
-        let mut cands = cands.into_iter();
+        let mut pooled = cands.pooled.into_iter();
+        let mut cands = cands.candidates.into_iter();
         for p in &plan {
             let s = &mut self.running[p.seq];
+            if let Some((_, n)) = p.pool_rows {
+                let Some(sum) = pooled.next() else {
+                    return Err(HearthError::Gpu("step returned too few pooled rows".into()));
+                };
+                if let Some(e) = s.embed.as_mut() {
+                    e.add(&sum, n);
+                }
+            }
             let rows: Vec<_> = cands.by_ref().take(p.logit_rows as usize).collect();
             if rows.len() < p.logit_rows as usize {
                 return Err(HearthError::Gpu("step returned too few candidates".into()));
@@ -688,6 +757,9 @@ impl Scheduler {
             }
             if p.drafts.is_empty() {
                 s.computed = s.computed.max(p.start + p.tokens.len());
+            }
+            if s.embed.is_some() && s.computed == s.prompt.len() {
+                s.out.finish = Some(FinishReason::Stop);
             }
             if !rows.is_empty() {
                 let (accepted, confirmed) = match s.out.accept_verified(tok, &rows, &p.drafts) {

@@ -81,6 +81,46 @@ pub fn check_request(
     Ok(max_new)
 }
 
+/// Checks an embedding's prompt against the model: non-empty, within the
+/// context (it may fill it: nothing is generated after it) and the
+/// vocabulary, and within the KV pool.
+pub fn check_embedding(model: &GpuModel, prompt: &[u32]) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(HearthError::InvalidField {
+            field: "input".into(),
+            message: "the input is empty (no tokens)".into(),
+        });
+    }
+    let ctx_len = model.config.max_position_embeddings;
+    if prompt.len() > ctx_len {
+        return Err(HearthError::InvalidField {
+            field: "input".into(),
+            message: format!(
+                "the input has {} tokens, more than the model's context of {ctx_len}",
+                prompt.len()
+            ),
+        });
+    }
+    if let Some(&t) = prompt
+        .iter()
+        .find(|&&t| t as usize >= model.config.vocab_size)
+    {
+        return Err(HearthError::InvalidRequest(format!(
+            "token id {t} is outside the vocabulary ({} tokens)",
+            model.config.vocab_size
+        )));
+    }
+    let need = BlockTable::blocks_for(prompt.len() as u32, model.kv_block_size());
+    if need > model.kv_blocks() as usize {
+        return Err(HearthError::OutOfKvMemory(format!(
+            "an input of {} tokens needs {need} KV blocks, the pool holds {} (raise --kv-memory)",
+            prompt.len(),
+            model.kv_blocks()
+        )));
+    }
+    Ok(())
+}
+
 /// One accepted token as a caller sees it.
 #[derive(Debug, Clone)]
 pub struct Accepted {

@@ -54,6 +54,10 @@ pub struct ModelConfig {
     /// `None` for a dense model.
     #[serde(default)]
     pub moe: Option<super::moe::MoeConfig>,
+    /// How embeddings pool the prompt, when the model declares it (GGUF
+    /// `pooling_type`, sentence-transformers modules); `None`: it does not.
+    #[serde(default)]
+    pub pooling: Option<super::Pooling>,
 }
 
 impl ModelConfig {

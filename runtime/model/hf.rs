@@ -16,14 +16,19 @@ use crate::{HearthError, Result};
 
 /// Maps a Hugging Face tensor name to the canonical name; `None` for tensors
 /// the forward pass does not use (e.g. `rotary_emb.inv_freq`).
+/// A base model saved without its head (`AutoModel`, as sentence-transformers
+/// embedders are) names its tensors without the `model.` prefix.
 pub fn canonical_name(hf: &str) -> Option<String> {
+    if hf == "lm_head.weight" {
+        return Some(names::OUTPUT.into());
+    }
+    let hf = hf.strip_prefix("model.").unwrap_or(hf);
     match hf {
-        "model.embed_tokens.weight" => return Some(names::TOKEN_EMBD.into()),
-        "model.norm.weight" => return Some(names::OUTPUT_NORM.into()),
-        "lm_head.weight" => return Some(names::OUTPUT.into()),
+        "embed_tokens.weight" => return Some(names::TOKEN_EMBD.into()),
+        "norm.weight" => return Some(names::OUTPUT_NORM.into()),
         _ => {}
     }
-    let rest = hf.strip_prefix("model.layers.")?;
+    let rest = hf.strip_prefix("layers.")?;
     let (layer, what) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let mapped = match what {
@@ -142,17 +147,22 @@ pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
         },
     };
     let moe_kind = HfMoeKind::from_class(&arch_name);
-    // The MoE families share their dense namesakes' attention.
+    // The MoE families share their dense namesakes' attention; `*Model` is
+    // the base model without its head, as embedders are saved.
     let arch = match (arch_name.as_str(), moe_kind) {
-        ("LlamaForCausalLM" | "llama", _) => Architecture::Llama,
-        ("MistralForCausalLM" | "mistral", _) | (_, Some(HfMoeKind::Mixtral)) => {
+        ("LlamaForCausalLM" | "LlamaModel" | "llama", _) => Architecture::Llama,
+        ("MistralForCausalLM" | "MistralModel" | "mistral", _) | (_, Some(HfMoeKind::Mixtral)) => {
             Architecture::Mistral
         }
-        ("Qwen2ForCausalLM" | "qwen2", _) | (_, Some(HfMoeKind::Qwen2Moe)) => Architecture::Qwen2,
-        ("Qwen3ForCausalLM" | "qwen3", _) | (_, Some(HfMoeKind::Qwen3Moe)) => Architecture::Qwen3,
+        ("Qwen2ForCausalLM" | "Qwen2Model" | "qwen2", _) | (_, Some(HfMoeKind::Qwen2Moe)) => {
+            Architecture::Qwen2
+        }
+        ("Qwen3ForCausalLM" | "Qwen3Model" | "qwen3", _) | (_, Some(HfMoeKind::Qwen3Moe)) => {
+            Architecture::Qwen3
+        }
         (other, None) => {
             return Err(HearthError::Unsupported(format!(
-                "architecture `{other}` (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)"
+                "architecture `{other}` (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, their base models such as Qwen3Model, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)"
             )))
         }
     };
@@ -225,6 +235,7 @@ pub fn parse_config(json: &str, has_lm_head: bool) -> Result<ModelConfig> {
         attention_bias,
         qk_norm: arch == Architecture::Qwen3,
         moe,
+        pooling: None,
     };
     cfg.validate_keyed(&|f| hf_key_of(moe_kind, f))?;
     Ok(cfg)
@@ -464,6 +475,10 @@ impl HfModel {
             shards.push((name, bytes));
         }
         let mut model = Self::from_files(&config_json, shards)?;
+        if let Some(modules) = read("modules.json")? {
+            model.config.pooling =
+                super::pooling::from_sentence_transformers(&modules, &mut |p| read(p))?;
+        }
         model.tokenizer_json = read("tokenizer.json")?;
         model.tokenizer_config_json = read("tokenizer_config.json")?;
         model.generation_config_json = read("generation_config.json")?;

@@ -166,6 +166,19 @@ impl RefModel {
     /// Runs `tokens` (appended after what `cache` holds) and returns the
     /// logits of every row, `[tokens.len(), vocab]`.
     pub fn forward(&self, tokens: &[u32], cache: &mut RefKvCache) -> Result<Vec<f32>> {
+        let xn = self.hidden_states(tokens, cache)?;
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        Ok(matmul_ref_rows(
+            head,
+            self.config.vocab_size,
+            self.config.hidden_size,
+            &xn,
+        ))
+    }
+
+    /// [`RefModel::forward`] up to the final norm: every row's hidden state
+    /// `[tokens.len(), hidden]`, what embeddings pool.
+    pub fn hidden_states(&self, tokens: &[u32], cache: &mut RefKvCache) -> Result<Vec<f32>> {
         let c = &self.config;
         let (h, qd, kvd, f) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size);
         let n = tokens.len();
@@ -252,9 +265,7 @@ impl RefModel {
             };
             x.iter_mut().zip(&d).for_each(|(a, b)| *a += b);
         }
-        let xn = norm_rows(&x, &self.norm, c.rms_norm_eps);
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        Ok(matmul_ref_rows(head, c.vocab_size, h, &xn))
+        Ok(norm_rows(&x, &self.norm, c.rms_norm_eps))
     }
 
     /// Greedy generation: the ids the GPU engine must reproduce.

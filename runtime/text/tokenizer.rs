@@ -25,7 +25,10 @@ pub struct Tokenizer {
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
-    add_eos: bool,
+    /// Appended when special tokens are added: EOS when the model asks for
+    /// it, or what tokenizer.json's post-processor appends (embedders such
+    /// as Qwen3-Embedding end every input with `<|endoftext|>` this way).
+    suffix: Vec<u32>,
     eos_ids: Vec<u32>,
     chat_template: Option<String>,
 }
@@ -43,6 +46,26 @@ impl std::fmt::Debug for Tokenizer {
 
 fn tok_err(e: impl std::fmt::Display) -> HearthError {
     HearthError::Tokenizer(e.to_string())
+}
+
+/// The ids `inner`'s post-processor adds before and after one sequence,
+/// found by framing a probe text (an empty one cannot tell a prefix from a
+/// suffix).
+fn post_processor_frame(inner: &HfTokenizer) -> Result<(Vec<u32>, Vec<u32>)> {
+    let bare = inner.encode_fast("a", false).map_err(tok_err)?;
+    let framed = inner.encode_fast("a", true).map_err(tok_err)?;
+    let (body, all) = (bare.get_ids(), framed.get_ids());
+    let at = all
+        .windows(body.len().max(1))
+        .position(|w| w == body)
+        .filter(|_| !body.is_empty());
+    Ok(match at {
+        Some(i) => (all[..i].to_vec(), all[i + body.len()..].to_vec()),
+        // The body is not found as it is: take a leading id as BOS when
+        // framing added any.
+        None if all.len() > body.len() => (all[..1].to_vec(), Vec::new()),
+        None => (Vec::new(), Vec::new()),
+    })
 }
 
 impl Tokenizer {
@@ -126,7 +149,10 @@ impl Tokenizer {
             bos,
             eos,
             add_bos: v.add_bos_token.unwrap_or(add_bos_default) && bos.is_some(),
-            add_eos: v.add_eos_token.unwrap_or(false) && eos.is_some(),
+            suffix: eos
+                .filter(|_| v.add_eos_token.unwrap_or(false))
+                .into_iter()
+                .collect(),
             eos_ids,
             chat_template: template,
         })
@@ -150,13 +176,10 @@ impl Tokenizer {
                 .map_err(|e| HearthError::Tokenizer(format!("generation_config.json: {e}")))?,
             None => Value::Null,
         };
-        // The special tokens tokenizer.json's post-processor puts around a
-        // sequence: used when tokenizer_config.json does not say.
-        let bare = inner.encode_fast("", false).map_err(tok_err)?;
-        let framed = inner.encode_fast("", true).map_err(tok_err)?;
-        let post_bos = (framed.get_ids().len() > bare.get_ids().len())
-            .then(|| framed.get_ids().first().copied())
-            .flatten();
+        // The special tokens tokenizer.json's post-processor puts before and
+        // after a sequence: used when tokenizer_config.json does not say.
+        let (prefix, post_suffix) = post_processor_frame(&inner)?;
+        let post_bos = prefix.first().copied();
 
         let named = |key: &str| -> Option<u32> {
             let v = config.get(key)?;
@@ -169,11 +192,10 @@ impl Tokenizer {
             Some(b) => b,
             None => post_bos.is_some() && post_bos == bos,
         } && bos.is_some();
-        let add_eos = config
-            .get("add_eos_token")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
-            && eos.is_some();
+        let suffix = match config.get("add_eos_token").and_then(Value::as_bool) {
+            Some(add) => eos.filter(|_| add).into_iter().collect(),
+            None => post_suffix,
+        };
 
         let template = match config.get("chat_template") {
             Some(Value::String(s)) => Some(s.clone()),
@@ -232,7 +254,7 @@ impl Tokenizer {
             bos,
             eos,
             add_bos,
-            add_eos,
+            suffix,
             eos_ids,
             chat_template: template,
         })
@@ -276,8 +298,8 @@ impl Tokenizer {
             }
         }
         ids.extend_from_slice(body);
-        if add_special && self.add_eos {
-            ids.extend(self.eos);
+        if add_special {
+            ids.extend_from_slice(&self.suffix);
         }
         Ok(ids)
     }

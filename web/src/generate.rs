@@ -129,6 +129,8 @@ pub(crate) async fn run(
                 finished = true;
             }
             Event::Failed(e) => return Err(to_js(e)),
+            // The page submits generations only.
+            Event::Embedding(_) => {}
         }
     }
     if !finished {

@@ -15,6 +15,7 @@ pub mod kv_write;
 pub mod logit_mask;
 pub mod matmul;
 pub mod moe_router;
+pub mod pool;
 pub mod rmsnorm;
 pub mod rope;
 pub mod topk;

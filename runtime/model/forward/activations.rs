@@ -27,10 +27,13 @@ pub(super) struct Activations {
     pub hid_norm: wgpu::Buffer,
     /// `[logit rows, vocab]`, penalised in place before the top-K pass.
     pub logits: wgpu::Buffer,
+    /// Embeddings: one summed row of final-normed hidden states per pooled
+    /// part `[max_seqs, hidden]`.
+    pub pooled: wgpu::Buffer,
 }
 
 impl Activations {
-    pub fn new(ctx: &GpuContext, c: &ModelConfig, rows: u32, logit_rows: u32) -> Self {
+    pub fn new(ctx: &GpuContext, c: &ModelConfig, rows: u32, logit_rows: u32, seqs: u32) -> Self {
         let (h, f) = (c.hidden_size, c.intermediate_size);
         let act = |label: &str, width: usize| {
             ctx.buffer_zeroed(label, (rows as usize * width * 4) as u64)
@@ -48,6 +51,7 @@ impl Activations {
             hid: per_logit_row("hid", h),
             hid_norm: per_logit_row("hid_norm", h),
             logits: per_logit_row("logits", c.vocab_size),
+            pooled: ctx.buffer_zeroed("pooled", seqs as u64 * h as u64 * 4),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::gpu::kernels::batch::BatchBuffers;
 use crate::gpu::kernels::embed::Embed;
 use crate::gpu::kernels::logit_mask::LogitMask;
 use crate::gpu::kernels::matmul::{MatMul, MatMulOpts};
+use crate::gpu::kernels::pool::PoolRows;
 use crate::gpu::kernels::rmsnorm::RmsNorm;
 use crate::gpu::kernels::topk::{Penalties, TopK};
 use crate::gpu::kernels::StepInfo;
@@ -100,7 +101,7 @@ impl GpuModel {
             ctx.uniform("matvec_step", &StepInfo::default()),
             ctx.uniform("tiled_step", &StepInfo::default()),
         ];
-        let act = Activations::new(&ctx, &c, t_max, rows_max);
+        let act = Activations::new(&ctx, &c, t_max, rows_max, seqs_max);
         let logit_step = ctx.uniform("logit_step", &StepInfo::default());
         let attn_shape = AttnShape {
             n_heads: c.num_heads as u32,
@@ -146,6 +147,23 @@ impl GpuModel {
             h as u32,
             c.rms_norm_eps,
         );
+        let pool_norm_step = ctx.uniform("pool_norm_step", &StepInfo::default());
+        let pool_norm = RmsNorm::new(
+            &ctx,
+            &pool_norm_step,
+            &act.x,
+            &final_norm_w,
+            &act.xn,
+            h as u32,
+            c.rms_norm_eps,
+        );
+        let pool_rows = PoolRows::new(&ctx, &act.xn, &act.pooled, h as u32, seqs_max);
+        let pool_staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("pooled.staging"),
+            size: seqs_max as u64 * h as u64 * 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         let lm_head_w = if src.has_tensor(names::OUTPUT) {
             Some(upload_one(&ctx, src, names::OUTPUT, opts.dtype)?)
         } else {
@@ -191,6 +209,10 @@ impl GpuModel {
             embed,
             layers,
             final_norm,
+            pool_norm,
+            pool_norm_step,
+            pool: pool_rows,
+            pool_staging,
             lm_head,
             penalties,
             logit_mask,

@@ -26,11 +26,22 @@ pub use plan::SeqStep;
 pub use profile::{KernelProfile, ProfileSteps};
 use profile::{Profiler, LOGITS_WALL};
 pub use record::LateMasks;
+use record::StepSubmitted;
+
+/// What [`GpuModel::step_pooled`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct StepOutput {
+    /// The top-K candidates of every logit row, as [`GpuModel::step`] returns them.
+    pub candidates: Vec<Candidates>,
+    /// One summed row per part with `pool_rows`, in part order.
+    pub pooled: Vec<Vec<f32>>,
+}
 
 use crate::gpu::kernels::batch::BatchBuffers;
 use crate::gpu::kernels::embed::Embed;
 use crate::gpu::kernels::logit_mask::{LogitMask, MASKED_LOGIT};
 use crate::gpu::kernels::matmul::MatMul;
+use crate::gpu::kernels::pool::PoolRows;
 use crate::gpu::kernels::rmsnorm::RmsNorm;
 use crate::gpu::kernels::topk::{Penalties, TopK};
 use crate::gpu::weights::GpuMatrix;
@@ -58,6 +69,12 @@ pub struct GpuModel {
     embed: Embed,
     layers: Vec<Layer>,
     final_norm: RmsNorm,
+    /// Embeddings: the final norm over a step's rows (into `act.xn`), with
+    /// its own `StepInfo`, and the pooling of parts' rows.
+    pool_norm: RmsNorm,
+    pool_norm_step: wgpu::Buffer,
+    pool: PoolRows,
+    pool_staging: wgpu::Buffer,
     lm_head: MatMul,
     penalties: Penalties,
     /// Constrained decoding's allowed-token masks (buffer sized at load).
@@ -127,8 +144,42 @@ impl GpuModel {
         k: usize,
         late: Option<LateMasks<'_>>,
     ) -> Result<Vec<Candidates>> {
+        Ok(self.step_pooled(seqs, k, late).await?.candidates)
+    }
+
+    /// [`Self::step_with`] that also returns, for every part with
+    /// [`SeqStep::pool_rows`] (in `seqs` order), the sum of those rows'
+    /// hidden states after the final norm (`hidden_size` floats): what an
+    /// embedding pools, summed so that chunks of one prompt add up.
+    pub async fn step_pooled(
+        &mut self,
+        seqs: &[SeqStep<'_>],
+        k: usize,
+        late: Option<LateMasks<'_>>,
+    ) -> Result<StepOutput> {
         let k = k.clamp(1, MAX_CANDIDATES);
-        let (n_rows, t_logits, timed) = self.submit_step(seqs, k, late)?;
+        let sub = self.submit_step(seqs, k, late)?;
+        let pooled = if sub.n_pooled > 0 {
+            let h = self.config.hidden_size;
+            let bytes = (sub.n_pooled as usize * h * 4) as u64;
+            let data = self.ctx.map_read(&self.pool_staging, bytes).await?;
+            self.ctx.check_errors()?;
+            let floats: Vec<f32> = bytemuck::pod_collect_to_vec(&data);
+            floats.chunks_exact(h).map(<[f32]>::to_vec).collect()
+        } else {
+            Vec::new()
+        };
+        let candidates = self.read_candidates(sub, k).await?;
+        Ok(StepOutput { candidates, pooled })
+    }
+
+    async fn read_candidates(&mut self, sub: StepSubmitted, k: usize) -> Result<Vec<Candidates>> {
+        let StepSubmitted {
+            n_rows,
+            t_logits,
+            timed,
+            ..
+        } = sub;
         if n_rows == 0 {
             return Ok(Vec::new());
         }

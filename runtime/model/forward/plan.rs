@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use crate::gpu::kernels::batch::StepMeta;
 use crate::gpu::kernels::logit_mask::{mask_words, MaskRow};
+use crate::gpu::kernels::pool::Segment;
 use crate::gpu::kernels::topk::PenaltyRow;
 use crate::gpu::kernels::StepInfo;
 use crate::{HearthError, Result};
@@ -44,6 +45,10 @@ pub struct SeqStep<'a> {
     /// distribution). `None`: unconstrained, and a step in which no part has
     /// masks dispatches nothing for them.
     pub logit_masks: Option<&'a [u32]>,
+    /// Embeddings: `(first, count)` rows of this part whose final-normed
+    /// hidden states are summed into one pooled vector (see
+    /// [`super::GpuModel::step_pooled`]); `None`: none.
+    pub pool_rows: Option<(u32, u32)>,
 }
 
 impl<'a> SeqStep<'a> {
@@ -60,6 +65,7 @@ impl<'a> SeqStep<'a> {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             logit_masks: None,
+            pool_rows: None,
         }
     }
 }
@@ -70,6 +76,8 @@ pub(super) struct StepLimits {
     pub vocab_size: usize,
     pub max_step_tokens: u32,
     pub max_logit_rows: u32,
+    /// Most parts with `pool_rows` in one step.
+    pub max_pooled: u32,
 }
 
 /// The penalties of one logit row.
@@ -100,6 +108,8 @@ pub(super) struct StepPlan<'a> {
     pub penalties: Vec<RowPenalties<'a>>,
     /// `(logit row index, mask)` of the logit rows whose part has masks.
     pub masks: Vec<MaskRow<'a>>,
+    /// `(first row, count)` in step rows of each part's pooled rows, in part order.
+    pub pool_segs: Vec<Segment>,
 }
 
 impl<'a> StepPlan<'a> {
@@ -140,8 +150,18 @@ impl<'a> StepPlan<'a> {
         let mut masks = Vec::new();
         let words = mask_words(limits.vocab_size as u32) as usize;
         let mut row = 0u32;
+        let mut pool_segs = Vec::new();
         for s in seqs {
             let n = s.tokens.len() as u32;
+            if let Some((first, count)) = s.pool_rows {
+                if count == 0 || first.checked_add(count).is_none_or(|e| e > n) {
+                    return invalid(format!(
+                        "pooled rows {first}..{} of a {n}-token part",
+                        first.saturating_add(count)
+                    ));
+                }
+                pool_segs.push([row + first, count]);
+            }
             if s.logit_rows > n {
                 return invalid(format!(
                     "logits wanted for {} rows of a {n}-token part",
@@ -203,6 +223,13 @@ impl<'a> StepPlan<'a> {
                 limits.max_logit_rows
             ));
         }
+        if pool_segs.len() > limits.max_pooled as usize {
+            return invalid(format!(
+                "a step pools {} parts, the model was loaded for {} (max_seqs)",
+                pool_segs.len(),
+                limits.max_pooled
+            ));
+        }
         Ok(StepPlan {
             meta,
             n_gen,
@@ -210,6 +237,7 @@ impl<'a> StepPlan<'a> {
             logit_rows,
             penalties,
             masks,
+            pool_segs,
         })
     }
 
@@ -268,6 +296,7 @@ mod tests {
         vocab_size: 100,
         max_step_tokens: 16,
         max_logit_rows: 8,
+        max_pooled: 2,
     };
 
     fn plan<'a>(seqs: &[SeqStep<'a>]) -> Result<StepPlan<'a>> {
@@ -505,5 +534,41 @@ mod tests {
             ..SeqStep::new(&nine, 0, &[0])
         };
         assert!(error(&[all]).contains("logits for 9 rows"));
+    }
+
+    #[test]
+    fn pooled_rows_become_step_row_segments() {
+        let decode = SeqStep {
+            generated: true,
+            ..SeqStep::new(&[3], 9, &[0])
+        };
+        let mean = SeqStep {
+            logit_rows: 0,
+            pool_rows: Some((0, 3)),
+            ..SeqStep::new(&[1, 2, 3], 0, &[1])
+        };
+        let last = SeqStep {
+            logit_rows: 0,
+            pool_rows: Some((1, 1)),
+            ..SeqStep::new(&[4, 5], 0, &[2])
+        };
+        let p = plan(&[decode, mean, last]).unwrap();
+        assert_eq!(p.pool_segs, [[1, 3], [5, 1]]);
+        assert_eq!(p.logit_rows, [0]);
+        let none = plan(&[SeqStep::new(&[1], 0, &[0])]).unwrap();
+        assert!(none.pool_segs.is_empty());
+    }
+
+    #[test]
+    fn bad_pooled_rows_are_refused() {
+        let part = |rows| SeqStep {
+            pool_rows: Some(rows),
+            ..SeqStep::new(&[1, 2], 0, &[0])
+        };
+        assert!(error(&[part((1, 2))]).contains("pooled rows 1..3 of a 2-token part"));
+        assert!(error(&[part((0, 0))]).contains("pooled rows 0..0"));
+        assert!(error(&[part((u32::MAX, 2))]).contains("of a 2-token part"));
+        let three = [part((0, 1)), part((0, 1)), part((0, 1))];
+        assert!(error(&three).contains("pools 3 parts"));
     }
 }

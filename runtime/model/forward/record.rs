@@ -1,11 +1,22 @@
 //! Writing a step's plan to the GPU and recording its passes: the layers,
 //! then the final norm, lm_head, penalties, logit masks and top-K over the logit rows,
-//! and the copy of the candidates into the mappable buffer.
+//! and the copy of the candidates into the mappable buffer; for embeddings,
+//! the final norm of the rows and their pooling into one vector per part.
 
 use super::plan::{SeqStep, StepLimits, StepPlan};
 use super::profile::LOGITS;
 use super::GpuModel;
+use crate::gpu::kernels::pool::Segment;
+use crate::gpu::kernels::StepInfo;
 use crate::Result;
+
+/// What [`GpuModel::submit_step`] submitted.
+pub(super) struct StepSubmitted {
+    pub n_rows: u32,
+    pub n_pooled: u32,
+    pub t_logits: web_time::Instant,
+    pub timed: bool,
+}
 
 /// Receives each dispatch of a step with its kernel kind.
 pub(super) type OpVisitor<'a> = dyn FnMut(&'static str, &dyn Fn(&mut wgpu::ComputePass)) + 'a;
@@ -15,8 +26,9 @@ pub(super) type OpVisitor<'a> = dyn FnMut(&'static str, &dyn Fn(&mut wgpu::Compu
 pub type LateMasks<'a> = &'a mut (dyn FnMut() -> Vec<Option<Vec<u32>>> + Send);
 
 impl GpuModel {
-    /// Records and submits one step; returns the number of logit rows, when
-    /// the submission was made and whether the profile times this step.
+    /// Records and submits one step; returns the number of logit rows and of
+    /// pooled vectors, when the submission was made and whether the profile
+    /// times this step.
     /// With `late`, the parts' masks come from it instead of `seqs`: the
     /// layers are submitted first and `late` runs while the GPU works on
     /// them, then the logits are submitted with its masks.
@@ -25,11 +37,12 @@ impl GpuModel {
         seqs: &[SeqStep<'_>],
         k: usize,
         mut late: Option<LateMasks<'_>>,
-    ) -> Result<(u32, web_time::Instant, bool)> {
+    ) -> Result<StepSubmitted> {
         let limits = StepLimits {
             vocab_size: self.config.vocab_size,
             max_step_tokens: self.opts.max_step_tokens,
             max_logit_rows: self.logit_capacity(),
+            max_pooled: self.opts.max_seqs.max(1),
         };
         let plan = StepPlan::new(seqs, &limits)?;
         let queue = &self.ctx.queue;
@@ -126,13 +139,48 @@ impl GpuModel {
                 self.topk.output_bytes_for(n_rows, k as u32),
             );
         }
+        let n_pooled = plan.pool_segs.len() as u32;
+        if n_pooled > 0 {
+            self.record_pooling(&mut enc, &plan.pool_segs)?;
+        }
         if let Some(t) = timer {
             t.resolve(&mut enc);
             self.profiler.timer = Some(t);
         }
         let t_logits = web_time::Instant::now();
         self.ctx.queue.submit(Some(enc.finish()));
-        Ok((n_rows, t_logits, timed))
+        Ok(StepSubmitted {
+            n_rows,
+            n_pooled,
+            t_logits,
+            timed,
+        })
+    }
+
+    /// The final norm of the rows up to the last pooled one (into `xn`,
+    /// free once the layers are done), the sums of each segment's rows, and
+    /// their copy into the mappable buffer.
+    fn record_pooling(&self, enc: &mut wgpu::CommandEncoder, segs: &[Segment]) -> Result<()> {
+        let queue = &self.ctx.queue;
+        self.pool.write(queue, segs)?;
+        let rows = segs.iter().map(|&[a, n]| a + n).max().unwrap_or(0);
+        let info = StepInfo {
+            n_tokens: rows,
+            n_seqs: rows,
+            ..Default::default()
+        };
+        queue.write_buffer(&self.pool_norm_step, 0, bytemuck::bytes_of(&info));
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("pool"),
+                timestamp_writes: None,
+            });
+            self.pool_norm.record(&mut pass, rows);
+            self.pool.record(&mut pass, segs.len() as u32);
+        }
+        let bytes = (segs.len() * self.config.hidden_size * 4) as u64;
+        enc.copy_buffer_to_buffer(&self.act.pooled, 0, &self.pool_staging, 0, bytes);
+        Ok(())
     }
 
     /// Uploads the step's masks; whether any row has one.

@@ -2,6 +2,7 @@
 
 use super::{GgufFile, MetaValue};
 use crate::model::config::{limits, names};
+use crate::model::pooling;
 use crate::model::{Architecture, ModelConfig, RopeLayout, RopeScaling};
 use crate::text::vocab::GgufVocab;
 use crate::{HearthError, Result};
@@ -115,6 +116,7 @@ impl GgufFile {
             attention_bias: self.has_tensor(&names::blk(0, "attn_q.bias")),
             qk_norm: self.has_tensor(&names::blk(0, "attn_q_norm.weight")),
             moe,
+            pooling: pooling::from_gguf(&k("pooling_type"), self.get_u64(&k("pooling_type"))?)?,
         };
         cfg.validate_keyed(&|f| self.config_key(arch_name, f))?;
         Ok(cfg)
@@ -241,6 +243,7 @@ impl GgufFile {
             attention_bias: false,
             qk_norm: false,
             moe: None,
+            pooling: None,
         };
         let base = probe.rope_inv_freqs();
         let scaled = ModelConfig {

@@ -91,6 +91,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
                 match out {
                     Output::Finished { finish, .. } => spec_total.add(&finish.spec),
                     Output::Failed { error, .. } => return Err(error.into()),
+                    Output::Embedding { .. } => {}
                     Output::Token { request, .. } => {
                         let i = index[&request];
                         tokens += 1;

@@ -247,6 +247,8 @@ impl Session {
                     let _ = writeln!(out);
                     return Err(e.to_string());
                 }
+                // A chat request never asks for one.
+                Event::Embedding(_) => {}
             }
         }
         Err("the engine stopped".into())

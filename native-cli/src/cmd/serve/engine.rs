@@ -24,7 +24,7 @@ use hearth::engine::scheduler::SchedulerOptions;
 use hearth::engine::{EngineHandle as LibHandle, EngineStats, EngineThread, Preparer, SpecOptions};
 use hearth::structured::tools::ToolFormat;
 use hearth::text::Tokenizer;
-use hearth::{FinishReason, Hearth, HearthError, Prompt, Request};
+use hearth::{FinishReason, Hearth, HearthError, PoolingType, Prompt, Request};
 use tracing::{info, warn};
 
 use super::errors::ApiError;
@@ -77,6 +77,8 @@ pub struct EngineConfig {
     pub scheduler: SchedulerOptions,
     /// Speculative decoding for requests that don't choose (`draft` field).
     pub speculative: SpecOptions,
+    /// Embeddings pool this way instead of as the model declares (`--pooling`).
+    pub pooling: Option<PoolingType>,
 }
 
 /// What every handler shares to turn token ids into OpenAI's pieces.
@@ -88,6 +90,8 @@ struct Shared {
     preparer: Preparer,
     /// Sequences (choices) of requests being prepared, not yet in the engine.
     preparing: AtomicUsize,
+    /// Why `/v1/embeddings` cannot serve this model (it declares no pooling).
+    no_embeddings: Option<String>,
 }
 
 /// The handlers' side of the engine: cheap to clone.
@@ -99,6 +103,8 @@ pub struct EngineClient {
     pub context_length: usize,
     /// How the model writes tool calls, to parse its outputs.
     pub tool_format: ToolFormat,
+    /// The width of its hidden states, which embeddings have.
+    pub hidden_size: usize,
 }
 
 /// The engine thread; `shutdown` stops it.
@@ -113,6 +119,7 @@ impl EngineHandle {
             max_sequences: Some(cfg.max_num_seqs + cfg.max_queue),
             scheduler: cfg.scheduler.clone(),
             speculative: cfg.speculative,
+            pooling: cfg.pooling,
         })?;
         let shared = Arc::new(Shared {
             pieces: PieceDecoder::new(&h.tokenizer),
@@ -121,9 +128,11 @@ impl EngineHandle {
             cfg,
             preparer: Preparer::new(&mut h),
             preparing: AtomicUsize::new(0),
+            no_embeddings: h.pooling().err().map(|e| e.to_string()),
         });
         let context_length = h.model.config.max_position_embeddings;
         let tool_format = h.tool_format();
+        let hidden_size = h.model.config.hidden_size;
         let thread = h.spawn()?;
         Ok(EngineHandle {
             client: EngineClient {
@@ -131,6 +140,7 @@ impl EngineHandle {
                 shared,
                 context_length,
                 tool_format,
+                hidden_size,
             },
             thread,
         })
@@ -290,6 +300,7 @@ impl EngineClient {
                 tools: job.tools.tools.clone(),
                 tool_choice: job.tools.choice.clone(),
                 parallel_tool_calls: job.tools.parallel,
+                embed: false,
             };
             let preparer = self.shared.preparer.clone();
             let prepared = tokio::task::spawn_blocking(move || {
@@ -337,6 +348,94 @@ impl EngineClient {
     }
 }
 
+/// `/v1/embeddings`' side of the engine.
+impl EngineClient {
+    /// A 400 when the model cannot embed (it declares no pooling, and no
+    /// `--pooling` was given).
+    pub fn check_pooling(&self) -> Result<(), ApiError> {
+        match &self.shared.no_embeddings {
+            Some(m) => Err(ApiError::invalid_param("model", m.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// One input's token ids (text bounded in bytes first, then tokenized
+    /// with the model's special tokens; ids checked against the
+    /// vocabulary); errors name `input` and say which one (`at`).
+    pub fn input_ids(&self, prompt: &Prompt, at: &str) -> Result<Vec<u32>, ApiError> {
+        let bad = |m: String| ApiError::invalid_param("input", m);
+        let max = self.shared.preparer.max_text_bytes();
+        if let Prompt::Text(t) = prompt {
+            if t.len() > max {
+                return Err(bad(format!(
+                    "{at} is {} bytes of text; the model's context of {} tokens holds at most {max}.",
+                    t.len(),
+                    self.context_length
+                ))
+                .with_code("context_length_exceeded"));
+            }
+        }
+        let tok = &self.shared.tokenizer;
+        let ids =
+            hearth::api::encode_prompt(tok, None, prompt).map_err(|e| bad(format!("{at}: {e}")))?;
+        if let Some(t) = ids.iter().find(|&&t| t as usize >= tok.vocab_size()) {
+            return Err(bad(format!(
+                "{at} holds token id {t}, outside the vocabulary ({} tokens).",
+                tok.vocab_size()
+            )));
+        }
+        Ok(ids)
+    }
+
+    /// Embeds every input through the engine, `wave` at a time (all of a
+    /// wave batched in the same steps); vectors in input order.
+    pub async fn embed(
+        &self,
+        inputs: Vec<Vec<u32>>,
+        wave: usize,
+        arrived: Instant,
+    ) -> Result<Vec<Vec<f32>>, ApiError> {
+        let tokens: usize = inputs.iter().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(wave.max(1)) {
+            let mut streams = Vec::with_capacity(chunk.len());
+            for ids in chunk {
+                // An error drops the streams queued so far, which aborts them.
+                let s = self
+                    .handle
+                    .submit(Request::embedding(Prompt::Ids(ids.clone())))
+                    .await
+                    .map_err(|e| self.request_error(e, false, "input"))?;
+                streams.push(s);
+            }
+            for mut s in streams {
+                let mut vector = None;
+                while let Some(ev) = s.next_event().await {
+                    match ev {
+                        hearth::Event::Embedding(v) => vector = Some(v),
+                        hearth::Event::Failed(e) => {
+                            return Err(ApiError::internal(format!("Embedding failed: {e}")))
+                        }
+                        hearth::Event::Token { .. } | hearth::Event::Finished { .. } => {}
+                    }
+                }
+                out.push(vector.ok_or_else(|| {
+                    ApiError::internal("the engine ended an embedding without its vector")
+                })?);
+            }
+        }
+        self.shared.metrics.prompt_tokens.inc_by(tokens as u64);
+        info!(
+            endpoint = "/v1/embeddings",
+            inputs = out.len(),
+            prompt_tokens = tokens,
+            total_ms = format!("{:.1}", arrived.elapsed().as_secs_f64() * 1e3),
+            "request done"
+        );
+        Ok(out)
+    }
+}
+
 /// Sequences counted in [`Shared::preparing`] until dropped.
 struct Reservation {
     shared: Arc<Shared>,
@@ -379,6 +478,11 @@ impl JobEvents {
     pub async fn recv(&mut self) -> Option<Event> {
         let (offset, ev) = self.streams.next().await?;
         Some(match ev {
+            hearth::Event::Embedding(_) => {
+                return Some(Event::Failed(ApiError::internal(
+                    "the engine answered a generation with an embedding",
+                )))
+            }
             hearth::Event::Token { choice, token } => {
                 let choice = offset + choice;
                 let m = &self.shared.metrics;

@@ -4,6 +4,7 @@
 //! - [`engine`]: jobs onto the library engine's requests (it runs on a thread of its own)
 //! - [`routes`]: axum routes, handlers, the request-counting layer
 //! - [`openai`]: request bodies and their validation; [`responses`]: response bodies and SSE chunks
+//! - [`embeddings`]: the `/v1/embeddings` handler
 //! - [`body`]: size-limited JSON bodies; [`errors`]: OpenAI's error shape
 //! - [`metrics`]: Prometheus exposition; [`tokens`]: token bytes for logprobs
 //! - [`limits`]: the connection loop (connection cap, header/idle timeouts)
@@ -16,6 +17,7 @@
 
 mod access;
 mod body;
+mod embeddings;
 mod engine;
 mod errors;
 mod limits;
@@ -110,6 +112,10 @@ pub struct ServeArgs {
     /// The default for requests without a `draft` field.
     #[command(flatten)]
     spec: spec_args::SpecArgs,
+    /// Pool /v1/embeddings this way (mean, cls or last) instead of as the
+    /// model declares; a model that declares none needs it.
+    #[arg(long, value_parser = crate::load::parse_pooling)]
+    pooling: Option<hearth::PoolingType>,
 }
 
 fn secs(v: f64, flag: &str) -> Result<Duration> {
@@ -210,6 +216,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
                 ..SchedulerOptions::default()
             },
             speculative,
+            pooling: args.pooling,
         },
         metrics.clone(),
     )

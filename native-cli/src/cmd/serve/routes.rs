@@ -39,7 +39,7 @@ pub struct App {
     /// choices' worth before it is sent to the engine, and keeps them until
     /// its response ends, so the engine's command queue never holds more
     /// than the engine would take (more: 429 here).
-    admission: Arc<Semaphore>,
+    pub(super) admission: Arc<Semaphore>,
     next_id: AtomicU64,
 }
 
@@ -84,9 +84,10 @@ fn unix_now() -> u64 {
 
 /// The paths metrics are labelled with; anything else counts as `other`,
 /// so that random paths cannot grow the label set.
-const ENDPOINTS: [&str; 7] = [
+const ENDPOINTS: [&str; 8] = [
     "/v1/chat/completions",
     "/v1/completions",
+    "/v1/embeddings",
     "/v1/models",
     "/tokenize",
     "/detokenize",
@@ -98,6 +99,7 @@ pub fn router(app: Arc<App>, access: Arc<Access>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(super::embeddings::embeddings))
         .route("/v1/models", get(list_models))
         .route("/tokenize", post(super::tokenize::tokenize))
         .route("/detokenize", post(super::tokenize::detokenize))

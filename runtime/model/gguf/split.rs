@@ -161,7 +161,9 @@ impl GgufFile {
 /// Shards in `split.no` order, each checked on its own, into one file.
 fn merge(shards: Vec<(String, GgufFile)>) -> Result<GgufFile> {
     let count = shards.len();
-    let (first_name, first) = &shards[0];
+    let Some((first_name, first)) = shards.first() else {
+        return Err(invalid("split GGUF: no shard given".into()));
+    };
     let want = first
         .get_u64(SPLIT_TENSORS_COUNT)
         .map_err(|e| in_shard(first_name, e))?

@@ -18,7 +18,6 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::read_json;
 use super::errors::ApiError;
 use super::routes::App;
 
@@ -172,12 +171,7 @@ async fn embed(app: Arc<App>, headers: HeaderMap, body: Body) -> Result<Response
         return Err(ApiError::shutting_down());
     }
     let settings = &app.settings;
-    let req: EmbeddingsBody = tokio::time::timeout(
-        settings.body_timeout,
-        read_json(&headers, body, settings.max_body_bytes),
-    )
-    .await
-    .map_err(|_| ApiError::body_timeout(settings.body_timeout.as_secs_f64()))??;
+    let req: EmbeddingsBody = app.read_body(&headers, body).await?;
     if req.model != app.model_id {
         return Err(ApiError::model_not_found(&req.model, &app.model_id));
     }

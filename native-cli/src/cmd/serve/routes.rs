@@ -76,6 +76,20 @@ impl App {
     }
 }
 
+impl App {
+    /// The request's JSON body, within `--max-body-bytes` and the body timeout.
+    pub async fn read_body<T: serde::de::DeserializeOwned>(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<T, ApiError> {
+        let s = &self.settings;
+        tokio::time::timeout(s.body_timeout, read_json(headers, body, s.max_body_bytes))
+            .await
+            .map_err(|_| ApiError::body_timeout(s.body_timeout.as_secs_f64()))?
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -225,12 +239,7 @@ async fn complete(
         return Err(ApiError::shutting_down());
     }
     let settings = &app.settings;
-    let req: RequestBody = tokio::time::timeout(
-        settings.body_timeout,
-        read_json(&headers, body, settings.max_body_bytes),
-    )
-    .await
-    .map_err(|_| ApiError::body_timeout(settings.body_timeout.as_secs_f64()))??;
+    let req: RequestBody = app.read_body(&headers, body).await?;
     if req.model != app.model_id {
         return Err(ApiError::model_not_found(&req.model, &app.model_id));
     }

@@ -12,7 +12,6 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::body::read_json;
 use super::errors::ApiError;
 use super::routes::App;
 
@@ -39,23 +38,12 @@ struct DetokenizeBody {
     model: Option<String>,
 }
 
-async fn body<T: serde::de::DeserializeOwned>(
-    app: &App,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<T, ApiError> {
-    let s = &app.settings;
-    tokio::time::timeout(s.body_timeout, read_json(headers, body, s.max_body_bytes))
-        .await
-        .map_err(|_| ApiError::body_timeout(s.body_timeout.as_secs_f64()))?
-}
-
 pub async fn tokenize(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let req: TokenizeBody = body(&app, &headers, raw).await?;
+    let req: TokenizeBody = app.read_body(&headers, raw).await?;
     let text = match (req.content, req.prompt) {
         (Some(t), None) | (None, Some(t)) => t,
         (Some(_), Some(_)) => {
@@ -110,7 +98,7 @@ pub async fn detokenize(
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let req: DetokenizeBody = body(&app, &headers, raw).await?;
+    let req: DetokenizeBody = app.read_body(&headers, raw).await?;
     let engine = app.engine.clone();
     tokio::task::spawn_blocking(move || {
         let (tok, _) = engine.tokens();

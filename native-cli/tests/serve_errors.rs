@@ -174,7 +174,7 @@ async fn bad_requests_get_openai_errors_and_hurt_nothing() {
         ),
         (
             "wrong path",
-            c.post(server.url("/v1/embeddings")).json(&json!({})).send().await.unwrap(),
+            c.post(server.url("/v1/audio/speech")).json(&json!({})).send().await.unwrap(),
             404,
             None,
             Some("not_found"),

@@ -13,7 +13,9 @@
 // grows with the tile, not with the matrix width.
 
 struct Step { n_tokens: u32, n_seqs: u32, first_row: u32, _p0: u32 }
-struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words: u32, _p0: u32, _p1: u32, _p2: u32 }
+// e_first, e_count, tiles and src: expert matrices only (see matmul_x.wgsl).
+struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words: u32,
+                e_first: u32, e_count: u32, tiles: u32, src: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> params: Params;
@@ -46,12 +48,12 @@ var<workgroup> xs: array<TV, 256>; // TT * TK / 4
 var<workgroup> ws: array<TV, 576>; // TR * WP
 
 // x[t, k..k+4], zero past the ends (with X_VEC4, k is a multiple of 4 and cols too).
-fn x4(t: u32, k: u32) -> vec4<f32> {
-    if (t >= step.n_tokens || k >= params.cols) { return vec4<f32>(0.0); }
+fn x4(t: u32, k: u32, n: u32) -> vec4<f32> {
+    if (t >= n || k >= params.cols) { return vec4<f32>(0.0); }
 #if X_VEC4
-    return xv(t * xs4() + k / 4u);
+    return xv(x_row(t) * xs4() + k / 4u);
 #else
-    let b = t * params.cols + k;
+    let b = x_row(t) * params.cols + k;
     var v = vec4<f32>(x[b], 0.0, 0.0, 0.0);
     if (k + 1u < params.cols) { v.y = x[b + 1u]; }
     if (k + 2u < params.cols) { v.z = x[b + 2u]; }
@@ -79,8 +81,15 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let r0 = (wid.x + wid.y * nwg.x) * TR;
+#if MOE
+    let tile = moe_tile_uniform(li, wid.z);
+    if (tile.y == 0u) { return; }
+    let t0 = tile.x;
+    let n = tile.x + min(tile.y, TT);
+#else
     let t0 = step.first_row + wid.z * TT;
     let n = step.n_tokens;
+#endif
     // Outputs: rows tx + 16i, tokens ty + 8j.
     let tx = li % 16u;
     let ty = li / 16u;
@@ -89,11 +98,11 @@ fn main(
         // Stage 32 tokens × 8 quads of x and 64 rows × 4 groups of W, two per invocation.
         for (var h = 0u; h < 2u; h++) {
             let i = li + h * 128u;
-            xs[i] = tv(x4(t0 + i / 8u, k0 + (i % 8u) * 4u));
+            xs[i] = tv(x4(t0 + i / 8u, k0 + (i % 8u) * 4u, n));
             let wrow = i / 4u;
             let g = k0 / 8u + i % 4u;
             var w = W8(vec4<f32>(0.0), vec4<f32>(0.0));
-            if (r0 + wrow < params.rows) { w = load8(r0 + wrow, g); }
+            if (r0 + wrow < params.rows) { w = load8(w_row(r0 + wrow), g); }
             let c = (group_cols(g) - vec2<u32>(k0)) / 4u;
             ws[wrow * WP + c.x] = tv(w.lo);
             ws[wrow * WP + c.y] = tv(w.hi);

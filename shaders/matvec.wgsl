@@ -7,7 +7,9 @@
 // per row reduced through workgroup memory.
 
 struct Step { n_tokens: u32, n_seqs: u32, first_row: u32, _p0: u32 }
-struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words: u32, _p0: u32, _p1: u32, _p2: u32 }
+// e_first, e_count, tiles and src: expert matrices only (see matmul_x.wgsl).
+struct Params { rows: u32, cols: u32, row_offset: u32, y_stride: u32, row_words: u32,
+                e_first: u32, e_count: u32, tiles: u32, src: u32, _p0: u32, _p1: u32, _p2: u32 }
 
 @group(0) @binding(0) var<uniform> step: Step;
 @group(0) @binding(1) var<uniform> params: Params;
@@ -28,9 +30,9 @@ fn x4(t: u32, c: u32) -> vec4<f32> {
 #if W_FLOAT
     if (c >= params.cols) { return vec4<f32>(0.0); }
 #endif
-    return xv(t * xs4() + c / 4u);
+    return xv(x_row(t) * xs4() + c / 4u);
 #else
-    let b = t * params.cols + c;
+    let b = x_row(t) * params.cols + c;
     var v = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
         if (c + i < params.cols) { v[i] = x[b + i]; }
@@ -163,14 +165,14 @@ fn row_partial(r: u32, lane: u32, stride: u32, t0: u32, nt: u32) -> array<f32, M
 #if W_QUANT
     let nb = opaque_bound(params.cols) / 32u;
     for (var b = lane; b < nb; b += stride) {
-        let q = load_block(r, b);
+        let q = load_block(w_row(r), b);
         for (var t = 0u; t < MAX_T; t++) {
-            if (t < nt) { acc[t] += qdot(q, load_x((t0 + t) * xs4() + b * 8u)); }
+            if (t < nt) { acc[t] += qdot(q, load_x(x_row(t0 + t) * xs4() + b * 8u)); }
         }
     }
 #else
     for (var g = lane; g < opaque_bound(groups_per_row()); g += stride) {
-        let w = load8(r, g);
+        let w = load8(w_row(r), g);
         let c = group_cols(g);
         for (var t = 0u; t < MAX_T; t++) {
             if (t < nt) { acc[t] += dot(w.lo, x4(t0 + t, c.x)) + dot(w.hi, x4(t0 + t, c.y)); }
@@ -253,9 +255,16 @@ fn main(
     @builtin(subgroup_invocation_id) sg_lane: u32,
 #endif
 ) {
+#if MOE
+    let tile = moe_tile_uniform(li, wid.z);
+    if (tile.y == 0u) { return; }
+    let t0 = tile.x;
+    let nt = min(MAX_T, tile.y);
+#else
     let t0 = step.first_row + wid.z * MAX_T;
     if (t0 >= step.n_tokens) { return; }
     let nt = min(MAX_T, step.n_tokens - t0);
+#endif
 #if W_QUANT
     let row = (wid.x + wid.y * nwg.x) * ROWS + li;
     // A lane past the last row computes a copy of it and stores nothing.
@@ -280,11 +289,34 @@ fn main(
 #endif
     let nb = opaque_bound(params.cols) / 32u;
     let xs = xs4();
+#if X_GATHER
+    let last = t0 + nt - 1u;
+    let gx0 = x_row(t0) * xs;
+    let gx1 = x_row(min(t0 + 1u, last)) * xs;
+    let gx2 = x_row(min(t0 + 2u, last)) * xs;
+    let gx3 = x_row(min(t0 + 3u, last)) * xs;
+    let gx4 = x_row(min(t0 + 4u, last)) * xs;
+    let gx5 = x_row(min(t0 + 5u, last)) * xs;
+    let gx6 = x_row(min(t0 + 6u, last)) * xs;
+    let gx7 = x_row(min(t0 + 7u, last)) * xs;
+#endif
     for (var b = 0u; b < nb; b++) {
-        let q0 = load_block(r0, b);
-        let q1 = load_block(r1, b);
-        let q2 = load_block(r2, b);
-        let q3 = load_block(r3, b);
+        let q0 = load_block(w_row(r0), b);
+        let q1 = load_block(w_row(r1), b);
+        let q2 = load_block(w_row(r2), b);
+        let q3 = load_block(w_row(r3), b);
+#if X_GATHER
+        // Each token's x row is wherever the grouping found it.
+        let xb = b * 8u;
+        a0 += qdot4(q0, q1, q2, q3, xblock(gx0 + xb, lane));
+        if (MAX_T > 1u && nt > 1u) { a1 += qdot4(q0, q1, q2, q3, xblock(gx1 + xb, lane)); }
+        if (MAX_T > 2u && nt > 2u) { a2 += qdot4(q0, q1, q2, q3, xblock(gx2 + xb, lane)); }
+        if (MAX_T > 3u && nt > 3u) { a3 += qdot4(q0, q1, q2, q3, xblock(gx3 + xb, lane)); }
+        if (MAX_T > 4u && nt > 4u) { a4 += qdot4(q0, q1, q2, q3, xblock(gx4 + xb, lane)); }
+        if (MAX_T > 5u && nt > 5u) { a5 += qdot4(q0, q1, q2, q3, xblock(gx5 + xb, lane)); }
+        if (MAX_T > 6u && nt > 6u) { a6 += qdot4(q0, q1, q2, q3, xblock(gx6 + xb, lane)); }
+        if (MAX_T > 7u && nt > 7u) { a7 += qdot4(q0, q1, q2, q3, xblock(gx7 + xb, lane)); }
+#else
         let xb = t0 * xs + b * 8u;
         a0 += qdot4(q0, q1, q2, q3, xblock(xb, lane));
         if (MAX_T > 1u && nt > 1u) { a1 += qdot4(q0, q1, q2, q3, xblock(xb + 1u * xs, lane)); }
@@ -294,6 +326,7 @@ fn main(
         if (MAX_T > 5u && nt > 5u) { a5 += qdot4(q0, q1, q2, q3, xblock(xb + 5u * xs, lane)); }
         if (MAX_T > 6u && nt > 6u) { a6 += qdot4(q0, q1, q2, q3, xblock(xb + 6u * xs, lane)); }
         if (MAX_T > 7u && nt > 7u) { a7 += qdot4(q0, q1, q2, q3, xblock(xb + 7u * xs, lane)); }
+#endif
     }
     store_rows(t0, row, a0);
     if (MAX_T > 1u && nt > 1u) { store_rows(t0 + 1u, row, a1); }
@@ -331,9 +364,16 @@ fn main(
 #endif
 ) {
     let row0 = (wid.x + wid.y * nwg.x) * ROWS;
+#if MOE
+    let tile = moe_tile_uniform(li, wid.z);
+    if (tile.y == 0u) { return; }
+    let t0 = tile.x;
+    let nt = min(MAX_T, tile.y);
+#else
     let t0 = step.first_row + wid.z * MAX_T;
     if (t0 >= step.n_tokens) { return; }
     let nt = min(MAX_T, step.n_tokens - t0);
+#endif
 #if SUBGROUPS
     for (var rl = sg_id; rl < ROWS; rl += n_sg) {
         let r = row0 + rl;

@@ -145,17 +145,39 @@ fn old_per_expert_gguf_layout_is_refused_by_name() {
     );
 }
 
+/// A GGUF with Q8_0 experts and a Q8_0 router (llama.cpp keeps routers in
+/// f32, but a file may not) runs on the GPU with the reference's greedy ids.
 #[test]
-fn the_gpu_refuses_moe_models_until_it_has_expert_kernels() {
+fn the_gpu_runs_a_gguf_moe_model_as_the_reference_does() {
+    use hearth::engine::{GenerateOptions, SamplingParams};
+    use hearth::reference::RefModel;
     let m = GgufModel::from_bytes(tiny_moe_gguf().build()).unwrap();
-    let e =
-        hearth::model::forward::GpuModel::load(common::gpu(), &m, Default::default(), &mut |_| {})
-            .err()
-            .expect("GPU load of a MoE model fails");
-    assert!(
-        matches!(&e, HearthError::Unsupported(m) if m.contains("GPU support for MoE is not there yet")),
-        "{e}"
-    );
+    let prompt = [1u32, 5, 9, 2, 7];
+    let want = RefModel::load(&m)
+        .unwrap()
+        .generate_greedy(&prompt, 8, &[])
+        .unwrap();
+    let gpu = hearth::model::forward::GpuModel::load(
+        common::gpu(),
+        &m,
+        hearth::model::forward::ForwardOptions {
+            kv_memory: 1 << 20,
+            max_step_tokens: 16,
+            max_seqs: 2,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut e = common::engine(gpu, common::tokenizer_of(&m));
+    let opts = GenerateOptions {
+        sampling: SamplingParams::greedy(),
+        max_tokens: 8,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let got = e.generate_blocking(&prompt, &opts, &mut |_| true).unwrap();
+    assert_eq!(got.ids, want);
 }
 
 // ---- Hugging Face directories -------------------------------------------

@@ -6,31 +6,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::gguf_writer::{GgufWriter, Val};
 use common::golden::{check_case_dir, reference, BackendOutput, Golden};
+use common::moe::{fixtures, to_gguf, CASES};
 use hearth::model::convert::ConvertedSource;
-use hearth::model::gguf::GgufModel;
 use hearth::model::load::{open, LoadedModel};
 use hearth::model::{DType, WeightSource};
 use hearth::reference::{RefKvCache, RefModel};
-
-const CASES: &[&str] = &[
-    "mixtral_f32",
-    "qwen2moe_shared_bf16",
-    "qwen3moe_mlp_only_tied",
-];
 
 /// As in hf_golden: the reference computes in f32 on the same weights as
 /// transformers, so only summation order and the goldens' 6-digit rounding
 /// separate them. Dropping the top-k renormalisation moves these logits by
 /// 0.5-0.8 (golden.json `moe.norm_topk_prob_effect`), a wrong expert far more.
 const REFERENCE_RTOL: f32 = 2e-5;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/moe")
-}
 
 fn check(
     case: &str,
@@ -98,85 +85,6 @@ mod reference_vs_transformers {
     fn qwen3moe_mlp_only_tied() {
         check("qwen3moe_mlp_only_tied", "reference", reference);
     }
-}
-
-/// llama.cpp's converter reorders each head's Q/K rows for interleaved
-/// RoPE: row `2i` is row `i`, row `2i+1` row `i + head_dim/2`.
-fn permute_for_llama(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
-    let hd = w.len() / cols / heads;
-    let mut out = Vec::with_capacity(w.len());
-    for h in 0..heads {
-        for i in 0..hd / 2 {
-            for r in [i, i + hd / 2] {
-                let row = h * hd + r;
-                out.extend_from_slice(&w[row * cols..(row + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
-/// The GGUF file llama.cpp's converter would write for a fixture (`llama`
-/// for Mixtral, `qwen2moe`, `qwen3moe`), its matrices stored as `dtype`.
-fn to_gguf(src: &dyn WeightSource, dtype: DType) -> GgufModel {
-    let c = src.config();
-    let moe = c.moe.as_ref().unwrap();
-    let arch = match c.arch {
-        hearth::model::Architecture::Mistral => "llama",
-        hearth::model::Architecture::Qwen2 => "qwen2moe",
-        _ => "qwen3moe",
-    };
-    let mut w = GgufWriter::new();
-    let k = |s: &str| format!("{arch}.{s}");
-    w.kv("general.architecture", Val::str(arch));
-    for (key, v) in [
-        ("block_count", c.num_layers),
-        ("context_length", c.max_position_embeddings),
-        ("embedding_length", c.hidden_size),
-        ("feed_forward_length", c.intermediate_size),
-        ("attention.head_count", c.num_heads),
-        ("attention.head_count_kv", c.num_kv_heads),
-        ("attention.key_length", c.head_dim),
-        ("vocab_size", c.vocab_size),
-        ("expert_count", moe.num_experts),
-        ("expert_used_count", moe.experts_per_token),
-    ] {
-        w.kv(&k(key), Val::U32(v as u32));
-    }
-    if arch != "llama" {
-        w.kv(
-            &k("expert_feed_forward_length"),
-            Val::U32(moe.expert_intermediate_size as u32),
-        );
-    }
-    if let Some(s) = moe.shared_expert_intermediate_size {
-        w.kv(&k("expert_shared_feed_forward_length"), Val::U32(s as u32));
-    }
-    w.kv(
-        &k("attention.layer_norm_rms_epsilon"),
-        Val::F32(c.rms_norm_eps),
-    );
-    w.kv(&k("rope.freq_base"), Val::F32(c.rope_theta));
-    for name in hearth::model::load::expected_tensors(src)
-        .into_iter()
-        .map(|t| t.0)
-    {
-        let t = src.tensor(&name).unwrap();
-        let mut v = t.to_f32().unwrap();
-        if arch == "llama" && name.ends_with("attn_q.weight") {
-            v = permute_for_llama(&v, c.num_heads, c.hidden_size);
-        }
-        if arch == "llama" && name.ends_with("attn_k.weight") {
-            v = permute_for_llama(&v, c.num_kv_heads, c.hidden_size);
-        }
-        let d = if t.shape.len() >= 2 {
-            dtype
-        } else {
-            DType::F32
-        };
-        w.tensor(&name, &t.shape, d, &v);
-    }
-    GgufModel::from_bytes(w.build()).unwrap()
 }
 
 /// The reference on the GGUF conversion of a fixture, as a backend.

@@ -40,6 +40,20 @@ impl GpuMatrix {
         parts: &[HostTensor],
         target: Option<DType>,
     ) -> Result<GpuMatrix> {
+        Self::upload_grouped(ctx, name, parts, target, 1)
+    }
+
+    /// [`GpuMatrix::upload`] whose chunks each hold whole groups of
+    /// `group_rows` rows (one expert's matrix of a stack of experts), so a
+    /// kernel finds every expert inside one binding.
+    pub fn upload_grouped(
+        ctx: &GpuContext,
+        name: &str,
+        parts: &[HostTensor],
+        target: Option<DType>,
+        group_rows: usize,
+    ) -> Result<GpuMatrix> {
+        let group_rows = group_rows.max(1);
         let first = parts
             .first()
             .ok_or_else(|| HearthError::Unsupported(format!("`{name}`: no tensors to upload")))?;
@@ -95,6 +109,27 @@ impl GpuMatrix {
                 ctx.caps.max_binding
             ))
         })?;
+        if !rows.is_multiple_of(group_rows) {
+            return Err(HearthError::ShapeMismatch {
+                name: name.to_string(),
+                expected: vec![rows.div_ceil(group_rows) * group_rows, cols],
+                found: vec![rows, cols],
+            });
+        }
+        let chunk_rows = if group_rows > 1 {
+            match chunk_rows / group_rows * group_rows {
+                0 => {
+                    return Err(HearthError::Unsupported(format!(
+                        "`{name}`: one expert ({group_rows} rows of {cols} {} elements) exceeds the adapter's storage binding limit of {} bytes",
+                        dtype.name(),
+                        ctx.caps.max_binding
+                    )))
+                }
+                n => n,
+            }
+        } else {
+            chunk_rows
+        };
         let mut chunks = Vec::new();
         let mut gpu_bytes = 0u64;
         let mut start = 0usize;

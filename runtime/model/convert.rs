@@ -23,6 +23,13 @@ impl<'a> ConvertedSource<'a> {
     }
 }
 
+/// Vectors, and MoE routers: a router is small and its logits pick the
+/// experts, so it stays as stored (llama.cpp's quantizer leaves it alone too,
+/// and the GPU forward reads it in f32).
+pub fn keeps_form(name: &str, shape: &[usize]) -> bool {
+    shape.len() < 2 || name.ends_with("ffn_gate_inp.weight")
+}
+
 impl WeightSource for ConvertedSource<'_> {
     fn config(&self) -> &ModelConfig {
         self.inner.config()
@@ -34,7 +41,7 @@ impl WeightSource for ConvertedSource<'_> {
 
     fn tensor_meta(&self, name: &str) -> Result<(DType, Vec<usize>)> {
         let (dtype, shape) = self.inner.tensor_meta(name)?;
-        if shape.len() < 2 || !self.dtype.converts(dtype) {
+        if keeps_form(name, &shape) || !self.dtype.converts(dtype) {
             return Ok((dtype, shape));
         }
         Ok((self.dtype.target_for(shape[shape.len() - 1]), shape))
@@ -42,7 +49,7 @@ impl WeightSource for ConvertedSource<'_> {
 
     fn tensor(&self, name: &str) -> Result<HostTensor<'_>> {
         let t = self.inner.tensor(name)?;
-        if t.shape.len() < 2 || !self.dtype.converts(t.dtype) {
+        if keeps_form(name, &t.shape) || !self.dtype.converts(t.dtype) {
             return Ok(t);
         }
         let dtype = self.dtype.target_for(t.shape[t.shape.len() - 1]);

@@ -347,15 +347,3 @@ pub fn hf_canonical_shape(canonical: &str, shape: &[usize]) -> Vec<usize> {
         _ => shape.to_vec(),
     }
 }
-
-/// The GPU forward pass has no expert kernels yet: a MoE model is refused
-/// there by name instead of running its experts as something else.
-pub fn refuse_on_gpu(config: &super::ModelConfig) -> Result<()> {
-    match &config.moe {
-        Some(m) => Err(HearthError::Unsupported(format!(
-            "mixture-of-experts model ({} experts, {} per token) on the GPU: GPU support for MoE is not there yet (the CPU reference, hearth::reference::RefModel, runs it)",
-            m.num_experts, m.experts_per_token
-        ))),
-        None => Ok(()),
-    }
-}

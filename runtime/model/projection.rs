@@ -79,6 +79,7 @@ impl Projection {
                     out_offset: offset as u32,
                     out_stride: Some(rows as u32),
                     silu_x: io.silu_x,
+                    experts: None,
                 },
             );
             offset += w.rows();

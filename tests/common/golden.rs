@@ -236,3 +236,62 @@ pub fn reference(
     let greedy = model.generate_greedy(prompt, n_new, &[])?;
     Ok(BackendOutput { logits, greedy })
 }
+
+/// The GPU forward pass may differ from transformers by this fraction of the
+/// logit scale: f32 everywhere (f32 KV cache here), but a different summation
+/// order in tiled matmuls and attention; observed errors are ~1e-6 of scale.
+pub const GPU_RTOL: f32 = 1e-4;
+
+pub fn gpu_model(
+    loaded: &LoadedModel,
+    dtype: Option<hearth::model::DType>,
+    max_seqs: u32,
+) -> hearth::Result<hearth::model::forward::GpuModel> {
+    hearth::model::forward::GpuModel::load(
+        super::gpu(),
+        &*loaded.weights,
+        hearth::model::forward::ForwardOptions {
+            dtype,
+            kv_memory: 4 << 20,
+            kv_dtype: hearth::kv::KvDtype::F32,
+            max_step_tokens: 64,
+            max_seqs,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+}
+
+/// Logits of every prompt position in ONE step: each position is its own
+/// one-token part sharing the sequence's block table, so the step also
+/// exercises multi-part batches (KV written by earlier rows of the same step).
+pub fn gpu_backend_with(
+    dtype: Option<hearth::model::DType>,
+) -> impl Fn(&LoadedModel, &[u32], usize) -> hearth::Result<BackendOutput> {
+    move |loaded, prompt, n_new| {
+        use hearth::engine::{GenerateOptions, SamplingParams};
+        use hearth::model::forward::SeqStep;
+        let n = prompt.len();
+        let mut m = gpu_model(loaded, dtype, n as u32)?;
+        let mut pool = m.new_kv_pool();
+        let blocks = pool.allocate(n.div_ceil(pool.block_size() as usize))?;
+        let parts: Vec<SeqStep> = (0..n)
+            .map(|i| SeqStep::new(&prompt[i..i + 1], i as u32, &blocks))
+            .collect();
+        pollster::block_on(m.step(&parts, 1))?;
+        let logits = pollster::block_on(m.last_logits(n))?;
+        pool.free(&blocks)?;
+        let mut e = super::engine(m, Tokenizer::from_spec(&loaded.tokenizer)?);
+        let opts = GenerateOptions {
+            sampling: SamplingParams::greedy(),
+            max_tokens: n_new,
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let g = e.generate_blocking(prompt, &opts, &mut |_| true)?;
+        Ok(BackendOutput {
+            logits,
+            greedy: g.ids,
+        })
+    }
+}

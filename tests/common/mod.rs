@@ -8,6 +8,7 @@
 
 pub mod golden;
 pub mod models;
+pub mod moe;
 
 #[path = "../fixtures/gguf_writer.rs"]
 pub mod gguf_writer;

@@ -49,7 +49,28 @@ struct Params {
     row_offset: u32,
     y_stride: u32,
     row_words: u32,
+    /// Expert matrices: the chunk's first expert and expert count, the
+    /// route words where the tile list and the source rows start.
+    e_first: u32,
+    e_count: u32,
+    tiles: u32,
+    src: u32,
     _p: [u32; 3],
+}
+
+/// A stack of expert matrices (each `rows_per_expert` rows, whole experts
+/// per chunk) applied to the grouped rows of a mixture-of-experts step:
+/// the workgroups walk the tile lists of [`crate::gpu::kernels::moe_group`]
+/// and each reads only its expert's rows. Output row = grouped position.
+#[derive(Clone, Copy)]
+pub struct ExpertOpts<'a> {
+    pub route: &'a wgpu::Buffer,
+    pub layout: crate::gpu::kernels::moe_group::RouteLayout,
+    pub rows_per_expert: u32,
+    pub experts: u32,
+    /// x rows are token rows, found through the route's source rows (the
+    /// gate/up projection); else x rows are grouped positions (down).
+    pub gather_x: bool,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -67,6 +88,9 @@ pub struct MatMulOpts<'a> {
     /// and the matrix multiplies silu(gate) * up (SwiGLU fused into the x
     /// loads). Needs cols % 4 == 0.
     pub silu_x: bool,
+    /// The matrix stacks experts (see [`ExpertOpts`]); record with
+    /// [`MatMul::record_experts`].
+    pub experts: Option<ExpertOpts<'a>>,
 }
 
 /// Which kernel [`MatMul::record_with`] uses.
@@ -142,6 +166,7 @@ pub struct MatMul {
     /// The tiled build that prompt rows take: TILED or TILED_F16.
     tiled: usize,
     max_dim: u32,
+    experts: Option<u32>,
 }
 
 /// The `#if` flag naming a weight format in weight_formats.wgsl, plus its family flags.
@@ -264,6 +289,8 @@ impl MatMul {
                 .flag("BIAS", opts.bias.is_some())
                 .flag("ACCUMULATE", opts.accumulate)
                 .flag("X_SILU", opts.silu_x)
+                .flag("MOE", opts.experts.is_some())
+                .flag("X_GATHER", opts.experts.is_some_and(|e| e.gather_x))
         };
         let lane_rows = lane_rows_per_wg(w.dtype());
         let bcast = lane_bcast(&ctx.caps, w.dtype());
@@ -318,37 +345,74 @@ impl MatMul {
             .chunks()
             .iter()
             .map(|c| {
-                let params = ctx.uniform(
-                    "matmul.params",
-                    &Params {
-                        rows: c.rows,
-                        cols: w.cols() as u32,
-                        row_offset: opts.out_offset + c.row_start,
-                        y_stride: opts.out_stride.unwrap_or(w.rows() as u32),
-                        row_words: w.row_words() as u32,
-                        _p: [0; 3],
-                    },
-                );
-                let mut entries = vec![(0, steps[0]), (1, &params), (2, x), (3, y), (5, &c.qs)];
+                let base = Params {
+                    rows: c.rows,
+                    cols: w.cols() as u32,
+                    row_offset: opts.out_offset + c.row_start,
+                    y_stride: opts.out_stride.unwrap_or(w.rows() as u32),
+                    row_words: w.row_words() as u32,
+                    e_first: 0,
+                    e_count: 0,
+                    tiles: 0,
+                    src: 0,
+                    _p: [0; 3],
+                };
+                // [generated rows, prompt rows]: expert matrices read their
+                // class's tile list; other matrices share one uniform.
+                let params = match opts.experts {
+                    Some(e) => {
+                        let rpe = e.rows_per_expert;
+                        debug_assert!(c.row_start % rpe == 0 && c.rows % rpe == 0);
+                        let p = |tiles| Params {
+                            rows: rpe,
+                            row_offset: opts.out_offset,
+                            y_stride: opts.out_stride.unwrap_or(rpe),
+                            e_first: c.row_start / rpe,
+                            e_count: c.rows / rpe,
+                            tiles,
+                            src: e.layout.src,
+                            ..base
+                        };
+                        [
+                            ctx.uniform("matmul.params", &p(e.layout.gen_tiles)),
+                            ctx.uniform("matmul.params", &p(e.layout.prompt_tiles)),
+                        ]
+                    }
+                    None => {
+                        let p = ctx.uniform("matmul.params", &base);
+                        [p.clone(), p]
+                    }
+                };
+                let mut entries = vec![(0, steps[0]), (1, &params[0]), (2, x), (3, y), (5, &c.qs)];
                 if let Some(b) = opts.bias {
                     entries.push((4, b));
                 }
                 if let Some(s) = &c.scales {
                     entries.push((6, s));
                 }
+                if let Some(e) = &opts.experts {
+                    entries.push((7, e.route));
+                }
                 let binds = pipelines
                     .iter()
                     .enumerate()
                     .map(|(i, p)| {
                         p.as_ref().map(|p| {
-                            let prompt_rows = matches!(i, TILED | TILED_F16 | LANE_PROMPT);
-                            entries[0].1 = steps[usize::from(prompt_rows)];
-                            bind_numbered(ctx, p, &entries)
+                            let prompt_rows =
+                                usize::from(matches!(i, TILED | TILED_F16 | LANE_PROMPT));
+                            entries[0].1 = steps[prompt_rows];
+                            entries[1].1 = &params[prompt_rows];
+                            // Expert kernels take their rows from the route, not the step.
+                            let skip = usize::from(opts.experts.is_some());
+                            bind_numbered(ctx, p, &entries[skip..])
                         })
                     })
                     .collect();
                 Chunk {
-                    rows: c.rows,
+                    rows: match opts.experts {
+                        Some(e) => e.rows_per_expert,
+                        None => c.rows,
+                    },
                     binds,
                 }
             })
@@ -362,6 +426,62 @@ impl MatMul {
             cpu_adapter,
             tiled: if tiled_f16 { TILED_F16 } else { TILED },
             max_dim: ctx.caps.max_workgroups_per_dim,
+            experts: opts.experts.map(|e| e.experts),
+        }
+    }
+
+    /// The tile heights (grouped positions per workgroup) the expert
+    /// kernels take for generated rows and for prompt rows: what
+    /// [`crate::gpu::kernels::moe_group::MoeGroup`] must cut tiles to (at
+    /// most; smaller tiles are fine).
+    pub fn expert_tiles(&self) -> (u32, u32) {
+        let gen = if self.cpu_adapter {
+            self.lane_tokens
+        } else {
+            MATVEC_MAX_TOKENS
+        };
+        let prompt = if self.lane_prompts() {
+            self.lane_tokens
+        } else {
+            TILE_TOKENS
+        };
+        (gen, prompt)
+    }
+
+    /// Records an expert matrix (built with [`MatMulOpts::experts`]) over a
+    /// step's grouped assignments: `gen` generated rows and `prompt` prompt
+    /// rows, `k` experts each, tiles cut to `tiles` (see
+    /// [`MatMul::expert_tiles`]). Generated rows take the matrix-vector
+    /// kernel and prompt rows the prompt kernel, as in
+    /// [`MatMul::record_rows`], so a row's sums never depend on the batch.
+    pub fn record_experts(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        gen: u32,
+        prompt: u32,
+        k: u32,
+        tiles: (u32, u32),
+    ) {
+        use crate::gpu::kernels::moe_group::tile_bound;
+        let experts = self.experts.expect("record_experts on an expert matrix");
+        // One generated row meets each expert once: the 1-token builds.
+        let (form, rows_per_wg) = match (self.cpu_adapter, gen == 1) {
+            (true, true) => (LANE1, self.lane_rows),
+            (true, false) => (LANE, self.lane_rows),
+            (false, true) => (COOP1, self.coop_rows),
+            (false, false) => (COOP, self.coop_rows),
+        };
+        self.dispatch(
+            pass,
+            form,
+            rows_per_wg,
+            tile_bound(gen * k, tiles.0, experts),
+        );
+        let z = tile_bound(prompt * k, tiles.1, experts);
+        if self.lane_prompts() {
+            self.dispatch(pass, LANE_PROMPT, self.lane_rows, z);
+        } else {
+            self.dispatch(pass, self.tiled, TILE_ROWS, z);
         }
     }
 

@@ -14,6 +14,8 @@ pub mod embed;
 pub mod kv_write;
 pub mod logit_mask;
 pub mod matmul;
+pub mod moe_combine;
+pub mod moe_group;
 pub mod moe_router;
 pub mod pool;
 pub mod rmsnorm;

@@ -2,6 +2,7 @@
 //! shared activation buffers, and the order it records them in.
 
 use super::activations::Activations;
+use super::experts::ExpertFfn;
 use super::load::f32_buffer;
 use super::record::OpVisitor;
 use crate::gpu::kernels::attention::{Attention, AttnScratch, AttnShape};
@@ -55,10 +56,19 @@ pub(super) struct Layer {
     attn: Attention,
     wo: Projection,
     ffn_norm: RmsNorm,
-    gate_up: Projection,
-    /// None when the down projection applies SwiGLU itself (no `actv` buffer).
-    silu: Option<Elementwise>,
-    down: Projection,
+    ffn: Ffn,
+}
+
+/// A layer's feed-forward block.
+enum Ffn {
+    Dense {
+        gate_up: Projection,
+        /// None when the down projection applies SwiGLU itself (no `actv` buffer).
+        silu: Option<Elementwise>,
+        down: Projection,
+    },
+    /// A mixture-of-experts layer.
+    Experts(Box<ExpertFfn>),
 }
 
 impl LayerVectors {
@@ -141,20 +151,39 @@ impl Layer {
                 ..io(&act.attn_out, &act.x)
             },
         )?;
-        let gate_up = proj(
-            "ffn_gate_up",
-            vec![t("ffn_gate.weight")?, t("ffn_up.weight")?],
-            io(&act.xn, &act.gate_up),
-        )?;
-        let down = proj(
-            "ffn_down",
-            vec![t("ffn_down.weight")?],
-            ProjectionIo {
-                accumulate: true,
-                silu_x: act.actv.is_none(),
-                ..io(act.actv.as_ref().unwrap_or(&act.gate_up), &act.x)
-            },
-        )?;
+        let sparse = c.moe.as_ref().is_some_and(|m| m.is_sparse(i));
+        let ffn = if sparse {
+            Ffn::Experts(Box::new(ExpertFfn::load(w, src, i)?))
+        } else {
+            let gate_up = proj(
+                "ffn_gate_up",
+                vec![t("ffn_gate.weight")?, t("ffn_up.weight")?],
+                io(&act.xn, &act.gate_up),
+            )?;
+            let down = proj(
+                "ffn_down",
+                vec![t("ffn_down.weight")?],
+                ProjectionIo {
+                    accumulate: true,
+                    silu_x: act.actv.is_none(),
+                    ..io(act.actv.as_ref().unwrap_or(&act.gate_up), &act.x)
+                },
+            )?;
+            Ffn::Dense {
+                gate_up,
+                silu: act.actv.as_ref().map(|a| {
+                    Elementwise::new(
+                        ctx,
+                        Op::SiluMul,
+                        step,
+                        a,
+                        &act.gate_up,
+                        c.intermediate_size as u32,
+                    )
+                }),
+                down,
+            }
+        };
         let (hd, nh, nkv) = (c.head_dim as u32, c.num_heads as u32, c.num_kv_heads as u32);
         let eps = c.rms_norm_eps;
         let head_norm = |weight, first_head, n_heads| {
@@ -196,28 +225,27 @@ impl Layer {
             )?,
             wo,
             ffn_norm: RmsNorm::new(ctx, step, &act.x, &vectors.ffn_norm, &act.xn, h, eps),
-            gate_up,
-            silu: act.actv.as_ref().map(|a| {
-                Elementwise::new(
-                    ctx,
-                    Op::SiluMul,
-                    step,
-                    a,
-                    &act.gate_up,
-                    c.intermediate_size as u32,
-                )
-            }),
-            down,
+            ffn,
             _vectors: vectors,
         })
     }
 
-    /// Bytes of weights one generated token reads in this layer.
+    /// Bytes of weights one generated token reads in this layer (in a
+    /// sparse layer, only its `k` experts').
     pub fn weight_bytes(&self) -> u64 {
-        [&self.qkv, &self.wo, &self.gate_up, &self.down]
-            .iter()
-            .map(|p| p.gpu_bytes())
-            .sum()
+        let attn = self.qkv.gpu_bytes() + self.wo.gpu_bytes();
+        attn + match &self.ffn {
+            Ffn::Dense { gate_up, down, .. } => gate_up.gpu_bytes() + down.gpu_bytes(),
+            Ffn::Experts(x) => x.active_weight_bytes(),
+        }
+    }
+
+    /// Bytes of all this layer's weights on the GPU.
+    pub fn total_weight_bytes(&self) -> u64 {
+        match &self.ffn {
+            Ffn::Experts(x) => self.qkv.gpu_bytes() + self.wo.gpu_bytes() + x.total_weight_bytes(),
+            Ffn::Dense { .. } => self.weight_bytes(),
+        }
     }
 
     /// Calls `f(kernel kind, record)` for every dispatch of the layer, in order.
@@ -236,10 +264,19 @@ impl Layer {
         f("attention", &|p| self.attn.record_rows(p, g, n, max_kv));
         f("matmul.o", &|p| self.wo.record(p, g, n));
         f("rmsnorm", &|p| self.ffn_norm.record(p, n));
-        f("matmul.gate_up", &|p| self.gate_up.record(p, g, n));
-        if let Some(silu) = &self.silu {
-            f("silu_mul", &|p| silu.record(p, n));
+        match &self.ffn {
+            Ffn::Dense {
+                gate_up,
+                silu,
+                down,
+            } => {
+                f("matmul.gate_up", &|p| gate_up.record(p, g, n));
+                if let Some(silu) = silu {
+                    f("silu_mul", &|p| silu.record(p, n));
+                }
+                f("matmul.down", &|p| down.record(p, g, n));
+            }
+            Ffn::Experts(x) => x.for_each_op(n, g, f),
         }
-        f("matmul.down", &|p| self.down.record(p, g, n));
     }
 }

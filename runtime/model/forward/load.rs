@@ -59,7 +59,6 @@ impl GpuModel {
         let c = src.config().clone();
         c.validate()?;
         crate::model::load::check_shapes(src)?;
-        crate::model::moe::refuse_on_gpu(&c)?;
         let h = c.hidden_size;
         let t_max = opts.max_step_tokens.max(1);
         let seqs_max = opts.max_seqs.max(1);
@@ -101,7 +100,7 @@ impl GpuModel {
             ctx.uniform("matvec_step", &StepInfo::default()),
             ctx.uniform("tiled_step", &StepInfo::default()),
         ];
-        let act = Activations::new(&ctx, &c, t_max, rows_max, seqs_max);
+        let act = Activations::new(&ctx, &c, t_max, rows_max, seqs_max)?;
         let logit_step = ctx.uniform("logit_step", &StepInfo::default());
         let attn_shape = AttnShape {
             n_heads: c.num_heads as u32,
@@ -171,6 +170,9 @@ impl GpuModel {
         };
         let head = lm_head_w.as_ref().unwrap_or(&embed_w);
         let weight_bytes = layers.iter().map(Layer::weight_bytes).sum::<u64>() + head.gpu_bytes();
+        let total_weight_bytes = layers.iter().map(Layer::total_weight_bytes).sum::<u64>()
+            + head.gpu_bytes()
+            + lm_head_w.as_ref().map_or(0, |_| embed_w.gpu_bytes());
         let lm_head = MatMul::new_split(
             &ctx,
             &logit_step,
@@ -222,6 +224,7 @@ impl GpuModel {
             topk_out,
             staging,
             weight_bytes,
+            total_weight_bytes,
             profiler: Default::default(),
             ctx,
         };

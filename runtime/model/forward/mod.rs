@@ -10,6 +10,7 @@
 //! `profile` times its kernels.
 
 mod activations;
+mod experts;
 mod layer;
 mod load;
 mod options;
@@ -85,8 +86,11 @@ pub struct GpuModel {
     mm_steps: [wgpu::Buffer; 2],
     topk_out: wgpu::Buffer,
     staging: wgpu::Buffer,
-    /// Bytes of weights read per decode token (for bandwidth figures).
+    /// Bytes of weights read per decode token (for bandwidth figures): in
+    /// a mixture-of-experts model, only the experts a token is routed to.
     pub weight_bytes: u64,
+    /// Bytes of all the weights on the GPU.
+    pub total_weight_bytes: u64,
     profiler: Profiler,
 }
 

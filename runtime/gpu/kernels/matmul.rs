@@ -435,17 +435,55 @@ impl MatMul {
     /// [`crate::gpu::kernels::moe_group::MoeGroup`] must cut tiles to (at
     /// most; smaller tiles are fine).
     pub fn expert_tiles(&self) -> (u32, u32) {
-        let gen = if self.cpu_adapter {
+        self.expert_forms(MatMulKernel::Auto, false).2
+    }
+
+    /// [`MatMul::expert_tiles`] of the forms [`MatMul::record_experts_with`] takes for `kernel`.
+    pub fn expert_tiles_for(&self, kernel: MatMulKernel) -> (u32, u32) {
+        self.expert_forms(kernel, false).2
+    }
+
+    /// (generated rows' pipeline and rows per workgroup, prompt rows'
+    /// pipeline and rows per workgroup, their tile heights) for `kernel`:
+    /// `Auto` is the adapter's pair; `MatVec`/`Tiled`/`TiledF16` the GPU
+    /// forms (cooperative matrix-vector and that tiled build);
+    /// `MatVecLaneRows` the CPU-adapter forms.
+    fn expert_forms(
+        &self,
+        kernel: MatMulKernel,
+        one_gen: bool,
+    ) -> ((usize, u32), (usize, u32), (u32, u32)) {
+        let lane_gen = match kernel {
+            MatMulKernel::Auto => self.cpu_adapter,
+            MatMulKernel::MatVecLaneRows => true,
+            _ => false,
+        };
+        let gen = match (lane_gen, one_gen) {
+            (true, true) => (LANE1, self.lane_rows),
+            (true, false) => (LANE, self.lane_rows),
+            (false, true) => (COOP1, self.coop_rows),
+            (false, false) => (COOP, self.coop_rows),
+        };
+        let prompt = match kernel {
+            MatMulKernel::Auto | MatMulKernel::MatVecLaneRows if self.lane_prompts() => {
+                (LANE_PROMPT, self.lane_rows)
+            }
+            MatMulKernel::Auto => (self.tiled, TILE_ROWS),
+            MatMulKernel::TiledF16 if self.pipelines[TILED_F16].is_some() => (TILED_F16, TILE_ROWS),
+            _ if self.pipelines[TILED].is_some() => (TILED, TILE_ROWS),
+            _ => (TILED_F16, TILE_ROWS),
+        };
+        let gen_t = if lane_gen {
             self.lane_tokens
         } else {
             MATVEC_MAX_TOKENS
         };
-        let prompt = if self.lane_prompts() {
+        let prompt_t = if prompt.0 == LANE_PROMPT {
             self.lane_tokens
         } else {
             TILE_TOKENS
         };
-        (gen, prompt)
+        (gen, prompt, (gen_t, prompt_t))
     }
 
     /// Records an expert matrix (built with [`MatMulOpts::experts`]) over a
@@ -462,27 +500,27 @@ impl MatMul {
         k: u32,
         tiles: (u32, u32),
     ) {
+        self.record_experts_with(pass, gen, prompt, k, tiles, MatMulKernel::Auto);
+    }
+
+    /// [`MatMul::record_experts`] with the forms of `kernel` (tests and
+    /// benchmarks; build with [`MatMul::new_all_kernels`] and cut tiles
+    /// to [`MatMul::expert_tiles_for`]).
+    pub fn record_experts_with(
+        &self,
+        pass: &mut wgpu::ComputePass,
+        gen: u32,
+        prompt: u32,
+        k: u32,
+        tiles: (u32, u32),
+        kernel: MatMulKernel,
+    ) {
         use crate::gpu::kernels::moe_group::tile_bound;
         let experts = self.experts.expect("record_experts on an expert matrix");
         // One generated row meets each expert once: the 1-token builds.
-        let (form, rows_per_wg) = match (self.cpu_adapter, gen == 1) {
-            (true, true) => (LANE1, self.lane_rows),
-            (true, false) => (LANE, self.lane_rows),
-            (false, true) => (COOP1, self.coop_rows),
-            (false, false) => (COOP, self.coop_rows),
-        };
-        self.dispatch(
-            pass,
-            form,
-            rows_per_wg,
-            tile_bound(gen * k, tiles.0, experts),
-        );
-        let z = tile_bound(prompt * k, tiles.1, experts);
-        if self.lane_prompts() {
-            self.dispatch(pass, LANE_PROMPT, self.lane_rows, z);
-        } else {
-            self.dispatch(pass, self.tiled, TILE_ROWS, z);
-        }
+        let (g, p, _) = self.expert_forms(kernel, gen == 1);
+        self.dispatch(pass, g.0, g.1, tile_bound(gen * k, tiles.0, experts));
+        self.dispatch(pass, p.0, p.1, tile_bound(prompt * k, tiles.1, experts));
     }
 
     /// Whether this matrix takes the CPU adapters' forms (one row per lane).

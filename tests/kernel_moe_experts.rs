@@ -348,8 +348,8 @@ fn expert_matrices_match_the_reference_in_every_form() {
                     };
                     let mut want_gu = Vec::new();
                     let mut mag_gu = Vec::new();
-                    for p in 0..n * K {
-                        let (e, t) = (ex[p], base.src[p] as usize);
+                    for (&e, &t) in ex.iter().zip(&base.src) {
+                        let t = t as usize;
                         let wm = &gu_w[e * 2 * F * H..(e + 1) * 2 * F * H];
                         let xr = &x[t * H..(t + 1) * H];
                         want_gu.extend(matmul_ref(wm, 2 * F, H, xr, 1));

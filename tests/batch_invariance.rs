@@ -101,7 +101,10 @@ fn run(m: &mut GpuModel, prompts: &[Vec<u32>], n_new: usize, chunk: usize) -> Ve
 }
 
 fn check(arch: &str, ctx: Arc<GpuContext>) {
-    let mut m = load(arch, ctx);
+    check_model(arch, load(arch, ctx));
+}
+
+fn check_model(arch: &str, mut m: GpuModel) {
     let prompt =
         |n: usize, seed: u32| -> Vec<u32> { (0..n as u32).map(|i| (i * 7 + seed) % 40).collect() };
     // 200 tokens: the generated rows' attention splits over the context.
@@ -149,4 +152,25 @@ fn batched_equals_alone_bit_for_bit_with_f16_prompt_tiles() {
     let ctx = gpu_from(&opts);
     assert!(ctx.caps.tiled_f16 || opts.no_f16, "lavapipe has shader-f16");
     check("llama", ctx);
+}
+
+/// Mixture-of-experts layers group a step's rows by expert: a row's experts
+/// and their sums must not depend on which other rows share them. Qwen2-MoE
+/// (shared expert, f32 experts: tiled prompt kernel) and Mixtral with Q8_0
+/// experts (the CPU adapter's lane-rows prompt kernel).
+#[test]
+fn batched_equals_alone_bit_for_bit_moe() {
+    use hearth::model::DType;
+    for (case, dtype) in [("qwen2moe_shared_bf16", None), ("mixtral_f32", Some(DType::Q8_0))] {
+        let loaded = hearth::model::load::open(&common::moe::fixtures().join(case)).unwrap();
+        let opts = ForwardOptions {
+            dtype,
+            kv_memory: 1 << 20,
+            max_step_tokens: 128,
+            max_seqs: 8,
+            ..Default::default()
+        };
+        let m = GpuModel::load(gpu(), &*loaded.weights, opts, &mut |_| {}).unwrap();
+        check_model(case, m);
+    }
 }

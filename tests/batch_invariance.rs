@@ -161,7 +161,10 @@ fn batched_equals_alone_bit_for_bit_with_f16_prompt_tiles() {
 #[test]
 fn batched_equals_alone_bit_for_bit_moe() {
     use hearth::model::DType;
-    for (case, dtype) in [("qwen2moe_shared_bf16", None), ("mixtral_f32", Some(DType::Q8_0))] {
+    for (case, dtype) in [
+        ("qwen2moe_shared_bf16", None),
+        ("mixtral_f32", Some(DType::Q8_0)),
+    ] {
         let loaded = hearth::model::load::open(&common::moe::fixtures().join(case)).unwrap();
         let opts = ForwardOptions {
             dtype,

@@ -216,6 +216,14 @@ fn llama_quantized_kv_matches_the_quantized_reference() {
             dtype,
             tol,
         );
+        // Mixture-of-experts layers beside the quantized cache.
+        check_file(
+            common::moe::tiny_moe_gguf_hd(32),
+            "llama+experts",
+            false,
+            dtype,
+            tol,
+        );
     }
 }
 

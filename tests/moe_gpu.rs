@@ -172,3 +172,124 @@ fn weight_bytes_count_only_the_active_experts() {
         "the unselected experts (and the embedding table) are the difference"
     );
 }
+
+/// The serving features over a MoE model (Qwen3-MoE with a dense layer):
+/// n-gram and draft-model speculative decoding give plain greedy ids,
+/// and requests batched continuously with a shared prefix (prefix cache)
+/// give their ids alone. (Quantized KV on a MoE model: `gguf_gpu`.)
+#[test]
+fn serving_features_work_with_experts() {
+    use hearth::engine::{Drafting, Request, SpecOptions};
+    use hearth::{Output, Prompt};
+    let dir = fixtures().join("qwen3moe_mlp_only_tied");
+    let loaded = open(&dir).unwrap();
+    let tok = hearth::text::Tokenizer::from_spec(&loaded.tokenizer).unwrap();
+    let model = |dtype: Option<DType>, kv| {
+        GpuModel::load(
+            common::gpu(),
+            &*loaded.weights,
+            ForwardOptions {
+                dtype,
+                kv_memory: 1 << 20,
+                kv_dtype: kv,
+                max_step_tokens: 64,
+                max_seqs: 8,
+                max_logit_rows: 64,
+                ..Default::default()
+            },
+            &mut |_| {},
+        )
+        .unwrap()
+    };
+    use hearth::kv::KvDtype;
+    // Periodic prompts so that n-grams recur; all share a 16-token prefix.
+    let prefix: Vec<u32> = (0..16).map(|i| (i * 5 + 3) % 300).collect();
+    let prompts: Vec<Vec<u32>> = [(9, 1), (30, 4), (3, 7)]
+        .iter()
+        .map(|&(n, s)| {
+            let mut p = prefix.clone();
+            p.extend((0..n).map(|i| (i * 7 + s) % 13 + 20));
+            p
+        })
+        .collect();
+    let opts = |spec: SpecOptions| GenerateOptions {
+        sampling: SamplingParams::greedy(),
+        max_tokens: 16,
+        ignore_eos: true,
+        speculative: spec,
+        ..Default::default()
+    };
+    let mut plain = common::uncached_engine(model(None, KvDtype::F32), tok.clone());
+    let want: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| {
+            plain
+                .generate_blocking(p, &opts(SpecOptions::default()), &mut |_| true)
+                .unwrap()
+                .ids
+        })
+        .collect();
+
+    let mut drafted = 0;
+    for (i, p) in prompts.iter().enumerate() {
+        let g = plain
+            .generate_blocking(p, &opts(SpecOptions::ngram()), &mut |_| true)
+            .unwrap();
+        assert_eq!(g.ids, want[i], "prompt {i}: n-gram drafts");
+        drafted += g.spec.drafted;
+    }
+    assert!(drafted > 0, "the n-gram drafter proposed nothing");
+
+    let mut spec = common::uncached_engine(model(None, KvDtype::F32), tok.clone());
+    spec.attach_draft(common::engine(
+        model(Some(DType::Q4_0), KvDtype::F32),
+        tok.clone(),
+    ))
+    .unwrap();
+    for (i, p) in prompts.iter().enumerate() {
+        let g = spec
+            .generate_blocking(p, &opts(SpecOptions::model()), &mut |_| true)
+            .unwrap();
+        assert_eq!(g.ids, want[i], "prompt {i}: a Q4_0 draft model");
+        assert!(g.spec.drafted > 0, "prompt {i}: the draft model drafted");
+    }
+
+    // All at once through the steppable core, the prefix cache warm from a
+    // first request: each gives its ids alone, the later ones from cache.
+    let mut e = common::engine(model(None, KvDtype::F32), tok.clone());
+    e.generate_blocking(&prompts[0], &opts(SpecOptions::default()), &mut |_| true)
+        .unwrap();
+    let mut ids = vec![Vec::new(); prompts.len()];
+    let mut cached = vec![0; prompts.len()];
+    let mut reqs = Vec::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let r = Request {
+            prompt: Prompt::Ids(p.clone()),
+            max_tokens: Some(16),
+            ignore_eos: true,
+            draft: Some(if i == 1 {
+                Drafting::Ngram
+            } else {
+                Drafting::Off
+            }),
+            ..Default::default()
+        };
+        reqs.push(e.add_request(r).unwrap().0);
+    }
+    while e.has_work() {
+        for o in e.step_blocking() {
+            let i = reqs.iter().position(|&r| r == o.request()).unwrap();
+            match o {
+                Output::Token { token, .. } => ids[i].push(token.id),
+                Output::Finished { finish, .. } => cached[i] = finish.cached_tokens,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(ids, want, "batched with a shared prefix");
+    assert!(
+        cached.iter().all(|&c| c >= 16),
+        "prefix cache hits: {cached:?}"
+    );
+    assert_eq!(e.kv_pool().used_blocks(), 0, "every block back");
+}

@@ -1,6 +1,6 @@
 //! Mixture-of-experts files that are wrong or unsupported get a clear
 //! error naming the key or tensor at fault, never a panic or wrong output;
-//! and the GPU forward pass, which has no expert kernels yet, refuses them.
+//! and a GGUF MoE model runs on the GPU as on the CPU reference.
 
 mod common;
 
@@ -13,45 +13,10 @@ use hearth::model::DType;
 use hearth::reference::route_ref;
 use hearth::HearthError;
 
-const EXPERTS: usize = 4;
-const EXPERT_FFN: usize = 32;
+use common::moe::{tiny_moe_gguf_hd, EXPERTS, EXPERT_FFN};
 
-/// A tiny Mixtral-style GGUF (`llama` with experts) whose dense FFN
-/// tensors are replaced by a router and stacked experts.
 fn tiny_moe_gguf() -> GgufWriter {
-    let mut w = GgufWriter::new();
-    tiny_metadata(&mut w, "llama");
-    w.kv("llama.feed_forward_length", Val::U32(EXPERT_FFN as u32));
-    w.kv("llama.expert_count", Val::U32(EXPERTS as u32));
-    w.kv("llama.expert_used_count", Val::U32(2));
-    let (e, f, h) = (EXPERTS, EXPERT_FFN, HIDDEN);
-    let mut i = 0;
-    for (name, shape) in common::gguf_writer::tiny_tensors("llama", false) {
-        if name.contains(".ffn_gate.") || name.contains(".ffn_up.") || name.contains(".ffn_down.") {
-            continue;
-        }
-        i += 1;
-        let n = shape.iter().product();
-        w.tensor(&name, &shape, DType::F32, &values(n, i));
-    }
-    for l in 0..LAYERS {
-        for (what, shape) in [
-            ("ffn_gate_inp.weight", vec![e, h]),
-            ("ffn_gate_exps.weight", vec![e, f, h]),
-            ("ffn_up_exps.weight", vec![e, f, h]),
-            ("ffn_down_exps.weight", vec![e, h, f]),
-        ] {
-            i += 1;
-            let n = shape.iter().product();
-            w.tensor(
-                &format!("blk.{l}.{what}"),
-                &shape,
-                DType::Q8_0,
-                &values(n, i),
-            );
-        }
-    }
-    w
+    tiny_moe_gguf_hd(common::gguf_writer::HEAD_DIM)
 }
 
 fn gguf_err(w: &GgufWriter) -> HearthError {

@@ -97,3 +97,50 @@ pub fn to_gguf(src: &dyn WeightSource, dtype: DType) -> GgufModel {
     }
     GgufModel::from_bytes(w.build()).unwrap()
 }
+
+pub const EXPERTS: usize = 4;
+pub const EXPERT_FFN: usize = 32;
+
+/// A tiny Mixtral-style GGUF (`llama` with experts) whose dense FFN
+/// tensors are replaced by a router and stacked experts (Q8_0, the router
+/// too), with attention heads of `head_dim`.
+pub fn tiny_moe_gguf_hd(head_dim: usize) -> GgufWriter {
+    use super::gguf_writer::{tiny_metadata, tiny_tensors_hd, values, HEAD_DIM, HIDDEN, LAYERS};
+    let mut w = GgufWriter::new();
+    tiny_metadata(&mut w, "llama");
+    if head_dim != HEAD_DIM {
+        w.kv("llama.attention.key_length", Val::U32(head_dim as u32));
+        w.kv("llama.attention.value_length", Val::U32(head_dim as u32));
+    }
+    w.kv("llama.feed_forward_length", Val::U32(EXPERT_FFN as u32));
+    w.kv("llama.expert_count", Val::U32(EXPERTS as u32));
+    w.kv("llama.expert_used_count", Val::U32(2));
+    let (e, f, h) = (EXPERTS, EXPERT_FFN, HIDDEN);
+    let mut i = 0;
+    for (name, shape) in tiny_tensors_hd("llama", false, head_dim) {
+        if name.contains(".ffn_gate.") || name.contains(".ffn_up.") || name.contains(".ffn_down.") {
+            continue;
+        }
+        i += 1;
+        let n = shape.iter().product();
+        w.tensor(&name, &shape, DType::F32, &values(n, i));
+    }
+    for l in 0..LAYERS {
+        for (what, shape) in [
+            ("ffn_gate_inp.weight", vec![e, h]),
+            ("ffn_gate_exps.weight", vec![e, f, h]),
+            ("ffn_up_exps.weight", vec![e, f, h]),
+            ("ffn_down_exps.weight", vec![e, h, f]),
+        ] {
+            i += 1;
+            let n = shape.iter().product();
+            w.tensor(
+                &format!("blk.{l}.{what}"),
+                &shape,
+                DType::Q8_0,
+                &values(n, i),
+            );
+        }
+    }
+    w
+}

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::gguf_writer::{tiny_metadata, values, GgufWriter, Val, HIDDEN, LAYERS};
+use common::gguf_writer::{values, GgufWriter, Val, HIDDEN, LAYERS};
 use hearth::model::gguf::GgufModel;
 use hearth::model::hf::HfModel;
 use hearth::model::DType;

@@ -347,3 +347,35 @@ pub fn hf_canonical_shape(canonical: &str, shape: &[usize]) -> Vec<usize> {
         _ => shape.to_vec(),
     }
 }
+
+/// A model's parameters, and how many of them one token uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ParamCounts {
+    pub total: u64,
+    /// What one token reads: every dense tensor, and of each sparse layer
+    /// the router and `experts_per_token` of its experts.
+    pub active: u64,
+}
+
+/// Counts the tensors a model of `config` has (`tensors`: names and
+/// shapes, as [`crate::model::load::expected_tensors`] lists them).
+pub fn parameter_counts(
+    config: &super::ModelConfig,
+    tensors: &[(String, Vec<usize>)],
+) -> ParamCounts {
+    let mut c = ParamCounts {
+        total: 0,
+        active: 0,
+    };
+    for (name, shape) in tensors {
+        let n: u64 = shape.iter().map(|&d| d as u64).product();
+        c.total += n;
+        c.active += match &config.moe {
+            Some(m) if name.ends_with("_exps.weight") => {
+                n / m.num_experts as u64 * m.experts_per_token as u64
+            }
+            _ => n,
+        };
+    }
+    c
+}

@@ -185,7 +185,7 @@ fn json_report(h: &Hearth, m: &Measured) -> Result<serde_json::Value> {
     let caps = h.model.ctx.caps;
     let features = serde_json::json!({"shader_f16": caps.f16, "tiled_f16": caps.tiled_f16, "subgroups": caps.subgroups});
     let (kv_per_token, kv_tokens) = kv_figures(h);
-    let mut j = serde_json::json!({"prefill_tok_s": g.prefill_tok_s(), "decode_tok_s": decode, "weight_gb_s": gbs, "adapter": h.model.ctx.adapter_name(), "features": features, "prompt_tokens": m.prompt_tokens, "gen_tokens": g.ids.len(), "kv_dtype": h.model.kv_dtype().name(), "kv_bytes_per_token": kv_per_token, "kv_capacity_tokens": kv_tokens});
+    let mut j = serde_json::json!({"prefill_tok_s": g.prefill_tok_s(), "decode_tok_s": decode, "weight_gb_s": gbs, "adapter": h.model.ctx.adapter_name(), "features": features, "prompt_tokens": m.prompt_tokens, "gen_tokens": g.ids.len(), "kv_dtype": h.model.kv_dtype().name(), "kv_bytes_per_token": kv_per_token, "kv_capacity_tokens": kv_tokens, "weight_bytes_per_token": h.model.weight_bytes, "weight_bytes_total": h.model.total_weight_bytes});
     if let Some(c) = m.copy_gb_s {
         j["copy_gb_s"] = c.into();
         j["weight_pct_of_copy"] = (100.0 * gbs / c).into();
@@ -228,9 +228,17 @@ fn print_report(h: &Hearth, m: &Measured, draft_name: &str) {
         "kv cache: {kv_dtype}, {kv_per_token} bytes per token (K+V, all layers), room for {kv_tokens} tokens"
     );
     println!(
-        "weights:  {:.2} GB/s ({:.1} MB read per token)",
+        "weights:  {:.2} GB/s ({:.1} MB read per token{})",
         gbs,
-        h.model.weight_bytes as f64 / 1e6
+        h.model.weight_bytes as f64 / 1e6,
+        if h.model.config.moe.is_some() {
+            format!(
+                " of {:.1} MB: the routed experts only",
+                h.model.total_weight_bytes as f64 / 1e6
+            )
+        } else {
+            String::new()
+        }
     );
     if let Some(c) = m.copy_gb_s {
         println!(

@@ -40,9 +40,27 @@ pub fn model_info(path: &Path, json: bool) -> Result<serde_json::Value> {
             per_token(&l, d).map_or(serde_json::Value::Null, |(b, _)| b.into()),
         );
     }
+    let c = m.weights.config();
+    let params = hearth::model::moe::parameter_counts(
+        c,
+        &hearth::model::load::expected_tensors(&*m.weights),
+    );
+    let experts = c.moe.as_ref().map(|e| {
+        serde_json::json!({
+            "count": e.num_experts,
+            "per_token": e.experts_per_token,
+            "expert_width": e.expert_intermediate_size,
+            "shared_expert_width": e.shared_expert_intermediate_size,
+            "sparse_layers": e.sparse_layers.iter().filter(|s| **s).count(),
+            "renormalized": e.norm_topk_prob,
+        })
+    });
     let v = serde_json::json!({
         "path": path.display().to_string(),
         "source": m.source_desc,
+        "parameters": params.total,
+        "active_parameters": params.active,
+        "experts": experts,
         "layers": l.n_layers,
         "kv_heads": l.n_kv_heads,
         "head_dim": l.head_dim,
@@ -50,6 +68,20 @@ pub fn model_info(path: &Path, json: bool) -> Result<serde_json::Value> {
     });
     if !json {
         println!("model: {}", m.source_desc);
+        match &c.moe {
+            Some(e) => println!(
+                "    parameters: {} total, {} active per token ({} of {} experts in {} of {} layers{})",
+                count(params.total),
+                count(params.active),
+                e.experts_per_token,
+                e.num_experts,
+                e.sparse_layers.iter().filter(|s| **s).count(),
+                l.n_layers,
+                e.shared_expert_intermediate_size
+                    .map_or(String::new(), |w| format!(", a shared expert of width {w}"))
+            ),
+            None => println!("    parameters: {}", count(params.total)),
+        }
         println!(
             "    KV cache per token (K+V, {} layers x {} KV heads x {}):",
             l.n_layers, l.n_kv_heads, l.head_dim
@@ -70,4 +102,14 @@ pub fn model_info(path: &Path, json: bool) -> Result<serde_json::Value> {
         }
     }
     Ok(v)
+}
+
+/// 135.0M, 30.53B: a parameter count as people say it.
+fn count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
 }

@@ -27,13 +27,13 @@ const files = fs.readdirSync(CASE).filter((f) => f !== 'golden.json').map((f) =>
 
 // Picks the case's files on the page, runs `inPage({prompt, n})` there (the golden
 // prompt and length), checks the console stayed clean and returns its result.
-async function withPickedFiles(inPage) {
+async function withPickedFiles(inPage, caseFiles = files, caseGolden = golden) {
   const browser = await launch({ webgpu: true });
   const { page, errors, logs } = browser;
   try {
     await page.goto(server.url);
-    await page.setInputFiles('#model-file', files);
-    const out = await page.evaluate(inPage, { prompt: golden.prompt, n: golden.greedy_ids.length });
+    await page.setInputFiles('#model-file', caseFiles);
+    const out = await page.evaluate(inPage, { prompt: caseGolden.prompt, n: caseGolden.greedy_ids.length });
   assert.deepEqual(errors, [], `console errors:\n${logs.slice(-20).join('\n')}`);
     return out;
   } finally {
@@ -101,4 +101,26 @@ test('KV dtype and a draft model from files: speculative greedy ids equal transf
   assert.deepEqual(out.streamed, golden.greedy_ids);
   const spec = out.stats.last.spec;
   assert.ok(spec.drafted > 0 && spec.accepted === spec.drafted, `the model as its own draft accepts every draft: ${JSON.stringify(spec)}`);
+});
+
+// A mixture-of-experts checkpoint (Qwen2-MoE: 8 experts, 2 per token, a gated shared
+// expert; bf16) runs in the browser's WebGPU with the greedy ids of transformers.
+test('a mixture-of-experts model from files: greedy ids equal transformers', { timeout: 10 * 60_000 }, async () => {
+  const dir = path.join(repoDir, 'tests', 'fixtures', 'moe', 'qwen2moe_shared_bf16');
+  const moeGolden = JSON.parse(fs.readFileSync(path.join(dir, 'golden.json'), 'utf8'));
+  const moeFiles = fs.readdirSync(dir).filter((f) => f !== 'golden.json').map((f) => path.join(dir, f));
+  const out = await withPickedFiles(async ({ prompt, n }) => {
+    const { Hearth } = await import('./hearth.js');
+    const picked = Array.from(document.querySelector('#model-file').files);
+    const engine = await Hearth.load(picked);
+    try {
+      const stream = engine.complete(prompt, { temperature: 0, max_tokens: n, ignore_eos: true });
+      for await (const chunk of stream) void chunk;
+      return { result: await stream.result };
+    } finally {
+      await engine.unload();
+    }
+  }, moeFiles, moeGolden);
+  assert.equal(out.result.prompt_tokens, moeGolden.prompt_ids.length, 'prompt tokenized as transformers did');
+  assert.deepEqual(out.result.token_ids, moeGolden.greedy_ids);
 });

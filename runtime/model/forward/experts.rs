@@ -317,6 +317,14 @@ pub(super) fn moe_activations(
     let k = m.experts_per_token as u32;
     let layout = crate::gpu::kernels::moe_group::RouteLayout::new(rows, k, m.num_experts as u32)?;
     let a = rows as u64 * k as u64;
+    // Each of these is one binding: the widest must fit the adapter's limit.
+    let widest = a * (2 * m.expert_intermediate_size).max(c.hidden_size) as u64 * 4;
+    if widest > ctx.caps.max_binding {
+        return Err(HearthError::Config(format!(
+            "{rows} rows per step × {k} experts need {widest} bytes of expert activations in one binding, more than the adapter's {} (lower max_step_tokens)",
+            ctx.caps.max_binding
+        )));
+    }
     let f32s = |label: &str, n: u64| ctx.buffer_zeroed(label, n.max(1) * 4);
     Ok(Some(MoeActivations {
         ids: f32s("moe.ids", a),

@@ -102,6 +102,9 @@ def write(src, path, layers, moe):
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
     w.close()
+    # Pad to where the (absent) tensor data would start: GGUF's 32-byte alignment.
+    with open(path, "ab") as f:
+        f.write(b"\0" * (-f.tell() % 32))
     print(f"{path}: {layers} layers, vocab {vocab}")
 
 

@@ -56,8 +56,8 @@ fn main() {
     println!("adapter: {}", ctx.adapter_name());
     let max_rows = 512u32;
     let layout = RouteLayout::new(max_rows, K as u32, E as u32).unwrap();
-    let gu_w = GpuMatrix::upload_grouped(&ctx, "gate_up", &[q4_0_stack(2 * F, H)], None, 2 * F)
-        .unwrap();
+    let gu_w =
+        GpuMatrix::upload_grouped(&ctx, "gate_up", &[q4_0_stack(2 * F, H)], None, 2 * F).unwrap();
     let dn_w = GpuMatrix::upload_grouped(&ctx, "down", &[q4_0_stack(H, F)], None, H).unwrap();
     let per_expert = (gu_w.gpu_bytes() + dn_w.gpu_bytes()) / E as u64;
     let a = max_rows as u64 * K as u64;
@@ -76,7 +76,8 @@ fn main() {
         let picks: Vec<u32> = (0..n as usize * K)
             .map(|i| ((i / K) * 37 + (i % K) * 16 + (i / K) / 8) as u32 % E as u32)
             .collect();
-        ctx.queue.write_buffer(&ids, 0, bytemuck::cast_slice(&picks));
+        ctx.queue
+            .write_buffer(&ids, 0, bytemuck::cast_slice(&picks));
         let distinct = {
             let mut e = picks.clone();
             e.sort_unstable();
@@ -117,9 +118,13 @@ fn main() {
         );
         let (t1, t2) = (gate_up.expert_tiles(), down.expert_tiles());
         let tiles = (t1.0.min(t2.0), t1.1.min(t2.1));
-        let group = MoeGroup::new(&ctx, &st, &mv, &ids, &route, layout, E as u32, K as u32, tiles)
-            .unwrap();
-        let combine = MoeCombine::new(&ctx, &st, &x, &route, layout, &wts, &dn, None, H as u32, K as u32);
+        let group = MoeGroup::new(
+            &ctx, &st, &mv, &ids, &route, layout, E as u32, K as u32, tiles,
+        )
+        .unwrap();
+        let combine = MoeCombine::new(
+            &ctx, &st, &x, &route, layout, &wts, &dn, None, H as u32, K as u32,
+        );
         let s = common::time_per_call(&ctx, 0.5, &|p| {
             group.record(p, n);
             gate_up.record_experts(p, gen, n - gen, K as u32, tiles);

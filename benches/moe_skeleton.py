@@ -24,6 +24,8 @@ import sys
 import numpy as np
 import gguf
 
+from random_llama import copy_tokenizer
+
 HIDDEN = 2048
 HEADS = 32
 KV_HEADS = 4
@@ -60,17 +62,7 @@ def write(src, path, layers, moe):
         w.add_expert_feed_forward_length(EXPERT_FFN)
     else:
         w.add_feed_forward_length(USED * EXPERT_FFN)
-    vocab = 0
-    for key, field in src.fields.items():
-        if not key.startswith("tokenizer."):
-            continue
-        vtype = field.types[0]
-        sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
-        value = field.contents()
-        if key == "tokenizer.ggml.tokens":
-            vocab = len(value)
-        w.add_key_value(key, value, vtype, sub_type=sub)
-    w.add_vocab_size(vocab)
+    vocab = copy_tokenizer(src, w)
 
     def t(name, shape, typ=Q4_K):
         w.add_tensor_info(name, shape, np.dtype(np.float32), nbytes(shape, typ), raw_dtype=typ)

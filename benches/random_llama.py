@@ -24,6 +24,22 @@ KV_HEADS = 4
 HEAD_DIM = HIDDEN // HEADS
 
 
+def copy_tokenizer(src, w) -> int:
+    """Copies every tokenizer.* key of reader `src` into writer `w`; returns the vocabulary size."""
+    vocab = 0
+    for key, field in src.fields.items():
+        if not key.startswith("tokenizer."):
+            continue
+        vtype = field.types[0]
+        sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
+        value = field.contents()
+        if key == "tokenizer.ggml.tokens":
+            vocab = len(value)
+        w.add_key_value(key, value, vtype, sub_type=sub)
+    w.add_vocab_size(vocab)
+    return vocab
+
+
 def main(tok_path: str, out_path: str) -> None:
     src = gguf.GGUFReader(tok_path)
     w = gguf.GGUFWriter(out_path, "llama")
@@ -38,17 +54,7 @@ def main(tok_path: str, out_path: str) -> None:
     w.add_rope_freq_base(10000.0)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    vocab = 0
-    for key, field in src.fields.items():
-        if not key.startswith("tokenizer."):
-            continue
-        vtype = field.types[0]
-        sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY else None
-        value = field.contents()
-        if key == "tokenizer.ggml.tokens":
-            vocab = len(value)
-        w.add_key_value(key, value, vtype, sub_type=sub)
-    w.add_vocab_size(vocab)
+    vocab = copy_tokenizer(src, w)
 
     rng = np.random.default_rng(20261122)
 

@@ -130,12 +130,7 @@ fn gpu_quantized_on_load_matches_reference_on_same_weights() {
                 .forward(&g.prompt_ids, &mut RefKvCache::default())
                 .unwrap();
             let got = gpu_backend_with(Some(dtype))(&loaded, &g.prompt_ids, 6).unwrap();
-            let scale = want.iter().fold(0f32, |a, &b| a.max(b.abs()));
-            let worst = got
-                .logits
-                .iter()
-                .zip(&want)
-                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            let (worst, scale) = common::max_err(&got.logits, &want);
             assert!(
                 worst <= GPU_RTOL * scale,
                 "{case} {dtype:?}: max logit error {worst} (scale {scale})"

@@ -7,6 +7,7 @@
 mod common;
 
 use common::golden::{check_case_dir, gpu_backend_with, gpu_model, Golden, GPU_RTOL};
+use common::max_err;
 use common::moe::{fixtures, to_gguf, CASES};
 use hearth::engine::{GenerateOptions, SamplingParams};
 use hearth::model::convert::ConvertedSource;
@@ -42,15 +43,6 @@ mod gpu_vs_transformers {
     fn qwen3moe_mlp_only_tied() {
         check("qwen3moe_mlp_only_tied");
     }
-}
-
-fn max_err(got: &[f32], want: &[f32]) -> (f32, f32) {
-    let scale = want.iter().fold(0f32, |a, &b| a.max(b.abs()));
-    let worst = got
-        .iter()
-        .zip(want)
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
-    (worst, scale)
 }
 
 /// Every prompt position's logits in one step of one-token parts, and the

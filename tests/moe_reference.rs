@@ -144,11 +144,7 @@ fn quantized_gguf_matches_quantized_on_load() {
             let o = got
                 .forward(&g.prompt_ids, &mut RefKvCache::default())
                 .unwrap();
-            let scale = w.iter().fold(0f32, |a, &b| a.max(b.abs()));
-            let worst = o
-                .iter()
-                .zip(&w)
-                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            let (worst, scale) = common::max_err(&o, &w);
             assert!(
                 worst <= 2e-5 * scale,
                 "{case} {dtype:?}: max error {worst} (scale {scale})"

@@ -73,6 +73,17 @@ pub fn all_variants() -> Vec<Arc<GpuContext>> {
 /// the GGUF writer, which native-cli's tests include on its own.
 pub use gguf_writer::values as rand_vec;
 
+/// The largest |got - want| and the largest |want| (the scale errors are
+/// judged against).
+pub fn max_err(got: &[f32], want: &[f32]) -> (f32, f32) {
+    let scale = want.iter().fold(0f32, |a, &b| a.max(b.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    (worst, scale)
+}
+
 pub fn assert_close(got: &[f32], want: &[f32], atol: f32, rtol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {

@@ -7,7 +7,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { nullBackendEngine, modelBlob } from './support/dawn-null.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import { nullBackendEngine, modelBlob, fileBlob } from './support/dawn-null.mjs';
+import { repoDir } from './support/server.mjs';
 
 const MODEL = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 
@@ -44,6 +47,26 @@ for (const c of CASES) {
       assert.equal(s.features.subgroups, c.subgroups);
       assert.equal(s.limits.max_storage_buffers_per_stage, 8);
       assert.equal(s.model.layers, 30);
+    } finally {
+      engine.free();
+    }
+  });
+}
+
+// A mixture-of-experts model (Qwen2-MoE: router, grouping, expert matrices in their
+// grouped forms, combine with a shared expert) under each f16/subgroups combination.
+const MOE = path.join(repoDir, 'tests', 'fixtures', 'moe', 'qwen2moe_shared_bf16');
+for (const c of CASES.filter((c) => !c.kv_dtype)) {
+  test(`Tint accepts the mixture-of-experts shaders: ${c.name}`, { timeout: 120_000 }, async () => {
+    const { Engine } = await nullBackendEngine();
+    const names = fs.readdirSync(MOE).filter((f) => f !== 'golden.json');
+    const blobs = names.map((f) => fileBlob(path.join(MOE, f)));
+    const options = { no_f16: c.no_f16, no_subgroups: !c.subgroups, web_subgroups: c.subgroups, kv_memory_mib: 16 };
+    const engine = await Engine.load(blobs, names, options, () => {});
+    try {
+      const s = engine.stats();
+      assert.notEqual(s.adapter.device_type, 'Cpu');
+      assert.equal(s.features.subgroups, c.subgroups);
     } finally {
       engine.free();
     }

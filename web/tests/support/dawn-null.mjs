@@ -65,6 +65,11 @@ export async function nullBackendEngine() {
   return wasm;
 }
 
+/// A file anywhere in the checkout as a Blob.
+export function fileBlob(full) {
+  return new BytesBlob(new Uint8Array(fs.readFileSync(full)));
+}
+
 export function modelBlob(file) {
   const full = path.join(repoDir, 'models', file);
   if (!fs.existsSync(full)) throw new Error(`models/${file} is missing: fetch it with bash scripts/hearth.sh fetch`);

@@ -26,7 +26,8 @@ use crate::{HearthError, Result};
 struct SharedExpert {
     gate_up: Projection,
     down: Projection,
-    _gate: wgpu::Buffer,
+    /// `[hidden]`: the gate whose sigmoid scales the shared expert's output.
+    gate: wgpu::Buffer,
 }
 
 pub(super) struct ExpertFfn {
@@ -203,7 +204,7 @@ impl ExpertFfn {
             &acts.down,
             shared.as_ref().map(|s| SharedExpertIo {
                 xn: &act.xn,
-                gate: &s._gate,
+                gate: &s.gate,
                 out: acts.shared_out.as_ref().expect("shared expert output"),
             }),
             h as u32,
@@ -261,29 +262,30 @@ impl ExpertFfn {
         Ok(SharedExpert {
             gate_up,
             down,
-            _gate: gate,
+            gate,
         })
     }
 
-    /// Bytes of weights one decoded token reads: the router, `k` of the
-    /// experts, the shared expert and its gate.
+    /// Bytes every token reads: the router (f32), the shared expert and its gate.
+    fn always_read_bytes(&self) -> u64 {
+        let hidden = self.gate_up_w.cols() as u64;
+        let shared = self.shared.as_ref().map_or(0, |s| {
+            s.gate_up.gpu_bytes() + s.down.gpu_bytes() + hidden * 4
+        });
+        self.experts as u64 * hidden * 4 + shared
+    }
+
+    /// Bytes of weights one decoded token reads: [`Self::always_read_bytes`]
+    /// and `k` of the experts.
     pub fn active_weight_bytes(&self) -> u64 {
         let per_expert =
             (self.gate_up_w.gpu_bytes() + self.down_w.gpu_bytes()) / self.experts as u64;
-        let router = self.experts as u64 * self.gate_up_w.cols() as u64 * 4;
-        let shared = self.shared.as_ref().map_or(0, |s| {
-            s.gate_up.gpu_bytes() + s.down.gpu_bytes() + self.gate_up_w.cols() as u64 * 4
-        });
-        router + self.k as u64 * per_expert + shared
+        self.always_read_bytes() + self.k as u64 * per_expert
     }
 
     /// Bytes of all the block's weights.
     pub fn total_weight_bytes(&self) -> u64 {
-        let router = self.experts as u64 * self.gate_up_w.cols() as u64 * 4;
-        let shared = self.shared.as_ref().map_or(0, |s| {
-            s.gate_up.gpu_bytes() + s.down.gpu_bytes() + self.gate_up_w.cols() as u64 * 4
-        });
-        router + self.gate_up_w.gpu_bytes() + self.down_w.gpu_bytes() + shared
+        self.always_read_bytes() + self.gate_up_w.gpu_bytes() + self.down_w.gpu_bytes()
     }
 
     /// The block's dispatches: `n` rows, the first `g` generated tokens.

@@ -8,7 +8,8 @@
 #       benchmarks into .device/bin; model skeletons (each GGUF's header,
 #       tokenizer and tensor table, cut where the weights begin, run with
 #       --dummy-weights: speed does not depend on the values) into
-#       .device/models; Debian's Vulkan loader into .gl (the GPU machine's
+#       .device/models, MoE skeletons (benches/moe_skeleton.py) into
+#       .device/moe; Debian's Vulkan loader into .gl (the GPU machine's
 #       driver ships without one).
 #   bash benches/device_bench.sh run
 #       there (carry .device and .gl): every figure docs/PERFORMANCE.md
@@ -45,6 +46,14 @@ for line in sys.stdin:
     else
         echo "note: $big missing (bash benches/llama_cpp_compare.sh random-q4km makes it); only SmolLM2 will run"
     fi
+    # Qwen3-30B-A3B's shape and its dense twin of the same active size
+    # (docs/PERFORMANCE.md, "Mixture of experts"), 8 of 48 layers: dummy
+    # weights are made on the CPU at load, and 48 layers would take minutes.
+    local py=.cache/openai-venv/bin/python
+    [ -x "$py" ] || py=python3
+    mkdir -p .device/moe
+    "$py" benches/moe_skeleton.py "$smol" .device/moe 8 ||
+        echo "note: no MoE skeletons (benches/moe_skeleton.py needs gguf from pip)"
     (cd .gl && apt-get download -q libvulkan1 >/dev/null)
     du -sh .device .gl
     echo "ready: device run with command 'bash benches/device_bench.sh run', carry ['.device', '.gl']"
@@ -79,6 +88,11 @@ run() {
         step env HEARTH_TILED_F16=0 "${bench[@]}" --prompt-tokens $pp --gen-tokens $tg --json
         step "${bench[@]}" --prompt-tokens 64 --gen-tokens 16 --profile
         step "${bench[@]}" --concurrency $conc --prompt-tokens 8 --gen-tokens 16
+    done
+    # One decode-and-prefill run each: their loads are the slow part.
+    for model in .device/moe/*.gguf; do
+        [ -f "$model" ] || continue
+        step $b/hearth bench --model "$model" --dummy-weights --prompt-tokens $pp --gen-tokens $tg --json
     done
     step env HEARTH_BENCH_SECONDS=$secs $b/matmul
     step $b/attention smollm2

@@ -39,6 +39,37 @@ pub struct StepInfo {
 }
 
 /// Splits `groups` workgroups over x and y so neither exceeds the per-dimension limit.
+/// A pipeline and its bind group dispatched as one workgroup per row.
+pub(crate) struct PerRow {
+    pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+    bind: wgpu::BindGroup,
+    max_dim: u32,
+}
+
+impl PerRow {
+    pub(crate) fn new(
+        ctx: &crate::gpu::GpuContext,
+        pipeline: std::sync::Arc<wgpu::ComputePipeline>,
+        bind: wgpu::BindGroup,
+    ) -> Self {
+        PerRow {
+            pipeline,
+            bind,
+            max_dim: ctx.caps.max_workgroups_per_dim,
+        }
+    }
+
+    pub(crate) fn record(&self, pass: &mut wgpu::ComputePass, rows: u32) {
+        if rows == 0 {
+            return;
+        }
+        let (x, y) = grid(rows, self.max_dim);
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind, &[]);
+        pass.dispatch_workgroups(x, y, 1);
+    }
+}
+
 pub fn grid(groups: u32, max_per_dim: u32) -> (u32, u32) {
     if groups <= max_per_dim {
         (groups.max(1), 1)

@@ -5,8 +5,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::grid;
 use super::moe_group::RouteLayout;
+use super::PerRow;
 use crate::gpu::{GpuContext, ShaderSpec};
 
 const SRC: &str = include_str!("../../../shaders/moe_combine.wgsl");
@@ -32,9 +32,7 @@ pub struct SharedExpertIo<'a> {
 }
 
 pub struct MoeCombine {
-    pipeline: std::sync::Arc<wgpu::ComputePipeline>,
-    bind: wgpu::BindGroup,
-    max_dim: u32,
+    rows: PerRow,
 }
 
 impl MoeCombine {
@@ -72,20 +70,12 @@ impl MoeCombine {
         }
         let bind = ctx.bind_group(&pipeline, &entries);
         MoeCombine {
-            pipeline,
-            bind,
-            max_dim: ctx.caps.max_workgroups_per_dim,
+            rows: PerRow::new(ctx, pipeline, bind),
         }
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass, n_tokens: u32) {
-        if n_tokens == 0 {
-            return;
-        }
-        let (x, y) = grid(n_tokens, self.max_dim);
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind, &[]);
-        pass.dispatch_workgroups(x, y, 1);
+        self.rows.record(pass, n_tokens);
     }
 }
 

@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::grid;
+use super::PerRow;
 use crate::gpu::{GpuContext, ShaderSpec};
 use crate::{HearthError, Result};
 
@@ -26,9 +26,7 @@ struct Params {
 }
 
 pub struct MoeRouter {
-    pipeline: std::sync::Arc<wgpu::ComputePipeline>,
-    bind: wgpu::BindGroup,
-    max_dim: u32,
+    rows: PerRow,
 }
 
 impl MoeRouter {
@@ -70,20 +68,12 @@ impl MoeRouter {
         let params = ctx.uniform("moe_router.params", &params);
         let bind = ctx.bind_group(&pipeline, &[step, &params, x, w, ids, weights]);
         Ok(MoeRouter {
-            pipeline,
-            bind,
-            max_dim: ctx.caps.max_workgroups_per_dim,
+            rows: PerRow::new(ctx, pipeline, bind),
         })
     }
 
     pub fn record(&self, pass: &mut wgpu::ComputePass, n_tokens: u32) {
-        if n_tokens == 0 {
-            return;
-        }
-        let (x, y) = grid(n_tokens, self.max_dim);
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind, &[]);
-        pass.dispatch_workgroups(x, y, 1);
+        self.rows.record(pass, n_tokens);
     }
 }
 

@@ -9,13 +9,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use serde_json::Value;
-use serve_common::{hearth_cmd, tiny_model_bytes};
+use serve_common::{assert_embedding_close, embed_fixture, hearth_cmd, tiny_model_bytes};
 
 fn fixture() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/embed/llama_mean"
-    ))
+    embed_fixture("llama_mean")
 }
 
 fn golden() -> (Vec<String>, Vec<Vec<f32>>) {
@@ -59,17 +56,6 @@ fn vectors(stdout: &str) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-3 * scale,
-            "{what}[{i}]: got {g}, want {w}"
-        );
-    }
-}
-
 #[test]
 fn arguments_and_stdin_lines_give_the_goldens() {
     let (inputs, want) = golden();
@@ -83,7 +69,7 @@ fn arguments_and_stdin_lines_give_the_goldens() {
     let got = vectors(&out);
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_close(g, w, &format!("argument {i}"));
+        assert_embedding_close(g, w, &format!("argument {i}"));
     }
     let (ok, out, err) = embed(&["--model", m], &(inputs.join("\n") + "\n"));
     assert!(ok, "{err}");

@@ -16,10 +16,7 @@ use serve_common::*;
 const NAME: &str = "qwen3-embed";
 
 fn fixture() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/embed/qwen3_last_norm"
-    ))
+    embed_fixture("qwen3_last_norm")
 }
 
 fn golden() -> Value {
@@ -36,17 +33,6 @@ fn floats(v: &Value) -> Vec<f32> {
         .iter()
         .map(|x| x.as_f64().unwrap() as f32)
         .collect()
-}
-
-fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-3 * scale,
-            "{what}[{i}]: got {g}, want {w}"
-        );
-    }
 }
 
 async fn embed(c: &reqwest::Client, s: &Server, body: Value) -> Value {
@@ -88,7 +74,7 @@ async fn embeddings_match_sentence_transformers_in_every_input_form() {
     for (i, (d, w)) in data.iter().zip(&want).enumerate() {
         assert_eq!(d["object"], "embedding");
         assert_eq!(d["index"], i);
-        assert_close(&floats(&d["embedding"]), w, &format!("input {i}"));
+        assert_embedding_close(&floats(&d["embedding"]), w, &format!("input {i}"));
     }
 
     // base64: the same floats, little-endian.
@@ -116,14 +102,14 @@ async fn embeddings_match_sentence_transformers_in_every_input_form() {
         json!({"model": NAME, "input": inputs[2], "dimensions": 32}),
     )
     .await;
-    assert_close(
+    assert_embedding_close(
         &floats(&one["data"][0]["embedding"]),
         &want[2],
         "one string",
     );
     let ids = g["input_ids"].clone();
     let single = embed(&c, &server, json!({"model": NAME, "input": ids[1]})).await;
-    assert_close(
+    assert_embedding_close(
         &floats(&single["data"][0]["embedding"]),
         &want[1],
         "token ids",
@@ -138,8 +124,8 @@ async fn embeddings_match_sentence_transformers_in_every_input_form() {
         json!({"model": NAME, "input": [ids[0], ids[3]]}),
     )
     .await;
-    assert_close(&floats(&many["data"][0]["embedding"]), &want[0], "ids 0");
-    assert_close(&floats(&many["data"][1]["embedding"]), &want[3], "ids 3");
+    assert_embedding_close(&floats(&many["data"][0]["embedding"]), &want[0], "ids 0");
+    assert_embedding_close(&floats(&many["data"][1]["embedding"]), &want[3], "ids 3");
     wait_idle(&c, &server).await;
 }
 
@@ -228,7 +214,7 @@ async fn more_inputs_than_the_server_holds_run_in_waves() {
     for (i, d) in data.iter().enumerate() {
         assert_eq!(d["index"], i);
         let want = floats(&g["embeddings"][i % 4]);
-        assert_close(&floats(&d["embedding"]), &want, &format!("input {i}"));
+        assert_embedding_close(&floats(&d["embedding"]), &want, &format!("input {i}"));
     }
     wait_idle(&c, &server).await;
 }

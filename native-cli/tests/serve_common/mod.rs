@@ -430,3 +430,23 @@ pub async fn expect_error(resp: reqwest::Response, status: u16) -> Value {
     assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
     e.clone()
 }
+
+/// A fixture of `tests/fixtures/embed/` (tiny random-initialised embedding
+/// models and their sentence-transformers vectors).
+pub fn embed_fixture(case: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/embed")
+        .join(case)
+}
+
+/// Embedding vectors equal within 1e-3 of the expected vector's largest component.
+pub fn assert_embedding_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-3 * scale,
+            "{what}[{i}]: got {g}, want {w}"
+        );
+    }
+}

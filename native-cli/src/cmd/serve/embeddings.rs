@@ -5,7 +5,6 @@
 //! Inputs are tokenized here, on a blocking worker, and run through the
 //! engine together (prefill only, pooled as the model declares).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -167,14 +166,10 @@ pub async fn embeddings(State(app): State<Arc<App>>, headers: HeaderMap, body: B
 
 async fn embed(app: Arc<App>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    if app.shutting_down.load(Ordering::SeqCst) {
-        return Err(ApiError::shutting_down());
-    }
+    app.check_open()?;
     let settings = &app.settings;
     let req: EmbeddingsBody = app.read_body(&headers, body).await?;
-    if req.model != app.model_id {
-        return Err(ApiError::model_not_found(&req.model, &app.model_id));
-    }
+    app.check_model(&req.model)?;
     let inputs = parse_input(&req.input)?;
     let encoding = parse_encoding(req.encoding_format.as_deref())?;
     check_dimensions(req.dimensions.as_ref(), app.engine.hidden_size)?;

@@ -77,6 +77,22 @@ impl App {
 }
 
 impl App {
+    /// `shutting_down` once SIGTERM/Ctrl-C has started the shutdown.
+    pub fn check_open(&self) -> Result<(), ApiError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ApiError::shutting_down());
+        }
+        Ok(())
+    }
+
+    /// `model_not_found` unless `model` is the id this server serves.
+    pub fn check_model(&self, model: &str) -> Result<(), ApiError> {
+        if model != self.model_id {
+            return Err(ApiError::model_not_found(model, &self.model_id));
+        }
+        Ok(())
+    }
+
     /// The request's JSON body, within `--max-body-bytes` and the body timeout.
     pub async fn read_body<T: serde::de::DeserializeOwned>(
         &self,
@@ -188,16 +204,12 @@ async fn get_model(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if id != app.model_id {
-        return Err(ApiError::model_not_found(&id, &app.model_id));
-    }
+    app.check_model(&id)?;
     Ok(Json(model_card(&app)))
 }
 
 async fn health(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
-    if app.shutting_down.load(Ordering::SeqCst) {
-        return Err(ApiError::shutting_down());
-    }
+    app.check_open()?;
     if !app.engine.is_alive() {
         return Err(ApiError::internal("The inference engine has stopped."));
     }
@@ -235,14 +247,10 @@ async fn complete(
     body: Body,
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
-    if app.shutting_down.load(Ordering::SeqCst) {
-        return Err(ApiError::shutting_down());
-    }
+    app.check_open()?;
     let settings = &app.settings;
     let req: RequestBody = app.read_body(&headers, body).await?;
-    if req.model != app.model_id {
-        return Err(ApiError::model_not_found(&req.model, &app.model_id));
-    }
+    app.check_model(&req.model)?;
     let mut job = validate(req, endpoint)?;
     if let (Some(m), Some(cap)) = (job.max_tokens, settings.max_tokens_cap) {
         if m > cap {

@@ -7,7 +7,6 @@
 mod serve_common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -246,21 +245,11 @@ fn official_openai_client() {
         return;
     };
     let server = start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_embeddings.py");
-    let out = Command::new(py)
-        .args([
-            script,
-            &server.url("/v1"),
-            NAME,
-            fixture().join("golden.json").to_str().unwrap(),
-        ])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "openai client failed:\n{}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
+    let golden = fixture().join("golden.json");
+    run_client_script(
+        &py,
+        "openai_embeddings.py",
+        &server,
+        &[NAME, golden.to_str().unwrap()],
     );
 }

@@ -5,8 +5,6 @@
 
 mod serve_common;
 
-use std::process::Command;
-
 use serve_common::*;
 
 #[test]
@@ -18,16 +16,5 @@ fn official_openai_client() {
         return;
     };
     let server = Server::start(&[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_client.py");
-    let out = Command::new(py)
-        .args([script, &server.url("/v1"), MODEL])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "openai client failed:\n{}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
+    run_client_script(&py, "openai_client.py", &server, &[MODEL]);
 }

@@ -5,8 +5,6 @@
 
 mod serve_common;
 
-use std::process::Command;
-
 use serve_common::tools_model::tool_model_bytes;
 use serve_common::*;
 
@@ -19,16 +17,10 @@ fn official_openai_client_calls_tools() {
         return;
     };
     let server = Server::start_with_model(tool_model_bytes(), &[]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_tools.py");
-    let out = Command::new(py)
-        .args([script, &server.url("/v1"), MODEL])
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_client_script(&py, "openai_tools.py", &server, &[MODEL]);
     assert!(
-        out.status.success() && stdout.starts_with("ok"),
-        "openai client failed:\n{stdout}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        stdout.starts_with("ok"),
+        "openai_tools.py did not report ok:\n{stdout}\nserver log:\n{}",
         server.log()
     );
     eprintln!("{stdout}");

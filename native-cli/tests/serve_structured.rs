@@ -7,8 +7,6 @@
 
 mod serve_common;
 
-use std::process::Command;
-
 use serve_common::*;
 
 #[test]
@@ -26,17 +24,6 @@ fn structured_output_with_the_official_client() {
         &[],
         tempfile::tempdir().unwrap(),
     );
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai_structured.py");
-    let out = Command::new(py)
-        .args([script, &server.url("/v1"), "smollm2"])
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "openai client failed:\n{}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
-    eprintln!("{}", String::from_utf8_lossy(&out.stdout));
+    let stdout = run_client_script(&py, "openai_structured.py", &server, &["smollm2"]);
+    eprintln!("{stdout}");
 }

@@ -450,3 +450,26 @@ pub fn assert_embedding_close(got: &[f32], want: &[f32], what: &str) {
         );
     }
 }
+
+/// Runs the client script `native-cli/tests/SCRIPT` with `py` as `SCRIPT
+/// URL/v1 ARGS...` against `server`. The test fails, showing the script's
+/// output and the server's log, unless the script exits 0; returns its stdout.
+pub fn run_client_script(py: &str, script: &str, server: &Server, args: &[&str]) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    let out = Command::new(py)
+        .arg(path)
+        .arg(server.url("/v1"))
+        .args(args)
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    stdout
+}

@@ -16,7 +16,6 @@ use common::*;
 use hearth::gpu::kernels::matmul::{matmul_ref, ExpertOpts, MatMul, MatMulKernel, MatMulOpts};
 use hearth::gpu::kernels::moe_combine::{combine_ref, MoeCombine, SharedExpertIo};
 use hearth::gpu::kernels::moe_group::{group_ref, Grouping, MoeGroup, RouteLayout};
-use hearth::gpu::kernels::StepInfo;
 use hearth::gpu::weights::GpuMatrix;
 use hearth::gpu::{readback_f32, GpuContext};
 use hearth::model::{DType, HostTensor};
@@ -28,18 +27,6 @@ const H: usize = 64;
 const F: usize = 96;
 const ROWS: usize = 11;
 const GEN: usize = 3;
-
-fn step(ctx: &GpuContext, n: usize, first_row: usize) -> wgpu::Buffer {
-    ctx.uniform(
-        "step",
-        &StepInfo {
-            n_tokens: n as u32,
-            n_seqs: 1,
-            first_row: first_row as u32,
-            ..Default::default()
-        },
-    )
-}
 
 fn u32s(ctx: &GpuContext, b: &wgpu::Buffer, n: usize) -> Vec<u32> {
     readback_f32(ctx, b, n)
@@ -108,7 +95,7 @@ fn grouping_matches_the_reference() {
                 let idb = ctx.buffer_from("ids", ids);
                 // Stale words from an earlier, larger step must not matter.
                 let route = ctx.buffer_from("route", &vec![0x5eu32; layout.words as usize]);
-                let (st, gs) = (step(&ctx, n, 0), step(&ctx, gen, 0));
+                let (st, gs) = (step_buffer(&ctx, n, 0), step_buffer(&ctx, gen, 0));
                 let g = MoeGroup::new(
                     &ctx, &st, &gs, &idb, &route, layout, E as u32, K as u32, tiles,
                 )
@@ -208,7 +195,7 @@ fn run_experts(
     let yb = ctx.buffer_from("y", &vec![f32::NAN; ROWS * K * rows]);
     let route = ctx.buffer_from("route", &vec![0u32; layout.words as usize]);
     // Expert kernels take their rows from the route; the step is unread.
-    let s0 = step(ctx, gen, 0);
+    let s0 = step_buffer(ctx, gen, 0);
     let mm = MatMul::new_all_kernels(
         ctx,
         &s0,
@@ -400,7 +387,7 @@ fn combine_matches_the_reference() {
                 ctx.buffer_from("gate", &gate),
                 ctx.buffer_from("sh", &sh),
             );
-            let st = step(&ctx, n, 0);
+            let st = step_buffer(&ctx, n, 0);
             let c = MoeCombine::new(
                 &ctx,
                 &st,

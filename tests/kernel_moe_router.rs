@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use hearth::gpu::kernels::moe_router::{router_logits_ref, MoeRouter};
-use hearth::gpu::kernels::StepInfo;
 use hearth::gpu::{readback_f32, GpuContext};
 use hearth::reference::route_ref;
 
@@ -23,14 +22,7 @@ fn run(
     norm: bool,
 ) -> (Vec<Vec<u32>>, Vec<Vec<f32>>) {
     let n = x.len() / hidden;
-    let step = ctx.uniform(
-        "step",
-        &StepInfo {
-            n_tokens: n as u32,
-            n_seqs: 1,
-            ..Default::default()
-        },
-    );
+    let step = step_buffer(ctx, n, 0);
     let xb = ctx.buffer_from("x", x);
     let wb = ctx.buffer_from("w", w);
     let ids = ctx.buffer_from("ids", &vec![77u32; (n + 1) * k]);

@@ -73,6 +73,19 @@ pub fn all_variants() -> Vec<Arc<GpuContext>> {
 /// the GGUF writer, which native-cli's tests include on its own.
 pub use gguf_writer::values as rand_vec;
 
+/// A `StepInfo` uniform of `n` rows of one sequence, its matmul rows from `first_row`.
+pub fn step_buffer(ctx: &GpuContext, n: usize, first_row: usize) -> wgpu::Buffer {
+    ctx.uniform(
+        "step",
+        &hearth::gpu::kernels::StepInfo {
+            n_tokens: n as u32,
+            n_seqs: 1,
+            first_row: first_row as u32,
+            ..Default::default()
+        },
+    )
+}
+
 /// The largest |got - want| and the largest |want| (the scale errors are
 /// judged against).
 pub fn max_err(got: &[f32], want: &[f32]) -> (f32, f32) {
